@@ -1,0 +1,75 @@
+/* buddyslab: a drop-in malloc built like the Linux kernel's memory manager.
+ *
+ * The standard C/POSIX/glibc allocation API (malloc, free, calloc, realloc, posix_memalign, ...)
+ * is provided under its usual names; this header declares only the bsl_* extensions.
+ * Every function here is safe to call before the first malloc and from any thread. */
+#ifndef BUDDYSLAB_H
+#define BUDDYSLAB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define BSL_VERSION "0.1.0"
+
+/* Zones, in the kernel's sense: pools of page frames with their own purpose.
+ * A zone that runs dry falls back along its zonelist: NORMAL -> LOW32; LOW32 has no fallback;
+ * HUGE is never a fallback target (it maps 2 MiB-aligned regions directly). */
+typedef enum bsl_zone_id {
+    BSL_ZONE_LOW32 = 0,  /* memory below 4 GiB (the ZONE_DMA32 idea) */
+    BSL_ZONE_NORMAL = 1, /* everything by default */
+    BSL_ZONE_HUGE = 2,   /* 2 MiB-aligned, transparent-huge-page-advised mappings */
+    BSL_NR_ZONES = 3
+} bsl_zone_id;
+
+/* Allocate `size` bytes from `zone` (free it with free()). NULL + errno=ENOMEM on failure,
+ * NULL + errno=EINVAL for an unknown zone. */
+void *bsl_zone_malloc(bsl_zone_id zone, size_t size);
+
+/* The zone a pointer we handed out lives in, or -1 when the pointer is not ours (foreign). */
+int bsl_zone_of(const void *ptr);
+
+/* 1 when `ptr` is the start of a live block we handed out, 0 otherwise. */
+int bsl_owns(const void *ptr);
+
+/* 1 when the per-CPU caches run on restartable sequences, 0 when the per-thread fallback is used. */
+int bsl_using_rseq(void);
+
+/* Whole-heap counters, all in bytes unless named otherwise. */
+typedef struct bsl_stats {
+    size_t reserved;        /* address space reserved from the OS (zones + huge mappings) */
+    size_t committed;       /* frames that may be resident: in use or free-but-not-yet-purged */
+    size_t allocated;       /* bytes in live blocks, at block granularity (slab object / pages) */
+    size_t slab_bytes;      /* pages held by slabs */
+    size_t large_bytes;     /* pages held by large (buddy) blocks */
+    size_t huge_bytes;      /* bytes of huge mappings */
+    size_t free_dirty;      /* free frames not yet returned to the OS */
+    size_t free_clean;      /* free frames already returned (or never touched) */
+    size_t purged_total;    /* bytes returned to the OS with madvise since start */
+    uint64_t nmalloc;       /* slow-path and large allocations counted centrally */
+    uint64_t nfree;
+} bsl_stats_t;
+
+/* Fill *out; returns 0. */
+int bsl_stats_get(bsl_stats_t *out);
+
+/* Print the zoneinfo / buddyinfo / slabinfo views to `fd` (text), or as one JSON object. */
+void bsl_stats_print(int fd);
+void bsl_stats_print_json(int fd);
+
+/* Return every free frame to the OS now; returns the number of bytes purged. */
+size_t bsl_purge(void);
+
+/* Set one option as BUDDYSLAB_OPTIONS would ("key", "value"). Returns 0, or -1 (and prints one
+ * line naming the key) when the key is unknown or the value is bad; the old value is kept. */
+int bsl_option_set(const char *key, const char *value);
+
+const char *bsl_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

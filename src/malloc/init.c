@@ -1,0 +1,68 @@
+/* Initialisation on the first allocation (no constructor-order assumptions), fork handlers,
+ * the report at exit, and misuse reports. */
+#include "malloc/internal.h"
+
+#include <pthread.h>
+
+int bsl_inited;
+static os_lock_t init_lock = OS_LOCK_INIT;
+static int atfork_state; /* 0 not registered, 1 registering, 2 registered */
+
+/* Lock order for fork: pcp -> kmem_caches -> buddy shards -> zones (-> pagemap -> meta, huge). */
+static void prefork(void)
+{
+    pcp_prefork();
+    slab_prefork();
+    buddy_prefork();
+    zones_prefork();
+}
+
+static void postfork_parent(void)
+{
+    zones_postfork_parent();
+    buddy_postfork_parent();
+    slab_postfork_parent();
+    pcp_postfork_parent();
+}
+
+static void postfork_child(void)
+{
+    zones_postfork_child();
+    buddy_postfork_child();
+    slab_postfork_child();
+    pcp_postfork_child();
+}
+
+void bsl_init_slow(void)
+{
+    os_lock(&init_lock);
+    if (!bsl_inited) {
+        options_parse_env();
+        zones_init();
+        unsigned ncpu = os_ncpus();
+        buddy_init(opt_shards ? (unsigned)opt_shards : ncpu);
+        slab_init();
+        pcp_init((int)opt_rseq);
+        options_apply();
+        __atomic_store_n(&bsl_inited, 1, __ATOMIC_RELEASE);
+    }
+    os_unlock(&init_lock);
+    /* pthread_atfork may allocate (through us, now initialised): register outside the lock, once. */
+    int expect = 0;
+    if (__atomic_compare_exchange_n(&atfork_state, &expect, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+        pthread_atfork(prefork, postfork_parent, postfork_child);
+        __atomic_store_n(&atfork_state, 2, __ATOMIC_RELEASE);
+    }
+}
+
+__attribute__((destructor)) static void bsl_at_exit(void)
+{
+    if (bsl_inited && opt_stats)
+        bsl_stats_print(2);
+}
+
+void bsl_misuse(const char *func, const char *what, const void *p)
+{
+    os_printf(2, "buddyslab: %s: %s: pointer %p\n", func, what, p);
+    os_abort();
+}

@@ -1,0 +1,469 @@
+/* The public allocation API: maps sizes to layers (small -> slab, large -> buddy, huge -> zones)
+ * and owns the glibc contract (errno, alignment, realloc edge cases, usable size, aliases). */
+#include "malloc/internal.h"
+
+#include <errno.h>
+#include <malloc.h>
+#include <string.h>
+
+/* ---- helpers ---- */
+static __attribute__((noinline)) void *small_alloc_slow(unsigned c)
+{
+    bsl_ensure_init();
+    void *p = pcp_alloc_slow(c);
+    if (unlikely(!p))
+        errno = ENOMEM;
+    return p;
+}
+
+/* Blocks above SLAB_MAX_SIZE: whole frames from the buddy allocator, or a huge mapping.
+ * align: 0 or a power of two > 16. zero: the block must read as zeros. */
+static __attribute__((noinline)) void *large_alloc(size_t n, size_t align, int zero)
+{
+    bsl_ensure_init();
+    if (n <= MAX_ORDER_BYTES && align <= MAX_ORDER_BYTES) {
+        size_t npages = (n + PAGE_SIZE - 1) >> PAGE_SHIFT;
+        if (npages == 0)
+            npages = 1;
+        unsigned min_order = align > PAGE_SIZE ? (unsigned)__builtin_ctzl(align) - PAGE_SHIFT : 0;
+        int zeroed;
+        struct page *pg = buddy_alloc(ZONE_NORMAL, npages, min_order, pcp_cpu_hint(), &zeroed);
+        if (likely(pg)) {
+            pg->npages = (uint32_t)npages;
+            pg->flags = (uint8_t)(PG_LARGE | (zeroed ? PG_ZEROED : 0));
+            void *p = page_address(pg->arena, pg);
+            if (zero && !zeroed)
+                memset(p, 0, n);
+            return p;
+        }
+    }
+    void *p = huge_alloc(n, align); /* fresh mappings read as zero */
+    if (!p)
+        errno = ENOMEM;
+    return p;
+}
+
+static inline void *do_malloc(size_t n)
+{
+    if (likely(n <= SLAB_MAX_SIZE)) {
+        unsigned c = slab_class_of(n);
+        void *p = pcp_pop(c);
+        if (likely(p))
+            return p;
+        return small_alloc_slow(c);
+    }
+    return large_alloc(n, 0, 0);
+}
+
+/* The block holding p, classified. Aborts on a pointer that is not the start of a live block. */
+enum kind { K_SLAB, K_LARGE, K_HUGE };
+struct blk {
+    enum kind kind;
+    size_t usable;
+    struct page *pg;
+    struct huge_block *hb;
+};
+
+static void classify(void *p, const char *func, struct blk *b)
+{
+    uintptr_t e = pagemap_entry(p);
+    if (unlikely(!e))
+        bsl_misuse(func, "invalid pointer (not allocated by buddyslab)", p);
+    if (e & PAGEMAP_HUGE_TAG) {
+        struct huge_block *hb = pagemap_huge(e);
+        if (unlikely((uintptr_t)p != hb->base))
+            bsl_misuse(func, "invalid pointer (inside a huge block)", p);
+        if (unlikely(!hb->live))
+            bsl_misuse(func, "double free detected", p);
+        b->kind = K_HUGE;
+        b->hb = hb;
+        b->usable = hb->usable;
+        return;
+    }
+    struct page *pg = pagemap_page(e, p);
+    uint8_t f = __atomic_load_n(&pg->flags, __ATOMIC_ACQUIRE);
+    b->pg = pg;
+    if (f & PG_SLAB) {
+        struct page *head = pg->head;
+        uint32_t size = slab_class_size[pg->size_class];
+        if (unlikely((size_t)((char *)p - (char *)slab_base(head)) % size))
+            bsl_misuse(func, "invalid pointer (not the start of a block)", p);
+        b->kind = K_SLAB;
+        b->usable = size;
+        return;
+    }
+    int at_head = ((uintptr_t)p & (PAGE_SIZE - 1)) == 0;
+    if ((f & PG_LARGE) && at_head) {
+        b->kind = K_LARGE;
+        b->usable = (size_t)pg->npages << PAGE_SHIFT;
+        return;
+    }
+    if ((f & PG_BUDDY) && at_head)
+        bsl_misuse(func, "double free detected", p);
+    bsl_misuse(func, "invalid pointer (not the start of a block)", p);
+}
+
+static __attribute__((noinline)) void free_slow(void *p)
+{
+    if (!p)
+        return;
+    struct blk b;
+    classify(p, "free()", &b);
+    switch (b.kind) {
+    case K_SLAB:
+        pcp_free_slow(p, b.pg->size_class);
+        break;
+    case K_LARGE:
+        buddy_free(b.pg, b.pg->npages);
+        break;
+    case K_HUGE:
+        huge_free(b.hb);
+        break;
+    }
+}
+
+static inline void do_free(void *p)
+{
+    uintptr_t e = pagemap_entry(p);
+    if (likely(e && !(e & PAGEMAP_HUGE_TAG))) {
+        struct page *pg = pagemap_page(e, p);
+        if (likely(pg->flags & PG_SLAB)) {
+            unsigned c = pg->size_class;
+            if (likely(pcp_push(p, c)))
+                return;
+        }
+    }
+    free_slow(p);
+}
+
+/* A class whose size is a multiple of align (<= PAGE_SIZE): its objects are all aligned. */
+static void *do_memalign(size_t align, size_t n)
+{
+    if (align <= 16)
+        return do_malloc(n);
+    if (n <= SLAB_MAX_SIZE && align <= PAGE_SIZE) {
+        unsigned c = slab_class_of(n);
+        while (c < SLAB_NR_CLASSES && slab_class_size[c] % align)
+            c++;
+        if (c < SLAB_NR_CLASSES) {
+            void *p = pcp_pop(c);
+            return p ? p : small_alloc_slow(c);
+        }
+    }
+    if (n > ((size_t)1 << ADDR_BITS) || align > ((size_t)1 << 40)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return large_alloc(n > PAGE_SIZE ? n : PAGE_SIZE, align, 0);
+}
+
+/* ---- the C API ---- */
+BSL_EXPORT void *malloc(size_t n) { return do_malloc(n); }
+BSL_EXPORT void free(void *p) { do_free(p); }
+
+BSL_EXPORT void *calloc(size_t nmemb, size_t size)
+{
+    size_t n;
+    if (unlikely(__builtin_mul_overflow(nmemb, size, &n))) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (likely(n <= SLAB_MAX_SIZE)) {
+        void *p = do_malloc(n);
+        if (likely(p))
+            memset(p, 0, n);
+        return p;
+    }
+    return large_alloc(n, 0, 1);
+}
+
+BSL_EXPORT void *realloc(void *p, size_t n)
+{
+    if (!p)
+        return do_malloc(n);
+    if (n == 0) { /* glibc: free and return NULL */
+        do_free(p);
+        return NULL;
+    }
+    struct blk b;
+    classify(p, "realloc()", &b);
+    switch (b.kind) {
+    case K_SLAB:
+        if (n <= b.usable && (n >= b.usable / 2 || b.usable <= 64))
+            return p;
+        break;
+    case K_LARGE:
+        if (n > SLAB_MAX_SIZE / 2 && n <= MAX_ORDER_BYTES) {
+            size_t old_pages = b.pg->npages, new_pages = (n + PAGE_SIZE - 1) >> PAGE_SHIFT;
+            if (new_pages == old_pages)
+                return p;
+            if (new_pages < old_pages) { /* shrink in place */
+                buddy_shrink(b.pg, old_pages, new_pages);
+                b.pg->npages = (uint32_t)new_pages;
+                return p;
+            }
+            if (buddy_extend(b.pg, old_pages, new_pages)) { /* grow into the free buddy neighbour */
+                b.pg->npages = (uint32_t)new_pages;
+                b.pg->flags &= (uint8_t)~PG_ZEROED;
+                return p;
+            }
+        }
+        break;
+    case K_HUGE:
+        if (n > MAX_ORDER_BYTES) {
+            if (n <= b.usable && n > b.usable / 2)
+                return p;
+            void *q = huge_realloc(b.hb, n); /* mremap: no copy */
+            if (q)
+                return q;
+        }
+        break;
+    }
+    void *q = do_malloc(n);
+    if (unlikely(!q))
+        return NULL; /* errno is ENOMEM, p is untouched */
+    memcpy(q, p, n < b.usable ? n : b.usable);
+    do_free(p);
+    return q;
+}
+
+BSL_EXPORT void *reallocarray(void *p, size_t nmemb, size_t size)
+{
+    size_t n;
+    if (__builtin_mul_overflow(nmemb, size, &n)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return realloc(p, n);
+}
+
+static inline int pow2(size_t x) { return x && !(x & (x - 1)); }
+
+BSL_EXPORT int posix_memalign(void **out, size_t align, size_t n)
+{
+    if (!pow2(align) || align < sizeof(void *))
+        return EINVAL;
+    int saved = errno;
+    void *p = do_memalign(align, n);
+    errno = saved;
+    if (!p)
+        return ENOMEM;
+    *out = p;
+    return 0;
+}
+
+BSL_EXPORT void *aligned_alloc(size_t align, size_t n)
+{
+    if (!pow2(align)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    return do_memalign(align, n);
+}
+
+BSL_EXPORT void *memalign(size_t align, size_t n)
+{
+    if (align > ((size_t)1 << 40)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (!pow2(align)) /* glibc: round a bad alignment up to a power of two */
+        align = align ? (size_t)1 << (64 - __builtin_clzl(align)) : 1;
+    return do_memalign(align, n);
+}
+
+BSL_EXPORT void *valloc(size_t n) { return do_memalign(PAGE_SIZE, n); }
+
+BSL_EXPORT void *pvalloc(size_t n)
+{
+    size_t r;
+    if (__builtin_add_overflow(n, PAGE_SIZE - 1, &r)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    r &= ~(PAGE_SIZE - 1);
+    return do_memalign(PAGE_SIZE, r ? r : PAGE_SIZE);
+}
+
+BSL_EXPORT size_t malloc_usable_size(void *p)
+{
+    if (!p)
+        return 0;
+    struct blk b;
+    classify(p, "malloc_usable_size()", &b);
+    return b.usable;
+}
+
+BSL_EXPORT void free_sized(void *p, size_t size)
+{
+    (void)size;
+    do_free(p);
+}
+
+BSL_EXPORT void free_aligned_sized(void *p, size_t align, size_t size)
+{
+    (void)align;
+    (void)size;
+    do_free(p);
+}
+
+BSL_EXPORT int malloc_trim(size_t pad)
+{
+    (void)pad;
+    return bsl_purge() > 0;
+}
+
+BSL_EXPORT int mallopt(int param, int value)
+{
+    (void)param;
+    (void)value;
+    return 1;
+}
+
+BSL_EXPORT struct mallinfo2 mallinfo2(void)
+{
+    struct mallinfo2 mi;
+    memset(&mi, 0, sizeof(mi));
+    bsl_stats_t s;
+    bsl_stats_get(&s);
+    size_t hb, hn;
+    huge_stats(&hb, &hn);
+    mi.arena = s.committed;
+    mi.ordblks = 1;
+    mi.hblks = hn;
+    mi.hblkhd = hb;
+    mi.uordblks = s.allocated;
+    mi.fordblks = s.free_dirty + s.free_clean;
+    mi.keepcost = s.free_dirty;
+    return mi;
+}
+
+BSL_EXPORT struct mallinfo mallinfo(void)
+{
+    struct mallinfo2 m2 = mallinfo2();
+    struct mallinfo m;
+    m.arena = (int)m2.arena;
+    m.ordblks = (int)m2.ordblks;
+    m.smblks = (int)m2.smblks;
+    m.hblks = (int)m2.hblks;
+    m.hblkhd = (int)m2.hblkhd;
+    m.usmblks = (int)m2.usmblks;
+    m.fsmblks = (int)m2.fsmblks;
+    m.uordblks = (int)m2.uordblks;
+    m.fordblks = (int)m2.fordblks;
+    m.keepcost = (int)m2.keepcost;
+    return m;
+}
+
+BSL_EXPORT void malloc_stats(void)
+{
+    bsl_stats_t s;
+    bsl_stats_get(&s);
+    os_printf(2, "Arena 0:\nsystem bytes     = %10zu\nin use bytes     = %10zu\n", s.committed, s.allocated);
+    os_printf(2, "Total (incl. mmap):\nsystem bytes     = %10zu\nin use bytes     = %10zu\n",
+              s.committed + s.huge_bytes, s.allocated);
+    os_printf(2, "max mmap regions = %10zu\nmax mmap bytes   = %10zu\n", (size_t)0, s.huge_bytes);
+}
+
+#pragma GCC diagnostic ignored "-Wmissing-attributes"
+/* glibc's internal names, used by some programs and by libc itself. */
+BSL_EXPORT void *__libc_malloc(size_t n) __attribute__((alias("malloc")));
+BSL_EXPORT void __libc_free(void *p) __attribute__((alias("free")));
+BSL_EXPORT void *__libc_calloc(size_t a, size_t b) __attribute__((alias("calloc")));
+BSL_EXPORT void *__libc_realloc(void *p, size_t n) __attribute__((alias("realloc")));
+BSL_EXPORT void *__libc_memalign(size_t a, size_t n) __attribute__((alias("memalign")));
+BSL_EXPORT void *__libc_valloc(size_t n) __attribute__((alias("valloc")));
+BSL_EXPORT void *__libc_pvalloc(size_t n) __attribute__((alias("pvalloc")));
+BSL_EXPORT int __posix_memalign(void **o, size_t a, size_t n) __attribute__((alias("posix_memalign")));
+
+/* ---- bsl_* extensions ---- */
+BSL_EXPORT void *bsl_zone_malloc(bsl_zone_id zone, size_t size)
+{
+    bsl_ensure_init();
+    switch (zone) {
+    case BSL_ZONE_NORMAL:
+        return do_malloc(size);
+    case BSL_ZONE_HUGE: {
+        void *p = huge_alloc(size ? size : 1, SECTION_SIZE);
+        if (!p)
+            errno = ENOMEM;
+        return p;
+    }
+    case BSL_ZONE_LOW32: {
+        void *p = NULL;
+        if (size <= SLAB_MAX_SIZE) {
+            if (slab_alloc_bulk(ZONE_LOW32, slab_class_of(size), &p, 1, pcp_cpu_hint()) != 1)
+                p = NULL;
+        } else if (size <= MAX_ORDER_BYTES) {
+            int zeroed;
+            struct page *pg = buddy_alloc(ZONE_LOW32, (size + PAGE_SIZE - 1) >> PAGE_SHIFT, 0, pcp_cpu_hint(),
+                                          &zeroed);
+            if (pg) {
+                pg->npages = (uint32_t)((size + PAGE_SIZE - 1) >> PAGE_SHIFT);
+                pg->flags = (uint8_t)(PG_LARGE | (zeroed ? PG_ZEROED : 0));
+                p = page_address(pg->arena, pg);
+            }
+        }
+        if (!p)
+            errno = ENOMEM;
+        return p;
+    }
+    default:
+        errno = EINVAL;
+        return NULL;
+    }
+}
+
+BSL_EXPORT int bsl_zone_of(const void *ptr)
+{
+    uintptr_t e = pagemap_entry(ptr);
+    if (!e)
+        return -1;
+    if (e & PAGEMAP_HUGE_TAG)
+        return BSL_ZONE_HUGE;
+    uintptr_t a = (uintptr_t)ptr;
+    for (int z = 0; z < NR_ZONES; z++) {
+        os_lock(&zones[z].lock);
+        for (struct arena *ar = zones[z].arenas; ar; ar = ar->next)
+            if (a >= ar->base && a < ar->base + (ar->npages << PAGE_SHIFT)) {
+                os_unlock(&zones[z].lock);
+                return z;
+            }
+        os_unlock(&zones[z].lock);
+    }
+    return -1;
+}
+
+BSL_EXPORT int bsl_owns(const void *ptr)
+{
+    uintptr_t e = pagemap_entry(ptr);
+    if (!e)
+        return 0;
+    if (e & PAGEMAP_HUGE_TAG) {
+        struct huge_block *hb = pagemap_huge(e);
+        return hb->live && hb->base == (uintptr_t)ptr;
+    }
+    struct page *pg = pagemap_page(e, ptr);
+    uint8_t f = __atomic_load_n(&pg->flags, __ATOMIC_ACQUIRE);
+    if (f & PG_SLAB) {
+        size_t off = (size_t)((const char *)ptr - (const char *)slab_base(pg->head));
+        return off % slab_class_size[pg->size_class] == 0 && off / slab_class_size[pg->size_class] < pg->head->bump;
+    }
+    return (f & PG_LARGE) && ((uintptr_t)ptr & (PAGE_SIZE - 1)) == 0;
+}
+
+BSL_EXPORT int bsl_using_rseq(void)
+{
+    bsl_ensure_init();
+    return pcp_use_rseq;
+}
+
+BSL_EXPORT size_t bsl_purge(void)
+{
+    bsl_ensure_init();
+    pcp_flush_all();
+    slab_release_spares();
+    return buddy_purge(0);
+}
+
+BSL_EXPORT const char *bsl_version(void) { return BSL_VERSION; }

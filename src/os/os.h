@@ -1,0 +1,89 @@
+/* Platform layer: the only module that makes system calls or reads the environment.
+ * Every function returns 0 / a valid pointer on success; failures are stated per function.
+ * Nothing here ever calls malloc. */
+#ifndef BSL_OS_H
+#define BSL_OS_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define BSL_HIDDEN __attribute__((visibility("hidden")))
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+#define OS_PAGE_SHIFT 12
+#define OS_PAGE_SIZE ((size_t)1 << OS_PAGE_SHIFT)
+
+/* Reserve `size` bytes of address space aligned to `align` (a power of two >= page), demand
+ * paged (MAP_NORESERVE): nothing is committed until touched. `low32`: below 4 GiB.
+ * pre: size and align are page multiples. Returns NULL on failure. */
+BSL_HIDDEN void *os_reserve(size_t size, size_t align, int low32);
+BSL_HIDDEN void os_release(void *addr, size_t size);
+/* Return the frames of [addr, addr+size) to the OS; they read as zero afterwards. */
+BSL_HIDDEN int os_purge(void *addr, size_t size);
+/* Advise transparent huge pages on a 2 MiB-aligned range. */
+BSL_HIDDEN void os_advise_huge(void *addr, size_t size);
+/* Resize a mapping: in place when possible (may_move=0), else to `fixed_at` (a reservation the
+ * caller owns, which it replaces) or anywhere (fixed_at NULL, may_move=1). NULL on failure. */
+BSL_HIDDEN void *os_remap(void *addr, size_t old_size, size_t new_size, int may_move, void *fixed_at);
+
+BSL_HIDDEN uint64_t os_now_ms(void);
+BSL_HIDDEN unsigned os_ncpus(void);
+/* Value of environment variable `name`, read from the process environment without allocating. */
+BSL_HIDDEN const char *os_getenv(const char *name);
+BSL_HIDDEN void os_write_all(int fd, const char *buf, size_t len);
+BSL_HIDDEN int os_open_write(const char *path); /* O_WRONLY|O_CREAT|O_TRUNC, -1 on failure */
+BSL_HIDDEN void os_close(int fd);
+BSL_HIDDEN __attribute__((noreturn)) void os_abort(void);
+BSL_HIDDEN long os_getpid(void);
+/* Resident set size of this process in bytes (from /proc/self/statm), 0 when unknown. */
+BSL_HIDDEN size_t os_rss(void);
+
+/* Formatted output without malloc: %s %c %d %i %u %ld %lu %zu %zd %llu %lld %x %lx %zx %p %%,
+ * with optional '-', '0' flags and a width. Returns the length written (truncating). */
+BSL_HIDDEN size_t os_vsnprintf(char *buf, size_t cap, const char *fmt, va_list ap);
+BSL_HIDDEN size_t os_snprintf(char *buf, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+BSL_HIDDEN void os_printf(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- rseq (restartable sequences): glibc registers one struct rseq per thread. ---- */
+/* Byte offset from the thread pointer to this thread's struct rseq, and whether the kernel fills
+ * mm_cid (Linux 6.3+). Returns 0 when rseq is usable, -1 when it is not (not registered: valgrind,
+ * glibc.pthread.rseq=0, old kernel). */
+BSL_HIDDEN int os_rseq_probe(long *tp_offset, int *has_mm_cid);
+
+/* ---- Locks: a futex mutex (Drepper's three-state mutex). 0 unlocked, 1 locked, 2 contended. ---- */
+typedef struct os_lock {
+    int state;
+} os_lock_t;
+#define OS_LOCK_INIT {0}
+
+BSL_HIDDEN void os_lock_slow(os_lock_t *l);
+BSL_HIDDEN void os_unlock_wake(os_lock_t *l);
+
+static inline void os_lock(os_lock_t *l)
+{
+    int zero = 0;
+    if (likely(__atomic_compare_exchange_n(&l->state, &zero, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)))
+        return;
+    os_lock_slow(l);
+}
+static inline int os_trylock(os_lock_t *l)
+{
+    int zero = 0;
+    return __atomic_compare_exchange_n(&l->state, &zero, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
+}
+static inline void os_unlock(os_lock_t *l)
+{
+    if (unlikely(__atomic_exchange_n(&l->state, 0, __ATOMIC_RELEASE) == 2))
+        os_unlock_wake(l);
+}
+static inline int os_lock_held(const os_lock_t *l)
+{
+    return __atomic_load_n(&l->state, __ATOMIC_RELAXED) != 0;
+}
+/* After fork() in the child: only the forking thread exists, every lock it held is released. */
+static inline void os_lock_reinit(os_lock_t *l) { l->state = 0; }
+
+#endif

@@ -1,0 +1,233 @@
+/* Linux implementation of the platform layer. */
+#include "os/os.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <sys/auxv.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef MAP_NORESERVE
+#define MAP_NORESERVE 0x4000
+#endif
+#ifndef AT_RSEQ_FEATURE_SIZE
+#define AT_RSEQ_FEATURE_SIZE 27
+#endif
+
+extern char **environ;
+/* Exported by glibc 2.35+; weak so that we still link (and take the fallback) without them. */
+extern const ptrdiff_t __rseq_offset __attribute__((weak));
+extern const unsigned int __rseq_size __attribute__((weak));
+
+static void *map_at(void *hint, size_t size, int extra)
+{
+    void *p = mmap(hint, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | extra,
+                   -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void *os_reserve(size_t size, size_t align, int low32)
+{
+    int saved = errno;
+    int extra = 0;
+#ifdef MAP_32BIT
+    if (low32)
+        extra = MAP_32BIT;
+#else
+    if (low32)
+        return NULL;
+#endif
+    void *p = map_at(NULL, size, extra);
+    if (p && ((uintptr_t)p & (align - 1)) == 0)
+        goto out;
+    if (p)
+        munmap(p, size);
+    /* Over-reserve and trim to the alignment. */
+    p = map_at(NULL, size + align, extra);
+    if (!p)
+        goto out;
+    uintptr_t base = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
+    if (base > (uintptr_t)p)
+        munmap(p, base - (uintptr_t)p);
+    uintptr_t end = (uintptr_t)p + size + align;
+    if (end > base + size)
+        munmap((void *)(base + size), end - (base + size));
+    p = (void *)base;
+out:
+    if (p && low32 && (uintptr_t)p + size > ((uintptr_t)1 << 32)) {
+        munmap(p, size);
+        p = NULL;
+    }
+    errno = saved;
+    return p;
+}
+
+void os_release(void *addr, size_t size) { munmap(addr, size); }
+
+int os_purge(void *addr, size_t size)
+{
+    int saved = errno;
+    int r = madvise(addr, size, MADV_DONTNEED);
+    errno = saved;
+    return r;
+}
+
+void os_advise_huge(void *addr, size_t size)
+{
+#ifdef MADV_HUGEPAGE
+    int saved = errno;
+    madvise(addr, size, MADV_HUGEPAGE);
+    errno = saved;
+#else
+    (void)addr;
+    (void)size;
+#endif
+}
+
+void *os_remap(void *addr, size_t old_size, size_t new_size, int may_move, void *fixed_at)
+{
+    int saved = errno;
+    void *p;
+    if (fixed_at)
+        p = mremap(addr, old_size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, fixed_at);
+    else
+        p = mremap(addr, old_size, new_size, may_move ? MREMAP_MAYMOVE : 0);
+    errno = saved;
+    return p == MAP_FAILED ? NULL : p;
+}
+
+uint64_t os_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+unsigned os_ncpus(void)
+{
+    /* sched_getaffinity through the raw syscall: sysconf() may allocate. */
+    unsigned long mask[64];
+    long n = syscall(SYS_sched_getaffinity, 0, sizeof(mask), mask);
+    if (n <= 0)
+        return 1;
+    unsigned cnt = 0;
+    for (long i = 0; i < n / (long)sizeof(unsigned long); i++)
+        cnt += (unsigned)__builtin_popcountl(mask[i]);
+    return cnt ? cnt : 1;
+}
+
+const char *os_getenv(const char *name)
+{
+    if (!environ)
+        return NULL;
+    size_t n = 0;
+    while (name[n])
+        n++;
+    for (char **e = environ; *e; e++) {
+        const char *s = *e;
+        size_t i = 0;
+        while (i < n && s[i] == name[i])
+            i++;
+        if (i == n && s[n] == '=')
+            return s + n + 1;
+    }
+    return NULL;
+}
+
+void os_write_all(int fd, const char *buf, size_t len)
+{
+    int saved = errno;
+    while (len > 0) {
+        ssize_t w = write(fd, buf, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            break;
+        buf += w;
+        len -= (size_t)w;
+    }
+    errno = saved;
+}
+
+int os_open_write(const char *path)
+{
+    int saved = errno;
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    errno = saved;
+    return fd;
+}
+
+void os_close(int fd) { close(fd); }
+
+void os_abort(void)
+{
+    /* abort() may run atexit-like cleanups in other libcs; raise SIGABRT directly. */
+    syscall(SYS_tgkill, (long)getpid(), (long)syscall(SYS_gettid), 6 /* SIGABRT */);
+    _exit(134);
+}
+
+long os_getpid(void) { return (long)syscall(SYS_getpid); }
+
+size_t os_rss(void)
+{
+    int saved = errno;
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    size_t rss = 0;
+    if (fd >= 0) {
+        char buf[128];
+        ssize_t n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        if (n > 0) {
+            buf[n] = 0;
+            const char *s = buf;
+            while (*s && *s != ' ')
+                s++; /* skip total size */
+            while (*s == ' ')
+                s++;
+            while (*s >= '0' && *s <= '9')
+                rss = rss * 10 + (size_t)(*s++ - '0');
+            rss *= OS_PAGE_SIZE;
+        }
+    }
+    errno = saved;
+    return rss;
+}
+
+int os_rseq_probe(long *tp_offset, int *has_mm_cid)
+{
+    if (&__rseq_size == NULL || &__rseq_offset == NULL || __rseq_size == 0)
+        return -1;
+    *tp_offset = (long)__rseq_offset;
+    /* glibc 2.36 reports __rseq_size 20 even where the kernel fills mm_cid: ask the kernel. */
+    unsigned long feat = getauxval(AT_RSEQ_FEATURE_SIZE);
+    *has_mm_cid = feat >= 28;
+    return 0;
+}
+
+void os_lock_slow(os_lock_t *l)
+{
+    for (int spin = 0; spin < 100; spin++) {
+        int zero = 0;
+        if (__atomic_load_n(&l->state, __ATOMIC_RELAXED) == 0 &&
+            __atomic_compare_exchange_n(&l->state, &zero, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+            return;
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    }
+    int saved = errno;
+    while (__atomic_exchange_n(&l->state, 2, __ATOMIC_ACQUIRE) != 0)
+        syscall(SYS_futex, &l->state, FUTEX_WAIT_PRIVATE, 2, NULL, NULL, 0);
+    errno = saved;
+}
+
+void os_unlock_wake(os_lock_t *l)
+{
+    int saved = errno;
+    syscall(SYS_futex, &l->state, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+    errno = saved;
+}

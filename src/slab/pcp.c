@@ -1,0 +1,276 @@
+/* Per-CPU cache slow paths: creating caches, refilling from and draining to the kmem_caches,
+ * and the per-thread fallback's lifecycle. Locking: pcp_lock protects pcp_table creation and the
+ * free list of slot arrays; a cache's bins are never locked (see pcp.h). */
+#include "slab/pcp.h"
+
+#include <pthread.h>
+
+struct pcp *pcp_table[PCP_MAX_CID];
+__thread struct pcp pcp_tls __attribute__((tls_model("initial-exec")));
+int pcp_use_rseq;
+long bsl_rseq_tp_off, bsl_rseq_cid_off;
+
+static os_lock_t pcp_lock = OS_LOCK_INIT;
+static uint32_t bin_cap[SLAB_NR_CLASSES];
+static size_t slots_per_cache;
+static int rseq_live; /* rseq registered by glibc, whether or not we use it */
+#define PCP_MAX_BATCH 64
+
+/* Fallback lifecycle: 0 no cache yet, 1 cache live, 2 thread exiting (use the central lists). */
+static __thread int tls_state __attribute__((tls_model("initial-exec")));
+static pthread_key_t tls_key;
+static int tls_key_ok;
+struct slot_array {
+    struct slot_array *next;
+};
+static struct slot_array *free_slots; /* slot arrays of exited threads, reused */
+
+static uint32_t cap_for(uint32_t size)
+{
+    if (size <= 128)
+        return 128;
+    if (size <= 512)
+        return 64;
+    if (size <= 2048)
+        return 32;
+    if (size <= 8192)
+        return 16;
+    return 4;
+}
+
+static inline unsigned batch_of(unsigned c)
+{
+    unsigned b = bin_cap[c] / 2;
+    return b > PCP_MAX_BATCH ? PCP_MAX_BATCH : b;
+}
+
+static inline uint32_t *tp_field(long off)
+{
+    return (uint32_t *)((char *)__builtin_thread_pointer() + off);
+}
+
+void pcp_init(int rseq_wanted)
+{
+    slots_per_cache = 0;
+    for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
+        bin_cap[c] = cap_for(slab_class_size[c]);
+        slots_per_cache += bin_cap[c];
+    }
+    long off;
+    int has_cid;
+    rseq_live = os_rseq_probe(&off, &has_cid) == 0;
+#if defined(__x86_64__)
+    if (rseq_live) {
+        bsl_rseq_tp_off = off;
+        /* struct rseq: cpu_id at 4, mm_cid at 24. mm_cid is dense and bounded by the threads
+         * running at once, so a 2-thread program on a 64-CPU machine uses 2 caches, not 64. */
+        bsl_rseq_cid_off = off + (has_cid ? 24 : 4);
+        pcp_use_rseq = rseq_wanted;
+    }
+#else
+    (void)rseq_wanted;
+#endif
+    if (!pcp_use_rseq)
+        tls_key_ok = 0; /* created lazily by the first thread that needs a cache */
+}
+
+unsigned pcp_cpu_hint(void)
+{
+    if (rseq_live) {
+        int cpu = (int)*tp_field(bsl_rseq_tp_off + 4);
+        if (cpu >= 0)
+            return (unsigned)cpu;
+    }
+    return 0;
+}
+
+static void **slots_get(void)
+{
+    os_lock(&pcp_lock);
+    struct slot_array *s = free_slots;
+    if (s)
+        free_slots = s->next;
+    os_unlock(&pcp_lock);
+    if (s)
+        return (void **)s;
+    return meta_alloc(slots_per_cache * sizeof(void *));
+}
+
+static void slots_put(void **slots)
+{
+    struct slot_array *s = (struct slot_array *)slots;
+    os_lock(&pcp_lock);
+    s->next = free_slots;
+    free_slots = s;
+    os_unlock(&pcp_lock);
+}
+
+static void pcp_setup(struct pcp *pc, void **slots)
+{
+    for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
+        pc->bins[c].slots = slots;
+        pc->bins[c].count = 0;
+        slots += bin_cap[c];
+    }
+    for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) /* publish the capacity last */
+        __atomic_store_n(&pc->bins[c].cap, bin_cap[c], __ATOMIC_RELEASE);
+}
+
+/* rseq mode: make sure the current id has a cache. Returns 0 when it cannot have one. */
+static int rseq_ensure_cache(void)
+{
+    if ((int)*tp_field(bsl_rseq_tp_off + 4) < 0)
+        return 0;
+    unsigned cid = *tp_field(bsl_rseq_cid_off);
+    if (cid >= PCP_MAX_CID)
+        return 0;
+    if (__atomic_load_n(&pcp_table[cid], __ATOMIC_ACQUIRE))
+        return 1;
+    struct pcp *pc = meta_alloc(sizeof(struct pcp));
+    void **slots = pc ? meta_alloc(slots_per_cache * sizeof(void *)) : NULL;
+    if (!slots)
+        return 0;
+    pcp_setup(pc, slots);
+    os_lock(&pcp_lock);
+    if (!pcp_table[cid])
+        __atomic_store_n(&pcp_table[cid], pc, __ATOMIC_RELEASE);
+    os_unlock(&pcp_lock); /* a lost race leaves pc unused in metadata: at most once per id */
+    return 1;
+}
+
+static void tls_destructor(void *arg)
+{
+    (void)arg;
+    struct pcp *pc = &pcp_tls;
+    tls_state = 2;
+    void **slots = pc->bins[0].slots;
+    for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
+        struct pcp_bin *b = &pc->bins[c];
+        if (b->count)
+            slab_free_bulk(b->slots, b->count);
+        b->count = 0;
+        b->cap = 0;
+        b->slots = NULL;
+    }
+    if (slots)
+        slots_put(slots);
+}
+
+/* Fallback mode: make sure this thread has its cache. Returns 0 while it cannot have one. */
+static int tls_ensure_cache(void)
+{
+    if (tls_state == 1)
+        return 1;
+    if (tls_state == 2)
+        return 0;
+    tls_state = 2; /* guards against re-entry from pthread_key_create/setspecific */
+    os_lock(&pcp_lock);
+    if (!tls_key_ok && pthread_key_create(&tls_key, tls_destructor) == 0)
+        tls_key_ok = 1;
+    os_unlock(&pcp_lock);
+    void **slots = tls_key_ok ? slots_get() : NULL;
+    if (!slots) {
+        tls_state = 0;
+        return 0;
+    }
+    pcp_setup(&pcp_tls, slots);
+    pthread_setspecific(tls_key, (void *)1);
+    tls_state = 1;
+    return 1;
+}
+
+static unsigned push_bulk(void *const *in, unsigned n, unsigned c)
+{
+    if (pcp_use_rseq)
+        return pcp_rseq_push_bulk(in, n, c);
+    struct pcp_bin *b = &pcp_tls.bins[c];
+    unsigned k = b->cap - b->count;
+    if (k > n)
+        k = n;
+    for (unsigned i = 0; i < k; i++)
+        b->slots[b->count + i] = in[i];
+    b->count += k;
+    return k;
+}
+
+static unsigned pop_bulk(void **out, unsigned n, unsigned c)
+{
+    if (pcp_use_rseq)
+        return pcp_rseq_pop_bulk(out, n, c);
+    struct pcp_bin *b = &pcp_tls.bins[c];
+    unsigned k = b->count < n ? b->count : n;
+    b->count -= k;
+    for (unsigned i = 0; i < k; i++)
+        out[i] = b->slots[b->count + i];
+    return k;
+}
+
+void *pcp_alloc_slow(unsigned c)
+{
+    void *buf[PCP_MAX_BATCH];
+    unsigned cpu = pcp_cpu_hint();
+    int cached = pcp_use_rseq ? rseq_ensure_cache() : tls_ensure_cache();
+    if (cached) {
+        void *p = pcp_pop(c); /* the cache may have been refilled meanwhile (migration) */
+        if (p)
+            return p;
+    }
+    unsigned n = slab_alloc_bulk(ZONE_NORMAL, c, buf, cached ? batch_of(c) : 1, cpu);
+    if (n == 0)
+        return NULL;
+    if (n > 1) {
+        unsigned pushed = push_bulk(buf + 1, n - 1, c);
+        if (pushed < n - 1) /* migrated to a CPU whose bin is full or has no cache */
+            slab_free_bulk(buf + 1 + pushed, n - 1 - pushed);
+    }
+    return buf[0];
+}
+
+void pcp_free_slow(void *p, unsigned c)
+{
+    void *buf[PCP_MAX_BATCH];
+    int cached = pcp_use_rseq ? rseq_ensure_cache() : tls_ensure_cache();
+    if (cached) {
+        if (pcp_push(p, c))
+            return;
+        unsigned n = pop_bulk(buf, batch_of(c), c);
+        if (n)
+            slab_free_bulk(buf, n);
+        if (pcp_push(p, c))
+            return;
+    }
+    slab_free_bulk(&p, 1);
+}
+
+void pcp_flush_all(void)
+{
+    void *buf[PCP_MAX_BATCH];
+    if (!pcp_use_rseq && tls_state != 1)
+        return;
+    for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
+        unsigned n;
+        while ((n = pop_bulk(buf, PCP_MAX_BATCH, c)) > 0)
+            slab_free_bulk(buf, n);
+    }
+}
+
+void pcp_cached(size_t *objs, size_t *bytes)
+{
+    size_t o = 0, b = 0;
+    for (unsigned cid = 0; cid < PCP_MAX_CID; cid++) {
+        struct pcp *pc = __atomic_load_n(&pcp_table[cid], __ATOMIC_ACQUIRE);
+        if (!pc)
+            continue;
+        for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
+            uint32_t n = __atomic_load_n(&pc->bins[c].count, __ATOMIC_RELAXED);
+            o += n;
+            b += (size_t)n * slab_class_size[c];
+        }
+    }
+    *objs = o;
+    *bytes = b;
+}
+
+void pcp_prefork(void) { os_lock(&pcp_lock); }
+void pcp_postfork_parent(void) { os_unlock(&pcp_lock); }
+void pcp_postfork_child(void) { os_lock_reinit(&pcp_lock); }

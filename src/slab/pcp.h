@@ -1,0 +1,79 @@
+/* Per-CPU caches: the allocation fast path.
+ *
+ * A cache (struct pcp) holds, per size class, a stack of free objects (bin). In rseq mode there is
+ * one cache per concurrency id (the kernel's mm_cid where it fills it, else the CPU number) in
+ * pcp_table, and bins are touched only inside restartable sequences (pcp_rseq_<arch>.S): no locks,
+ * no atomics; the kernel restarts a sequence that was preempted, migrated or signalled before its
+ * single committing store. In fallback mode (no rseq, or option rseq=0) each thread has its own
+ * cache in TLS and the same bins are touched with plain loads and stores.
+ *
+ * Invariant: 0 <= count <= cap for every bin; slots[0, count) are free objects of the bin's class,
+ * counted as in use by their slabs. The layout of struct pcp_bin is shared with the assembly. */
+#ifndef BSL_PCP_H
+#define BSL_PCP_H
+
+#include "slab/slab.h"
+
+#define PCP_MAX_CID 4096
+
+struct pcp_bin {
+    uint32_t count; /* offset 0 */
+    uint32_t cap;   /* offset 4 */
+    void **slots;   /* offset 8 */
+};
+_Static_assert(sizeof(struct pcp_bin) == 16, "pcp_bin layout is shared with the rseq assembly");
+
+struct pcp {
+    struct pcp_bin bins[SLAB_NR_CLASSES];
+};
+
+BSL_HIDDEN extern struct pcp *pcp_table[PCP_MAX_CID];
+BSL_HIDDEN extern __thread struct pcp pcp_tls __attribute__((tls_model("initial-exec")));
+BSL_HIDDEN extern int pcp_use_rseq;
+BSL_HIDDEN extern long bsl_rseq_tp_off;  /* thread pointer -> struct rseq */
+BSL_HIDDEN extern long bsl_rseq_cid_off; /* thread pointer -> the id that indexes pcp_table */
+
+/* Restartable sequences (assembly). pop: an object or NULL (empty bin, or no cache for this CPU
+ * yet); push: 1, or 0 when the bin is full or there is no cache; bulk: the number moved. */
+BSL_HIDDEN void *pcp_rseq_pop(unsigned c);
+BSL_HIDDEN int pcp_rseq_push(void *p, unsigned c);
+BSL_HIDDEN unsigned pcp_rseq_pop_bulk(void **out, unsigned n, unsigned c);
+BSL_HIDDEN unsigned pcp_rseq_push_bulk(void *const *in, unsigned n, unsigned c);
+
+static inline void *pcp_pop(unsigned c)
+{
+    if (likely(pcp_use_rseq))
+        return pcp_rseq_pop(c);
+    struct pcp_bin *b = &pcp_tls.bins[c];
+    return likely(b->count) ? b->slots[--b->count] : NULL;
+}
+
+static inline int pcp_push(void *p, unsigned c)
+{
+    if (likely(pcp_use_rseq))
+        return pcp_rseq_push(p, c);
+    struct pcp_bin *b = &pcp_tls.bins[c];
+    if (likely(b->count < b->cap)) {
+        b->slots[b->count++] = p;
+        return 1;
+    }
+    return 0;
+}
+
+/* Slow paths (pcp.c): refill the current cache and return one object (NULL: out of memory), and
+ * drain the current cache to make room for p, then cache or free it. */
+BSL_HIDDEN void *pcp_alloc_slow(unsigned c);
+BSL_HIDDEN void pcp_free_slow(void *p, unsigned c);
+/* Select the front end; rseq_wanted=0 forces the per-thread fallback. */
+BSL_HIDDEN void pcp_init(int rseq_wanted);
+/* The current CPU (or concurrency id) as a shard hint. */
+BSL_HIDDEN unsigned pcp_cpu_hint(void);
+/* Give back every object cached in every per-CPU cache (and this thread's TLS cache). */
+BSL_HIDDEN void pcp_flush_all(void);
+/* Objects and bytes held in caches, for statistics. */
+BSL_HIDDEN void pcp_cached(size_t *objs, size_t *bytes);
+BSL_HIDDEN void pcp_prefork(void);
+BSL_HIDDEN void pcp_postfork_parent(void);
+BSL_HIDDEN void pcp_postfork_child(void);
+
+#endif

@@ -1,0 +1,278 @@
+/* kmem_caches: slabs of one size class, refilled from and drained to by the per-CPU caches. */
+#include "slab/slab.h"
+
+const uint32_t slab_class_size[SLAB_NR_CLASSES] = {
+    16,    32,    48,    64,    80,    96,    112,   128,                         /* 16 apart */
+    160,   192,   224,   256,   320,   384,   448,   512,   640,   768,   896,   1024, /* 4 per 2^n */
+    1280,  1536,  1792,  2048,  2560,  3072,  3584,  4096,  5120,  6144,  7168,  8192,
+    10240, 12288, 14336, 16384, 20480, 24576, 28672, 32768,
+};
+
+/* slab_small_class[(n + 15) >> 4] for n <= 1024. */
+const uint8_t slab_small_class[65] = {
+    0,  0,  1,  2,  3,  4,  5,  6,  7,                                      /* .. 128 */
+    8,  8,  9,  9,  10, 10, 11, 11,                                         /* .. 256 */
+    12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15,         /* .. 512 */
+    16, 16, 16, 16, 16, 16, 16, 16, 17, 17, 17, 17, 17, 17, 17, 17,         /* .. 768 */
+    18, 18, 18, 18, 18, 18, 18, 18, 19, 19, 19, 19, 19, 19, 19, 19,         /* .. 1024 */
+};
+
+struct kmem_cache kmem_caches[NR_ZONES][SLAB_NR_CLASSES];
+
+/* Smallest order whose slab wastes at most 1/8 and holds at least 8 objects, or order 3. */
+static unsigned slab_order_for(uint32_t size)
+{
+    for (unsigned o = 0; o <= 5; o++) {
+        size_t bytes = PAGE_SIZE << o, n = bytes / size, waste = bytes - n * size;
+        if (n >= 1 && waste * 8 <= bytes && (n >= 8 || o >= 3))
+            return o;
+    }
+    return 5;
+}
+
+void slab_init(void)
+{
+    for (int z = 0; z < NR_ZONES; z++)
+        for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
+            struct kmem_cache *kc = &kmem_caches[z][c];
+            kc->size = slab_class_size[c];
+            kc->order = (uint8_t)slab_order_for(kc->size);
+            kc->objs_per_slab = (uint16_t)((PAGE_SIZE << kc->order) / kc->size);
+            kc->zone = (uint8_t)z;
+        }
+}
+
+static __attribute__((noreturn, noinline)) void slab_corrupt(const void *obj, const char *what)
+{
+    os_printf(2, "buddyslab: free(): %s: pointer %p\n", what, obj);
+    os_abort();
+}
+
+static void partial_add_locked(struct kmem_cache *kc, struct page *s)
+{
+    s->prev = NULL;
+    s->next = kc->partial;
+    if (kc->partial)
+        kc->partial->prev = s;
+    kc->partial = s;
+    s->on_partial = 1;
+    kc->nr_partial++;
+}
+
+static void partial_del_locked(struct kmem_cache *kc, struct page *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        kc->partial = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->on_partial = 0;
+    kc->nr_partial--;
+}
+
+/* A new slab from the buddy allocator; every frame points at the head. Called without locks. */
+static struct page *new_slab(struct kmem_cache *kc, unsigned c, unsigned cpu)
+{
+    int zeroed;
+    size_t npages = (size_t)1 << kc->order;
+    struct page *head = buddy_alloc(kc->zone, npages, kc->order, cpu, &zeroed);
+    if (!head)
+        return NULL;
+    for (size_t i = 0; i < npages; i++) {
+        struct page *pg = head + i;
+        pg->size_class = (uint8_t)c;
+        pg->head = head;
+        pg->zone = head->zone;
+        __atomic_store_n(&pg->flags, PG_SLAB, __ATOMIC_RELEASE);
+    }
+    head->order = kc->order;
+    head->npages = (uint32_t)npages;
+    head->freelist = NULL;
+    head->inuse = 0;
+    head->bump = 0;
+    head->total = kc->objs_per_slab;
+    head->on_partial = 0;
+    return head;
+}
+
+static void release_slab(struct page *head)
+{
+    size_t npages = head->npages;
+    for (size_t i = 1; i < npages; i++)
+        head[i].flags = 0;
+    buddy_free(head, npages);
+}
+
+unsigned slab_alloc_bulk(int zone, unsigned c, void **out, unsigned n, unsigned cpu)
+{
+    struct kmem_cache *kc = &kmem_caches[zone][c];
+    unsigned got = 0;
+    os_lock(&kc->lock);
+    while (got < n) {
+        struct page *s = kc->partial;
+        if (!s) {
+            if (kc->spare) {
+                s = kc->spare;
+                kc->spare = NULL;
+            } else {
+                os_unlock(&kc->lock);
+                s = new_slab(kc, c, cpu);
+                os_lock(&kc->lock);
+                if (!s)
+                    break;
+                kc->nr_slabs++;
+                kc->nr_slab_alloc++;
+            }
+            partial_add_locked(kc, s);
+        }
+        unsigned took = 0;
+        while (got < n && s->freelist) {
+            void *obj = s->freelist;
+            s->freelist = *(void **)obj;
+            out[got++] = obj;
+            took++;
+        }
+        if (got < n && s->bump < s->total) {
+            char *base = slab_base(s);
+            uint32_t size = kc->size;
+            while (got < n && s->bump < s->total) {
+                out[got++] = base + (size_t)s->bump * size;
+                s->bump++;
+                took++;
+            }
+        }
+        s->inuse += took;
+        if (s->inuse == s->total)
+            partial_del_locked(kc, s);
+    }
+    kc->nr_inuse += got;
+    kc->nr_refill++;
+    os_unlock(&kc->lock);
+    return got;
+}
+
+void slab_free_bulk(void *const *objs, unsigned n)
+{
+    struct kmem_cache *locked = NULL;
+    struct page *to_release = NULL; /* empty slabs, linked through next, freed after unlocking */
+    for (unsigned i = 0; i < n; i++) {
+        void *obj = objs[i];
+        struct page *head = virt_to_page(obj)->head;
+        struct kmem_cache *kc = &kmem_caches[head->zone][head->size_class];
+        if (kc != locked) {
+            if (locked) {
+                locked->nr_drain++;
+                os_unlock(&locked->lock);
+            }
+            os_lock(&kc->lock);
+            locked = kc;
+        }
+        size_t off = (size_t)((char *)obj - (char *)slab_base(head));
+        if (unlikely(off % kc->size != 0))
+            slab_corrupt(obj, "invalid pointer (not the start of a block)");
+        if (unlikely(head->inuse == 0 || obj == head->freelist))
+            slab_corrupt(obj, "double free detected");
+        *(void **)obj = head->freelist;
+        head->freelist = obj;
+        head->inuse--;
+        kc->nr_inuse--;
+        if (head->inuse == 0) {
+            if (head->on_partial)
+                partial_del_locked(kc, head);
+            /* Keep one empty slab per cache; give the rest back to the buddy allocator. */
+            if (!kc->spare) {
+                kc->spare = head;
+            } else {
+                kc->nr_slabs--;
+                kc->nr_slab_free++;
+                head->next = to_release;
+                to_release = head;
+            }
+        } else if (!head->on_partial) {
+            partial_add_locked(kc, head);
+        }
+    }
+    if (locked) {
+        locked->nr_drain++;
+        os_unlock(&locked->lock);
+    }
+    while (to_release) {
+        struct page *s = to_release;
+        to_release = s->next;
+        release_slab(s);
+    }
+}
+
+void slab_release_spares(void)
+{
+    for (int z = 0; z < NR_ZONES; z++)
+        for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
+            struct kmem_cache *kc = &kmem_caches[z][c];
+            os_lock(&kc->lock);
+            struct page *s = kc->spare;
+            kc->spare = NULL;
+            if (s) {
+                kc->nr_slabs--;
+                kc->nr_slab_free++;
+            }
+            os_unlock(&kc->lock);
+            if (s)
+                release_slab(s);
+        }
+}
+
+int slab_check(void)
+{
+    for (int z = 0; z < NR_ZONES; z++)
+        for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
+            struct kmem_cache *kc = &kmem_caches[z][c];
+            int rc = 0;
+            os_lock(&kc->lock);
+            size_t n = 0;
+            for (struct page *s = kc->partial; s && !rc; s = s->next, n++) {
+                size_t free_objs = 0;
+                for (void *o = s->freelist; o && free_objs <= s->total; o = *(void **)o) {
+                    struct page *pg = virt_to_page(o);
+                    if (!pg || pg->head != s)
+                        rc = -1;
+                    free_objs++;
+                }
+                if (rc || (s->flags & PG_SLAB) == 0 || s->size_class != c || !s->on_partial ||
+                    s->inuse + free_objs + (s->total - s->bump) != s->total || s->inuse >= s->total) {
+                    os_printf(2, "buddyslab: slab_check: class %u (%u B) slab %p inconsistent\n", c,
+                              kc->size, slab_base(s));
+                    rc = -1;
+                }
+            }
+            if (!rc && n != kc->nr_partial) {
+                os_printf(2, "buddyslab: slab_check: class %u partial count %zu != %zu\n", c, n, kc->nr_partial);
+                rc = -1;
+            }
+            os_unlock(&kc->lock);
+            if (rc)
+                return rc;
+        }
+    return 0;
+}
+
+void slab_prefork(void)
+{
+    for (int z = 0; z < NR_ZONES; z++)
+        for (unsigned c = 0; c < SLAB_NR_CLASSES; c++)
+            os_lock(&kmem_caches[z][c].lock);
+}
+
+void slab_postfork_parent(void)
+{
+    for (int z = NR_ZONES - 1; z >= 0; z--)
+        for (int c = SLAB_NR_CLASSES - 1; c >= 0; c--)
+            os_unlock(&kmem_caches[z][c].lock);
+}
+
+void slab_postfork_child(void)
+{
+    for (int z = 0; z < NR_ZONES; z++)
+        for (unsigned c = 0; c < SLAB_NR_CLASSES; c++)
+            os_lock_reinit(&kmem_caches[z][c].lock);
+}

@@ -1,0 +1,65 @@
+/* Slab layer: size classes, slabs (kmem_cache), and the per-CPU caches in front of them.
+ *
+ * Size classes are 16 bytes apart up to 128 B, then four per power of two up to 32 KiB, so
+ * internal waste stays under 25 %. A slab is an order-k buddy block carved into objects of one
+ * class; its head frame's descriptor holds the slab state (freelist, inuse, bump). Objects never
+ * handed out lie past `bump`, so a new slab costs no touching of its memory.
+ *
+ * Front end (pcp.h): a per-CPU cache of free objects per class, touched only inside restartable
+ * sequences (or a per-thread cache when rseq is not there). Caches refill from and drain to the
+ * kmem_caches in batches; this is the only channel between the two, so the kmem_cache need not
+ * know which front end is in use. */
+#ifndef BSL_SLAB_H
+#define BSL_SLAB_H
+
+#include "buddy/buddy.h"
+
+#define SLAB_NR_CLASSES 40
+#define SLAB_MAX_SIZE 32768u
+
+BSL_HIDDEN extern const uint32_t slab_class_size[SLAB_NR_CLASSES];
+BSL_HIDDEN extern const uint8_t slab_small_class[65];
+
+static inline unsigned slab_class_of(size_t n) /* pre: n <= SLAB_MAX_SIZE */
+{
+    if (likely(n <= 1024))
+        return slab_small_class[(n + 15) >> 4];
+    unsigned lg = 63u - (unsigned)__builtin_clzl(n - 1);
+    return 8 + (lg - 7) * 4 + (unsigned)(((n - 1) >> (lg - 2)) & 3);
+}
+
+/* One cache per (zone, class), the kernel's kmem_cache.
+ * Locking: lock protects partial, spare, and the slab fields (freelist, inuse, bump, on_partial,
+ * next/prev) of every slab of this cache, and the counters. Lock order: kmem_cache -> buddy shard. */
+struct kmem_cache {
+    os_lock_t lock;
+    uint32_t size;          /* object size */
+    uint16_t objs_per_slab;
+    uint8_t order;          /* slab = 2^order frames */
+    uint8_t zone;
+    struct page *partial;   /* slabs with free objects, most recently freed-into first */
+    struct page *spare;     /* one empty slab kept to absorb alloc/free churn */
+    size_t nr_partial;
+    size_t nr_slabs;        /* slabs owned, spare included */
+    size_t nr_inuse;        /* objects out of slabs (with callers or in per-CPU caches) */
+    uint64_t nr_refill, nr_drain, nr_slab_alloc, nr_slab_free;
+} __attribute__((aligned(64)));
+
+BSL_HIDDEN extern struct kmem_cache kmem_caches[NR_ZONES][SLAB_NR_CLASSES];
+
+BSL_HIDDEN void slab_init(void);
+/* Take up to n objects of class c from zone's caches into out[]; returns how many (0: no memory). */
+BSL_HIDDEN unsigned slab_alloc_bulk(int zone, unsigned c, void **out, unsigned n, unsigned cpu);
+/* Give objects back to their slabs (any zones and classes mixed). */
+BSL_HIDDEN void slab_free_bulk(void *const *objs, unsigned n);
+/* Give every cache's spare empty slab back to the buddy allocator (malloc_trim). */
+BSL_HIDDEN void slab_release_spares(void);
+/* Verify every slab of every cache; 0 or -1 with a message. */
+BSL_HIDDEN int slab_check(void);
+BSL_HIDDEN void slab_prefork(void);
+BSL_HIDDEN void slab_postfork_parent(void);
+BSL_HIDDEN void slab_postfork_child(void);
+
+static inline void *slab_base(const struct page *head) { return page_address(head->arena, head); }
+
+#endif

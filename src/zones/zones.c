@@ -1,0 +1,148 @@
+/* Zones, arenas and the pagemap. Lock order: zone->lock, then pagemap_lock, then meta_lock. */
+#include "zones/zones.h"
+
+struct zone zones[NR_ZONES];
+uintptr_t *pagemap_top[1u << (ADDR_BITS - 34)];
+static os_lock_t pagemap_lock = OS_LOCK_INIT;
+
+#define LEAF_ENTRIES (1u << (34 - SECTION_SHIFT))
+
+/* ---- metadata bump allocator ---- */
+#define META_CHUNK ((size_t)4 << 20)
+static os_lock_t meta_lock = OS_LOCK_INIT;
+static uintptr_t meta_cur, meta_end;
+static size_t meta_total;
+
+void *meta_alloc(size_t size)
+{
+    size = (size + 63) & ~(size_t)63;
+    os_lock(&meta_lock);
+    if (meta_cur + size > meta_end) {
+        size_t chunk = size > META_CHUNK ? (size + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1) : META_CHUNK;
+        void *p = os_reserve(chunk, PAGE_SIZE, 0);
+        if (!p) {
+            os_unlock(&meta_lock);
+            return NULL;
+        }
+        meta_total += chunk;
+        if (size > META_CHUNK) { /* a big one-off: keep the current chunk for small requests */
+            os_unlock(&meta_lock);
+            return p;
+        }
+        meta_cur = (uintptr_t)p;
+        meta_end = meta_cur + chunk;
+    }
+    void *r = (void *)meta_cur;
+    meta_cur += size;
+    os_unlock(&meta_lock);
+    return r; /* fresh anonymous memory: already zero */
+}
+
+size_t meta_bytes(void) { return __atomic_load_n(&meta_total, __ATOMIC_RELAXED); }
+
+/* ---- pagemap ---- */
+int pagemap_set(uintptr_t addr, size_t size, uintptr_t entry)
+{
+    os_lock(&pagemap_lock);
+    for (uintptr_t a = addr; a < addr + size; a += SECTION_SIZE) {
+        uintptr_t *leaf = pagemap_top[a >> 34];
+        if (!leaf) {
+            leaf = meta_alloc(LEAF_ENTRIES * sizeof(uintptr_t));
+            if (!leaf) {
+                os_unlock(&pagemap_lock);
+                return -1;
+            }
+            __atomic_store_n(&pagemap_top[a >> 34], leaf, __ATOMIC_RELEASE);
+        }
+        __atomic_store_n(&leaf[(a >> SECTION_SHIFT) & (LEAF_ENTRIES - 1)], entry, __ATOMIC_RELEASE);
+    }
+    os_unlock(&pagemap_lock);
+    return 0;
+}
+
+/* ---- zones ---- */
+void zones_init(void)
+{
+    static const char *names[NR_ZONES] = {"LOW32", "NORMAL", "HUGE"};
+    for (int z = 0; z < NR_ZONES; z++) {
+        zones[z].name = names[z];
+        zones[z].next_arena_size = z == ZONE_NORMAL ? ((size_t)1 << 30) : ((size_t)256 << 20);
+        /* Watermarks on free-but-committed frames; refined by the footprint work. */
+        zones[z].wmark_min = 0;
+        zones[z].wmark_low = (64u << 20) >> PAGE_SHIFT;
+        zones[z].wmark_high = (256u << 20) >> PAGE_SHIFT;
+    }
+}
+
+struct arena *zone_grow(int zid, unsigned shard)
+{
+    struct zone *z = &zones[zid];
+    os_lock(&z->lock);
+    void *base = NULL;
+    size_t size = z->next_arena_size;
+    while (size >= MAX_ORDER_BYTES) {
+        base = os_reserve(size, MAX_ORDER_BYTES, zid == ZONE_LOW32);
+        if (base)
+            break;
+        size /= 2; /* out of address space (RLIMIT_AS, or no room below 4 GiB): try smaller */
+    }
+    if (!base) {
+        os_unlock(&z->lock);
+        return NULL;
+    }
+    size_t npages = size >> PAGE_SHIFT;
+    size_t desc_bytes = (npages * sizeof(struct page) + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
+    struct page *pages = os_reserve(desc_bytes, PAGE_SIZE, 0);
+    struct arena *ar = pages ? meta_alloc(sizeof(*ar)) : NULL;
+    if (!ar) {
+        if (pages)
+            os_release(pages, desc_bytes);
+        os_release(base, size);
+        os_unlock(&z->lock);
+        return NULL;
+    }
+    ar->base = (uintptr_t)base;
+    ar->npages = npages;
+    ar->pages = pages;
+    ar->zone = (uint8_t)zid;
+    ar->shard = (uint8_t)shard;
+    ar->fresh = 0;
+    uintptr_t bias = (uintptr_t)pages - (ar->base >> PAGE_SHIFT) * sizeof(struct page);
+    if (pagemap_set(ar->base, size, bias) != 0) {
+        os_release(pages, desc_bytes);
+        os_release(base, size);
+        os_unlock(&z->lock);
+        return NULL; /* the arena struct stays in metadata, unused */
+    }
+    ar->next = z->arenas;
+    z->arenas = ar;
+    z->nr_arenas++;
+    z->reserved += size;
+    z->next_arena_size = size;
+    os_unlock(&z->lock);
+    return ar;
+}
+
+void zones_prefork(void)
+{
+    for (int z = 0; z < NR_ZONES; z++)
+        os_lock(&zones[z].lock);
+    os_lock(&pagemap_lock);
+    os_lock(&meta_lock);
+}
+
+void zones_postfork_parent(void)
+{
+    os_unlock(&meta_lock);
+    os_unlock(&pagemap_lock);
+    for (int z = NR_ZONES - 1; z >= 0; z--)
+        os_unlock(&zones[z].lock);
+}
+
+void zones_postfork_child(void)
+{
+    os_lock_reinit(&meta_lock);
+    os_lock_reinit(&pagemap_lock);
+    for (int z = 0; z < NR_ZONES; z++)
+        os_lock_reinit(&zones[z].lock);
+}
