@@ -163,7 +163,7 @@ static struct page *alloc_locked(struct buddy_shard *sh, size_t npages, unsigned
     } else {
         /* Carve a fresh MAX_ORDER block from an arena: never touched, so clean. */
         for (ar = sh->arenas; ar; ar = ar->next)
-            if (ar->fresh < ar->npages)
+            if (ar->fresh < ARENA_PAGES)
                 break;
         if (!ar)
             return NULL;
@@ -185,6 +185,17 @@ static struct page *alloc_locked(struct buddy_shard *sh, size_t npages, unsigned
     sh->nr_alloc++;
     *zeroed = !dirty;
     return pg;
+}
+
+/* A new arena: its first MAX_ORDER block minus the descriptor frames goes on the free lists;
+ * the rest is carved lazily (fresh), so an arena costs nothing until used. */
+static void add_arena_locked(struct buddy_shard *sh, struct arena *ar)
+{
+    ar->next = sh->arenas;
+    sh->arenas = ar;
+    ar->fresh = MAX_ORDER_PAGES;
+    sh->nr_pages += MAX_ORDER_PAGES - ARENA_META_PAGES;
+    free_range_locked(sh, ar, ARENA_META_PAGES, MAX_ORDER_PAGES - ARENA_META_PAGES, 0, 0);
 }
 
 static const int zonelist[NR_ZONES][3] = {
@@ -221,10 +232,8 @@ struct page *buddy_alloc(int zone, size_t npages, unsigned min_order, unsigned c
         }
         struct arena *ar = zone_grow(z, home);
         os_lock(&sh->lock);
-        if (ar) {
-            ar->next = sh->arenas;
-            sh->arenas = ar;
-        }
+        if (ar)
+            add_arena_locked(sh, ar);
         pg = alloc_locked(sh, npages, order, zeroed);
         os_unlock(&sh->lock);
         if (pg)
@@ -235,8 +244,7 @@ struct page *buddy_alloc(int zone, size_t npages, unsigned min_order, unsigned c
 
 static void purge_block_locked(struct buddy_shard *sh, struct page *pg)
 {
-    struct arena *ar = pg->arena;
-    os_purge(page_address(ar, pg), (size_t)PAGE_SIZE << pg->order);
+    os_purge(page_address(pg), (size_t)PAGE_SIZE << pg->order);
     dirty_del_locked(sh, pg);
     pg->flags &= (uint8_t)~PG_DIRTY;
     sh->purged_pages += (size_t)1 << pg->order;
@@ -307,7 +315,7 @@ int buddy_extend(struct page *head, size_t old_n, size_t new_n)
     struct buddy_shard *sh = shard_of(ar);
     size_t pfn = page_to_pfn(ar, head);
     size_t start = pfn + old_n, end = pfn + new_n;
-    if (end > ar->npages)
+    if (end > ARENA_PAGES)
         return 0;
     os_lock(&sh->lock);
     if (end > ar->fresh) {
@@ -408,8 +416,11 @@ int buddy_check(void)
             }
             /* Every frame is in at most one free block: count heads covering each frame. */
             for (struct arena *ar = sh->arenas; ar && !rc; ar = ar->next) {
-                nr_pages += ar->fresh;
-                for (size_t pfn = 0; pfn < ar->fresh && !rc;) {
+                nr_pages += ar->fresh - ARENA_META_PAGES;
+                for (size_t q = 0; q < ARENA_META_PAGES && !rc; q++)
+                    if (ar->pages[q].flags)
+                        rc = fail("descriptor of a metadata frame in use", z, s, q);
+                for (size_t pfn = ARENA_META_PAGES; pfn < ar->fresh && !rc;) {
                     struct page *pg = &ar->pages[pfn];
                     if (pg->flags & PG_BUDDY) {
                         heads++;

@@ -31,7 +31,7 @@ static __attribute__((noinline)) void *large_alloc(size_t n, size_t align, int z
         if (likely(pg)) {
             pg->npages = (uint32_t)npages;
             pg->flags = (uint8_t)(PG_LARGE | (zeroed ? PG_ZEROED : 0));
-            void *p = page_address(pg->arena, pg);
+            void *p = page_address(pg);
             if (zero && !zeroed)
                 memset(p, 0, n);
             return p;
@@ -80,7 +80,7 @@ static void classify(void *p, const char *func, struct blk *b)
         b->usable = hb->usable;
         return;
     }
-    struct page *pg = pagemap_page(e, p);
+    struct page *pg = arena_page(p);
     uint8_t f = __atomic_load_n(&pg->flags, __ATOMIC_ACQUIRE);
     b->pg = pg;
     if (f & PG_SLAB) {
@@ -126,7 +126,7 @@ static inline void do_free(void *p)
 {
     uintptr_t e = pagemap_entry(p);
     if (likely(e && !(e & PAGEMAP_HUGE_TAG))) {
-        struct page *pg = pagemap_page(e, p);
+        struct page *pg = arena_page(p);
         if (likely(pg->flags & PG_SLAB)) {
             unsigned c = pg->size_class;
             if (likely(pcp_push(p, c)))
@@ -401,7 +401,7 @@ BSL_EXPORT void *bsl_zone_malloc(bsl_zone_id zone, size_t size)
             if (pg) {
                 pg->npages = (uint32_t)((size + PAGE_SIZE - 1) >> PAGE_SHIFT);
                 pg->flags = (uint8_t)(PG_LARGE | (zeroed ? PG_ZEROED : 0));
-                p = page_address(pg->arena, pg);
+                p = page_address(pg);
             }
         }
         if (!p)
@@ -421,17 +421,7 @@ BSL_EXPORT int bsl_zone_of(const void *ptr)
         return -1;
     if (e & PAGEMAP_HUGE_TAG)
         return BSL_ZONE_HUGE;
-    uintptr_t a = (uintptr_t)ptr;
-    for (int z = 0; z < NR_ZONES; z++) {
-        os_lock(&zones[z].lock);
-        for (struct arena *ar = zones[z].arenas; ar; ar = ar->next)
-            if (a >= ar->base && a < ar->base + (ar->npages << PAGE_SHIFT)) {
-                os_unlock(&zones[z].lock);
-                return z;
-            }
-        os_unlock(&zones[z].lock);
-    }
-    return -1;
+    return ((struct arena *)e)->zone;
 }
 
 BSL_EXPORT int bsl_owns(const void *ptr)
@@ -443,7 +433,7 @@ BSL_EXPORT int bsl_owns(const void *ptr)
         struct huge_block *hb = pagemap_huge(e);
         return hb->live && hb->base == (uintptr_t)ptr;
     }
-    struct page *pg = pagemap_page(e, ptr);
+    struct page *pg = arena_page(ptr);
     uint8_t f = __atomic_load_n(&pg->flags, __ATOMIC_ACQUIRE);
     if (f & PG_SLAB) {
         size_t off = (size_t)((const char *)ptr - (const char *)slab_base(pg->head));

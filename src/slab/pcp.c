@@ -5,7 +5,7 @@
 
 #include <pthread.h>
 
-struct pcp *pcp_table[PCP_MAX_CID];
+struct pcp pcp_cpus[PCP_MAX_CID];
 __thread struct pcp pcp_tls __attribute__((tls_model("initial-exec")));
 int pcp_use_rseq;
 long bsl_rseq_tp_off, bsl_rseq_cid_off;
@@ -59,7 +59,7 @@ void pcp_init(int rseq_wanted)
     long off;
     int has_cid;
     rseq_live = os_rseq_probe(&off, &has_cid) == 0;
-#if defined(__x86_64__)
+#if PCP_HAVE_RSEQ
     if (rseq_live) {
         bsl_rseq_tp_off = off;
         /* struct rseq: cpu_id at 4, mm_cid at 24. mm_cid is dense and bounded by the threads
@@ -124,18 +124,21 @@ static int rseq_ensure_cache(void)
     unsigned cid = *tp_field(bsl_rseq_cid_off);
     if (cid >= PCP_MAX_CID)
         return 0;
-    if (__atomic_load_n(&pcp_table[cid], __ATOMIC_ACQUIRE))
+    struct pcp *pc = &pcp_cpus[cid];
+    if (__atomic_load_n(&pc->bins[0].cap, __ATOMIC_ACQUIRE))
         return 1;
-    struct pcp *pc = meta_alloc(sizeof(struct pcp));
-    void **slots = pc ? meta_alloc(slots_per_cache * sizeof(void *)) : NULL;
-    if (!slots)
-        return 0;
-    pcp_setup(pc, slots);
+    /* Set up under the lock: the thread may migrate, and another may set up the same id. */
     os_lock(&pcp_lock);
-    if (!pcp_table[cid])
-        __atomic_store_n(&pcp_table[cid], pc, __ATOMIC_RELEASE);
-    os_unlock(&pcp_lock); /* a lost race leaves pc unused in metadata: at most once per id */
-    return 1;
+    int ok = 1;
+    if (!pc->bins[0].cap) {
+        void **slots = meta_alloc(slots_per_cache * sizeof(void *));
+        if (slots)
+            pcp_setup(pc, slots);
+        else
+            ok = 0;
+    }
+    os_unlock(&pcp_lock);
+    return ok;
 }
 
 static void tls_destructor(void *arg)
@@ -258,8 +261,8 @@ void pcp_cached(size_t *objs, size_t *bytes)
 {
     size_t o = 0, b = 0;
     for (unsigned cid = 0; cid < PCP_MAX_CID; cid++) {
-        struct pcp *pc = __atomic_load_n(&pcp_table[cid], __ATOMIC_ACQUIRE);
-        if (!pc)
+        struct pcp *pc = &pcp_cpus[cid];
+        if (!__atomic_load_n(&pc->bins[0].cap, __ATOMIC_ACQUIRE))
             continue;
         for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
             uint32_t n = __atomic_load_n(&pc->bins[c].count, __ATOMIC_RELAXED);

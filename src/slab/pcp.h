@@ -2,19 +2,21 @@
  *
  * A cache (struct pcp) holds, per size class, a stack of free objects (bin). In rseq mode there is
  * one cache per concurrency id (the kernel's mm_cid where it fills it, else the CPU number) in
- * pcp_table, and bins are touched only inside restartable sequences (pcp_rseq_<arch>.S): no locks,
+ * pcp_cpus[], and bins are touched only inside restartable sequences (pcp_rseq_<arch>.h): no locks,
  * no atomics; the kernel restarts a sequence that was preempted, migrated or signalled before its
  * single committing store. In fallback mode (no rseq, or option rseq=0) each thread has its own
  * cache in TLS and the same bins are touched with plain loads and stores.
  *
  * Invariant: 0 <= count <= cap for every bin; slots[0, count) are free objects of the bin's class,
- * counted as in use by their slabs. The layout of struct pcp_bin is shared with the assembly. */
+ * counted as in use by their slabs. A bin with cap 0 has no slots yet: pop and push fail over to
+ * the slow path, which sets the cache up. The layout of struct pcp_bin is shared with the assembly. */
 #ifndef BSL_PCP_H
 #define BSL_PCP_H
 
 #include "slab/slab.h"
 
-#define PCP_MAX_CID 4096
+#define PCP_MAX_CID 1024 /* ids at or above this use the kmem_caches directly */
+#define PCP_SHIFT 10       /* sizeof(struct pcp) == 1 << PCP_SHIFT: the bin address is computed */
 
 struct pcp_bin {
     uint32_t count; /* offset 0 */
@@ -24,21 +26,24 @@ struct pcp_bin {
 _Static_assert(sizeof(struct pcp_bin) == 16, "pcp_bin layout is shared with the rseq assembly");
 
 struct pcp {
-    struct pcp_bin bins[SLAB_NR_CLASSES];
+    struct pcp_bin bins[1u << (PCP_SHIFT - 4)]; /* SLAB_NR_CLASSES used; the rest pads */
 };
+_Static_assert(sizeof(struct pcp) == (1u << PCP_SHIFT) && SLAB_NR_CLASSES <= (1u << (PCP_SHIFT - 4)),
+               "the rseq assembly computes &pcp_cpus[cid].bins[c] as cid << PCP_SHIFT | c << 4");
 
-BSL_HIDDEN extern struct pcp *pcp_table[PCP_MAX_CID];
+BSL_HIDDEN extern struct pcp pcp_cpus[PCP_MAX_CID]; /* demand-zero .bss: untouched ids cost nothing */
 BSL_HIDDEN extern __thread struct pcp pcp_tls __attribute__((tls_model("initial-exec")));
 BSL_HIDDEN extern int pcp_use_rseq;
 BSL_HIDDEN extern long bsl_rseq_tp_off;  /* thread pointer -> struct rseq */
 BSL_HIDDEN extern long bsl_rseq_cid_off; /* thread pointer -> the id that indexes pcp_table */
 
-/* Restartable sequences (assembly). pop: an object or NULL (empty bin, or no cache for this CPU
- * yet); push: 1, or 0 when the bin is full or there is no cache; bulk: the number moved. */
-BSL_HIDDEN void *pcp_rseq_pop(unsigned c);
-BSL_HIDDEN int pcp_rseq_push(void *p, unsigned c);
-BSL_HIDDEN unsigned pcp_rseq_pop_bulk(void **out, unsigned n, unsigned c);
-BSL_HIDDEN unsigned pcp_rseq_push_bulk(void *const *in, unsigned n, unsigned c);
+/* Restartable sequences: pop (an object or NULL: empty bin, or no cache for this CPU yet), push
+ * (1, or 0 when the bin is full or there is no cache), bulk (the number moved). One file per arch. */
+#if defined(__x86_64__)
+#include "slab/pcp_rseq_x86_64.h"
+#else
+#include "slab/pcp_rseq_none.h"
+#endif
 
 static inline void *pcp_pop(unsigned c)
 {

@@ -158,7 +158,7 @@ void slab_free_bulk(void *const *objs, unsigned n)
     struct page *to_release = NULL; /* empty slabs, linked through next, freed after unlocking */
     for (unsigned i = 0; i < n; i++) {
         void *obj = objs[i];
-        struct page *head = virt_to_page(obj)->head;
+        struct page *head = arena_page(obj)->head; /* obj came from a cache: it is ours */
         struct kmem_cache *kc = &kmem_caches[head->zone][head->size_class];
         if (kc != locked) {
             if (locked) {

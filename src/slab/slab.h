@@ -60,6 +60,6 @@ BSL_HIDDEN void slab_prefork(void);
 BSL_HIDDEN void slab_postfork_parent(void);
 BSL_HIDDEN void slab_postfork_child(void);
 
-static inline void *slab_base(const struct page *head) { return page_address(head->arena, head); }
+static inline void *slab_base(const struct page *head) { return page_address(head); }
 
 #endif

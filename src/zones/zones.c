@@ -1,4 +1,5 @@
-/* Zones, arenas and the pagemap. Lock order: zone->lock, then pagemap_lock, then meta_lock. */
+/* Zones, arenas and the pagemap. Lock order: zone->lock, then pagemap_lock, then meta_lock.
+ * zone->lock protects only the zone's counters: an arena belongs to its buddy shard. */
 #include "zones/zones.h"
 
 struct zone zones[NR_ZONES];
@@ -66,7 +67,6 @@ void zones_init(void)
     static const char *names[NR_ZONES] = {"LOW32", "NORMAL", "HUGE"};
     for (int z = 0; z < NR_ZONES; z++) {
         zones[z].name = names[z];
-        zones[z].next_arena_size = z == ZONE_NORMAL ? ((size_t)1 << 30) : ((size_t)256 << 20);
         /* Watermarks on free-but-committed frames; refined by the footprint work. */
         zones[z].wmark_min = 0;
         zones[z].wmark_low = (64u << 20) >> PAGE_SHIFT;
@@ -77,50 +77,29 @@ void zones_init(void)
 struct arena *zone_grow(int zid, unsigned shard)
 {
     struct zone *z = &zones[zid];
-    os_lock(&z->lock);
-    void *base = NULL;
-    size_t size = z->next_arena_size;
-    while (size >= MAX_ORDER_BYTES) {
-        base = os_reserve(size, MAX_ORDER_BYTES, zid == ZONE_LOW32);
+    void *base = os_reserve(ARENA_SIZE, ARENA_SIZE, zid == ZONE_LOW32);
+    struct arena *ar = base ? meta_alloc(sizeof(*ar)) : NULL;
+    if (!ar || pagemap_set((uintptr_t)base, ARENA_SIZE, (uintptr_t)ar) != 0) {
         if (base)
-            break;
-        size /= 2; /* out of address space (RLIMIT_AS, or no room below 4 GiB): try smaller */
-    }
-    if (!base) {
-        os_unlock(&z->lock);
-        return NULL;
-    }
-    size_t npages = size >> PAGE_SHIFT;
-    size_t desc_bytes = (npages * sizeof(struct page) + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
-    struct page *pages = os_reserve(desc_bytes, PAGE_SIZE, 0);
-    struct arena *ar = pages ? meta_alloc(sizeof(*ar)) : NULL;
-    if (!ar) {
-        if (pages)
-            os_release(pages, desc_bytes);
-        os_release(base, size);
-        os_unlock(&z->lock);
-        return NULL;
+            os_release(base, ARENA_SIZE);
+        return NULL; /* an arena struct may stay in metadata, unused */
     }
     ar->base = (uintptr_t)base;
-    ar->npages = npages;
-    ar->pages = pages;
+    ar->pages = (struct page *)base;
     ar->zone = (uint8_t)zid;
     ar->shard = (uint8_t)shard;
     ar->fresh = 0;
-    uintptr_t bias = (uintptr_t)pages - (ar->base >> PAGE_SHIFT) * sizeof(struct page);
-    if (pagemap_set(ar->base, size, bias) != 0) {
-        os_release(pages, desc_bytes);
-        os_release(base, size);
-        os_unlock(&z->lock);
-        return NULL; /* the arena struct stays in metadata, unused */
-    }
-    ar->next = z->arenas;
-    z->arenas = ar;
+    os_lock(&z->lock);
     z->nr_arenas++;
-    z->reserved += size;
-    z->next_arena_size = size;
+    z->reserved += ARENA_SIZE;
     os_unlock(&z->lock);
     return ar;
+}
+
+struct arena *zone_arena_of(const void *addr)
+{
+    uintptr_t e = pagemap_entry(addr);
+    return (e && !(e & PAGEMAP_HUGE_TAG)) ? (struct arena *)e : NULL;
 }
 
 void zones_prefork(void)

@@ -1,15 +1,18 @@
-/* Zones: address space reserved from the OS in big demand-paged arenas, cut into 4 KiB page
- * frames with one descriptor (struct page) per frame, found from any pointer in O(1).
+/* Zones: address space reserved from the OS in demand-paged arenas, cut into 4 KiB page frames
+ * with one descriptor (struct page) per frame, found from any pointer in O(1).
  *
- * Layout: an arena is [base, base + npages * 4 KiB), base aligned to the largest buddy block
- * (4 MiB) so that buddy blocks are naturally aligned in memory. Its descriptors live in a separate
- * reservation (pages[]), also demand paged: a frame never touched costs no descriptor RSS either.
+ * Layout: every arena is ARENA_SIZE (64 MiB) bytes aligned to ARENA_SIZE, and its first
+ * ARENA_META_PAGES frames hold the descriptors of all its frames. So the descriptor of the frame
+ * holding p is plain arithmetic: (p & ~ARENA_MASK) + ((p & ARENA_MASK) >> 12) * 64, no load at all;
+ * the descriptors of the metadata frames themselves stay zero (flags 0: never a valid block).
+ * Untouched frames cost no RSS, nor do their descriptors (demand paging).
  *
- * The pagemap maps each 2 MiB section of the address space to its owner: an arena (the entry is
- * a biased pointer such that entry + (addr >> 12) * sizeof(struct page) is the frame's
- * descriptor), a huge block (entry is its descriptor | 1), or nothing (0: a foreign pointer).
- * Entries are written under pagemap_lock and read without locks; an arena's sections are never
- * unmapped, a huge block's are cleared before its mapping goes away. */
+ * The pagemap says who owns each 2 MiB section of the address space: an arena (the entry is its
+ * struct arena *), a huge block (its descriptor | 1), or nobody (0: a foreign pointer). Entries are
+ * written under pagemap_lock and read without locks; an arena's sections are never unmapped, a
+ * huge block's are cleared before its mapping goes away. free() reads the pagemap to reject
+ * foreign pointers, but the descriptor's address does not depend on it, so the CPU overlaps the
+ * two loads. */
 #ifndef BSL_ZONES_H
 #define BSL_ZONES_H
 
@@ -21,6 +24,11 @@
 #define MAX_ORDER_PAGES ((size_t)1 << MAX_ORDER)
 #define MAX_ORDER_BYTES (MAX_ORDER_PAGES << PAGE_SHIFT)
 #define SECTION_SHIFT 21 /* 2 MiB: pagemap granule and huge-page size */
+#define ARENA_SHIFT 26   /* 64 MiB arenas, aligned to their size */
+#define ARENA_SIZE ((size_t)1 << ARENA_SHIFT)
+#define ARENA_MASK (ARENA_SIZE - 1)
+#define ARENA_PAGES (ARENA_SIZE >> 12)
+#define ARENA_META_PAGES (ARENA_PAGES * 64 / 4096) /* frames holding the descriptors: 256 */
 #define SECTION_SIZE ((size_t)1 << SECTION_SHIFT)
 #define ADDR_BITS 47
 
@@ -65,26 +73,24 @@ struct page {
 };
 _Static_assert(sizeof(struct page) == 64, "struct page is one cache line");
 
-/* A reservation owned by one buddy shard of one zone. Immutable after creation except `fresh`. */
+/* An arena: ARENA_SIZE bytes owned by one buddy shard of one zone. The struct lives in metadata;
+ * the descriptors live at the arena's base. Immutable after creation except `fresh`. */
 struct arena {
-    uintptr_t base;      /* aligned to MAX_ORDER_BYTES */
-    size_t npages;       /* a multiple of MAX_ORDER_PAGES */
-    struct page *pages;  /* npages descriptors */
+    uintptr_t base;      /* aligned to ARENA_SIZE; == (uintptr_t)pages */
+    struct page *pages;  /* ARENA_PAGES descriptors; [0, ARENA_META_PAGES) describe themselves */
     uint8_t zone;
     uint8_t shard;
     size_t fresh;        /* first pfn never given to the buddy lists (protected by the shard lock) */
-    struct arena *next;  /* zone's arena list (zone lock) */
+    struct arena *next;  /* owning shard's arena list (shard lock) */
 };
 
 /* A zone: a pool of arenas with a purpose, growth policy and watermarks (in frames).
- * Locking: lock protects arenas, nr_arenas, reserved, next_arena_size. */
+ * Locking: lock protects nr_arenas and reserved (arenas themselves belong to buddy shards). */
 struct zone {
     os_lock_t lock;
     const char *name;
-    struct arena *arenas;
     unsigned nr_arenas;
     size_t reserved;        /* bytes of address space reserved for this zone */
-    size_t next_arena_size; /* halves when a reservation fails, down to MAX_ORDER_BYTES */
     size_t wmark_min, wmark_low, wmark_high; /* free dirty frames; above high: purge now */
 };
 
@@ -94,6 +100,8 @@ BSL_HIDDEN extern uintptr_t *pagemap_top[1u << (ADDR_BITS - 34)];
 BSL_HIDDEN void zones_init(void);
 /* Reserve a new arena for `zone`, owned by buddy shard `shard`. NULL when out of address space. */
 BSL_HIDDEN struct arena *zone_grow(int zone, unsigned shard);
+/* The arena holding `addr`, or NULL when the address is not in an arena. */
+BSL_HIDDEN struct arena *zone_arena_of(const void *addr);
 BSL_HIDDEN void zones_prefork(void);
 BSL_HIDDEN void zones_postfork_parent(void);
 BSL_HIDDEN void zones_postfork_child(void);
@@ -111,9 +119,11 @@ static inline uintptr_t pagemap_entry(const void *addr)
 }
 #define PAGEMAP_HUGE_TAG ((uintptr_t)1)
 
-static inline struct page *pagemap_page(uintptr_t entry, const void *addr)
+/* Descriptor of the frame holding `addr`, which must lie in an arena (check the pagemap first). */
+static inline struct page *arena_page(const void *addr)
 {
-    return (struct page *)(entry + ((uintptr_t)addr >> PAGE_SHIFT) * sizeof(struct page));
+    uintptr_t a = (uintptr_t)addr;
+    return (struct page *)((a & ~ARENA_MASK) + ((a & ARENA_MASK) >> PAGE_SHIFT) * sizeof(struct page));
 }
 
 /* Descriptor of the frame holding `addr`, NULL when the address is not in an arena. */
@@ -122,16 +132,18 @@ static inline struct page *virt_to_page(const void *addr)
     uintptr_t e = pagemap_entry(addr);
     if (unlikely(!e || (e & PAGEMAP_HUGE_TAG)))
         return NULL;
-    return pagemap_page(e, addr);
+    return arena_page(addr);
 }
 
 static inline size_t page_to_pfn(const struct arena *ar, const struct page *pg)
 {
     return (size_t)(pg - ar->pages);
 }
-static inline void *page_address(const struct arena *ar, const struct page *pg)
+/* The first byte of the frame a descriptor describes (pure arithmetic, like arena_page). */
+static inline void *page_address(const struct page *pg)
 {
-    return (void *)(ar->base + (page_to_pfn(ar, pg) << PAGE_SHIFT));
+    uintptr_t d = (uintptr_t)pg;
+    return (void *)((d & ~ARENA_MASK) + ((d & ARENA_MASK) / sizeof(struct page) << PAGE_SHIFT));
 }
 
 /* Set (or clear, with entry 0) the pagemap entries of [addr, addr+size), section aligned.
