@@ -1,0 +1,153 @@
+/* Buddy allocator invariants after random sequences: split/coalesce, exact sizes, no overlap,
+ * in-place grow/shrink, zeroed blocks, and every frame accounted for once everything is freed. */
+#include "buddy/buddy.h"
+#include "buddyslab.h"
+#include "unit.h"
+
+#include <stdint.h>
+#include <string.h>
+
+#define SLOTS 512
+struct blk {
+    struct page *pg;
+    size_t npages;
+    unsigned char tag;
+};
+static struct blk blk[SLOTS];
+
+static void fill(struct blk *b)
+{
+    unsigned char *p = page_address(b->pg);
+    for (size_t i = 0; i < b->npages; i++) { /* first and last byte of each frame */
+        p[i * PAGE_SIZE] = b->tag;
+        p[i * PAGE_SIZE + PAGE_SIZE - 1] = b->tag;
+    }
+}
+
+static void verify(const struct blk *b)
+{
+    const unsigned char *p = page_address(b->pg);
+    for (size_t i = 0; i < b->npages; i++) {
+        CHECK(p[i * PAGE_SIZE] == b->tag);
+        CHECK(p[i * PAGE_SIZE + PAGE_SIZE - 1] == b->tag);
+    }
+}
+
+static size_t free_pages_total(int zone)
+{
+    size_t n = 0;
+    for (unsigned s = 0; s < buddy_nr_shards; s++)
+        n += buddy_shards[zone][s].nr_free_pages;
+    return n;
+}
+static size_t managed_total(int zone)
+{
+    size_t n = 0;
+    for (unsigned s = 0; s < buddy_nr_shards; s++)
+        n += buddy_shards[zone][s].nr_pages;
+    return n;
+}
+
+int main(void)
+{
+    free(malloc(1)); /* initialise the allocator */
+    /* No purging on a timer here: the purge checks below must find the dirty frames. */
+    CHECK(bsl_option_set("decay_ms", "-1") == 0);
+    size_t base_free = free_pages_total(ZONE_NORMAL), base_managed = managed_total(ZONE_NORMAL);
+    size_t base_used = base_managed - base_free; /* frames used by the allocator's own startup */
+
+    /* Exactness: a 5-frame request takes 5 frames; the other 3 of its order-3 block stay free. */
+    int zeroed;
+    struct page *pg = buddy_alloc(ZONE_NORMAL, 5, 0, 0, &zeroed);
+    CHECK(pg != NULL);
+    size_t used = managed_total(ZONE_NORMAL) - free_pages_total(ZONE_NORMAL);
+    CHECK(used == base_used + 5);
+    CHECK(((uintptr_t)page_address(pg) & (PAGE_SIZE - 1)) == 0);
+    buddy_free(pg, 5);
+    CHECK(buddy_check() == 0);
+
+    /* Alignment: min_order 6 gives a 256 KiB-aligned block even for one frame. */
+    pg = buddy_alloc(ZONE_NORMAL, 1, 6, 0, &zeroed);
+    CHECK(pg && ((uintptr_t)page_address(pg) & ((PAGE_SIZE << 6) - 1)) == 0);
+    buddy_free(pg, 1);
+
+    /* Random sequence: allocate, free, grow and shrink in place, with contents checked. */
+    unsigned long ops = 0, grown = 0, shrunk = 0;
+    for (int round = 0; round < 20000; round++) {
+        struct blk *b = &blk[rnd() % SLOTS];
+        if (b->pg) {
+            verify(b);
+            unsigned long r = rnd() % 8;
+            if (r == 0 && b->npages < MAX_ORDER_PAGES) {
+                size_t want = b->npages + 1 + rnd() % 16;
+                if (want > MAX_ORDER_PAGES)
+                    want = MAX_ORDER_PAGES;
+                if (buddy_extend(b->pg, b->npages, want)) {
+                    b->npages = want;
+                    fill(b);
+                    grown++;
+                }
+            } else if (r == 1 && b->npages > 1) {
+                size_t want = 1 + rnd() % (b->npages - 1);
+                buddy_shrink(b->pg, b->npages, want);
+                b->npages = want;
+                shrunk++;
+            } else {
+                buddy_free(b->pg, b->npages);
+                b->pg = NULL;
+            }
+        } else {
+            size_t n = (rnd() % 4 == 0) ? 1 + rnd() % MAX_ORDER_PAGES : 1 + rnd() % 12;
+            b->pg = buddy_alloc(ZONE_NORMAL, n, 0, (unsigned)rnd(), &zeroed);
+            CHECK(b->pg != NULL);
+            if (zeroed) { /* a clean block must read as zero */
+                const unsigned char *p = page_address(b->pg);
+                CHECK(p[0] == 0 && p[n * PAGE_SIZE - 1] == 0);
+            }
+            b->npages = n;
+            b->tag = (unsigned char)(1 + rnd() % 255);
+            fill(b);
+        }
+        ops++;
+        if (round % 2000 == 0)
+            CHECK(buddy_check() == 0);
+    }
+    CHECK(grown > 0 && shrunk > 0);
+    for (int i = 0; i < SLOTS; i++) { /* no overlap: every survivor still holds its own tag */
+        if (blk[i].pg)
+            verify(&blk[i]);
+    }
+    for (int i = 0; i < SLOTS; i++)
+        if (blk[i].pg) {
+            buddy_free(blk[i].pg, blk[i].npages);
+            blk[i].pg = NULL;
+        }
+    CHECK(buddy_check() == 0);
+    /* Everything accounted for: all frames but the startup ones are free again... */
+    CHECK(managed_total(ZONE_NORMAL) - free_pages_total(ZONE_NORMAL) == base_used);
+    /* ...and coalesced: no free block below MAX_ORDER except around the startup frames. */
+    size_t small_blocks = 0;
+    for (unsigned s = 0; s < buddy_nr_shards; s++)
+        for (int o = 0; o < MAX_ORDER; o++)
+            small_blocks += buddy_shards[ZONE_NORMAL][s].free_area[o].nr_free;
+    CHECK(small_blocks <= (MAX_ORDER + 1) * (buddy_nr_shards * 2 + base_used));
+
+    /* Purge: every dirty frame goes back to the OS and the block reads zero afterwards. */
+    size_t purged = buddy_purge(0);
+    CHECK(purged > 0);
+    for (unsigned s = 0; s < buddy_nr_shards; s++)
+        CHECK(buddy_shards[ZONE_NORMAL][s].nr_dirty_pages == 0);
+    pg = buddy_alloc(ZONE_NORMAL, 64, 0, 0, &zeroed);
+    CHECK(pg && zeroed);
+    const unsigned char *p = page_address(pg);
+    for (size_t i = 0; i < 64 * PAGE_SIZE; i += 512)
+        CHECK(p[i] == 0);
+    buddy_free(pg, 64);
+
+    /* Over MAX_ORDER is not the buddy's job. */
+    CHECK(buddy_alloc(ZONE_NORMAL, MAX_ORDER_PAGES + 1, 0, 0, &zeroed) == NULL);
+    CHECK(buddy_check() == 0);
+    printf("buddy: %lu operations, %lu grown in place, %lu shrunk in place\n", ops, grown, shrunk);
+    UNIT_DONE("test_buddy");
+    return 0;
+}
