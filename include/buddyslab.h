@@ -29,10 +29,14 @@ typedef enum bsl_zone_id {
  * NULL + errno=EINVAL for an unknown zone. */
 void *bsl_zone_malloc(bsl_zone_id zone, size_t size);
 
-/* The zone a pointer we handed out lives in, or -1 when the pointer is not ours (foreign). */
+/* The zone a pointer we handed out was allocated from, or -1 when the pointer is not ours
+ * (foreign). Blocks above 4 MiB are mapped directly (2 MiB aligned) whatever their zone. */
 int bsl_zone_of(const void *ptr);
 
-/* 1 when `ptr` is the start of a live block we handed out, 0 otherwise. */
+/* 1 when `ptr` is the start of a block we handed out and that is not free, 0 otherwise.
+ * Exact for large and huge blocks; a small object counts as free while it sits on its slab's
+ * free list or in a per-CPU cache (in fallback mode: the calling thread's cache only). Scans those
+ * lists: meant for tests and debugging, not hot paths. */
 int bsl_owns(const void *ptr);
 
 /* 1 when the per-CPU caches run on restartable sequences, 0 when the per-thread fallback is used. */

@@ -37,7 +37,7 @@ static __attribute__((noinline)) void *large_alloc(size_t n, size_t align, int z
             return p;
         }
     }
-    void *p = huge_alloc(n, align); /* fresh mappings read as zero */
+    void *p = huge_alloc(n, align, ZONE_NORMAL); /* fresh mappings read as zero */
     if (!p)
         errno = ENOMEM;
     return p;
@@ -111,7 +111,10 @@ static __attribute__((noinline)) void free_slow(void *p)
     classify(p, "free()", &b);
     switch (b.kind) {
     case K_SLAB:
-        pcp_free_slow(p, b.pg->size_class);
+        if (b.pg->flags & PG_LOW32)
+            slab_free_bulk(&p, 1); /* LOW32 objects never enter the per-CPU caches */
+        else
+            pcp_free_slow(p, b.pg->size_class);
         break;
     case K_LARGE:
         buddy_free(b.pg, b.pg->npages);
@@ -127,7 +130,7 @@ static inline void do_free(void *p)
     uintptr_t e = pagemap_entry(p);
     if (likely(e && !(e & PAGEMAP_HUGE_TAG))) {
         struct page *pg = arena_page(p);
-        if (likely(pg->flags & PG_SLAB)) {
+        if (likely(pg->flags == PG_SLAB)) { /* a NORMAL-zone slab: the per-CPU caches take it */
             unsigned c = pg->size_class;
             if (likely(pcp_push(p, c)))
                 return;
@@ -384,7 +387,7 @@ BSL_EXPORT void *bsl_zone_malloc(bsl_zone_id zone, size_t size)
     case BSL_ZONE_NORMAL:
         return do_malloc(size);
     case BSL_ZONE_HUGE: {
-        void *p = huge_alloc(size ? size : 1, SECTION_SIZE);
+        void *p = huge_alloc(size ? size : 1, SECTION_SIZE, ZONE_HUGE);
         if (!p)
             errno = ENOMEM;
         return p;
@@ -403,6 +406,8 @@ BSL_EXPORT void *bsl_zone_malloc(bsl_zone_id zone, size_t size)
                 pg->flags = (uint8_t)(PG_LARGE | (zeroed ? PG_ZEROED : 0));
                 p = page_address(pg);
             }
+        } else {
+            p = huge_alloc(size, SECTION_SIZE, ZONE_LOW32);
         }
         if (!p)
             errno = ENOMEM;
@@ -420,7 +425,7 @@ BSL_EXPORT int bsl_zone_of(const void *ptr)
     if (!e)
         return -1;
     if (e & PAGEMAP_HUGE_TAG)
-        return BSL_ZONE_HUGE;
+        return pagemap_huge(e)->zone;
     return ((struct arena *)e)->zone;
 }
 
@@ -437,7 +442,9 @@ BSL_EXPORT int bsl_owns(const void *ptr)
     uint8_t f = __atomic_load_n(&pg->flags, __ATOMIC_ACQUIRE);
     if (f & PG_SLAB) {
         size_t off = (size_t)((const char *)ptr - (const char *)slab_base(pg->head));
-        return off % slab_class_size[pg->size_class] == 0 && off / slab_class_size[pg->size_class] < pg->head->bump;
+        if (off % slab_class_size[pg->size_class] || off / slab_class_size[pg->size_class] >= pg->head->bump)
+            return 0;
+        return !slab_object_is_free(ptr) && !pcp_holds(ptr, pg->size_class);
     }
     return (f & PG_LARGE) && ((uintptr_t)ptr & (PAGE_SIZE - 1)) == 0;
 }

@@ -274,6 +274,27 @@ void pcp_cached(size_t *objs, size_t *bytes)
     *bytes = b;
 }
 
+static int bin_holds(const struct pcp_bin *b, const void *obj)
+{
+    uint32_t n = __atomic_load_n(&b->count, __ATOMIC_RELAXED);
+    for (uint32_t i = 0; i < n && i < b->cap; i++)
+        if (__atomic_load_n(&b->slots[i], __ATOMIC_RELAXED) == obj)
+            return 1;
+    return 0;
+}
+
+int pcp_holds(const void *obj, unsigned c)
+{
+    if (!pcp_use_rseq)
+        return tls_state == 1 && bin_holds(&pcp_tls.bins[c], obj);
+    for (unsigned cid = 0; cid < PCP_MAX_CID; cid++) {
+        const struct pcp *pc = &pcp_cpus[cid];
+        if (__atomic_load_n(&pc->bins[c].cap, __ATOMIC_ACQUIRE) && bin_holds(&pc->bins[c], obj))
+            return 1;
+    }
+    return 0;
+}
+
 void pcp_prefork(void) { os_lock(&pcp_lock); }
 void pcp_postfork_parent(void) { os_unlock(&pcp_lock); }
 void pcp_postfork_child(void) { os_lock_reinit(&pcp_lock); }

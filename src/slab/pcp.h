@@ -77,6 +77,8 @@ BSL_HIDDEN unsigned pcp_cpu_hint(void);
 BSL_HIDDEN void pcp_flush_all(void);
 /* Objects and bytes held in caches, for statistics. */
 BSL_HIDDEN void pcp_cached(size_t *objs, size_t *bytes);
+/* Whether obj sits in a per-CPU cache or this thread's cache (racy scan: for debugging). */
+BSL_HIDDEN int pcp_holds(const void *obj, unsigned c);
 BSL_HIDDEN void pcp_prefork(void);
 BSL_HIDDEN void pcp_postfork_parent(void);
 BSL_HIDDEN void pcp_postfork_child(void);

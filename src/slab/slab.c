@@ -84,7 +84,7 @@ static struct page *new_slab(struct kmem_cache *kc, unsigned c, unsigned cpu)
         pg->size_class = (uint8_t)c;
         pg->head = head;
         pg->zone = head->zone;
-        __atomic_store_n(&pg->flags, PG_SLAB, __ATOMIC_RELEASE);
+        __atomic_store_n(&pg->flags, (uint8_t)(PG_SLAB | (kc->zone == ZONE_LOW32 ? PG_LOW32 : 0)), __ATOMIC_RELEASE);
     }
     head->order = kc->order;
     head->npages = (uint32_t)npages;
@@ -220,6 +220,18 @@ void slab_release_spares(void)
             if (s)
                 release_slab(s);
         }
+}
+
+int slab_object_is_free(const void *obj)
+{
+    struct page *head = arena_page(obj)->head;
+    struct kmem_cache *kc = &kmem_caches[head->zone][head->size_class];
+    int found = 0;
+    os_lock(&kc->lock);
+    for (void *o = head->freelist; o && !found; o = *(void **)o)
+        found = o == obj;
+    os_unlock(&kc->lock);
+    return found;
 }
 
 int slab_check(void)

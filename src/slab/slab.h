@@ -54,6 +54,8 @@ BSL_HIDDEN unsigned slab_alloc_bulk(int zone, unsigned c, void **out, unsigned n
 BSL_HIDDEN void slab_free_bulk(void *const *objs, unsigned n);
 /* Give every cache's spare empty slab back to the buddy allocator (malloc_trim). */
 BSL_HIDDEN void slab_release_spares(void);
+/* Whether obj is on its slab's freelist (walks it under the cache lock: for debugging). */
+BSL_HIDDEN int slab_object_is_free(const void *obj);
 /* Verify every slab of every cache; 0 or -1 with a message. */
 BSL_HIDDEN int slab_check(void);
 BSL_HIDDEN void slab_prefork(void);

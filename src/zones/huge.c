@@ -39,7 +39,7 @@ static void account(long bytes, long count)
 
 static size_t section_round(size_t size) { return (size + SECTION_SIZE - 1) & ~(SECTION_SIZE - 1); }
 
-void *huge_alloc(size_t size, size_t align)
+void *huge_alloc(size_t size, size_t align, int zone)
 {
     if (size > ((size_t)1 << ADDR_BITS))
         return NULL;
@@ -49,7 +49,7 @@ void *huge_alloc(size_t size, size_t align)
     struct huge_block *hb = desc_get();
     if (!hb)
         return NULL;
-    void *p = os_reserve(map, align, 0);
+    void *p = os_reserve(map, align, zone == ZONE_LOW32);
     if (!p) {
         desc_put(hb);
         return NULL;
@@ -59,7 +59,7 @@ void *huge_alloc(size_t size, size_t align)
     hb->base = (uintptr_t)p;
     hb->map_size = map;
     hb->usable = map;
-    hb->zone = ZONE_HUGE;
+    hb->zone = (uint8_t)zone;
     hb->live = 1;
     if (pagemap_set(hb->base, map, (uintptr_t)hb | PAGEMAP_HUGE_TAG) != 0) {
         os_release(p, map);
@@ -102,7 +102,7 @@ void *huge_realloc(struct huge_block *hb, size_t size)
         }
     } else {
         /* ...else move the pages (no copy) into a fresh 2 MiB-aligned reservation. */
-        void *dst = os_reserve(map, SECTION_SIZE, 0);
+        void *dst = os_reserve(map, SECTION_SIZE, hb->zone == ZONE_LOW32);
         if (!dst)
             return NULL;
         if (pagemap_set((uintptr_t)dst, map, (uintptr_t)hb | PAGEMAP_HUGE_TAG) != 0) {

@@ -40,6 +40,7 @@ enum zone_id { ZONE_LOW32 = 0, ZONE_NORMAL = 1, ZONE_HUGE = 2, NR_ZONES = 3 };
 #define PG_LARGE 0x04 /* head of an allocated large block: npages valid */
 #define PG_SLAB 0x08  /* frame of a slab: head valid on every frame, slab fields on the head */
 #define PG_ZEROED 0x10 /* PG_LARGE: the block was clean (all zero) when handed out */
+#define PG_LOW32 0x20  /* PG_SLAB of the LOW32 zone: its objects bypass the per-CPU caches */
 
 struct arena;
 
@@ -155,12 +156,13 @@ struct huge_block {
     uintptr_t base;
     size_t map_size;     /* bytes mapped, a multiple of SECTION_SIZE */
     size_t usable;       /* bytes the caller may use (<= map_size) */
-    uint8_t zone;        /* ZONE_HUGE */
+    uint8_t zone;        /* the zone it was asked from: HUGE, or NORMAL/LOW32 above MAX_ORDER */
     uint8_t live;        /* 1 while allocated: catches double frees */
     struct huge_block *next_free;
 };
 BSL_HIDDEN extern int huge_thp; /* advise MADV_HUGEPAGE (option thp) */
-BSL_HIDDEN void *huge_alloc(size_t size, size_t align);
+/* A huge block for `zone` (the zone bsl_zone_of reports; LOW32 maps below 4 GiB). */
+BSL_HIDDEN void *huge_alloc(size_t size, size_t align, int zone);
 BSL_HIDDEN void huge_free(struct huge_block *hb);
 /* Resize in place or by mremap; NULL when it cannot (the block is unchanged). */
 BSL_HIDDEN void *huge_realloc(struct huge_block *hb, size_t size);
