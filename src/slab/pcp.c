@@ -108,12 +108,17 @@ static void slots_put(void **slots)
 static void pcp_setup(struct pcp *pc, void **slots)
 {
     for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
-        pc->bins[c].slots = slots;
-        pc->bins[c].count = 0;
+        struct pcp_bin *b = &pc->bins[c];
+        b->base_lo = (uint32_t)(uintptr_t)slots;
+        b->end_lo = (uint32_t)(uintptr_t)(slots + bin_cap[c]);
+        __atomic_store_n(&b->top, slots, __ATOMIC_RELEASE); /* publish last: top != NULL is "set up" */
         slots += bin_cap[c];
     }
-    for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) /* publish the capacity last */
-        __atomic_store_n(&pc->bins[c].cap, bin_cap[c], __ATOMIC_RELEASE);
+}
+
+static inline int pcp_is_setup(const struct pcp *pc)
+{
+    return __atomic_load_n(&pc->bins[SLAB_NR_CLASSES - 1].top, __ATOMIC_ACQUIRE) != NULL;
 }
 
 /* rseq mode: make sure the current id has a cache. Returns 0 when it cannot have one. */
@@ -125,12 +130,12 @@ static int rseq_ensure_cache(void)
     if (cid >= PCP_MAX_CID)
         return 0;
     struct pcp *pc = &pcp_cpus[cid];
-    if (__atomic_load_n(&pc->bins[0].cap, __ATOMIC_ACQUIRE))
+    if (pcp_is_setup(pc))
         return 1;
     /* Set up under the lock: the thread may migrate, and another may set up the same id. */
     os_lock(&pcp_lock);
     int ok = 1;
-    if (!pc->bins[0].cap) {
+    if (!pcp_is_setup(pc)) {
         void **slots = meta_alloc(slots_per_cache * sizeof(void *));
         if (slots)
             pcp_setup(pc, slots);
@@ -146,14 +151,14 @@ static void tls_destructor(void *arg)
     (void)arg;
     struct pcp *pc = &pcp_tls;
     tls_state = 2;
-    void **slots = pc->bins[0].slots;
+    void **slots = pcp_is_setup(pc) ? pcp_bin_base(&pc->bins[0]) : NULL;
     for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
         struct pcp_bin *b = &pc->bins[c];
-        if (b->count)
-            slab_free_bulk(b->slots, b->count);
-        b->count = 0;
-        b->cap = 0;
-        b->slots = NULL;
+        uint32_t n = pcp_bin_count(b);
+        if (n)
+            slab_free_bulk(pcp_bin_base(b), n);
+        b->top = NULL;
+        b->base_lo = b->end_lo = 0;
     }
     if (slots)
         slots_put(slots);
@@ -187,12 +192,12 @@ static unsigned push_bulk(void *const *in, unsigned n, unsigned c)
     if (pcp_use_rseq)
         return pcp_rseq_push_bulk(in, n, c);
     struct pcp_bin *b = &pcp_tls.bins[c];
-    unsigned k = b->cap - b->count;
+    unsigned k = (b->end_lo - (uint32_t)(uintptr_t)b->top) / 8u;
     if (k > n)
         k = n;
     for (unsigned i = 0; i < k; i++)
-        b->slots[b->count + i] = in[i];
-    b->count += k;
+        b->top[i] = in[i];
+    b->top += k;
     return k;
 }
 
@@ -201,10 +206,12 @@ static unsigned pop_bulk(void **out, unsigned n, unsigned c)
     if (pcp_use_rseq)
         return pcp_rseq_pop_bulk(out, n, c);
     struct pcp_bin *b = &pcp_tls.bins[c];
-    unsigned k = b->count < n ? b->count : n;
-    b->count -= k;
+    unsigned k = pcp_bin_count(b);
+    if (k > n)
+        k = n;
+    b->top -= k;
     for (unsigned i = 0; i < k; i++)
-        out[i] = b->slots[b->count + i];
+        out[i] = b->top[i];
     return k;
 }
 
@@ -262,10 +269,10 @@ void pcp_cached(size_t *objs, size_t *bytes)
     size_t o = 0, b = 0;
     for (unsigned cid = 0; cid < PCP_MAX_CID; cid++) {
         struct pcp *pc = &pcp_cpus[cid];
-        if (!__atomic_load_n(&pc->bins[0].cap, __ATOMIC_ACQUIRE))
+        if (!pcp_is_setup(pc))
             continue;
         for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
-            uint32_t n = __atomic_load_n(&pc->bins[c].count, __ATOMIC_RELAXED);
+            uint32_t n = pcp_bin_count(&pc->bins[c]);
             o += n;
             b += (size_t)n * slab_class_size[c];
         }
@@ -276,9 +283,12 @@ void pcp_cached(size_t *objs, size_t *bytes)
 
 static int bin_holds(const struct pcp_bin *b, const void *obj)
 {
-    uint32_t n = __atomic_load_n(&b->count, __ATOMIC_RELAXED);
-    for (uint32_t i = 0; i < n && i < b->cap; i++)
-        if (__atomic_load_n(&b->slots[i], __ATOMIC_RELAXED) == obj)
+    void **top = __atomic_load_n(&b->top, __ATOMIC_RELAXED);
+    if (!top)
+        return 0;
+    uint32_t n = (uint32_t)((uint32_t)(uintptr_t)top - b->base_lo) / 8u;
+    for (uint32_t i = 1; i <= n; i++)
+        if (__atomic_load_n(&top[-(long)i], __ATOMIC_RELAXED) == obj)
             return 1;
     return 0;
 }
@@ -289,7 +299,7 @@ int pcp_holds(const void *obj, unsigned c)
         return tls_state == 1 && bin_holds(&pcp_tls.bins[c], obj);
     for (unsigned cid = 0; cid < PCP_MAX_CID; cid++) {
         const struct pcp *pc = &pcp_cpus[cid];
-        if (__atomic_load_n(&pc->bins[c].cap, __ATOMIC_ACQUIRE) && bin_holds(&pc->bins[c], obj))
+        if (pcp_is_setup(pc) && bin_holds(&pc->bins[c], obj))
             return 1;
     }
     return 0;

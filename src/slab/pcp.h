@@ -7,9 +7,18 @@
  * single committing store. In fallback mode (no rseq, or option rseq=0) each thread has its own
  * cache in TLS and the same bins are touched with plain loads and stores.
  *
- * Invariant: 0 <= count <= cap for every bin; slots[0, count) are free objects of the bin's class,
- * counted as in use by their slabs. A bin with cap 0 has no slots yet: pop and push fail over to
- * the slow path, which sets the cache up. The layout of struct pcp_bin is shared with the assembly. */
+ * A bin is a stack of object pointers in its own slot array [base, base + cap): `top` points past
+ * the last cached object. To keep the bin at 16 bytes, only the low 32 bits of base and of
+ * base + cap are kept: comparing them with the low 32 bits of `top` is exact, because the array
+ * is far smaller than 4 GiB (jemalloc's cache_bin trick). Pop and push are then one load of `top`,
+ * one compare, one load or store of the slot, and one store of `top` that commits.
+ * (A count plus a slots pointer made a malloc/free pair ~3x slower: the slot address then depends
+ * on two loads, one of them store-forwarded from the previous operation.)
+ *
+ * Invariant: base <= top <= base + cap; [base, top) are free objects of the bin's class, counted as
+ * in use by their slabs. A bin never set up is all zero: top == NULL has the low bits of both
+ * bounds (0), so pop and push fail over to the slow path, which sets the cache up. The layout of
+ * struct pcp_bin is shared with the assembly. */
 #ifndef BSL_PCP_H
 #define BSL_PCP_H
 
@@ -19,10 +28,19 @@
 #define PCP_SHIFT 10       /* sizeof(struct pcp) == 1 << PCP_SHIFT: the bin address is computed */
 
 struct pcp_bin {
-    uint32_t count; /* offset 0 */
-    uint32_t cap;   /* offset 4 */
-    void **slots;   /* offset 8 */
+    void **top;       /* offset 0: one past the last cached object */
+    uint32_t base_lo; /* offset 8: low 32 bits of the slot array's start (top == base: empty) */
+    uint32_t end_lo;  /* offset 12: low 32 bits of its end (top == end: full) */
 };
+
+static inline uint32_t pcp_bin_count(const struct pcp_bin *b)
+{
+    return (uint32_t)((uint32_t)(uintptr_t)__atomic_load_n(&b->top, __ATOMIC_RELAXED) - b->base_lo) / 8u;
+}
+static inline void **pcp_bin_base(const struct pcp_bin *b)
+{
+    return (void **)((uintptr_t)b->top - ((uint32_t)(uintptr_t)b->top - b->base_lo));
+}
 _Static_assert(sizeof(struct pcp_bin) == 16, "pcp_bin layout is shared with the rseq assembly");
 
 struct pcp {
@@ -50,7 +68,11 @@ static inline void *pcp_pop(unsigned c)
     if (likely(pcp_use_rseq))
         return pcp_rseq_pop(c);
     struct pcp_bin *b = &pcp_tls.bins[c];
-    return likely(b->count) ? b->slots[--b->count] : NULL;
+    void **t = b->top;
+    if (unlikely((uint32_t)(uintptr_t)t == b->base_lo))
+        return NULL;
+    b->top = --t;
+    return *t;
 }
 
 static inline int pcp_push(void *p, unsigned c)
@@ -58,11 +80,12 @@ static inline int pcp_push(void *p, unsigned c)
     if (likely(pcp_use_rseq))
         return pcp_rseq_push(p, c);
     struct pcp_bin *b = &pcp_tls.bins[c];
-    if (likely(b->count < b->cap)) {
-        b->slots[b->count++] = p;
-        return 1;
-    }
-    return 0;
+    void **t = b->top;
+    if (unlikely((uint32_t)(uintptr_t)t == b->end_lo))
+        return 0;
+    *t = p;
+    b->top = t + 1;
+    return 1;
 }
 
 /* Slow paths (pcp.c): refill the current cache and return one object (NULL: out of memory), and

@@ -8,7 +8,7 @@
  * stays in its register across a restart; only the scratch outputs are rewritten.
  *
  * struct rseq: cpu_id at 4 (negative while unregistered), rseq_cs at 8. struct pcp_bin (16
- * bytes): count at 0, cap at 4, slots at 8. pcp_cpus: PCP_MAX_CID caches of 1 << PCP_SHIFT bytes.
+ * bytes): top at 0, base_lo at 8, end_lo at 12. pcp_cpus: PCP_MAX_CID caches of 1 << PCP_SHIFT bytes.
  */
 #ifndef BSL_PCP_RSEQ_X86_64_H
 #define BSL_PCP_RSEQ_X86_64_H
@@ -48,20 +48,19 @@
 static inline void *pcp_rseq_pop(unsigned c)
 {
     void *ret;
-    uintptr_t bin, n;
+    uintptr_t bin, t;
     __asm__ volatile(PCP_RSEQ_ENTER
-                     "mov (%[bin]), %k[n]\n" /* n = bin->count; if (n == 0) fail */
-                     "test %k[n], %k[n]\n"
-                     "jz .Lfail%=\n"
-                     "sub $1, %k[n]\n"
-                     "mov 8(%[bin]), %[ret]\n"
-                     "mov (%[ret], %[n], 8), %[ret]\n" /* ret = bin->slots[n - 1] */
-                     "mov %k[n], (%[bin])\n"           /* commit: bin->count = n - 1 */
+                     "mov (%[bin]), %[t]\n"    /* t = bin->top */
+                     "cmp 8(%[bin]), %k[t]\n"  /* if (lo32(t) == bin->base_lo) fail: empty */
+                     "je .Lfail%=\n"
+                     "mov -8(%[t]), %[ret]\n"  /* ret = t[-1] */
+                     "sub $8, %[t]\n"
+                     "mov %[t], (%[bin])\n"    /* commit: bin->top = t - 1 */
                      ".Lend%=:\n"
                      "jmp .Ldone%=\n"
                      ".Lfail%=: xor %k[ret], %k[ret]\n"
                      ".Ldone%=:\n"
-                     : [ret] "=&r"(ret), [bin] "=&r"(bin), [n] "=&r"(n)
+                     : [ret] "=&r"(ret), [bin] "=&r"(bin), [t] "=&r"(t)
                      : PCP_RSEQ_INPUTS(c)
                      : "memory", "cc");
     return ret;
@@ -71,21 +70,20 @@ static inline void *pcp_rseq_pop(unsigned c)
 static inline int pcp_rseq_push(void *p, unsigned c)
 {
     int ok;
-    uintptr_t bin, n, slots;
+    uintptr_t bin, t;
     __asm__ volatile(PCP_RSEQ_ENTER
-                     "mov (%[bin]), %k[n]\n" /* n = bin->count; if (n >= bin->cap) fail */
-                     "cmp 4(%[bin]), %k[n]\n"
-                     "jae .Lfail%=\n"
-                     "mov 8(%[bin]), %[slots]\n"
-                     "mov %[p], (%[slots], %[n], 8)\n" /* bin->slots[n] = p: invisible until commit */
-                     "add $1, %k[n]\n"
-                     "mov %k[n], (%[bin])\n" /* commit: bin->count = n + 1 */
+                     "mov (%[bin]), %[t]\n"     /* t = bin->top */
+                     "cmp 12(%[bin]), %k[t]\n"  /* if (lo32(t) == bin->end_lo) fail: full */
+                     "je .Lfail%=\n"
+                     "mov %[p], (%[t])\n"       /* *t = p: invisible until the commit */
+                     "add $8, %[t]\n"
+                     "mov %[t], (%[bin])\n"     /* commit: bin->top = t + 1 */
                      ".Lend%=:\n"
                      "mov $1, %[ok]\n"
                      "jmp .Ldone%=\n"
                      ".Lfail%=: xor %[ok], %[ok]\n"
                      ".Ldone%=:\n"
-                     : [ok] "=&r"(ok), [bin] "=&r"(bin), [n] "=&r"(n), [slots] "=&r"(slots)
+                     : [ok] "=&r"(ok), [bin] "=&r"(bin), [t] "=&r"(t)
                      : [p] "r"(p), PCP_RSEQ_INPUTS(c)
                      : "memory", "cc");
     return ok;
@@ -94,65 +92,64 @@ static inline int pcp_rseq_push(void *p, unsigned c)
 /* Move the top k = min(n, count) objects of bin c to out[0, k); returns k. */
 static inline unsigned pcp_rseq_pop_bulk(void **out, unsigned n, unsigned c)
 {
-    uintptr_t bin, k, first, src, i, tmp;
+    uintptr_t bin, k, t, i, tmp;
     __asm__ volatile(PCP_RSEQ_ENTER
-                     "mov (%[bin]), %k[first]\n" /* cnt = bin->count; k = min(n, cnt) */
-                     "mov %k[nn], %k[k]\n"
-                     "cmp %k[first], %k[k]\n"
-                     "jbe 1f\n"
-                     "mov %k[first], %k[k]\n"
-                     "1: test %k[k], %k[k]\n"
-                     "jz .Lfail%=\n"
-                     "sub %k[k], %k[first]\n" /* first = cnt - k */
-                     "mov 8(%[bin]), %[src]\n"
-                     "lea (%[src], %[first], 8), %[src]\n"
-                     "xor %k[i], %k[i]\n"
-                     "2: mov (%[src], %[i], 8), %[tmp]\n" /* out[i] = slots[first + i] */
-                     "mov %[tmp], (%[out], %[i], 8)\n"
-                     "add $1, %k[i]\n"
-                     "cmp %k[k], %k[i]\n"
-                     "jb 2b\n"
-                     "mov %k[first], (%[bin])\n" /* commit: bin->count = first */
-                     ".Lend%=:\n"
-                     "jmp .Ldone%=\n"
-                     ".Lfail%=: xor %k[k], %k[k]\n"
-                     ".Ldone%=:\n"
-                     : [k] "=&r"(k), [bin] "=&r"(bin), [first] "=&r"(first), [src] "=&r"(src), [i] "=&r"(i),
-                       [tmp] "=&r"(tmp)
-                     : [out] "r"(out), [nn] "r"(n), PCP_RSEQ_INPUTS(c)
-                     : "memory", "cc");
-    return (unsigned)k;
-}
-
-/* Push in[0, k) with k = min(n, cap - count) onto bin c; returns k. */
-static inline unsigned pcp_rseq_push_bulk(void *const *in, unsigned n, unsigned c)
-{
-    uintptr_t bin, k, cnt, dst, i, tmp;
-    __asm__ volatile(PCP_RSEQ_ENTER
-                     "mov (%[bin]), %k[cnt]\n" /* k = min(cap - cnt, n) */
-                     "mov 4(%[bin]), %k[k]\n"
-                     "sub %k[cnt], %k[k]\n"
+                     "mov (%[bin]), %[t]\n"     /* t = bin->top */
+                     "mov %k[t], %k[k]\n"       /* k = min(n, (lo32(t) - base_lo) / 8) */
+                     "sub 8(%[bin]), %k[k]\n"
+                     "shr $3, %k[k]\n"
                      "cmp %k[nn], %k[k]\n"
                      "jbe 1f\n"
                      "mov %k[nn], %k[k]\n"
                      "1: test %k[k], %k[k]\n"
                      "jz .Lfail%=\n"
-                     "mov 8(%[bin]), %[dst]\n"
-                     "lea (%[dst], %[cnt], 8), %[dst]\n"
+                     "shl $3, %[k]\n"
+                     "sub %[k], %[t]\n"         /* t -= k */
+                     "shr $3, %[k]\n"
                      "xor %k[i], %k[i]\n"
-                     "2: mov (%[in], %[i], 8), %[tmp]\n" /* slots[cnt + i] = in[i] */
-                     "mov %[tmp], (%[dst], %[i], 8)\n"
+                     "2: mov (%[t], %[i], 8), %[tmp]\n" /* out[i] = t[i] for i < k */
+                     "mov %[tmp], (%[out], %[i], 8)\n"
                      "add $1, %k[i]\n"
                      "cmp %k[k], %k[i]\n"
                      "jb 2b\n"
-                     "add %k[k], %k[cnt]\n"
-                     "mov %k[cnt], (%[bin])\n" /* commit: bin->count = cnt + k */
+                     "mov %[t], (%[bin])\n"     /* commit: bin->top = t */
                      ".Lend%=:\n"
                      "jmp .Ldone%=\n"
                      ".Lfail%=: xor %k[k], %k[k]\n"
                      ".Ldone%=:\n"
-                     : [k] "=&r"(k), [bin] "=&r"(bin), [cnt] "=&r"(cnt), [dst] "=&r"(dst), [i] "=&r"(i),
-                       [tmp] "=&r"(tmp)
+                     : [k] "=&r"(k), [bin] "=&r"(bin), [t] "=&r"(t), [i] "=&r"(i), [tmp] "=&r"(tmp)
+                     : [out] "r"(out), [nn] "r"(n), PCP_RSEQ_INPUTS(c)
+                     : "memory", "cc");
+    return (unsigned)k;
+}
+
+/* Push in[0, k) with k = min(n, room) onto bin c; returns k. */
+static inline unsigned pcp_rseq_push_bulk(void *const *in, unsigned n, unsigned c)
+{
+    uintptr_t bin, k, t, i, tmp;
+    __asm__ volatile(PCP_RSEQ_ENTER
+                     "mov (%[bin]), %[t]\n"     /* t = bin->top */
+                     "mov 12(%[bin]), %k[k]\n"  /* k = min(n, (end_lo - lo32(t)) / 8) */
+                     "sub %k[t], %k[k]\n"
+                     "shr $3, %k[k]\n"
+                     "cmp %k[nn], %k[k]\n"
+                     "jbe 1f\n"
+                     "mov %k[nn], %k[k]\n"
+                     "1: test %k[k], %k[k]\n"
+                     "jz .Lfail%=\n"
+                     "xor %k[i], %k[i]\n"
+                     "2: mov (%[in], %[i], 8), %[tmp]\n" /* t[i] = in[i] for i < k */
+                     "mov %[tmp], (%[t], %[i], 8)\n"
+                     "add $1, %k[i]\n"
+                     "cmp %k[k], %k[i]\n"
+                     "jb 2b\n"
+                     "lea (%[t], %[k], 8), %[t]\n"
+                     "mov %[t], (%[bin])\n"     /* commit: bin->top = t + k */
+                     ".Lend%=:\n"
+                     "jmp .Ldone%=\n"
+                     ".Lfail%=: xor %k[k], %k[k]\n"
+                     ".Ldone%=:\n"
+                     : [k] "=&r"(k), [bin] "=&r"(bin), [t] "=&r"(t), [i] "=&r"(i), [tmp] "=&r"(tmp)
                      : [in] "r"(in), [nn] "r"(n), PCP_RSEQ_INPUTS(c)
                      : "memory", "cc");
     return (unsigned)k;

@@ -79,24 +79,30 @@ void huge_free(struct huge_block *hb)
     desc_put(hb);
 }
 
+/* Ordering rule: a range's pagemap entries are cleared BEFORE the range goes back to the kernel
+ * (munmap, a shrinking mremap, or a moving mremap that vacates it): the moment it is returned,
+ * another thread's mmap may get it and register it, and a late clear would unregister that block. */
 void *huge_realloc(struct huge_block *hb, size_t size)
 {
     size_t map = section_round(size);
+    uintptr_t tag = (uintptr_t)hb | PAGEMAP_HUGE_TAG;
     if (map == hb->map_size)
         return (void *)hb->base;
     if (map < hb->map_size) { /* shrink in place */
-        void *p = os_remap((void *)hb->base, hb->map_size, map, 0, NULL);
-        if (!p)
-            return NULL;
         pagemap_set(hb->base + map, hb->map_size - map, 0);
+        void *p = os_remap((void *)hb->base, hb->map_size, map, 0, NULL);
+        if (!p) {
+            pagemap_set(hb->base + map, hb->map_size - map, tag);
+            return NULL;
+        }
         account((long)map - (long)hb->map_size, 0);
         hb->map_size = hb->usable = map;
         return p;
     }
-    /* Grow in place when the address space after the block is free... */
+    /* Grow in place when the address space after the block is free (then it is ours)... */
     void *p = os_remap((void *)hb->base, hb->map_size, map, 0, NULL);
     if (p) {
-        if (pagemap_set(hb->base + hb->map_size, map - hb->map_size, (uintptr_t)hb | PAGEMAP_HUGE_TAG) != 0) {
+        if (pagemap_set(hb->base + hb->map_size, map - hb->map_size, tag) != 0) {
             os_remap(p, map, hb->map_size, 0, NULL);
             return NULL;
         }
@@ -105,17 +111,18 @@ void *huge_realloc(struct huge_block *hb, size_t size)
         void *dst = os_reserve(map, SECTION_SIZE, hb->zone == ZONE_LOW32);
         if (!dst)
             return NULL;
-        if (pagemap_set((uintptr_t)dst, map, (uintptr_t)hb | PAGEMAP_HUGE_TAG) != 0) {
+        if (pagemap_set((uintptr_t)dst, map, tag) != 0) {
             os_release(dst, map);
             return NULL;
         }
+        pagemap_set(hb->base, hb->map_size, 0); /* the old range is vacated by the move */
         p = os_remap((void *)hb->base, hb->map_size, map, 1, dst);
         if (!p) {
+            pagemap_set(hb->base, hb->map_size, tag);
             pagemap_set((uintptr_t)dst, map, 0);
             os_release(dst, map);
             return NULL;
         }
-        pagemap_set(hb->base, hb->map_size, 0);
         hb->base = (uintptr_t)p;
         if (huge_thp)
             os_advise_huge(p, map);

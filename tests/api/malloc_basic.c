@@ -183,6 +183,48 @@ static void test_calloc(void)
         free(q);
     }
 
+    /* dirty frames given back by a realloc shrink or by splitting a freed block are not zero */
+    for (int round = 0; round < 4; round++) {
+        unsigned char *big = malloc(4 * MiB - round * 100 * KiB);
+        CHECK(big != NULL);
+        memset(big, 0xEE, 4 * MiB - round * 100 * KiB);
+        unsigned char *small = realloc(big, 512 * KiB); /* the tail goes back dirty */
+        CHECK(small != NULL);
+        void *c[8];
+        for (int i = 0; i < 8; i++) {
+            size_t n = (size_t)(64 + 100 * i) * KiB;
+            c[i] = calloc(1, n);
+            CHECK(c[i] != NULL);
+            CHECKF(bsl_all_zero(c[i], n), "calloc(1, %zu) after a dirty realloc shrink not zeroed (round %d)", n, round);
+        }
+        for (int i = 0; i < 8; i++)
+            free(c[i]);
+        memset(small, 0xDD, 512 * KiB);
+        free(small);
+        for (int i = 0; i < 8; i++) {
+            size_t n = (size_t)(20 + 40 * i) * KiB;
+            c[i] = calloc(n / 8, 8);
+            CHECK(c[i] != NULL);
+            CHECKF(bsl_all_zero(c[i], n), "calloc(%zu, 8) from a split dirty block not zeroed", n / 8);
+        }
+        for (int i = 0; i < 8; i++)
+            free(c[i]);
+    }
+    /* a large block grown in place over dirty free neighbours, then freed: calloc still zeroes */
+    for (int round = 0; round < 4; round++) {
+        unsigned char *a = malloc(256 * KiB), *b = malloc(256 * KiB);
+        memset(a, 0x99, 256 * KiB);
+        memset(b, 0x98, 256 * KiB);
+        free(b);
+        a = realloc(a, 700 * KiB);
+        CHECK(a != NULL);
+        memset(a, 0x97, 700 * KiB);
+        free(a);
+        unsigned char *z = calloc(1, 700 * KiB);
+        CHECKF(z != NULL && bsl_all_zero(z, 700 * KiB), "calloc(1, 700 KiB) after grow-in-place reuse not zeroed");
+        free(z);
+    }
+
     /* calloc(0, x) and calloc(x, 0) behave as malloc(0) */
     void *z1 = calloc(vzero, 16), *z2 = calloc(16, vzero);
     CHECK(z1 != NULL && z2 != NULL && z1 != z2);

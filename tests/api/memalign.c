@@ -41,8 +41,8 @@ static void test_posix_memalign(void)
         CHECKF(p == sentinel, "posix_memalign(align=%zu) wrote *memptr on failure", bad[i]);
     }
     /* valid alignments from sizeof(void*) up to 4 MiB, sizes around the alignment */
-    for (size_t a = sizeof(void *); a <= 4 * MiB; a *= 2) {
-        size_t sizes[] = {1, 8, a - 1, a, a + 1, 3 * a, 100, 5000};
+    for (size_t a = sizeof(void *); a <= 64 * MiB; a *= 2) {
+        size_t sizes[] = {1, 8, a - 1, a, a + 1, a > 4 * MiB ? 4097 : 3 * a, 100, 5000};
         for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
             if (sizes[i] == 0)
                 continue;
@@ -111,6 +111,20 @@ static void test_memalign(void)
             check_aligned(p, a, sizes[i], "memalign");
             free(p);
         }
+    }
+    /* glibc: alignment 0 means none, a non-power-of-two alignment is rounded up to one */
+    void *p = memalign(0, 100);
+    CHECK(p != NULL && ((uintptr_t)p & 15) == 0 && bsl_owns(p) == 1);
+    free(p);
+    size_t odd[] = {24, 100, 3000, 5000, 100000, 3 * MiB};
+    for (size_t i = 0; i < sizeof odd / sizeof *odd; i++) {
+        size_t want = 1;
+        while (want < odd[i])
+            want <<= 1;
+        p = memalign(odd[i], 1000);
+        CHECKF(p != NULL && ((uintptr_t)p & (want - 1)) == 0, "memalign(%zu, 1000) = %p, want %zu-aligned", odd[i], p,
+               want);
+        free(p);
     }
     errno = 0;
     CHECK(memalign(MiB, SIZE_MAX - MiB / 2) == NULL);

@@ -2,7 +2,8 @@
  * many times. Each child checks and frees blocks it inherited, allocates/frees/checks on its own,
  * starts a thread that does the same, and _exits 0. The parent checks every child's status.
  * A child that hangs (e.g. on an allocator lock held by a thread that does not exist in the child)
- * is killed by alarm() and reported.
+ * is killed by alarm() and reported. A second phase forks while two threads allocate and free huge
+ * blocks (the mmap path with its own locks) and the child allocates huge blocks.
  * usage: stress_fork [forks=150] [worker threads=4] */
 #include "bsl_test.h"
 
@@ -139,6 +140,81 @@ static void child(blk *mainblk, int round)
     _exit(0);
 }
 
+/* ---- phase 2: fork while other threads allocate and free huge blocks (mmap/munmap paths) ---- */
+static volatile int stop_huge;
+static void *huge_worker(void *arg)
+{
+    bsl_rng r;
+    bsl_rng_seed(&r, 5000 + (uint64_t)(uintptr_t)arg);
+    unsigned long ops = 0;
+    while (!__atomic_load_n(&stop_huge, __ATOMIC_RELAXED)) {
+        size_t n = 4 * MiB + 1 + bsl_rand_below(&r, 8 * MiB);
+        unsigned char *p = (ops & 3) == 0 ? bsl_zone_malloc(BSL_ZONE_HUGE, n) : malloc(n);
+        CHECK(p != NULL);
+        p[0] = 1;
+        p[n - 1] = 2;
+        free(p);
+        ops++;
+    }
+    __atomic_fetch_add(&worker_ops, ops, __ATOMIC_RELAXED);
+    return NULL;
+}
+
+static void child_huge(void)
+{
+    alarm(5);
+    for (int i = 0; i < 3; i++) {
+        unsigned char *p = malloc(6 * MiB);
+        CHILD_CHECK(p != NULL, 30);
+        p[0] = 1;
+        p[6 * MiB - 1] = 2;
+        unsigned char *q = realloc(p, 10 * MiB);
+        CHILD_CHECK(q != NULL && q[0] == 1 && q[6 * MiB - 1] == 2, 31);
+        free(q);
+        q = bsl_zone_malloc(BSL_ZONE_HUGE, 100);
+        CHILD_CHECK(q != NULL, 32);
+        free(q);
+    }
+    bsl_stats_t s;
+    CHILD_CHECK(bsl_stats_get(&s) == 0, 33);
+    void *small = malloc(100);
+    CHILD_CHECK(small != NULL, 34);
+    free(small);
+    _exit(0);
+}
+
+static int fork_during_huge(int nforks, double limit)
+{
+    pthread_t hw[2];
+    for (long i = 0; i < 2; i++)
+        CHECK(pthread_create(&hw[i], NULL, huge_worker, (void *)i) == 0);
+    int failed = 0, f;
+    double t0 = bsl_now();
+    for (f = 0; f < nforks && bsl_now() - t0 < limit; f++) {
+        pid_t pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0)
+            child_huge();
+        int st = 0;
+        CHECK(waitpid(pid, &st, 0) == pid);
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+            failed++;
+            if (WIFSIGNALED(st))
+                fprintf(stderr, "huge phase, fork %d: child killed by signal %d%s\n", f, WTERMSIG(st),
+                        WTERMSIG(st) == SIGALRM ? " (hung for 5 s: a lock held across fork?)" : "");
+            else
+                fprintf(stderr, "huge phase, fork %d: child exited with status %d\n", f, WEXITSTATUS(st));
+            if (failed >= 2)
+                break;
+        }
+    }
+    __atomic_store_n(&stop_huge, 1, __ATOMIC_RELAXED);
+    for (int i = 0; i < 2; i++)
+        pthread_join(hw[i], NULL);
+    printf("stress_fork: huge phase: %d forks, %d failed, in %.2f s\n", f, failed, bsl_now() - t0);
+    return failed;
+}
+
 int main(int argc, char **argv)
 {
     int nforks = argc > 1 ? atoi(argv[1]) : 150;
@@ -195,7 +271,7 @@ int main(int argc, char **argv)
                 spawned++;
             }
         }
-        if (bsl_now() - t0 > 20.0) {
+        if (bsl_now() - t0 > 15.0) {
             printf("stress_fork: time limit reached after %d forks\n", f + 1);
             nforks = f + 1;
             break;
@@ -212,5 +288,7 @@ int main(int argc, char **argv)
     printf("stress_fork: %d forks (%d failed), %d spawns, %lu worker ops in %.2f s\n", nforks, failed, spawned,
            worker_ops, bsl_now() - t0);
     CHECKF(failed == 0, "%d children failed", failed);
+    int hfailed = fork_during_huge(400, 8.0);
+    CHECKF(hfailed == 0, "%d children failed in the huge phase", hfailed);
     return bsl_test_end();
 }

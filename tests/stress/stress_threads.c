@@ -143,7 +143,11 @@ int main(int argc, char **argv)
     job **cur = calloc((size_t)per, sizeof *cur);
     pthread_t *t = calloc((size_t)per, sizeof *t);
     unsigned long main_freed = 0, ndetached = 0;
+    bsl_stats_t early = {0};
+    int early_gen = gens / 10;
     for (int g = 0; g < gens; g++) {
+        if (g == early_gen)
+            bsl_stats_get(&early);
         for (int i = 0; i < per; i++) {
             job *j = calloc(1, sizeof *j);
             CHECK(j != NULL);
@@ -225,5 +229,16 @@ int main(int argc, char **argv)
     CHECKF(dtor_runs >= expected_dtors, "TLS destructors ran %lu times, expected at least %lu", dtor_runs,
            expected_dtors);
     CHECK(main_freed > 0);
+    /* Caches of exited threads must be given back: memory in use must not grow with the number of
+     * threads that have come and gone. */
+    bsl_stats_t end;
+    bsl_stats_get(&end);
+    printf("slab bytes after %d generations: %zu, at the end: %zu; committed %zu -> %zu\n", early_gen,
+           early.slab_bytes, end.slab_bytes, early.committed, end.committed);
+    CHECKF(end.slab_bytes <= 2 * early.slab_bytes + 16 * ((size_t)1 << 20),
+           "slab memory grew from %zu to %zu bytes while threads came and went (thread caches leaked?)",
+           early.slab_bytes, end.slab_bytes);
+    CHECKF(end.committed <= 2 * early.committed + 64 * ((size_t)1 << 20),
+           "committed memory grew from %zu to %zu bytes while threads came and went", early.committed, end.committed);
     return bsl_test_end();
 }
