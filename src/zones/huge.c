@@ -132,6 +132,10 @@ void *huge_realloc(struct huge_block *hb, size_t size)
     return p;
 }
 
+void huge_prefork(void) { os_lock(&huge_lock); }
+void huge_postfork_parent(void) { os_unlock(&huge_lock); }
+void huge_postfork_child(void) { os_lock_reinit(&huge_lock); }
+
 void huge_stats(size_t *bytes, size_t *count)
 {
     os_lock(&huge_lock);

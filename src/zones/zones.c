@@ -1,4 +1,5 @@
-/* Zones, arenas and the pagemap. Lock order: zone->lock, then pagemap_lock, then meta_lock.
+/* Zones, arenas and the pagemap. Lock order: zone->lock, then huge_lock, then pagemap_lock, then
+ * meta_lock (huge.c takes pagemap_lock and meta_lock, never while holding huge_lock).
  * zone->lock protects only the zone's counters: an arena belongs to its buddy shard. */
 #include "zones/zones.h"
 
@@ -106,6 +107,7 @@ void zones_prefork(void)
 {
     for (int z = 0; z < NR_ZONES; z++)
         os_lock(&zones[z].lock);
+    huge_prefork();
     os_lock(&pagemap_lock);
     os_lock(&meta_lock);
 }
@@ -114,6 +116,7 @@ void zones_postfork_parent(void)
 {
     os_unlock(&meta_lock);
     os_unlock(&pagemap_lock);
+    huge_postfork_parent();
     for (int z = NR_ZONES - 1; z >= 0; z--)
         os_unlock(&zones[z].lock);
 }
@@ -122,6 +125,7 @@ void zones_postfork_child(void)
 {
     os_lock_reinit(&meta_lock);
     os_lock_reinit(&pagemap_lock);
+    huge_postfork_child();
     for (int z = 0; z < NR_ZONES; z++)
         os_lock_reinit(&zones[z].lock);
 }

@@ -167,6 +167,10 @@ BSL_HIDDEN void huge_free(struct huge_block *hb);
 /* Resize in place or by mremap; NULL when it cannot (the block is unchanged). */
 BSL_HIDDEN void *huge_realloc(struct huge_block *hb, size_t size);
 BSL_HIDDEN void huge_stats(size_t *bytes, size_t *count);
+/* fork(): huge_lock is taken after the zone locks (see zones_prefork). */
+BSL_HIDDEN void huge_prefork(void);
+BSL_HIDDEN void huge_postfork_parent(void);
+BSL_HIDDEN void huge_postfork_child(void);
 static inline struct huge_block *pagemap_huge(uintptr_t entry)
 {
     return (struct huge_block *)(entry & ~PAGEMAP_HUGE_TAG);
