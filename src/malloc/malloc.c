@@ -459,6 +459,7 @@ BSL_EXPORT size_t bsl_purge(void)
 {
     bsl_ensure_init();
     pcp_flush_all();
+    slab_flush_transfer();
     slab_release_spares();
     return buddy_purge(0);
 }

@@ -32,6 +32,9 @@ BSL_EXPORT int bsl_stats_get(bsl_stats_t *out)
     }
     size_t cached_objs, cached_bytes, hcount;
     pcp_cached(&cached_objs, &cached_bytes);
+    size_t xfer_objs, xfer_bytes;
+    slab_transfer_cached(&xfer_objs, &xfer_bytes);
+    cached_bytes += xfer_bytes;
     out->allocated -= cached_bytes < out->allocated ? cached_bytes : out->allocated;
     huge_stats(&out->huge_bytes, &hcount);
     out->reserved += out->huge_bytes;

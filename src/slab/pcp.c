@@ -245,7 +245,7 @@ void pcp_free_slow(void *p, unsigned c)
             return;
         unsigned n = pop_bulk(buf, batch_of(c), c);
         if (n)
-            slab_free_bulk(buf, n);
+            slab_free_batch(c, buf, n);
         if (pcp_push(p, c))
             return;
     }

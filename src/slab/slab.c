@@ -109,6 +109,15 @@ unsigned slab_alloc_bulk(int zone, unsigned c, void **out, unsigned n, unsigned 
     struct kmem_cache *kc = &kmem_caches[zone][c];
     unsigned got = 0;
     os_lock(&kc->lock);
+    if (kc->nr_xfer) { /* whole batches first: no object is touched */
+        got = kc->nr_xfer < n ? kc->nr_xfer : n;
+        kc->nr_xfer -= got;
+        for (unsigned i = 0; i < got; i++)
+            out[i] = kc->xfer[kc->nr_xfer + i];
+        kc->nr_refill++;
+        os_unlock(&kc->lock);
+        return got;
+    }
     while (got < n) {
         struct page *s = kc->partial;
         if (!s) {
@@ -222,12 +231,73 @@ void slab_release_spares(void)
         }
 }
 
+/* Transfer cache capacity: eight per-CPU batches (the batch is half a bin, at most 64). */
+#define XFER_BATCHES 8
+
+void slab_free_batch(unsigned c, void *const *objs, unsigned n)
+{
+    struct kmem_cache *kc = &kmem_caches[ZONE_NORMAL][c];
+    if (unlikely(!__atomic_load_n(&kc->xfer, __ATOMIC_ACQUIRE))) {
+        void **x = meta_alloc(XFER_BATCHES * 64 * sizeof(void *));
+        os_lock(&kc->lock);
+        if (!kc->xfer && x) {
+            kc->xfer_cap = XFER_BATCHES * 64;
+            __atomic_store_n(&kc->xfer, x, __ATOMIC_RELEASE);
+        } /* a lost race leaves x unused in metadata: at most once per class */
+        os_unlock(&kc->lock);
+    }
+    os_lock(&kc->lock);
+    if (kc->xfer && kc->xfer_cap - kc->nr_xfer >= n) {
+        for (unsigned i = 0; i < n; i++)
+            kc->xfer[kc->nr_xfer + i] = objs[i];
+        kc->nr_xfer += n;
+        kc->nr_drain++;
+        os_unlock(&kc->lock);
+        return;
+    }
+    os_unlock(&kc->lock);
+    slab_free_bulk(objs, n);
+}
+
+void slab_flush_transfer(void)
+{
+    void *buf[64];
+    for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
+        struct kmem_cache *kc = &kmem_caches[ZONE_NORMAL][c];
+        for (;;) {
+            os_lock(&kc->lock);
+            unsigned n = kc->nr_xfer < 64 ? kc->nr_xfer : 64;
+            kc->nr_xfer -= n;
+            for (unsigned i = 0; i < n; i++)
+                buf[i] = kc->xfer[kc->nr_xfer + i];
+            os_unlock(&kc->lock);
+            if (!n)
+                break;
+            slab_free_bulk(buf, n);
+        }
+    }
+}
+
+void slab_transfer_cached(size_t *objs, size_t *bytes)
+{
+    size_t o = 0, b = 0;
+    for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
+        uint32_t n = __atomic_load_n(&kmem_caches[ZONE_NORMAL][c].nr_xfer, __ATOMIC_RELAXED);
+        o += n;
+        b += (size_t)n * slab_class_size[c];
+    }
+    *objs = o;
+    *bytes = b;
+}
+
 int slab_object_is_free(const void *obj)
 {
     struct page *head = arena_page(obj)->head;
     struct kmem_cache *kc = &kmem_caches[head->zone][head->size_class];
     int found = 0;
     os_lock(&kc->lock);
+    for (uint32_t i = 0; i < kc->nr_xfer && !found; i++)
+        found = kc->xfer[i] == obj;
     for (void *o = head->freelist; o && !found; o = *(void **)o)
         found = o == obj;
     os_unlock(&kc->lock);

@@ -29,7 +29,15 @@ static inline unsigned slab_class_of(size_t n) /* pre: n <= SLAB_MAX_SIZE */
 }
 
 /* One cache per (zone, class), the kernel's kmem_cache.
- * Locking: lock protects partial, spare, and the slab fields (freelist, inuse, bump, on_partial,
+ *
+ * In front of the slabs sits a transfer cache (xfer): a stack of free object pointers that
+ * per-CPU caches drain whole batches into and refill whole batches from, without touching the
+ * objects (the kernel's sheaves-in-a-barn idea, tcmalloc's transfer cache). Only when it is full
+ * (drain) or empty (refill) are objects threaded onto or taken off their slabs' freelists, which
+ * means reading and writing the objects themselves: a chain of cache misses when another CPU freed
+ * them. Objects in xfer count as in use by their slabs.
+ *
+ * Locking: lock protects xfer, partial, spare, the slab fields (freelist, inuse, bump, on_partial,
  * next/prev) of every slab of this cache, and the counters. Lock order: kmem_cache -> buddy shard. */
 struct kmem_cache {
     os_lock_t lock;
@@ -39,6 +47,8 @@ struct kmem_cache {
     uint8_t zone;
     struct page *partial;   /* slabs with free objects, most recently freed-into first */
     struct page *spare;     /* one empty slab kept to absorb alloc/free churn */
+    void **xfer;            /* transfer cache: xfer[0, nr_xfer) are free objects */
+    uint32_t nr_xfer, xfer_cap;
     size_t nr_partial;
     size_t nr_slabs;        /* slabs owned, spare included */
     size_t nr_inuse;        /* objects out of slabs (with callers or in per-CPU caches) */
@@ -52,6 +62,12 @@ BSL_HIDDEN void slab_init(void);
 BSL_HIDDEN unsigned slab_alloc_bulk(int zone, unsigned c, void **out, unsigned n, unsigned cpu);
 /* Give objects back to their slabs (any zones and classes mixed). */
 BSL_HIDDEN void slab_free_bulk(void *const *objs, unsigned n);
+/* Give a batch of NORMAL-zone objects of class c back, through the transfer cache when it has room. */
+BSL_HIDDEN void slab_free_batch(unsigned c, void *const *objs, unsigned n);
+/* Move every transfer cache's objects back to their slabs (malloc_trim). */
+BSL_HIDDEN void slab_flush_transfer(void);
+/* Objects and bytes held in transfer caches, for statistics. */
+BSL_HIDDEN void slab_transfer_cached(size_t *objs, size_t *bytes);
 /* Give every cache's spare empty slab back to the buddy allocator (malloc_trim). */
 BSL_HIDDEN void slab_release_spares(void);
 /* Whether obj is on its slab's freelist (walks it under the cache lock: for debugging). */
