@@ -71,6 +71,11 @@ size_t bsl_purge(void);
  * line naming the key) when the key is unknown or the value is bad; the old value is kept. */
 int bsl_option_set(const char *key, const char *value);
 
+/* Walk the whole heap (zones, buddy free lists, dirty lists, slabs, transfer caches) and verify
+ * its invariants. Returns 0, or -1 after printing what is wrong on stderr. Takes each lock in turn:
+ * slow, for tests, fuzzing and debugging. */
+int bsl_check_heap(void);
+
 const char *bsl_version(void);
 
 #ifdef __cplusplus

@@ -464,4 +464,10 @@ BSL_EXPORT size_t bsl_purge(void)
     return buddy_purge(0);
 }
 
+BSL_EXPORT int bsl_check_heap(void)
+{
+    bsl_ensure_init();
+    return (buddy_check() == 0 && slab_check() == 0) ? 0 : -1;
+}
+
 BSL_EXPORT const char *bsl_version(void) { return BSL_VERSION; }

@@ -327,6 +327,16 @@ int slab_check(void)
                     rc = -1;
                 }
             }
+            for (uint32_t i = 0; i < kc->nr_xfer && !rc; i++) { /* transfer cache: live slab slots */
+                const void *o = kc->xfer[i];
+                struct page *pg = virt_to_page(o);
+                size_t off = pg ? (size_t)((const char *)o - (const char *)slab_base(pg->head)) : 0;
+                if (!pg || !(pg->flags & PG_SLAB) || pg->size_class != c || off % kc->size ||
+                    off / kc->size >= pg->head->bump) {
+                    os_printf(2, "buddyslab: slab_check: class %u transfer cache holds a bad object %p\n", c, o);
+                    rc = -1;
+                }
+            }
             if (!rc && n != kc->nr_partial) {
                 os_printf(2, "buddyslab: slab_check: class %u partial count %zu != %zu\n", c, n, kc->nr_partial);
                 rc = -1;
