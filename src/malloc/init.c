@@ -27,6 +27,7 @@ static void postfork_parent(void)
 
 static void postfork_child(void)
 {
+    bsl_tick_postfork_child();
     zones_postfork_child();
     buddy_postfork_child();
     slab_postfork_child();

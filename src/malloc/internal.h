@@ -26,11 +26,15 @@ struct bsl_option {
 };
 BSL_HIDDEN extern const struct bsl_option bsl_options[];
 BSL_HIDDEN extern const unsigned bsl_nr_options;
-BSL_HIDDEN extern long opt_stats, opt_rseq, opt_decay_ms, opt_thp, opt_shards;
+BSL_HIDDEN extern long opt_stats, opt_rseq, opt_decay_ms, opt_thp, opt_shards, opt_background_thread;
 /* Parse BUDDYSLAB_OPTIONS (no allocation). Bad entries: one line on stderr each, defaults kept. */
 BSL_HIDDEN void options_parse_env(void);
 /* Apply option values to the layers below (after init and after bsl_option_set). */
 BSL_HIDDEN void options_apply(void);
+
+/* Periodic maintenance (decay.c): call from slow paths; cheap when it is not yet time. */
+BSL_HIDDEN void bsl_tick_maybe(void);
+BSL_HIDDEN void bsl_tick_postfork_child(void);
 
 /* Heap misuse: print one line naming the pointer and abort (glibc's convention). */
 BSL_HIDDEN __attribute__((noreturn, cold)) void bsl_misuse(const char *func, const char *what, const void *p);

@@ -13,6 +13,7 @@ static __attribute__((noinline)) void *small_alloc_slow(unsigned c)
     void *p = pcp_alloc_slow(c);
     if (unlikely(!p))
         errno = ENOMEM;
+    bsl_tick_maybe();
     return p;
 }
 
@@ -21,6 +22,7 @@ static __attribute__((noinline)) void *small_alloc_slow(unsigned c)
 static __attribute__((noinline)) void *large_alloc(size_t n, size_t align, int zero)
 {
     bsl_ensure_init();
+    bsl_tick_maybe();
     if (n <= MAX_ORDER_BYTES && align <= MAX_ORDER_BYTES) {
         size_t npages = (n + PAGE_SIZE - 1) >> PAGE_SHIFT;
         if (npages == 0)
@@ -123,6 +125,7 @@ static __attribute__((noinline)) void free_slow(void *p)
         huge_free(b.hb);
         break;
     }
+    bsl_tick_maybe();
 }
 
 static inline void do_free(void *p)

@@ -1,7 +1,7 @@
 /* The options table and BUDDYSLAB_OPTIONS parsing ("key=value,key=value"), without allocating. */
 #include "malloc/internal.h"
 
-long opt_stats = 0, opt_rseq = 1, opt_decay_ms = 10000, opt_thp = 1, opt_shards = 0;
+long opt_stats = 0, opt_rseq = 1, opt_decay_ms = 10000, opt_thp = 1, opt_shards = 0, opt_background_thread = 0;
 
 const struct bsl_option bsl_options[] = {
     {"stats", OPT_BOOL, 0, 0, 1, &opt_stats, "print zone, buddy and slab statistics to stderr at exit"},
@@ -11,6 +11,8 @@ const struct bsl_option bsl_options[] = {
      "milliseconds a free page frame stays committed before it is returned to the OS (-1: never, "
      "except malloc_trim and the zone high watermark)"},
     {"thp", OPT_BOOL, 1, 0, 1, &opt_thp, "advise transparent huge pages (MADV_HUGEPAGE) on huge blocks"},
+    {"background_thread", OPT_BOOL, 0, 0, 1, &opt_background_thread,
+     "a thread that purges and shrinks idle caches even when the program makes no allocation calls"},
     {"shards", OPT_INT, 0, 0, BUDDY_MAX_SHARDS, &opt_shards,
      "buddy shards per zone; 0 picks one per CPU up to 16 (read at start only)"},
 };

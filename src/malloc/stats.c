@@ -96,8 +96,8 @@ BSL_EXPORT void bsl_stats_print(int fd)
                       (size_t)(b->purged_pages << PAGE_SHIFT) >> 10);
         }
     os_printf(fd, "--- slabinfo ---\n");
-    os_printf(fd, "%-16s %8s %8s %6s %5s %8s %8s %8s %10s %10s\n", "# name", "objsize", "inuse", "total",
-              "order", "slabs", "partial", "waste%", "refills", "drains");
+    os_printf(fd, "%-16s %8s %8s %6s %5s %8s %8s %8s %8s %10s %10s\n", "# name", "objsize", "inuse", "total",
+              "order", "slabs", "partial", "xfer", "waste%", "refills", "drains");
     for (int z = 0; z < ZONE_HUGE; z++)
         for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
             struct kmem_cache *kc = &kmem_caches[z][c];
@@ -108,9 +108,9 @@ BSL_EXPORT void bsl_stats_print(int fd)
             size_t waste = slab_bytes ? (slab_bytes - total * kc->size) * 100 / slab_bytes : 0;
             char name[32];
             os_snprintf(name, sizeof(name), "%s-%u", z == ZONE_LOW32 ? "low32" : "kmalloc", kc->size);
-            os_printf(fd, "%-16s %8u %8zu %6zu %5u %8zu %8zu %8zu %10lu %10lu\n", name, kc->size, kc->nr_inuse,
-                      total, kc->order, kc->nr_slabs, kc->nr_partial, waste, (unsigned long)kc->nr_refill,
-                      (unsigned long)kc->nr_drain);
+            os_printf(fd, "%-16s %8u %8zu %6zu %5u %8zu %8zu %8u %8zu %10lu %10lu\n", name, kc->size, kc->nr_inuse,
+                      total, kc->order, kc->nr_slabs, kc->nr_partial, kc->nr_xfer, waste,
+                      (unsigned long)kc->nr_refill, (unsigned long)kc->nr_drain);
         }
     os_printf(fd, "--- totals ---\n");
     os_printf(fd,

@@ -29,6 +29,7 @@ BSL_HIDDEN void os_advise_huge(void *addr, size_t size);
 BSL_HIDDEN void *os_remap(void *addr, size_t old_size, size_t new_size, int may_move, void *fixed_at);
 
 BSL_HIDDEN uint64_t os_now_ms(void);
+BSL_HIDDEN void os_sleep_ms(uint64_t ms);
 BSL_HIDDEN unsigned os_ncpus(void);
 /* Value of environment variable `name`, read from the process environment without allocating. */
 BSL_HIDDEN const char *os_getenv(const char *name);

@@ -107,6 +107,15 @@ uint64_t os_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+void os_sleep_ms(uint64_t ms)
+{
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    int saved = errno;
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+    errno = saved;
+}
+
 unsigned os_ncpus(void)
 {
     /* sched_getaffinity through the raw syscall: sysconf() may allocate. */

@@ -252,17 +252,21 @@ void pcp_free_slow(void *p, unsigned c)
     slab_free_bulk(&p, 1);
 }
 
-void pcp_flush_all(void)
+void pcp_flush_classes(uint64_t classes)
 {
     void *buf[PCP_MAX_BATCH];
     if (!pcp_use_rseq && tls_state != 1)
         return;
     for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
         unsigned n;
+        if (!(classes >> c & 1))
+            continue;
         while ((n = pop_bulk(buf, PCP_MAX_BATCH, c)) > 0)
             slab_free_bulk(buf, n);
     }
 }
+
+void pcp_flush_all(void) { pcp_flush_classes(~(uint64_t)0); }
 
 void pcp_cached(size_t *objs, size_t *bytes)
 {

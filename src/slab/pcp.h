@@ -98,6 +98,8 @@ BSL_HIDDEN void pcp_init(int rseq_wanted);
 BSL_HIDDEN unsigned pcp_cpu_hint(void);
 /* Give back every object cached in every per-CPU cache (and this thread's TLS cache). */
 BSL_HIDDEN void pcp_flush_all(void);
+/* Give back what the current cache holds of the classes in `classes` (bit c), straight to the slabs. */
+BSL_HIDDEN void pcp_flush_classes(uint64_t classes);
 /* Objects and bytes held in caches, for statistics. */
 BSL_HIDDEN void pcp_cached(size_t *objs, size_t *bytes);
 /* Whether obj sits in a per-CPU cache or this thread's cache (racy scan: for debugging). */

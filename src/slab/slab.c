@@ -109,6 +109,7 @@ unsigned slab_alloc_bulk(int zone, unsigned c, void **out, unsigned n, unsigned 
     struct kmem_cache *kc = &kmem_caches[zone][c];
     unsigned got = 0;
     os_lock(&kc->lock);
+    kc->busy = 1;
     if (kc->nr_xfer) { /* whole batches first: no object is touched */
         got = kc->nr_xfer < n ? kc->nr_xfer : n;
         kc->nr_xfer -= got;
@@ -213,40 +214,27 @@ void slab_free_bulk(void *const *objs, unsigned n)
     }
 }
 
-void slab_release_spares(void)
+/* Transfer cache capacity: about 128 KiB of objects, between 16 and 512 of them. */
+static uint32_t xfer_cap_for(uint32_t size)
 {
-    for (int z = 0; z < NR_ZONES; z++)
-        for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
-            struct kmem_cache *kc = &kmem_caches[z][c];
-            os_lock(&kc->lock);
-            struct page *s = kc->spare;
-            kc->spare = NULL;
-            if (s) {
-                kc->nr_slabs--;
-                kc->nr_slab_free++;
-            }
-            os_unlock(&kc->lock);
-            if (s)
-                release_slab(s);
-        }
+    uint32_t n = (128u << 10) / size;
+    return n < 16 ? 16 : n > 512 ? 512 : n;
 }
-
-/* Transfer cache capacity: eight per-CPU batches (the batch is half a bin, at most 64). */
-#define XFER_BATCHES 8
 
 void slab_free_batch(unsigned c, void *const *objs, unsigned n)
 {
     struct kmem_cache *kc = &kmem_caches[ZONE_NORMAL][c];
     if (unlikely(!__atomic_load_n(&kc->xfer, __ATOMIC_ACQUIRE))) {
-        void **x = meta_alloc(XFER_BATCHES * 64 * sizeof(void *));
+        void **x = meta_alloc(xfer_cap_for(kc->size) * sizeof(void *));
         os_lock(&kc->lock);
         if (!kc->xfer && x) {
-            kc->xfer_cap = XFER_BATCHES * 64;
+            kc->xfer_cap = xfer_cap_for(kc->size);
             __atomic_store_n(&kc->xfer, x, __ATOMIC_RELEASE);
         } /* a lost race leaves x unused in metadata: at most once per class */
         os_unlock(&kc->lock);
     }
     os_lock(&kc->lock);
+    kc->busy = 1;
     if (kc->xfer && kc->xfer_cap - kc->nr_xfer >= n) {
         for (unsigned i = 0; i < n; i++)
             kc->xfer[kc->nr_xfer + i] = objs[i];
@@ -259,23 +247,72 @@ void slab_free_batch(unsigned c, void *const *objs, unsigned n)
     slab_free_bulk(objs, n);
 }
 
-void slab_flush_transfer(void)
+static void flush_one(struct kmem_cache *kc)
 {
     void *buf[64];
+    for (;;) {
+        os_lock(&kc->lock);
+        unsigned n = kc->nr_xfer < 64 ? kc->nr_xfer : 64;
+        kc->nr_xfer -= n;
+        for (unsigned i = 0; i < n; i++)
+            buf[i] = kc->xfer[kc->nr_xfer + i];
+        os_unlock(&kc->lock);
+        if (!n)
+            break;
+        slab_free_bulk(buf, n);
+    }
+}
+
+static void release_spare(struct kmem_cache *kc)
+{
+    os_lock(&kc->lock);
+    struct page *s = kc->spare;
+    kc->spare = NULL;
+    if (s) {
+        kc->nr_slabs--;
+        kc->nr_slab_free++;
+    }
+    os_unlock(&kc->lock);
+    if (s)
+        release_slab(s);
+}
+
+void slab_flush_transfer(void)
+{
+    for (unsigned c = 0; c < SLAB_NR_CLASSES; c++)
+        flush_one(&kmem_caches[ZONE_NORMAL][c]);
+}
+
+void slab_release_spares(void)
+{
+    for (int z = 0; z < NR_ZONES; z++)
+        for (unsigned c = 0; c < SLAB_NR_CLASSES; c++)
+            release_spare(&kmem_caches[z][c]);
+}
+
+uint64_t slab_idle_classes(void)
+{
+    uint64_t idle = 0;
+    for (unsigned c = 0; c < SLAB_NR_CLASSES; c++)
+        if (!__atomic_exchange_n(&kmem_caches[ZONE_NORMAL][c].busy, 0, __ATOMIC_RELAXED))
+            idle |= (uint64_t)1 << c;
+    return idle;
+}
+
+void slab_shrink(uint64_t classes)
+{
     for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
         struct kmem_cache *kc = &kmem_caches[ZONE_NORMAL][c];
-        for (;;) {
-            os_lock(&kc->lock);
-            unsigned n = kc->nr_xfer < 64 ? kc->nr_xfer : 64;
-            kc->nr_xfer -= n;
-            for (unsigned i = 0; i < n; i++)
-                buf[i] = kc->xfer[kc->nr_xfer + i];
-            os_unlock(&kc->lock);
-            if (!n)
-                break;
-            slab_free_bulk(buf, n);
-        }
+        if (!(classes >> c & 1))
+            continue;
+        if (__atomic_load_n(&kc->nr_xfer, __ATOMIC_RELAXED))
+            flush_one(kc);
+        if (__atomic_load_n(&kc->spare, __ATOMIC_RELAXED))
+            release_spare(kc);
     }
+    for (unsigned c = 0; c < SLAB_NR_CLASSES; c++)
+        if (__atomic_load_n(&kmem_caches[ZONE_LOW32][c].spare, __ATOMIC_RELAXED))
+            release_spare(&kmem_caches[ZONE_LOW32][c]);
 }
 
 void slab_transfer_cached(size_t *objs, size_t *bytes)

@@ -48,7 +48,8 @@ struct kmem_cache {
     struct page *partial;   /* slabs with free objects, most recently freed-into first */
     struct page *spare;     /* one empty slab kept to absorb alloc/free churn */
     void **xfer;            /* transfer cache: xfer[0, nr_xfer) are free objects */
-    uint32_t nr_xfer, xfer_cap;
+    uint32_t nr_xfer, xfer_cap; /* xfer_cap: about 128 KiB of objects, 16 .. 512 */
+    uint32_t busy;          /* refilled or drained since the last idle check */
     size_t nr_partial;
     size_t nr_slabs;        /* slabs owned, spare included */
     size_t nr_inuse;        /* objects out of slabs (with callers or in per-CPU caches) */
@@ -66,6 +67,11 @@ BSL_HIDDEN void slab_free_bulk(void *const *objs, unsigned n);
 BSL_HIDDEN void slab_free_batch(unsigned c, void *const *objs, unsigned n);
 /* Move every transfer cache's objects back to their slabs (malloc_trim). */
 BSL_HIDDEN void slab_flush_transfer(void);
+/* Periodic: the NORMAL-zone classes that saw no refill or drain since the previous call (bit c),
+ * and shrinking them: their transfer caches go back to the slabs and their spare slabs (and every
+ * LOW32 spare) back to the buddy allocator, so an idle class pins no pages. */
+BSL_HIDDEN uint64_t slab_idle_classes(void);
+BSL_HIDDEN void slab_shrink(uint64_t classes);
 /* Objects and bytes held in transfer caches, for statistics. */
 BSL_HIDDEN void slab_transfer_cached(size_t *objs, size_t *bytes);
 /* Give every cache's spare empty slab back to the buddy allocator (malloc_trim). */

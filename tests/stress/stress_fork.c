@@ -2,8 +2,8 @@
  * many times. Each child checks and frees blocks it inherited, allocates/frees/checks on its own,
  * starts a thread that does the same, and _exits 0. The parent checks every child's status.
  * A child that hangs (e.g. on an allocator lock held by a thread that does not exist in the child)
- * is killed by alarm() and reported. A second phase forks while two threads allocate and free huge
- * blocks (the mmap path with its own locks) and the child allocates huge blocks.
+ * is killed by alarm() and reported. Phase 2 forks while threads run the allocator's locked paths
+ * (huge mappings, buddy blocks, slab refill/drain) in tight loops, and the child takes all of them.
  * usage: stress_fork [forks=150] [worker threads=4] */
 #include "bsl_test.h"
 
@@ -140,30 +140,48 @@ static void child(blk *mainblk, int round)
     _exit(0);
 }
 
-/* ---- phase 2: fork while other threads allocate and free huge blocks (mmap/munmap paths) ---- */
-static volatile int stop_huge;
-static void *huge_worker(void *arg)
+/* ---- phase 2: fork while other threads run the allocator's locked paths in tight loops ----
+ * Blocks are not touched: a page fault (THP: zeroing 2 MiB) would dwarf the allocator's own work,
+ * and it is the allocator's locks that must be in every state when fork() happens. Thread 0 maps
+ * and unmaps huge blocks, thread 1 allocates and frees large (buddy) blocks, thread 2 allocates
+ * and frees small blocks in batches bigger than any per-CPU/per-thread cache (refill and drain). */
+static volatile int stop_tight;
+static void *tight_worker(void *arg)
 {
+    int kind = (int)(uintptr_t)arg;
     bsl_rng r;
-    bsl_rng_seed(&r, 5000 + (uint64_t)(uintptr_t)arg);
+    bsl_rng_seed(&r, 5000 + (uint64_t)kind);
     unsigned long ops = 0;
-    while (!__atomic_load_n(&stop_huge, __ATOMIC_RELAXED)) {
-        size_t n = 4 * MiB + 1 + bsl_rand_below(&r, 8 * MiB);
-        unsigned char *p = (ops & 3) == 0 ? bsl_zone_malloc(BSL_ZONE_HUGE, n) : malloc(n);
-        CHECK(p != NULL);
-        p[0] = 1;
-        p[n - 1] = 2;
-        free(p);
+    void *batch[512];
+    while (!__atomic_load_n(&stop_tight, __ATOMIC_RELAXED)) {
+        if (kind == 0) {
+            size_t n = 4 * MiB + 1 + bsl_rand_below(&r, 8 * MiB);
+            void *p = (ops & 3) == 0 ? bsl_zone_malloc(BSL_ZONE_HUGE, n) : malloc(n);
+            CHECK(p != NULL);
+            free(p);
+        } else if (kind == 1) {
+            size_t n = 32 * KiB + bsl_rand_below(&r, 4 * MiB - 32 * KiB);
+            void *p = (ops & 7) == 0 ? bsl_zone_malloc(BSL_ZONE_LOW32, n) : malloc(n);
+            CHECK(p != NULL);
+            free(p);
+        } else {
+            size_t n = 16 + bsl_rand_below(&r, 3000);
+            for (int i = 0; i < 512; i++)
+                batch[i] = malloc(n);
+            for (int i = 0; i < 512; i++)
+                free(batch[i]);
+        }
         ops++;
     }
     __atomic_fetch_add(&worker_ops, ops, __ATOMIC_RELAXED);
     return NULL;
 }
 
-static void child_huge(void)
+static void child_tight(void)
 {
     alarm(5);
-    for (int i = 0; i < 3; i++) {
+    void *v[600];
+    for (int round = 0; round < 3; round++) {
         unsigned char *p = malloc(6 * MiB);
         CHILD_CHECK(p != NULL, 30);
         p[0] = 1;
@@ -174,44 +192,54 @@ static void child_huge(void)
         q = bsl_zone_malloc(BSL_ZONE_HUGE, 100);
         CHILD_CHECK(q != NULL, 32);
         free(q);
+        for (int i = 0; i < 600; i++) {
+            v[i] = malloc(16 + (size_t)(i * 37 + round) % 3000);
+            CHILD_CHECK(v[i] != NULL, 33);
+        }
+        for (int i = 0; i < 600; i++)
+            free(v[i]);
+        for (int i = 0; i < 8; i++) {
+            v[i] = i & 1 ? bsl_zone_malloc(BSL_ZONE_LOW32, 100 * KiB) : malloc((size_t)(i + 1) * 300 * KiB);
+            CHILD_CHECK(v[i] != NULL, 34);
+        }
+        for (int i = 0; i < 8; i++)
+            free(v[i]);
     }
     bsl_stats_t s;
-    CHILD_CHECK(bsl_stats_get(&s) == 0, 33);
-    void *small = malloc(100);
-    CHILD_CHECK(small != NULL, 34);
-    free(small);
+    CHILD_CHECK(bsl_stats_get(&s) == 0, 35);
+    bsl_purge();
     _exit(0);
 }
 
-static int fork_during_huge(int nforks, double limit)
+static int fork_during_tight_loops(int nforks, double limit)
 {
-    pthread_t hw[2];
-    for (long i = 0; i < 2; i++)
-        CHECK(pthread_create(&hw[i], NULL, huge_worker, (void *)i) == 0);
+    pthread_t tw[3];
+    for (long i = 0; i < 3; i++)
+        CHECK(pthread_create(&tw[i], NULL, tight_worker, (void *)i) == 0);
     int failed = 0, f;
     double t0 = bsl_now();
     for (f = 0; f < nforks && bsl_now() - t0 < limit; f++) {
         pid_t pid = fork();
         CHECK(pid >= 0);
         if (pid == 0)
-            child_huge();
+            child_tight();
         int st = 0;
         CHECK(waitpid(pid, &st, 0) == pid);
         if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
             failed++;
             if (WIFSIGNALED(st))
-                fprintf(stderr, "huge phase, fork %d: child killed by signal %d%s\n", f, WTERMSIG(st),
+                fprintf(stderr, "phase 2, fork %d: child killed by signal %d%s\n", f, WTERMSIG(st),
                         WTERMSIG(st) == SIGALRM ? " (hung for 5 s: a lock held across fork?)" : "");
             else
-                fprintf(stderr, "huge phase, fork %d: child exited with status %d\n", f, WEXITSTATUS(st));
+                fprintf(stderr, "phase 2, fork %d: child exited with status %d\n", f, WEXITSTATUS(st));
             if (failed >= 2)
                 break;
         }
     }
-    __atomic_store_n(&stop_huge, 1, __ATOMIC_RELAXED);
-    for (int i = 0; i < 2; i++)
-        pthread_join(hw[i], NULL);
-    printf("stress_fork: huge phase: %d forks, %d failed, in %.2f s\n", f, failed, bsl_now() - t0);
+    __atomic_store_n(&stop_tight, 1, __ATOMIC_RELAXED);
+    for (int i = 0; i < 3; i++)
+        pthread_join(tw[i], NULL);
+    printf("stress_fork: phase 2 (tight loops): %d forks, %d failed, in %.2f s\n", f, failed, bsl_now() - t0);
     return failed;
 }
 
@@ -288,7 +316,7 @@ int main(int argc, char **argv)
     printf("stress_fork: %d forks (%d failed), %d spawns, %lu worker ops in %.2f s\n", nforks, failed, spawned,
            worker_ops, bsl_now() - t0);
     CHECKF(failed == 0, "%d children failed", failed);
-    int hfailed = fork_during_huge(400, 8.0);
-    CHECKF(hfailed == 0, "%d children failed in the huge phase", hfailed);
+    int tfailed = fork_during_tight_loops(400, 8.0);
+    CHECKF(tfailed == 0, "%d children failed in phase 2", tfailed);
     return bsl_test_end();
 }

@@ -1,0 +1,75 @@
+/* Periodic maintenance (the "tick"): shrink idle transfer caches and spare slabs, and purge the
+ * buddy blocks that have been free longer than decay_ms, in every shard of every zone.
+ *
+ * The ticking thread also empties its own per-CPU (or per-thread) cache of idle classes.
+ *
+ * Without a background thread, the tick runs from the allocation slow paths (refills, drains, large
+ * and huge blocks) at most once per tick interval, like jemalloc's decay ticks: a program that
+ * allocates returns its idle memory by itself. An idle program needs option background_thread=1: a
+ * thread that ticks on its own (started lazily on a slow path, outside every lock, and restarted
+ * in a forked child). */
+#include "malloc/internal.h"
+
+#include <pthread.h>
+
+static os_lock_t tick_lock = OS_LOCK_INIT;
+static uint64_t next_tick_ms;
+static int bg_state; /* 0 not started, 1 starting or running */
+
+static uint64_t tick_interval_ms(void)
+{
+    long d = buddy_decay_ms;
+    uint64_t i = d < 0 ? 1000 : (uint64_t)d / 4;
+    return i < 10 ? 10 : i > 1000 ? 1000 : i;
+}
+
+static void tick(uint64_t now)
+{
+    if (!os_trylock(&tick_lock))
+        return; /* someone else is ticking */
+    __atomic_store_n(&next_tick_ms, now + tick_interval_ms(), __ATOMIC_RELAXED);
+    /* Classes idle centrally: this thread's (or CPU's) cache gives them back too. Another CPU's
+     * cache cannot be touched from here; it shrinks when a thread ticks on that CPU. */
+    uint64_t idle = slab_idle_classes();
+    pcp_flush_classes(idle);
+    slab_shrink(idle);
+    long d = buddy_decay_ms;
+    if (d >= 0)
+        buddy_purge(d > 0 ? (uint64_t)d : 1);
+    os_unlock(&tick_lock);
+}
+
+static void *background(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        os_sleep_ms(tick_interval_ms());
+        tick(os_now_ms());
+    }
+    return NULL;
+}
+
+void bsl_tick_maybe(void)
+{
+    uint64_t now = os_now_ms();
+    if (likely(now < __atomic_load_n(&next_tick_ms, __ATOMIC_RELAXED)))
+        return;
+    tick(now);
+    int expect = 0;
+    if (opt_background_thread &&
+        __atomic_compare_exchange_n(&bg_state, &expect, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+        pthread_t t;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&t, &attr, background, NULL) != 0)
+            __atomic_store_n(&bg_state, 0, __ATOMIC_RELEASE);
+        pthread_attr_destroy(&attr);
+    }
+}
+
+void bsl_tick_postfork_child(void)
+{
+    os_lock_reinit(&tick_lock);
+    bg_state = 0; /* the thread did not survive fork(): the next slow path restarts it */
+}
