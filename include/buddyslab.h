@@ -55,7 +55,21 @@ typedef struct bsl_stats {
     size_t purged_total;    /* bytes returned to the OS with madvise since start */
     uint64_t nmalloc;       /* slow-path and large allocations counted centrally */
     uint64_t nfree;
+    size_t slab_object_bytes; /* bytes of object slots carved in slabs (slab_bytes minus tail waste) */
+    size_t cached;          /* bytes of free objects held in per-CPU and transfer caches */
+    size_t rss;             /* resident set size of the process, from /proc/self/statm */
 } bsl_stats_t;
+
+#define BSL_MAX_ORDER 10 /* buddy orders 0..10: 4 KiB .. 4 MiB */
+
+/* Free blocks per buddy order in `zone` (summed over its shards), like one line of
+ * /proc/buddyinfo. Returns 0, or -1 for a zone without buddy lists (HUGE) or a bad zone. */
+int bsl_stats_buddyinfo(bsl_zone_id zone, size_t nr_free[BSL_MAX_ORDER + 1]);
+
+/* The kernel's unusable free space index of `zone` for an allocation of 2^order frames, in
+ * thousandths: the share of free memory held in blocks too small for that order (0: none, all
+ * free memory usable; 1000: all of it unusable). -1 for a bad zone or order. */
+int bsl_stats_unusable_index(bsl_zone_id zone, unsigned order);
 
 /* Fill *out; returns 0. */
 int bsl_stats_get(bsl_stats_t *out);

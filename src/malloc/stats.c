@@ -27,6 +27,7 @@ BSL_EXPORT int bsl_stats_get(bsl_stats_t *out)
             os_lock(&kc->lock);
             slab_pages += kc->nr_slabs << kc->order;
             out->allocated += kc->nr_inuse * kc->size;
+            out->slab_object_bytes += kc->nr_slabs * kc->objs_per_slab * kc->size;
             os_unlock(&kc->lock);
         }
     }
@@ -35,6 +36,7 @@ BSL_EXPORT int bsl_stats_get(bsl_stats_t *out)
     size_t xfer_objs, xfer_bytes;
     slab_transfer_cached(&xfer_objs, &xfer_bytes);
     cached_bytes += xfer_bytes;
+    out->cached = cached_bytes;
     out->allocated -= cached_bytes < out->allocated ? cached_bytes : out->allocated;
     huge_stats(&out->huge_bytes, &hcount);
     out->reserved += out->huge_bytes;
@@ -42,7 +44,48 @@ BSL_EXPORT int bsl_stats_get(bsl_stats_t *out)
     out->large_bytes = (in_use_pages - slab_pages) << PAGE_SHIFT;
     out->allocated += out->large_bytes + out->huge_bytes;
     out->committed = (in_use_pages << PAGE_SHIFT) + out->free_dirty + out->huge_bytes;
+    out->rss = os_rss();
     return 0;
+}
+
+BSL_EXPORT int bsl_stats_buddyinfo(bsl_zone_id zone, size_t nr_free[BSL_MAX_ORDER + 1])
+{
+    _Static_assert(BSL_MAX_ORDER == MAX_ORDER, "public and internal MAX_ORDER agree");
+    if ((int)zone < 0 || zone >= BSL_ZONE_HUGE)
+        return -1;
+    for (int o = 0; o <= MAX_ORDER; o++)
+        nr_free[o] = 0;
+    if (!bsl_inited)
+        return 0;
+    for (unsigned s = 0; s < buddy_nr_shards; s++) {
+        struct buddy_shard *sh = &buddy_shards[zone][s];
+        os_lock(&sh->lock);
+        for (int o = 0; o <= MAX_ORDER; o++)
+            nr_free[o] += sh->free_area[o].nr_free;
+        os_unlock(&sh->lock);
+    }
+    return 0;
+}
+
+/* The kernel's __fragmentation_index companion (mm/vmstat.c unusable_free_index): free frames in
+ * blocks smaller than 2^order, over all free frames. */
+static int unusable_index(const size_t nr_free[MAX_ORDER + 1], unsigned order)
+{
+    size_t total = 0, usable = 0;
+    for (unsigned o = 0; o <= MAX_ORDER; o++) {
+        total += nr_free[o] << o;
+        if (o >= order)
+            usable += nr_free[o] << o;
+    }
+    return total ? (int)((total - usable) * 1000 / total) : 0;
+}
+
+BSL_EXPORT int bsl_stats_unusable_index(bsl_zone_id zone, unsigned order)
+{
+    size_t nr_free[MAX_ORDER + 1];
+    if (order > MAX_ORDER || bsl_stats_buddyinfo(zone, nr_free) != 0)
+        return -1;
+    return unusable_index(nr_free, order);
 }
 
 static const char *front_end(void)
@@ -95,6 +138,18 @@ BSL_EXPORT void bsl_stats_print(int fd)
             os_printf(fd, "%s   steals %lu purged %zu KiB\n", line, (unsigned long)b->nr_steal,
                       (size_t)(b->purged_pages << PAGE_SHIFT) >> 10);
         }
+    os_printf(fd, "--- extfrag: unusable free space index per order (0.000 all usable .. 1.000 none) ---\n");
+    for (int z = 0; z < ZONE_HUGE; z++) {
+        size_t nr_free[MAX_ORDER + 1];
+        bsl_stats_buddyinfo((bsl_zone_id)z, nr_free);
+        char line[512];
+        size_t n = os_snprintf(line, sizeof(line), "Zone %-6s ", zones[z].name);
+        for (unsigned o = 0; o <= MAX_ORDER; o++) {
+            int u = unusable_index(nr_free, o);
+            n += os_snprintf(line + n, sizeof(line) - n, " %d.%03d", u / 1000, u % 1000);
+        }
+        os_printf(fd, "%s\n", line);
+    }
     os_printf(fd, "--- slabinfo ---\n");
     os_printf(fd, "%-16s %8s %8s %6s %5s %8s %8s %8s %8s %10s %10s\n", "# name", "objsize", "inuse", "total",
               "order", "slabs", "partial", "xfer", "waste%", "refills", "drains");
@@ -118,7 +173,14 @@ BSL_EXPORT void bsl_stats_print(int fd)
               s.reserved >> 20, s.committed >> 10, s.allocated >> 10, s.slab_bytes >> 10, s.large_bytes >> 10,
               s.huge_bytes >> 10);
     os_printf(fd, "free dirty %zu KiB  free clean %zu KiB  purged %zu KiB  metadata %zu KiB  RSS %zu KiB\n",
-              s.free_dirty >> 10, s.free_clean >> 10, s.purged_total >> 10, meta_bytes() >> 10, os_rss() >> 10);
+              s.free_dirty >> 10, s.free_clean >> 10, s.purged_total >> 10, meta_bytes() >> 10, s.rss >> 10);
+    size_t live_slab = s.allocated - s.large_bytes - s.huge_bytes;
+    os_printf(fd,
+              "fragmentation: slab slots used %zu%% (live %zu KiB, cached %zu KiB, slots %zu KiB); "
+              "RSS / allocated %zu.%02zu\n",
+              s.slab_object_bytes ? live_slab * 100 / s.slab_object_bytes : 0, live_slab >> 10, s.cached >> 10,
+              s.slab_object_bytes >> 10, s.allocated ? s.rss / s.allocated : 0,
+              s.allocated ? (s.rss % s.allocated) * 100 / s.allocated : 0);
 }
 
 BSL_EXPORT void bsl_stats_print_json(int fd)
@@ -132,7 +194,7 @@ BSL_EXPORT void bsl_stats_print_json(int fd)
               "\"totals\":{\"reserved\":%zu,\"committed\":%zu,\"allocated\":%zu,\"slab\":%zu,\"large\":%zu,"
               "\"huge\":%zu,\"free_dirty\":%zu,\"free_clean\":%zu,\"purged\":%zu,\"metadata\":%zu,\"rss\":%zu},",
               s.reserved, s.committed, s.allocated, s.slab_bytes, s.large_bytes, s.huge_bytes, s.free_dirty,
-              s.free_clean, s.purged_total, meta_bytes(), os_rss());
+              s.free_clean, s.purged_total, meta_bytes(), s.rss);
     os_printf(fd, "\"zones\":[");
     for (int z = 0; z < ZONE_HUGE; z++) {
         os_printf(fd, "%s{\"name\":\"%s\",\"reserved\":%zu,\"shards\":[", z ? "," : "", zones[z].name,
@@ -145,6 +207,11 @@ BSL_EXPORT void bsl_stats_print_json(int fd)
                 os_printf(fd, "%s%zu", o ? "," : "", b->free_area[o].nr_free);
             os_printf(fd, "]}");
         }
+        size_t nr_free[MAX_ORDER + 1];
+        bsl_stats_buddyinfo((bsl_zone_id)z, nr_free);
+        os_printf(fd, "],\"unusable_index\":[");
+        for (unsigned o = 0; o <= MAX_ORDER; o++)
+            os_printf(fd, "%s%d", o ? "," : "", unusable_index(nr_free, o));
         os_printf(fd, "]}");
     }
     os_printf(fd, "],\"slabs\":[");
