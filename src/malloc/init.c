@@ -1,5 +1,6 @@
 /* Initialisation on the first allocation (no constructor-order assumptions), fork handlers,
  * the report at exit, and misuse reports. */
+#include "leakcheck/leakcheck.h"
 #include "malloc/internal.h"
 
 #include <pthread.h>
@@ -48,10 +49,13 @@ void bsl_init_slow(void)
         __atomic_store_n(&bsl_inited, 1, __ATOMIC_RELEASE);
     }
     os_unlock(&init_lock);
-    /* pthread_atfork may allocate (through us, now initialised): register outside the lock, once. */
+    /* pthread_atfork and the hooks' set-up may allocate (through us, now initialised): run them
+     * outside the lock, once. */
     int expect = 0;
     if (__atomic_compare_exchange_n(&atfork_state, &expect, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
         pthread_atfork(prefork, postfork_parent, postfork_child);
+        if (opt_leak || opt_leak_sample)
+            __atomic_store_n(&bsl_hooks_on, leak_init(), __ATOMIC_RELEASE);
         __atomic_store_n(&atfork_state, 2, __ATOMIC_RELEASE);
     }
 }
@@ -60,6 +64,8 @@ __attribute__((destructor)) static void bsl_at_exit(void)
 {
     if (bsl_inited && opt_stats)
         bsl_stats_print(2);
+    if (bsl_hooks_on)
+        leak_at_exit();
 }
 
 void bsl_misuse(const char *func, const char *what, const void *p)

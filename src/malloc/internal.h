@@ -16,21 +16,40 @@ static inline void bsl_ensure_init(void)
 }
 
 /* ---- options: one table (options.c) drives the env parser, bsl_option_set and the docs ---- */
-enum opt_kind { OPT_BOOL, OPT_INT };
+enum opt_kind {
+    OPT_BOOL, /* 0 or 1 */
+    OPT_INT,  /* an integer in [min, max] */
+    OPT_SIZE, /* bytes, with an optional K, M, G or T suffix (powers of 1024), in [min, max] */
+    OPT_STR,  /* a string (a path, a pattern) copied into str[strcap]: no commas (the separator) */
+};
 struct bsl_option {
     const char *name;
     enum opt_kind kind;
-    long def, min, max;
-    long *value;
+    long def, min, max; /* OPT_STR: unused */
+    long *value;        /* OPT_STR: NULL */
+    char *str;          /* OPT_STR: the buffer, "" by default */
+    size_t strcap;
     const char *help;
 };
 BSL_HIDDEN extern const struct bsl_option bsl_options[];
 BSL_HIDDEN extern const unsigned bsl_nr_options;
 BSL_HIDDEN extern long opt_stats, opt_rseq, opt_decay_ms, opt_thp, opt_shards, opt_background_thread;
+BSL_HIDDEN extern long opt_leak, opt_leak_sample, opt_leak_depth, opt_leak_exitcode, opt_leak_reachable;
+BSL_HIDDEN extern char opt_leak_report[256], opt_leak_suppressions[256];
 /* Parse BUDDYSLAB_OPTIONS (no allocation). Bad entries: one line on stderr each, defaults kept. */
 BSL_HIDDEN void options_parse_env(void);
 /* Apply option values to the layers below (after init and after bsl_option_set). */
 BSL_HIDDEN void options_apply(void);
+
+/* ---- hooks (leak tracking, budgets) on the public entry points ----
+ * bsl_hooks_on is set once at init when a hook is configured; with it clear, every public entry
+ * point pays one predictable branch. The hooks see every block handed out and every block given
+ * back through the public API; the allocator's own internal allocations (bsl_raw_*) bypass them. */
+BSL_HIDDEN extern int bsl_hooks_on;
+/* The allocator's own allocations for hook data (site tables, records): our pages, no hooks. */
+BSL_HIDDEN void *bsl_raw_malloc(size_t n);
+BSL_HIDDEN void bsl_raw_free(void *p);
+BSL_HIDDEN size_t bsl_raw_usable_size(void *p);
 
 /* Periodic maintenance (decay.c): call from slow paths; cheap when it is not yet time. */
 BSL_HIDDEN void bsl_tick_maybe(void);

@@ -1,5 +1,6 @@
 /* The public allocation API: maps sizes to layers (small -> slab, large -> buddy, huge -> zones)
  * and owns the glibc contract (errno, alignment, realloc edge cases, usable size, aliases). */
+#include "leakcheck/leakcheck.h"
 #include "malloc/internal.h"
 
 #include <errno.h>
@@ -163,11 +164,40 @@ static void *do_memalign(size_t align, size_t n)
     return large_alloc(n > PAGE_SIZE ? n : PAGE_SIZE, align, 0);
 }
 
-/* ---- the C API ---- */
-BSL_EXPORT void *malloc(size_t n) { return do_malloc(n); }
-BSL_EXPORT void free(void *p) { do_free(p); }
+/* ---- hooks: one predictable branch per public call while they are off ---- */
+int bsl_hooks_on;
 
-BSL_EXPORT void *calloc(size_t nmemb, size_t size)
+static __attribute__((noinline, cold)) void *hook_alloc(void *p, size_t n)
+{
+    if (p)
+        leak_on_alloc(p, n);
+    return p;
+}
+static inline void *TRACK(void *p, size_t n)
+{
+    if (unlikely(bsl_hooks_on))
+        return hook_alloc(p, n);
+    return p;
+}
+#define UNTRACK(p)                                                                                 \
+    do {                                                                                           \
+        if (unlikely(bsl_hooks_on) && (p))                                                         \
+            leak_on_free(p);                                                                       \
+    } while (0)
+
+void *bsl_raw_malloc(size_t n) { return do_malloc(n); }
+void bsl_raw_free(void *p) { do_free(p); }
+size_t bsl_raw_usable_size(void *p) { return malloc_usable_size(p); }
+
+/* ---- the C API ---- */
+BSL_EXPORT void *malloc(size_t n) { return TRACK(do_malloc(n), n); }
+BSL_EXPORT void free(void *p)
+{
+    UNTRACK(p);
+    do_free(p);
+}
+
+static void *do_calloc(size_t nmemb, size_t size)
 {
     size_t n;
     if (unlikely(__builtin_mul_overflow(nmemb, size, &n))) {
@@ -183,7 +213,9 @@ BSL_EXPORT void *calloc(size_t nmemb, size_t size)
     return large_alloc(n, 0, 1);
 }
 
-BSL_EXPORT void *realloc(void *p, size_t n)
+BSL_EXPORT void *calloc(size_t nmemb, size_t size) { return TRACK(do_calloc(nmemb, size), nmemb * size); }
+
+static void *do_realloc(void *p, size_t n)
 {
     if (!p)
         return do_malloc(n);
@@ -233,6 +265,27 @@ BSL_EXPORT void *realloc(void *p, size_t n)
     return q;
 }
 
+/* The hooks forget the old block before it can be reused by another thread, and learn the result
+ * (or the old block again, when realloc fails and leaves it in place). */
+static __attribute__((noinline, cold)) void *hooked_realloc(void *p, size_t n)
+{
+    size_t old = p ? malloc_usable_size(p) : 0;
+    UNTRACK(p);
+    void *q = do_realloc(p, n);
+    if (q)
+        leak_on_alloc(q, n);
+    else if (p && n)
+        leak_on_alloc(p, old);
+    return q;
+}
+
+BSL_EXPORT void *realloc(void *p, size_t n)
+{
+    if (unlikely(bsl_hooks_on))
+        return hooked_realloc(p, n);
+    return do_realloc(p, n);
+}
+
 BSL_EXPORT void *reallocarray(void *p, size_t nmemb, size_t size)
 {
     size_t n;
@@ -250,7 +303,7 @@ BSL_EXPORT int posix_memalign(void **out, size_t align, size_t n)
     if (!pow2(align) || align < sizeof(void *))
         return EINVAL;
     int saved = errno;
-    void *p = do_memalign(align, n);
+    void *p = TRACK(do_memalign(align, n), n);
     errno = saved;
     if (!p)
         return ENOMEM;
@@ -264,7 +317,7 @@ BSL_EXPORT void *aligned_alloc(size_t align, size_t n)
         errno = EINVAL;
         return NULL;
     }
-    return do_memalign(align, n);
+    return TRACK(do_memalign(align, n), n);
 }
 
 BSL_EXPORT void *memalign(size_t align, size_t n)
@@ -275,10 +328,10 @@ BSL_EXPORT void *memalign(size_t align, size_t n)
     }
     if (!pow2(align)) /* glibc: round a bad alignment up to a power of two */
         align = align ? (size_t)1 << (64 - __builtin_clzl(align)) : 1;
-    return do_memalign(align, n);
+    return TRACK(do_memalign(align, n), n);
 }
 
-BSL_EXPORT void *valloc(size_t n) { return do_memalign(PAGE_SIZE, n); }
+BSL_EXPORT void *valloc(size_t n) { return TRACK(do_memalign(PAGE_SIZE, n), n); }
 
 BSL_EXPORT void *pvalloc(size_t n)
 {
@@ -288,7 +341,7 @@ BSL_EXPORT void *pvalloc(size_t n)
         return NULL;
     }
     r &= ~(PAGE_SIZE - 1);
-    return do_memalign(PAGE_SIZE, r ? r : PAGE_SIZE);
+    return TRACK(do_memalign(PAGE_SIZE, r ? r : PAGE_SIZE), n);
 }
 
 BSL_EXPORT size_t malloc_usable_size(void *p)
@@ -303,14 +356,14 @@ BSL_EXPORT size_t malloc_usable_size(void *p)
 BSL_EXPORT void free_sized(void *p, size_t size)
 {
     (void)size;
-    do_free(p);
+    free(p);
 }
 
 BSL_EXPORT void free_aligned_sized(void *p, size_t align, size_t size)
 {
     (void)align;
     (void)size;
-    do_free(p);
+    free(p);
 }
 
 BSL_EXPORT int malloc_trim(size_t pad)
@@ -383,7 +436,7 @@ BSL_EXPORT void *__libc_pvalloc(size_t n) __attribute__((alias("pvalloc")));
 BSL_EXPORT int __posix_memalign(void **o, size_t a, size_t n) __attribute__((alias("posix_memalign")));
 
 /* ---- bsl_* extensions ---- */
-BSL_EXPORT void *bsl_zone_malloc(bsl_zone_id zone, size_t size)
+static void *zone_malloc(bsl_zone_id zone, size_t size)
 {
     bsl_ensure_init();
     switch (zone) {
@@ -421,6 +474,8 @@ BSL_EXPORT void *bsl_zone_malloc(bsl_zone_id zone, size_t size)
         return NULL;
     }
 }
+
+BSL_EXPORT void *bsl_zone_malloc(bsl_zone_id zone, size_t size) { return TRACK(zone_malloc(zone, size), size); }
 
 BSL_EXPORT int bsl_zone_of(const void *ptr)
 {

@@ -2,19 +2,36 @@
 #include "malloc/internal.h"
 
 long opt_stats = 0, opt_rseq = 1, opt_decay_ms = 10000, opt_thp = 1, opt_shards = 0, opt_background_thread = 0;
+long opt_leak = 0, opt_leak_sample = 0, opt_leak_depth = 16, opt_leak_exitcode = 0, opt_leak_reachable = 0;
+char opt_leak_report[256], opt_leak_suppressions[256];
 
+#define NUM(n, k, d, lo, hi, var, help) {n, k, d, lo, hi, &var, NULL, 0, help}
+#define STR(n, buf, help) {n, OPT_STR, 0, 0, 0, NULL, buf, sizeof(buf), help}
 const struct bsl_option bsl_options[] = {
-    {"stats", OPT_BOOL, 0, 0, 1, &opt_stats, "print zone, buddy and slab statistics to stderr at exit"},
-    {"rseq", OPT_BOOL, 1, 0, 1, &opt_rseq,
-     "per-CPU caches on restartable sequences; 0 forces the per-thread fallback (read at start only)"},
-    {"decay_ms", OPT_INT, 10000, -1, 86400000, &opt_decay_ms,
-     "milliseconds a free page frame stays committed before it is returned to the OS (-1: never, "
-     "except malloc_trim and the zone high watermark)"},
-    {"thp", OPT_BOOL, 1, 0, 1, &opt_thp, "advise transparent huge pages (MADV_HUGEPAGE) on huge blocks"},
-    {"background_thread", OPT_BOOL, 0, 0, 1, &opt_background_thread,
-     "a thread that purges and shrinks idle caches even when the program makes no allocation calls"},
-    {"shards", OPT_INT, 0, 0, BUDDY_MAX_SHARDS, &opt_shards,
-     "buddy shards per zone; 0 picks one per CPU up to 16 (read at start only)"},
+    NUM("stats", OPT_BOOL, 0, 0, 1, opt_stats, "print zone, buddy and slab statistics to stderr at exit"),
+    NUM("rseq", OPT_BOOL, 1, 0, 1, opt_rseq,
+        "per-CPU caches on restartable sequences; 0 forces the per-thread fallback (read at start only)"),
+    NUM("decay_ms", OPT_INT, 10000, -1, 86400000, opt_decay_ms,
+        "milliseconds a free page frame stays committed before it is returned to the OS (-1: never, "
+        "except malloc_trim and the zone high watermark)"),
+    NUM("thp", OPT_BOOL, 1, 0, 1, opt_thp, "advise transparent huge pages (MADV_HUGEPAGE) on huge blocks"),
+    NUM("background_thread", OPT_BOOL, 0, 0, 1, opt_background_thread,
+        "a thread that purges and shrinks idle caches even when the program makes no allocation calls"),
+    NUM("shards", OPT_INT, 0, 0, BUDDY_MAX_SHARDS, opt_shards,
+        "buddy shards per zone; 0 picks one per CPU up to 16 (read at start only)"),
+    NUM("leak", OPT_BOOL, 0, 0, 1, opt_leak, "track every allocation and report leaks at exit (read at start only)"),
+    NUM("leak_sample", OPT_SIZE, 0, 0, 1L << 40, opt_leak_sample,
+        "track about one allocation per this many bytes allocated, with unbiased size estimates; 0: off "
+        "(read at start only)"),
+    NUM("leak_depth", OPT_INT, 16, 1, 64, opt_leak_depth, "stack frames recorded per allocation site"),
+    STR("leak_report", opt_leak_report, "write the leak report to this file (JSON when it ends in .json); "
+        "default: stderr"),
+    STR("leak_suppressions", opt_leak_suppressions,
+        "file of leak suppressions (leak:PATTERN lines over function or module names)"),
+    NUM("leak_exitcode", OPT_INT, 0, 0, 255, opt_leak_exitcode,
+        "exit status to use when leaks were reported (0: keep the program's)"),
+    NUM("leak_reachable", OPT_BOOL, 0, 0, 1, opt_leak_reachable,
+        "also report blocks still reachable at exit, not only definitely lost ones"),
 };
 const unsigned bsl_nr_options = sizeof(bsl_options) / sizeof(bsl_options[0]);
 
@@ -25,6 +42,35 @@ static int str_eq_n(const char *a, size_t n, const char *b)
         if (a[i] != b[i])
             return 0;
     return b[i] == 0;
+}
+
+/* A size: digits with an optional K, M, G or T suffix (powers of 1024, case-insensitive). */
+static int parse_size(const char *s, size_t n, long *out)
+{
+    if (n == 0)
+        return -1;
+    unsigned shift = 0;
+    switch (s[n - 1] | 0x20) {
+    case 'k': shift = 10; break;
+    case 'm': shift = 20; break;
+    case 'g': shift = 30; break;
+    case 't': shift = 40; break;
+    default: break;
+    }
+    if (shift)
+        n--;
+    if (n == 0 || n > 15)
+        return -1;
+    long v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    if (shift && v > (0x7fffffffffffffffL >> shift))
+        return -1;
+    *out = v << shift;
+    return 0;
 }
 
 static int parse_long(const char *s, size_t n, long *out)
@@ -56,8 +102,20 @@ static int option_set_n(const char *key, size_t klen, const char *val, size_t vl
         const struct bsl_option *o = &bsl_options[i];
         if (!str_eq_n(key, klen, o->name))
             continue;
+        if (o->kind == OPT_STR) {
+            if (vlen >= o->strcap) {
+                os_printf(2, "buddyslab: option '%s': value longer than %zu bytes; keeping '%s'\n", o->name,
+                          o->strcap - 1, o->str);
+                return -1;
+            }
+            for (size_t k = 0; k < vlen; k++)
+                o->str[k] = val[k];
+            o->str[vlen] = 0;
+            return 0;
+        }
         long v;
-        if (parse_long(val, vlen, &v) != 0 || v < o->min || v > o->max) {
+        int bad = o->kind == OPT_SIZE ? parse_size(val, vlen, &v) : parse_long(val, vlen, &v);
+        if (bad != 0 || v < o->min || v > o->max) {
             char vb[64];
             size_t n = vlen < sizeof(vb) - 1 ? vlen : sizeof(vb) - 1;
             for (size_t k = 0; k < n; k++)
@@ -66,6 +124,9 @@ static int option_set_n(const char *key, size_t klen, const char *val, size_t vl
             if (o->kind == OPT_BOOL)
                 os_printf(2, "buddyslab: option '%s': bad value '%s' (expected 0 or 1); keeping %ld\n", o->name, vb,
                           *o->value);
+            else if (o->kind == OPT_SIZE)
+                os_printf(2, "buddyslab: option '%s': bad value '%s' (expected a size like 4096, 512K, 64M, 2G); "
+                          "keeping %ld\n", o->name, vb, *o->value);
             else
                 os_printf(2, "buddyslab: option '%s': bad value '%s' (expected an integer %ld..%ld); keeping %ld\n",
                           o->name, vb, o->min, o->max, *o->value);
@@ -121,13 +182,15 @@ BSL_EXPORT int bsl_option_set(const char *key, const char *value)
         kl++;
     while (value[vl])
         vl++;
-    long old_rseq = opt_rseq, old_shards = opt_shards;
+    long old_rseq = opt_rseq, old_shards = opt_shards, old_leak = opt_leak, old_sample = opt_leak_sample;
     if (option_set_n(key, kl, value, vl) != 0)
         return -1;
-    if (opt_rseq != old_rseq || opt_shards != old_shards) {
+    if (opt_rseq != old_rseq || opt_shards != old_shards || opt_leak != old_leak || opt_leak_sample != old_sample) {
         os_printf(2, "buddyslab: option '%s' is read at start only: set it in BUDDYSLAB_OPTIONS\n", key);
         opt_rseq = old_rseq;
         opt_shards = old_shards;
+        opt_leak = old_leak;
+        opt_leak_sample = old_sample;
         return -1;
     }
     options_apply();
