@@ -6,6 +6,7 @@
 #include <pthread.h>
 
 int bsl_inited;
+uintptr_t bsl_free_key;
 static os_lock_t init_lock = OS_LOCK_INIT;
 static int atfork_state; /* 0 not registered, 1 registering, 2 registered */
 
@@ -40,6 +41,7 @@ void bsl_init_slow(void)
     os_lock(&init_lock);
     if (!bsl_inited) {
         options_parse_env();
+        bsl_free_key = os_random64() | 1;
         zones_init();
         unsigned ncpu = os_ncpus();
         buddy_init(opt_shards ? (unsigned)opt_shards : ncpu);

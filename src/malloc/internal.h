@@ -55,6 +55,12 @@ BSL_HIDDEN size_t bsl_raw_usable_size(void *p);
 BSL_HIDDEN void bsl_tick_maybe(void);
 BSL_HIDDEN void bsl_tick_postfork_child(void);
 
+/* Double-free detection for small objects (always on): free() writes bsl_free_key ^ p into the
+ * second word of the object (objects are at least 16 bytes), malloc() clears it. A free that finds
+ * the key already there is probably a double free; free_check_slow() verifies it exactly (is the
+ * object on a freelist or in a cache?) before calling it one. */
+BSL_HIDDEN extern uintptr_t bsl_free_key;
+
 /* Heap misuse: print one line naming the pointer and abort (glibc's convention). */
 BSL_HIDDEN __attribute__((noreturn, cold)) void bsl_misuse(const char *func, const char *what, const void *p);
 

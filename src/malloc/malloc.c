@@ -14,6 +14,8 @@ static __attribute__((noinline)) void *small_alloc_slow(unsigned c)
     void *p = pcp_alloc_slow(c);
     if (unlikely(!p))
         errno = ENOMEM;
+    else
+        ((uintptr_t *)p)[1] = 0; /* clear the free key (see bsl_free_key) */
     bsl_tick_maybe();
     return p;
 }
@@ -46,14 +48,45 @@ static __attribute__((noinline)) void *large_alloc(size_t n, size_t align, int z
     return p;
 }
 
+/* A small object leaves the allocator: clear the free key (see bsl_free_key). */
+static inline void *small_out(void *p)
+{
+    if (likely(p))
+        ((uintptr_t *)p)[1] = 0;
+    return p;
+}
+
+/* free() found the free key in a small object: a double free, unless the program happened to
+ * store exactly that value there. Decide exactly: is the object free (in a cache, a transfer cache
+ * or on its slab's freelist)? */
+static __attribute__((noinline, cold)) void free_key_hit(void *p, const char *func)
+{
+    struct page *pg = arena_page(p);
+    if (pcp_holds(p, pg->size_class) || slab_object_is_free(p))
+        bsl_misuse(func, "double free detected", p);
+}
+
+/* Misuse checks on a small object about to be freed: a pointer misaligned for any block, or
+ * carrying the free key. Cheap (one load of the object's second word, which the caller is likely
+ * to have in cache). Marks the object freed. */
+static inline void small_in(void *p, const char *func)
+{
+    uintptr_t *w = p;
+    if (unlikely(((uintptr_t)p & 15) != 0))
+        bsl_misuse(func, "invalid pointer (misaligned)", p);
+    if (unlikely(w[1] == (bsl_free_key ^ (uintptr_t)p)))
+        free_key_hit(p, func);
+    w[1] = bsl_free_key ^ (uintptr_t)p;
+}
+
 static inline void *do_malloc(size_t n)
 {
     if (likely(n <= SLAB_MAX_SIZE)) {
         unsigned c = slab_class_of(n);
         void *p = pcp_pop(c);
         if (likely(p))
-            return p;
-        return small_alloc_slow(c);
+            return small_out(p);
+        return small_alloc_slow(c); /* tail call: no register saves on the fast path */
     }
     return large_alloc(n, 0, 0);
 }
@@ -114,6 +147,7 @@ static __attribute__((noinline)) void free_slow(void *p)
     classify(p, "free()", &b);
     switch (b.kind) {
     case K_SLAB:
+        small_in(p, "free()");
         if (b.pg->flags & PG_LOW32)
             slab_free_bulk(&p, 1); /* LOW32 objects never enter the per-CPU caches */
         else
@@ -129,15 +163,22 @@ static __attribute__((noinline)) void free_slow(void *p)
     bsl_tick_maybe();
 }
 
+static __attribute__((noinline)) void small_free_slow(void *p, unsigned c)
+{
+    pcp_free_slow(p, c);
+    bsl_tick_maybe();
+}
+
 static inline void do_free(void *p)
 {
-    uintptr_t e = pagemap_entry(p);
-    if (likely(e && !(e & PAGEMAP_HUGE_TAG))) {
+    if (likely(addr_in_arena(p))) {
         struct page *pg = arena_page(p);
         if (likely(pg->flags == PG_SLAB)) { /* a NORMAL-zone slab: the per-CPU caches take it */
             unsigned c = pg->size_class;
+            small_in(p, "free()");
             if (likely(pcp_push(p, c)))
                 return;
+            return small_free_slow(p, c); /* a tail call keeps this path free of register saves */
         }
     }
     free_slow(p);
@@ -154,7 +195,7 @@ static void *do_memalign(size_t align, size_t n)
             c++;
         if (c < SLAB_NR_CLASSES) {
             void *p = pcp_pop(c);
-            return p ? p : small_alloc_slow(c);
+            return p ? small_out(p) : small_alloc_slow(c);
         }
     }
     if (n > ((size_t)1 << ADDR_BITS) || align > ((size_t)1 << 40)) {
@@ -190,10 +231,24 @@ void bsl_raw_free(void *p) { do_free(p); }
 size_t bsl_raw_usable_size(void *p) { return malloc_usable_size(p); }
 
 /* ---- the C API ---- */
-BSL_EXPORT void *malloc(size_t n) { return TRACK(do_malloc(n), n); }
-BSL_EXPORT void free(void *p)
+static __attribute__((noinline, cold)) void *hooked_malloc(size_t n) { return hook_alloc(do_malloc(n), n); }
+
+BSL_EXPORT void *malloc(size_t n)
+{
+    if (unlikely(bsl_hooks_on))
+        return hooked_malloc(n);
+    return do_malloc(n);
+}
+static __attribute__((noinline, cold)) void hooked_free(void *p)
 {
     UNTRACK(p);
+    do_free(p);
+}
+
+BSL_EXPORT void free(void *p)
+{
+    if (unlikely(bsl_hooks_on))
+        return hooked_free(p);
     do_free(p);
 }
 
@@ -227,6 +282,8 @@ static void *do_realloc(void *p, size_t n)
     classify(p, "realloc()", &b);
     switch (b.kind) {
     case K_SLAB:
+        if (unlikely(((uintptr_t *)p)[1] == (bsl_free_key ^ (uintptr_t)p)))
+            free_key_hit(p, "realloc()");
         if (n <= b.usable && (n >= b.usable / 2 || b.usable <= 64))
             return p;
         break;
@@ -453,6 +510,7 @@ static void *zone_malloc(bsl_zone_id zone, size_t size)
         if (size <= SLAB_MAX_SIZE) {
             if (slab_alloc_bulk(ZONE_LOW32, slab_class_of(size), &p, 1, pcp_cpu_hint()) != 1)
                 p = NULL;
+            small_out(p);
         } else if (size <= MAX_ORDER_BYTES) {
             int zeroed;
             struct page *pg = buddy_alloc(ZONE_LOW32, (size + PAGE_SIZE - 1) >> PAGE_SHIFT, 0, pcp_cpu_hint(),

@@ -29,6 +29,8 @@ BSL_HIDDEN void os_advise_huge(void *addr, size_t size);
 BSL_HIDDEN void *os_remap(void *addr, size_t old_size, size_t new_size, int may_move, void *fixed_at);
 
 BSL_HIDDEN uint64_t os_now_ms(void);
+/* 64 random bits (getrandom, falling back to the clock and addresses). */
+BSL_HIDDEN uint64_t os_random64(void);
 BSL_HIDDEN void os_sleep_ms(uint64_t ms);
 BSL_HIDDEN unsigned os_ncpus(void);
 /* Value of environment variable `name`, read from the process environment without allocating. */

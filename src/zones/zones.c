@@ -5,6 +5,7 @@
 
 struct zone zones[NR_ZONES];
 uintptr_t *pagemap_top[1u << (ADDR_BITS - 34)];
+uint64_t arena_bitmap[1u << (ADDR_BITS - ARENA_SHIFT - 6)];
 static os_lock_t pagemap_lock = OS_LOCK_INIT;
 
 #define LEAF_ENTRIES (1u << (34 - SECTION_SHIFT))
@@ -87,6 +88,8 @@ struct arena *zone_grow(int zid, unsigned shard)
     }
     ar->base = (uintptr_t)base;
     ar->pages = (struct page *)base;
+    __atomic_fetch_or(&arena_bitmap[ar->base >> (ARENA_SHIFT + 6)], (uint64_t)1 << ((ar->base >> ARENA_SHIFT) & 63),
+                      __ATOMIC_RELEASE);
     ar->zone = (uint8_t)zid;
     ar->shard = (uint8_t)shard;
     ar->fresh = 0;

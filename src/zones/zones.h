@@ -97,6 +97,20 @@ struct zone {
 
 BSL_HIDDEN extern struct zone zones[NR_ZONES];
 BSL_HIDDEN extern uintptr_t *pagemap_top[1u << (ADDR_BITS - 34)];
+/* One bit per 64 MiB slot of the address space: set while the slot is an arena. Arenas are never
+ * unmapped, so a bit once set stays set. 256 KiB of demand-zero .bss; free() tests it with one
+ * load instead of walking the two-level pagemap. */
+BSL_HIDDEN extern uint64_t arena_bitmap[1u << (ADDR_BITS - ARENA_SHIFT - 6)];
+
+/* Whether addr lies in an arena (then arena_page(addr) is its descriptor). */
+static inline int addr_in_arena(const void *addr)
+{
+    uintptr_t a = (uintptr_t)addr;
+    if (unlikely(a >> ADDR_BITS))
+        return 0;
+    uint64_t w = __atomic_load_n(&arena_bitmap[a >> (ARENA_SHIFT + 6)], __ATOMIC_RELAXED);
+    return (int)(w >> ((a >> ARENA_SHIFT) & 63)) & 1;
+}
 
 BSL_HIDDEN void zones_init(void);
 /* Reserve a new arena for `zone`, owned by buddy shard `shard`. NULL when out of address space. */
