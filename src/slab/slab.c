@@ -19,6 +19,41 @@ const uint8_t slab_small_class[65] = {
 
 struct kmem_cache kmem_caches[NR_ZONES][SLAB_NR_CLASSES];
 
+/* Hardened freelists (the idea of SLUB's CONFIG_SLAB_FREELIST_HARDENED, always on): the next
+ * pointer stored in a free object is next ^ key ^ bswap(address of the slot), so a heap overflow
+ * or use-after-free write cannot plant a chosen pointer without knowing the random key, and a
+ * decoded pointer outside its slab is reported as corruption instead of being handed out. */
+static uintptr_t fl_key;
+
+static inline void fl_store(void *obj, void *next)
+{
+    *(uintptr_t *)obj = (uintptr_t)next ^ fl_key ^ __builtin_bswap64((uintptr_t)obj);
+}
+
+static inline void *fl_load_raw(const void *obj)
+{
+    return (void *)(*(const uintptr_t *)obj ^ fl_key ^ __builtin_bswap64((uintptr_t)obj));
+}
+
+static __attribute__((noreturn, noinline, cold)) void fl_corrupt(const void *obj)
+{
+    os_printf(2, "buddyslab: corrupted slab freelist: free object %p was overwritten (use after free or "
+                 "heap overflow)\n", obj);
+    os_abort();
+}
+
+/* The next free object after obj in slab `head`, checked to lie at an object boundary inside it. */
+static inline void *fl_next(const struct page *head, const void *obj, uint32_t size)
+{
+    void *next = fl_load_raw(obj);
+    if (next) {
+        uintptr_t base = (uintptr_t)slab_base(head), off = (uintptr_t)next - base;
+        if (unlikely(off >= (size_t)head->total * size || off % size))
+            fl_corrupt(obj);
+    }
+    return next;
+}
+
 /* Smallest order whose slab wastes at most 1/8 and holds at least 8 objects, or order 3. */
 static unsigned slab_order_for(uint32_t size)
 {
@@ -32,6 +67,7 @@ static unsigned slab_order_for(uint32_t size)
 
 void slab_init(void)
 {
+    fl_key = (uintptr_t)os_random64();
     for (int z = 0; z < NR_ZONES; z++)
         for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
             struct kmem_cache *kc = &kmem_caches[z][c];
@@ -139,7 +175,7 @@ unsigned slab_alloc_bulk(int zone, unsigned c, void **out, unsigned n, unsigned 
         unsigned took = 0;
         while (got < n && s->freelist) {
             void *obj = s->freelist;
-            s->freelist = *(void **)obj;
+            s->freelist = fl_next(s, obj, kc->size);
             out[got++] = obj;
             took++;
         }
@@ -183,7 +219,7 @@ void slab_free_bulk(void *const *objs, unsigned n)
             slab_corrupt(obj, "invalid pointer (not the start of a block)");
         if (unlikely(head->inuse == 0 || obj == head->freelist))
             slab_corrupt(obj, "double free detected");
-        *(void **)obj = head->freelist;
+        fl_store(obj, head->freelist);
         head->freelist = obj;
         head->inuse--;
         kc->nr_inuse--;
@@ -335,7 +371,7 @@ int slab_object_is_free(const void *obj)
     os_lock(&kc->lock);
     for (uint32_t i = 0; i < kc->nr_xfer && !found; i++)
         found = kc->xfer[i] == obj;
-    for (void *o = head->freelist; o && !found; o = *(void **)o)
+    for (void *o = head->freelist; o && !found; o = fl_next(head, o, kc->size))
         found = o == obj;
     os_unlock(&kc->lock);
     return found;
@@ -351,7 +387,7 @@ int slab_check(void)
             size_t n = 0;
             for (struct page *s = kc->partial; s && !rc; s = s->next, n++) {
                 size_t free_objs = 0;
-                for (void *o = s->freelist; o && free_objs <= s->total; o = *(void **)o) {
+                for (void *o = s->freelist; o && free_objs <= s->total; o = fl_next(s, o, kc->size)) {
                     struct page *pg = virt_to_page(o);
                     if (!pg || pg->head != s)
                         rc = -1;
