@@ -1,6 +1,7 @@
 /* Initialisation on the first allocation (no constructor-order assumptions), fork handlers,
  * the report at exit, and misuse reports. */
 #include "leakcheck/leakcheck.h"
+#include "malloc/debug.h"
 #include "malloc/internal.h"
 
 #include <pthread.h>
@@ -48,6 +49,7 @@ void bsl_init_slow(void)
         slab_init();
         pcp_init((int)opt_rseq);
         options_apply();
+        __atomic_store_n(&bsl_hooks_on, (int)debug_init(), __ATOMIC_RELEASE); /* clears HOOK_INIT */
         __atomic_store_n(&bsl_inited, 1, __ATOMIC_RELEASE);
     }
     os_unlock(&init_lock);
@@ -56,8 +58,8 @@ void bsl_init_slow(void)
     int expect = 0;
     if (__atomic_compare_exchange_n(&atfork_state, &expect, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
         pthread_atfork(prefork, postfork_parent, postfork_child);
-        if (opt_leak || opt_leak_sample)
-            __atomic_store_n(&bsl_hooks_on, leak_init(), __ATOMIC_RELEASE);
+        if ((opt_leak || opt_leak_sample) && leak_init())
+            __atomic_fetch_or(&bsl_hooks_on, HOOK_LEAK, __ATOMIC_RELEASE);
         __atomic_store_n(&atfork_state, 2, __ATOMIC_RELEASE);
     }
 }
@@ -66,8 +68,10 @@ __attribute__((destructor)) static void bsl_at_exit(void)
 {
     if (bsl_inited && opt_stats)
         bsl_stats_print(2);
-    if (bsl_hooks_on)
+    if (bsl_hooks_on & HOOK_LEAK)
         leak_at_exit();
+    if (debug_valgrind)
+        pcp_wipe_stale(); /* stale cache slots must not make leaked blocks look reachable to memcheck */
 }
 
 void bsl_misuse(const char *func, const char *what, const void *p)

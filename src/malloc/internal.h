@@ -36,6 +36,7 @@ BSL_HIDDEN extern const unsigned bsl_nr_options;
 BSL_HIDDEN extern long opt_stats, opt_rseq, opt_decay_ms, opt_thp, opt_shards, opt_background_thread;
 BSL_HIDDEN extern long opt_leak, opt_leak_sample, opt_leak_depth, opt_leak_exitcode, opt_leak_reachable;
 BSL_HIDDEN extern char opt_leak_report[256], opt_leak_suppressions[256];
+BSL_HIDDEN extern long opt_junk, opt_canary, opt_quarantine, opt_guard;
 /* Parse BUDDYSLAB_OPTIONS (no allocation). Bad entries: one line on stderr each, defaults kept. */
 BSL_HIDDEN void options_parse_env(void);
 /* Apply option values to the layers below (after init and after bsl_option_set). */
@@ -49,7 +50,6 @@ BSL_HIDDEN extern int bsl_hooks_on;
 /* The allocator's own allocations for hook data (site tables, records): our pages, no hooks. */
 BSL_HIDDEN void *bsl_raw_malloc(size_t n);
 BSL_HIDDEN void bsl_raw_free(void *p);
-BSL_HIDDEN size_t bsl_raw_usable_size(void *p);
 
 /* Periodic maintenance (decay.c): call from slow paths; cheap when it is not yet time. */
 BSL_HIDDEN void bsl_tick_maybe(void);

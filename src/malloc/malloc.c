@@ -1,6 +1,7 @@
 /* The public allocation API: maps sizes to layers (small -> slab, large -> buddy, huge -> zones)
  * and owns the glibc contract (errno, alignment, realloc edge cases, usable size, aliases). */
 #include "leakcheck/leakcheck.h"
+#include "malloc/debug.h"
 #include "malloc/internal.h"
 
 #include <errno.h>
@@ -31,12 +32,14 @@ static __attribute__((noinline)) void *large_alloc(size_t n, size_t align, int z
         if (npages == 0)
             npages = 1;
         unsigned min_order = align > PAGE_SIZE ? (unsigned)__builtin_ctzl(align) - PAGE_SHIFT : 0;
-        int zeroed;
-        struct page *pg = buddy_alloc(ZONE_NORMAL, npages, min_order, pcp_cpu_hint(), &zeroed);
+        int zeroed, guard = opt_guard && npages < MAX_ORDER_PAGES;
+        struct page *pg = buddy_alloc(ZONE_NORMAL, npages + guard, min_order, pcp_cpu_hint(), &zeroed);
         if (likely(pg)) {
-            pg->npages = (uint32_t)npages;
-            pg->flags = (uint8_t)(PG_LARGE | (zeroed ? PG_ZEROED : 0));
+            pg->npages = (uint32_t)(npages + guard);
+            pg->flags = (uint8_t)(PG_LARGE | (zeroed ? PG_ZEROED : 0) | (guard ? PG_GUARD : 0));
             void *p = page_address(pg);
+            if (guard) /* an overflow past the last page faults at once */
+                os_protect((char *)p + (npages << PAGE_SHIFT), PAGE_SIZE, 0);
             if (zero && !zeroed)
                 memset(p, 0, n);
             return p;
@@ -131,7 +134,7 @@ static void classify(void *p, const char *func, struct blk *b)
     int at_head = ((uintptr_t)p & (PAGE_SIZE - 1)) == 0;
     if ((f & PG_LARGE) && at_head) {
         b->kind = K_LARGE;
-        b->usable = (size_t)pg->npages << PAGE_SHIFT;
+        b->usable = (size_t)(pg->npages - ((f & PG_GUARD) ? 1 : 0)) << PAGE_SHIFT;
         return;
     }
     if ((f & PG_BUDDY) && at_head)
@@ -154,6 +157,8 @@ static __attribute__((noinline)) void free_slow(void *p)
             pcp_free_slow(p, b.pg->size_class);
         break;
     case K_LARGE:
+        if (b.pg->flags & PG_GUARD)
+            os_protect((char *)p + b.usable, PAGE_SIZE, 1);
         buddy_free(b.pg, b.pg->npages);
         break;
     case K_HUGE:
@@ -205,44 +210,115 @@ static void *do_memalign(size_t align, size_t n)
     return large_alloc(n > PAGE_SIZE ? n : PAGE_SIZE, align, 0);
 }
 
-/* ---- hooks: one predictable branch per public call while they are off ---- */
-int bsl_hooks_on;
+/* ---- hooks: leak tracking and debugging features, one predictable branch when off ----
+ * While bsl_hooks_on is set (HOOK_LEAK and/or HOOK_DEBUG), every public entry point takes these
+ * paths instead of the fast ones. */
+int bsl_hooks_on = HOOK_INIT;
 
-static __attribute__((noinline, cold)) void *hook_alloc(void *p, size_t n)
+enum hook_kind { HK_MALLOC, HK_CALLOC, HK_ALIGN, HK_ZONE };
+static void *do_calloc(size_t nmemb, size_t size);
+static void *do_realloc(void *p, size_t n);
+static void *zone_malloc(bsl_zone_id zone, size_t size);
+
+static size_t usable_of(void *p, const char *func)
 {
-    if (p)
-        leak_on_alloc(p, n);
+    struct blk b;
+    classify(p, func, &b);
+    return b.usable;
+}
+
+static __attribute__((noinline, cold)) void *hooked_alloc(enum hook_kind k, size_t arg, size_t n)
+{
+    bsl_ensure_init();
+    unsigned h = __atomic_load_n(&bsl_hooks_on, __ATOMIC_ACQUIRE);
+    size_t m = (h & HOOK_DEBUG) ? debug_size(n) : n;
+    debug_vg_quiet(1);
+    void *p = k == HK_MALLOC   ? do_malloc(m)
+              : k == HK_CALLOC ? do_calloc(1, m)
+              : k == HK_ALIGN  ? do_memalign(arg, m)
+                               : zone_malloc((bsl_zone_id)arg, m);
+    size_t usable = p && (h & HOOK_DEBUG) ? usable_of(p, "malloc()") : 0;
+    debug_vg_quiet(0);
+    if (p) {
+        if (h & HOOK_DEBUG)
+            debug_on_alloc(p, n, usable, k == HK_CALLOC);
+        if (h & HOOK_LEAK)
+            leak_on_alloc(p, n);
+    }
     return p;
 }
-static inline void *TRACK(void *p, size_t n)
+
+static void quiet_free(void *p)
 {
-    if (unlikely(bsl_hooks_on))
-        return hook_alloc(p, n);
-    return p;
+    debug_vg_quiet(1);
+    do_free(p);
+    debug_vg_quiet(0);
 }
-#define UNTRACK(p)                                                                                 \
-    do {                                                                                           \
-        if (unlikely(bsl_hooks_on) && (p))                                                         \
-            leak_on_free(p);                                                                       \
-    } while (0)
+
+static __attribute__((noinline, cold)) void hooked_free(void *p)
+{
+    if (!p)
+        return;
+    bsl_ensure_init();
+    unsigned h = __atomic_load_n(&bsl_hooks_on, __ATOMIC_ACQUIRE);
+    if (h & HOOK_DEBUG) {
+        debug_vg_quiet(1);
+        size_t usable = usable_of(p, "free()");
+        debug_vg_quiet(0);
+        if (h & HOOK_LEAK)
+            leak_on_free(p);
+        if (debug_on_free(p, usable, quiet_free))
+            return; /* quarantined */
+    } else if (h & HOOK_LEAK) {
+        leak_on_free(p);
+    }
+    quiet_free(p);
+}
+
+/* With debugging features a realloc always moves (catching use after realloc, and keeping
+ * canaries simple). With only leak tracking, the hooks forget the old block before it can be
+ * reused by another thread, and learn the result (or the old block again when realloc fails). */
+static __attribute__((noinline, cold)) void *hooked_realloc(void *p, size_t n)
+{
+    if (!p)
+        return hooked_alloc(HK_MALLOC, 0, n);
+    if (n == 0) {
+        hooked_free(p);
+        return NULL;
+    }
+    bsl_ensure_init();
+    unsigned h = __atomic_load_n(&bsl_hooks_on, __ATOMIC_ACQUIRE);
+    if (h & HOOK_DEBUG) {
+        debug_vg_quiet(1);
+        size_t old = debug_requested(p, usable_of(p, "realloc()"));
+        debug_vg_quiet(0);
+        void *q = hooked_alloc(HK_MALLOC, 0, n);
+        if (!q)
+            return NULL;
+        memcpy(q, p, old < n ? old : n);
+        hooked_free(p);
+        return q;
+    }
+    if (!(h & HOOK_LEAK))
+        return do_realloc(p, n);
+    size_t old = usable_of(p, "realloc()");
+    leak_on_free(p);
+    void *q = do_realloc(p, n);
+    if (q)
+        leak_on_alloc(q, n);
+    else
+        leak_on_alloc(p, old);
+    return q;
+}
 
 void *bsl_raw_malloc(size_t n) { return do_malloc(n); }
 void bsl_raw_free(void *p) { do_free(p); }
-size_t bsl_raw_usable_size(void *p) { return malloc_usable_size(p); }
-
-/* ---- the C API ---- */
-static __attribute__((noinline, cold)) void *hooked_malloc(size_t n) { return hook_alloc(do_malloc(n), n); }
 
 BSL_EXPORT void *malloc(size_t n)
 {
     if (unlikely(bsl_hooks_on))
-        return hooked_malloc(n);
+        return hooked_alloc(HK_MALLOC, 0, n);
     return do_malloc(n);
-}
-static __attribute__((noinline, cold)) void hooked_free(void *p)
-{
-    UNTRACK(p);
-    do_free(p);
 }
 
 BSL_EXPORT void free(void *p)
@@ -268,7 +344,18 @@ static void *do_calloc(size_t nmemb, size_t size)
     return large_alloc(n, 0, 1);
 }
 
-BSL_EXPORT void *calloc(size_t nmemb, size_t size) { return TRACK(do_calloc(nmemb, size), nmemb * size); }
+BSL_EXPORT void *calloc(size_t nmemb, size_t size)
+{
+    if (unlikely(bsl_hooks_on)) {
+        size_t n;
+        if (__builtin_mul_overflow(nmemb, size, &n)) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        return hooked_alloc(HK_CALLOC, 0, n);
+    }
+    return do_calloc(nmemb, size);
+}
 
 static void *do_realloc(void *p, size_t n)
 {
@@ -288,7 +375,7 @@ static void *do_realloc(void *p, size_t n)
             return p;
         break;
     case K_LARGE:
-        if (n > SLAB_MAX_SIZE / 2 && n <= MAX_ORDER_BYTES) {
+        if (n > SLAB_MAX_SIZE / 2 && n <= MAX_ORDER_BYTES && !(b.pg->flags & PG_GUARD)) {
             size_t old_pages = b.pg->npages, new_pages = (n + PAGE_SIZE - 1) >> PAGE_SHIFT;
             if (new_pages == old_pages)
                 return p;
@@ -322,20 +409,6 @@ static void *do_realloc(void *p, size_t n)
     return q;
 }
 
-/* The hooks forget the old block before it can be reused by another thread, and learn the result
- * (or the old block again, when realloc fails and leaves it in place). */
-static __attribute__((noinline, cold)) void *hooked_realloc(void *p, size_t n)
-{
-    size_t old = p ? malloc_usable_size(p) : 0;
-    UNTRACK(p);
-    void *q = do_realloc(p, n);
-    if (q)
-        leak_on_alloc(q, n);
-    else if (p && n)
-        leak_on_alloc(p, old);
-    return q;
-}
-
 BSL_EXPORT void *realloc(void *p, size_t n)
 {
     if (unlikely(bsl_hooks_on))
@@ -360,7 +433,7 @@ BSL_EXPORT int posix_memalign(void **out, size_t align, size_t n)
     if (!pow2(align) || align < sizeof(void *))
         return EINVAL;
     int saved = errno;
-    void *p = TRACK(do_memalign(align, n), n);
+    void *p = bsl_hooks_on ? hooked_alloc(HK_ALIGN, align, n) : do_memalign(align, n);
     errno = saved;
     if (!p)
         return ENOMEM;
@@ -374,7 +447,7 @@ BSL_EXPORT void *aligned_alloc(size_t align, size_t n)
         errno = EINVAL;
         return NULL;
     }
-    return TRACK(do_memalign(align, n), n);
+    return bsl_hooks_on ? hooked_alloc(HK_ALIGN, align, n) : do_memalign(align, n);
 }
 
 BSL_EXPORT void *memalign(size_t align, size_t n)
@@ -385,10 +458,10 @@ BSL_EXPORT void *memalign(size_t align, size_t n)
     }
     if (!pow2(align)) /* glibc: round a bad alignment up to a power of two */
         align = align ? (size_t)1 << (64 - __builtin_clzl(align)) : 1;
-    return TRACK(do_memalign(align, n), n);
+    return bsl_hooks_on ? hooked_alloc(HK_ALIGN, align, n) : do_memalign(align, n);
 }
 
-BSL_EXPORT void *valloc(size_t n) { return TRACK(do_memalign(PAGE_SIZE, n), n); }
+BSL_EXPORT void *valloc(size_t n) { return bsl_hooks_on ? hooked_alloc(HK_ALIGN, PAGE_SIZE, n) : do_memalign(PAGE_SIZE, n); }
 
 BSL_EXPORT void *pvalloc(size_t n)
 {
@@ -398,7 +471,8 @@ BSL_EXPORT void *pvalloc(size_t n)
         return NULL;
     }
     r &= ~(PAGE_SIZE - 1);
-    return TRACK(do_memalign(PAGE_SIZE, r ? r : PAGE_SIZE), n);
+    r = r ? r : PAGE_SIZE;
+    return bsl_hooks_on ? hooked_alloc(HK_ALIGN, PAGE_SIZE, r) : do_memalign(PAGE_SIZE, r);
 }
 
 BSL_EXPORT size_t malloc_usable_size(void *p)
@@ -407,6 +481,8 @@ BSL_EXPORT size_t malloc_usable_size(void *p)
         return 0;
     struct blk b;
     classify(p, "malloc_usable_size()", &b);
+    if (unlikely(bsl_hooks_on & HOOK_DEBUG))
+        return debug_requested(p, b.usable); /* with canaries the slack is not the caller's */
     return b.usable;
 }
 
@@ -533,7 +609,12 @@ static void *zone_malloc(bsl_zone_id zone, size_t size)
     }
 }
 
-BSL_EXPORT void *bsl_zone_malloc(bsl_zone_id zone, size_t size) { return TRACK(zone_malloc(zone, size), size); }
+BSL_EXPORT void *bsl_zone_malloc(bsl_zone_id zone, size_t size)
+{
+    if (unlikely(bsl_hooks_on))
+        return hooked_alloc(HK_ZONE, (size_t)zone, size);
+    return zone_malloc(zone, size);
+}
 
 BSL_EXPORT int bsl_zone_of(const void *ptr)
 {
@@ -574,6 +655,8 @@ BSL_EXPORT int bsl_using_rseq(void)
 BSL_EXPORT size_t bsl_purge(void)
 {
     bsl_ensure_init();
+    if (bsl_hooks_on & HOOK_DEBUG)
+        debug_flush_quarantine(quiet_free);
     pcp_flush_all();
     slab_flush_transfer();
     slab_release_spares();

@@ -4,6 +4,7 @@
 long opt_stats = 0, opt_rseq = 1, opt_decay_ms = 10000, opt_thp = 1, opt_shards = 0, opt_background_thread = 0;
 long opt_leak = 0, opt_leak_sample = 0, opt_leak_depth = 16, opt_leak_exitcode = 0, opt_leak_reachable = 0;
 char opt_leak_report[256], opt_leak_suppressions[256];
+long opt_junk = 0, opt_canary = 0, opt_quarantine = 0, opt_guard = 0;
 
 #define NUM(n, k, d, lo, hi, var, help) {n, k, d, lo, hi, &var, NULL, 0, help}
 #define STR(n, buf, help) {n, OPT_STR, 0, 0, 0, NULL, buf, sizeof(buf), help}
@@ -19,6 +20,15 @@ const struct bsl_option bsl_options[] = {
         "a thread that purges and shrinks idle caches even when the program makes no allocation calls"),
     NUM("shards", OPT_INT, 0, 0, BUDDY_MAX_SHARDS, opt_shards,
         "buddy shards per zone; 0 picks one per CPU up to 16 (read at start only)"),
+    NUM("junk", OPT_BOOL, 0, 0, 1, opt_junk,
+        "fill new blocks with 0xa5 and freed blocks with 0x5a (with quarantine: report writes after free) "
+        "(read at start only)"),
+    NUM("canary", OPT_BOOL, 0, 0, 1, opt_canary,
+        "8 canary bytes after every block, checked on free: reports heap overflows (read at start only)"),
+    NUM("quarantine", OPT_SIZE, 0, 0, 1L << 40, opt_quarantine,
+        "bytes of freed blocks held back before reuse (0: off), to catch use after free (read at start only)"),
+    NUM("guard", OPT_BOOL, 0, 0, 1, opt_guard,
+        "an inaccessible guard page after every large block (32 KiB .. 4 MiB) (read at start only)"),
     NUM("leak", OPT_BOOL, 0, 0, 1, opt_leak, "track every allocation and report leaks at exit (read at start only)"),
     NUM("leak_sample", OPT_SIZE, 0, 0, 1L << 40, opt_leak_sample,
         "track about one allocation per this many bytes allocated, with unbiased size estimates; 0: off "
@@ -182,17 +192,19 @@ BSL_EXPORT int bsl_option_set(const char *key, const char *value)
         kl++;
     while (value[vl])
         vl++;
-    long old_rseq = opt_rseq, old_shards = opt_shards, old_leak = opt_leak, old_sample = opt_leak_sample;
+    /* Options that shape the heap's layout or the hooks are read at start only. */
+    long *fixed[] = {&opt_rseq, &opt_shards, &opt_leak, &opt_leak_sample, &opt_junk, &opt_canary, &opt_quarantine, &opt_guard};
+    long before[sizeof(fixed) / sizeof(fixed[0])];
+    for (unsigned i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+        before[i] = *fixed[i];
     if (option_set_n(key, kl, value, vl) != 0)
         return -1;
-    if (opt_rseq != old_rseq || opt_shards != old_shards || opt_leak != old_leak || opt_leak_sample != old_sample) {
-        os_printf(2, "buddyslab: option '%s' is read at start only: set it in BUDDYSLAB_OPTIONS\n", key);
-        opt_rseq = old_rseq;
-        opt_shards = old_shards;
-        opt_leak = old_leak;
-        opt_leak_sample = old_sample;
-        return -1;
-    }
+    for (unsigned i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+        if (*fixed[i] != before[i]) {
+            os_printf(2, "buddyslab: option '%s' is read at start only: set it in BUDDYSLAB_OPTIONS\n", key);
+            *fixed[i] = before[i];
+            return -1;
+        }
     options_apply();
     return 0;
 }

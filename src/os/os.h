@@ -24,6 +24,8 @@ BSL_HIDDEN void os_release(void *addr, size_t size);
 BSL_HIDDEN int os_purge(void *addr, size_t size);
 /* Advise transparent huge pages on a 2 MiB-aligned range. */
 BSL_HIDDEN void os_advise_huge(void *addr, size_t size);
+/* Make [addr, addr+size) inaccessible (access 0) or readable and writable again (access 1). */
+BSL_HIDDEN int os_protect(void *addr, size_t size, int access);
 /* Resize a mapping: in place when possible (may_move=0), else to `fixed_at` (a reservation the
  * caller owns, which it replaces) or anywhere (fixed_at NULL, may_move=1). NULL on failure. */
 BSL_HIDDEN void *os_remap(void *addr, size_t old_size, size_t new_size, int may_move, void *fixed_at);

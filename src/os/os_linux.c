@@ -88,6 +88,14 @@ void os_advise_huge(void *addr, size_t size)
 #endif
 }
 
+int os_protect(void *addr, size_t size, int access)
+{
+    int saved = errno;
+    int r = mprotect(addr, size, access ? PROT_READ | PROT_WRITE : PROT_NONE);
+    errno = saved;
+    return r;
+}
+
 void *os_remap(void *addr, size_t old_size, size_t new_size, int may_move, void *fixed_at)
 {
     int saved = errno;

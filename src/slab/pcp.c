@@ -266,6 +266,25 @@ void pcp_flush_classes(uint64_t classes)
     }
 }
 
+void pcp_wipe_stale(void)
+{
+    struct pcp *pc = pcp_use_rseq ? NULL : &pcp_tls;
+    if (pcp_use_rseq) {
+        int cpu = (int)*tp_field(bsl_rseq_tp_off + 4);
+        unsigned cid = *tp_field(bsl_rseq_cid_off);
+        if (cpu >= 0 && cid < PCP_MAX_CID)
+            pc = &pcp_cpus[cid];
+    }
+    if (pc && pcp_is_setup(pc))
+        for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
+            struct pcp_bin *b = &pc->bins[c];
+            void **end = pcp_bin_base(b) + bin_cap[c];
+            for (void **s = b->top; s < end; s++)
+                *s = NULL;
+        }
+    slab_wipe_stale();
+}
+
 void pcp_flush_all(void) { pcp_flush_classes(~(uint64_t)0); }
 
 void pcp_cached(size_t *objs, size_t *bytes)

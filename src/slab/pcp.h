@@ -98,6 +98,9 @@ BSL_HIDDEN void pcp_init(int rseq_wanted);
 BSL_HIDDEN unsigned pcp_cpu_hint(void);
 /* Give back every object cached in every per-CPU cache (and this thread's TLS cache). */
 BSL_HIDDEN void pcp_flush_all(void);
+/* Zero the slots above each bin's top in this thread's cache and the transfer caches' unused
+ * slots: copies of pointers to blocks now in use (for memcheck's leak scan at exit). */
+BSL_HIDDEN void pcp_wipe_stale(void);
 /* Give back what the current cache holds of the classes in `classes` (bit c), straight to the slabs. */
 BSL_HIDDEN void pcp_flush_classes(uint64_t classes);
 /* Objects and bytes held in caches, for statistics. */

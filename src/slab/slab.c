@@ -319,6 +319,17 @@ void slab_flush_transfer(void)
         flush_one(&kmem_caches[ZONE_NORMAL][c]);
 }
 
+void slab_wipe_stale(void)
+{
+    for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
+        struct kmem_cache *kc = &kmem_caches[ZONE_NORMAL][c];
+        os_lock(&kc->lock);
+        for (uint32_t i = kc->nr_xfer; kc->xfer && i < kc->xfer_cap; i++)
+            kc->xfer[i] = NULL;
+        os_unlock(&kc->lock);
+    }
+}
+
 void slab_release_spares(void)
 {
     for (int z = 0; z < NR_ZONES; z++)

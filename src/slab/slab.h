@@ -67,6 +67,8 @@ BSL_HIDDEN void slab_free_bulk(void *const *objs, unsigned n);
 BSL_HIDDEN void slab_free_batch(unsigned c, void *const *objs, unsigned n);
 /* Move every transfer cache's objects back to their slabs (malloc_trim). */
 BSL_HIDDEN void slab_flush_transfer(void);
+/* Zero the unused slots of every transfer cache (see pcp_wipe_stale). */
+BSL_HIDDEN void slab_wipe_stale(void);
 /* Periodic: the NORMAL-zone classes that saw no refill or drain since the previous call (bit c),
  * and shrinking them: their transfer caches go back to the slabs and their spare slabs (and every
  * LOW32 spare) back to the buddy allocator, so an idle class pins no pages. */

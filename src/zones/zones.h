@@ -41,6 +41,7 @@ enum zone_id { ZONE_LOW32 = 0, ZONE_NORMAL = 1, ZONE_HUGE = 2, NR_ZONES = 3 };
 #define PG_SLAB 0x08  /* frame of a slab: head valid on every frame, slab fields on the head */
 #define PG_ZEROED 0x10 /* PG_LARGE: the block was clean (all zero) when handed out */
 #define PG_LOW32 0x20  /* PG_SLAB of the LOW32 zone: its objects bypass the per-CPU caches */
+#define PG_GUARD 0x40  /* PG_LARGE: the block's last frame is an inaccessible guard page (option guard) */
 
 struct arena;
 

@@ -282,7 +282,7 @@ def cmd_static(a):
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="what", required=True)
     c = sub.add_parser("compare")
     c.add_argument("--lib", required=True)

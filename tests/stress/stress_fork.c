@@ -4,7 +4,7 @@
  * A child that hangs (e.g. on an allocator lock held by a thread that does not exist in the child)
  * is killed by alarm() and reported. Phase 2 forks while threads run the allocator's locked paths
  * (huge mappings, buddy blocks, slab refill/drain) in tight loops, and the child takes all of them.
- * usage: stress_fork [forks=150] [worker threads=4] */
+ * usage: stress_fork [forks=200] [worker threads=4] */
 #include "bsl_test.h"
 
 #include <malloc.h>
@@ -35,6 +35,15 @@ static size_t rsize(bsl_rng *r)
         return 64 * KiB + (x >> 8) % (1 * MiB);
     if (x % 3000 == 1)
         return 4 * MiB + (x >> 8) % (4 * MiB);
+    return 16 + (x >> 8) % 2000;
+}
+
+/* Children do less big-block work than the workers: the point is many forks. */
+static size_t child_size(bsl_rng *r)
+{
+    uint64_t x = bsl_rand(r);
+    if (x % 400 == 0)
+        return 64 * KiB + (x >> 8) % (1 * MiB);
     return 16 + (x >> 8) % 2000;
 }
 
@@ -81,7 +90,7 @@ static void *child_thread(void *arg)
     bsl_rng r;
     bsl_rng_seed(&r, (uint64_t)(uintptr_t)arg);
     for (int i = 0; i < 500; i++) {
-        size_t n = rsize(&r);
+        size_t n = child_size(&r);
         unsigned char *p = malloc(n);
         CHILD_CHECK(p != NULL, 20);
         bsl_fill(p, n, i);
@@ -113,7 +122,7 @@ static void child(blk *mainblk, int round)
             free(s->p);
             s->p = NULL;
         } else {
-            s->n = rsize(&r);
+            s->n = child_size(&r);
             s->p = malloc(s->n);
             CHILD_CHECK(s->p != NULL, 13);
             s->seed = (uintptr_t)s->p + (uint64_t)i;
@@ -143,7 +152,7 @@ static void child(blk *mainblk, int round)
 /* ---- phase 2: fork while other threads run the allocator's locked paths in tight loops ----
  * Blocks are not touched: a page fault (THP: zeroing 2 MiB) would dwarf the allocator's own work,
  * and it is the allocator's locks that must be in every state when fork() happens. Thread 0 maps
- * and unmaps huge blocks, thread 1 allocates and frees large (buddy) blocks, thread 2 allocates
+ * and unmaps huge blocks, thread 1 alternates huge and large (buddy) blocks, thread 2 allocates
  * and frees small blocks in batches bigger than any per-CPU/per-thread cache (refill and drain). */
 static volatile int stop_tight;
 static void *tight_worker(void *arg)
@@ -154,7 +163,7 @@ static void *tight_worker(void *arg)
     unsigned long ops = 0;
     void *batch[512];
     while (!__atomic_load_n(&stop_tight, __ATOMIC_RELAXED)) {
-        if (kind == 0) {
+        if (kind == 0 || (kind == 1 && (ops & 1))) {
             size_t n = 4 * MiB + 1 + bsl_rand_below(&r, 8 * MiB);
             void *p = (ops & 3) == 0 ? bsl_zone_malloc(BSL_ZONE_HUGE, n) : malloc(n);
             CHECK(p != NULL);
@@ -245,7 +254,7 @@ static int fork_during_tight_loops(int nforks, double limit)
 
 int main(int argc, char **argv)
 {
-    int nforks = argc > 1 ? atoi(argv[1]) : 150;
+    int nforks = argc > 1 ? atoi(argv[1]) : 200;
     int nworkers = argc > 2 ? atoi(argv[2]) : 4;
     bsl_test_begin("stress_fork");
     double t0 = bsl_now();
@@ -299,7 +308,7 @@ int main(int argc, char **argv)
                 spawned++;
             }
         }
-        if (bsl_now() - t0 > 15.0) {
+        if (bsl_now() - t0 > 9.0) {
             printf("stress_fork: time limit reached after %d forks\n", f + 1);
             nforks = f + 1;
             break;
@@ -316,7 +325,7 @@ int main(int argc, char **argv)
     printf("stress_fork: %d forks (%d failed), %d spawns, %lu worker ops in %.2f s\n", nforks, failed, spawned,
            worker_ops, bsl_now() - t0);
     CHECKF(failed == 0, "%d children failed", failed);
-    int tfailed = fork_during_tight_loops(400, 8.0);
+    int tfailed = fork_during_tight_loops(500, 9.0);
     CHECKF(tfailed == 0, "%d children failed in phase 2", tfailed);
     return bsl_test_end();
 }

@@ -1,7 +1,7 @@
 /* Many threads doing random malloc/calloc/realloc/aligned allocations of random sizes
  * (16 B .. 256 KiB, a few huge ones), every block filled with a pattern derived from its address and a
  * seed and checked before it is resized or freed.
- * usage: stress_random [threads=8] [ops per thread=120000] [seconds limit=20] */
+ * usage: stress_random [threads=8] [ops per thread=60000] [seconds limit=15] */
 #include "bsl_test.h"
 
 #include <malloc.h>
@@ -17,7 +17,7 @@ typedef struct slot {
     uint64_t seed;
 } slot;
 
-static long ops_per_thread = 120000;
+static long ops_per_thread = 60000;
 static double deadline;
 static unsigned long total_ops, total_huge;
 
@@ -144,7 +144,7 @@ int main(int argc, char **argv)
     int nthreads = argc > 1 ? atoi(argv[1]) : 8;
     if (argc > 2)
         ops_per_thread = atol(argv[2]);
-    double limit = argc > 3 ? atof(argv[3]) : 20.0;
+    double limit = argc > 3 ? atof(argv[3]) : 15.0;
     bsl_test_begin("stress_random");
     double t0 = bsl_now();
     deadline = t0 + limit;

@@ -1,0 +1,167 @@
+/* Debugging and hardening features (see debug.h). All of them run only on the hooks path. */
+#include "malloc/debug.h"
+
+#include <string.h>
+
+#include "malloc/internal.h"
+
+#ifdef BSL_HAVE_VALGRIND
+#include <valgrind/memcheck.h>
+#include <valgrind/valgrind.h>
+#else
+#define RUNNING_ON_VALGRIND 0
+#define VALGRIND_MALLOCLIKE_BLOCK(a, b, c, d) ((void)0)
+#define VALGRIND_FREELIKE_BLOCK(a, b) ((void)0)
+#define VALGRIND_MAKE_MEM_NOACCESS(a, b) ((void)0)
+#define VALGRIND_DISABLE_ERROR_REPORTING ((void)0)
+#define VALGRIND_ENABLE_ERROR_REPORTING ((void)0)
+#endif
+
+#define JUNK_ALLOC 0xa5 /* fresh blocks (not calloc) */
+#define JUNK_FREE 0x5a  /* freed blocks: a quarantined block that changed was written after free */
+#define CANARY 0xcb
+#define CANARY_LEN 8  /* canary bytes checked right after the caller's n bytes */
+#define JUNK_MAX ((size_t)4 << 20)
+
+int debug_valgrind;
+static uintptr_t canary_key;
+
+unsigned debug_init(void)
+{
+    debug_valgrind = RUNNING_ON_VALGRIND ? 1 : 0;
+    canary_key = (uintptr_t)os_random64();
+    return (opt_junk || opt_canary || opt_quarantine || debug_valgrind) ? HOOK_DEBUG : 0;
+}
+
+size_t debug_size(size_t n)
+{
+    /* Canary layout in the usable block: [0, n) caller, [n, n + 8) canary bytes, and the last
+     * word of the block holds n ^ key. 16 more bytes always leave room for both. */
+    if (opt_canary)
+        return n > (size_t)-1 - 16 ? (size_t)-1 : n + 16;
+    return n;
+}
+
+static size_t *size_word(const void *p, size_t usable)
+{
+    return (size_t *)((char *)p + ((usable - sizeof(size_t)) & ~(sizeof(size_t) - 1)));
+}
+
+size_t debug_requested(const void *p, size_t usable)
+{
+    if (!opt_canary)
+        return usable;
+    size_t n = *size_word(p, usable) ^ canary_key;
+    if (n + CANARY_LEN + sizeof(size_t) > usable)
+        bsl_misuse("free()", "heap overflow: the block's size word after its end was overwritten", p);
+    return n;
+}
+
+void debug_on_alloc(void *p, size_t n, size_t usable, int zeroed)
+{
+    if (opt_junk && !zeroed)
+        memset(p, JUNK_ALLOC, n < JUNK_MAX ? n : JUNK_MAX);
+    if (opt_canary) {
+        memset((char *)p + n, CANARY, CANARY_LEN);
+        *size_word(p, usable) = n ^ canary_key;
+    }
+    if (debug_valgrind) {
+        VALGRIND_MALLOCLIKE_BLOCK(p, n, 0, zeroed);
+        /* Bytes past n are not the caller's: touching them is an overflow memcheck reports. */
+        VALGRIND_MAKE_MEM_NOACCESS((char *)p + n, usable - n);
+    }
+}
+
+/* ---- quarantine: a FIFO of freed blocks, released when it holds more than opt_quarantine ---- */
+struct qent {
+    void *p;
+    size_t usable;
+};
+#define QCAP 65536
+static os_lock_t q_lock = OS_LOCK_INIT;
+static struct qent *q; /* ring of QCAP entries, from metadata pages */
+static size_t q_head, q_len, q_bytes;
+
+static void check_junk(const struct qent *e)
+{
+    const unsigned char *b = e->p;
+    size_t n = e->usable < JUNK_MAX ? e->usable : JUNK_MAX;
+    for (size_t i = sizeof(void *) * 2; i < n; i++) /* the first two words are the allocator's */
+        if (b[i] != JUNK_FREE)
+            bsl_misuse("free()", "write after free detected (a quarantined block changed)", e->p);
+}
+
+static void release(struct qent *e, void (*really_free)(void *))
+{
+    if (opt_junk)
+        check_junk(e);
+    really_free(e->p);
+}
+
+int debug_on_free(void *p, size_t usable, void (*really_free)(void *))
+{
+    size_t n = debug_requested(p, usable);
+    if (opt_canary) {
+        const unsigned char *c = (const unsigned char *)p + n;
+        for (int i = 0; i < CANARY_LEN; i++)
+            if (c[i] != CANARY)
+                bsl_misuse("free()", "heap overflow detected (the canary after the block was overwritten)", p);
+    }
+    if (opt_junk)
+        memset(p, JUNK_FREE, usable < JUNK_MAX ? usable : JUNK_MAX);
+    if (debug_valgrind)
+        VALGRIND_FREELIKE_BLOCK(p, 0);
+    if (!opt_quarantine)
+        return 0;
+    struct qent out[8];
+    int nout = 0;
+    os_lock(&q_lock);
+    if (!q)
+        q = meta_alloc(QCAP * sizeof(*q));
+    if (!q) {
+        os_unlock(&q_lock);
+        return 0;
+    }
+    q[(q_head + q_len) % QCAP] = (struct qent){p, usable};
+    q_len++;
+    q_bytes += usable;
+    while ((q_bytes > (size_t)opt_quarantine || q_len == QCAP) && nout < 8) {
+        out[nout] = q[q_head];
+        q_head = (q_head + 1) % QCAP;
+        q_len--;
+        q_bytes -= out[nout].usable;
+        nout++;
+    }
+    os_unlock(&q_lock);
+    for (int i = 0; i < nout; i++)
+        release(&out[i], really_free);
+    return 1;
+}
+
+void debug_flush_quarantine(void (*really_free)(void *))
+{
+    for (;;) {
+        struct qent e;
+        os_lock(&q_lock);
+        if (!q_len) {
+            os_unlock(&q_lock);
+            return;
+        }
+        e = q[q_head];
+        q_head = (q_head + 1) % QCAP;
+        q_len--;
+        q_bytes -= e.usable;
+        os_unlock(&q_lock);
+        release(&e, really_free);
+    }
+}
+
+void debug_vg_quiet(int on)
+{
+    if (!debug_valgrind)
+        return;
+    if (on)
+        VALGRIND_DISABLE_ERROR_REPORTING;
+    else
+        VALGRIND_ENABLE_ERROR_REPORTING;
+}

@@ -1,0 +1,34 @@
+/* Debugging and hardening features that cost nothing unless enabled (hooks layer):
+ * junk filling, canaries after blocks, a quarantine that delays reuse, and describing blocks to
+ * Valgrind with client requests. Guard pages live in the large-block path of malloc.c. */
+#ifndef BSL_MALLOC_DEBUG_H
+#define BSL_MALLOC_DEBUG_H
+
+#include <stddef.h>
+
+#include "os/os.h"
+
+#define HOOK_LEAK 1u  /* leak tracker (src/leakcheck) */
+#define HOOK_DEBUG 2u /* this file: junk, canary, quarantine, Valgrind */
+#define HOOK_INIT 4u  /* not initialised yet: the first call takes the hooked path, which initialises
+                       * and then sees the real hooks, so even the very first block is tracked */
+
+/* Called once at init (inside the init lock: must not allocate). Returns HOOK_DEBUG when a feature
+ * is on (options junk, canary, quarantine, or running under Valgrind), else 0. */
+BSL_HIDDEN unsigned debug_init(void);
+BSL_HIDDEN extern int debug_valgrind; /* running under Valgrind: describe blocks to memcheck */
+/* Bytes to ask the allocator for when the caller asked for n (room for the canary). */
+BSL_HIDDEN size_t debug_size(size_t n);
+/* A block p of `usable` bytes now belongs to the caller, who asked for n bytes. */
+BSL_HIDDEN void debug_on_alloc(void *p, size_t n, size_t usable, int zeroed);
+/* The caller gives p back: verify its canary, junk it, tell Valgrind. Returns 1 when the block
+ * entered the quarantine (the caller must not free it now), 0 when the caller frees it. */
+BSL_HIDDEN int debug_on_free(void *p, size_t usable, void (*really_free)(void *));
+/* The size the caller asked for (the canary records it), or `usable` without canaries. */
+BSL_HIDDEN size_t debug_requested(const void *p, size_t usable);
+/* Around the allocator's own work while Valgrind watches: its accesses to free blocks are legal. */
+BSL_HIDDEN void debug_vg_quiet(int on);
+/* Empty the quarantine (malloc_trim, exit). */
+BSL_HIDDEN void debug_flush_quarantine(void (*really_free)(void *));
+
+#endif
