@@ -20,6 +20,8 @@ static uint64_t tick_interval_ms(void)
 {
     long d = buddy_decay_ms;
     uint64_t i = d < 0 ? 1000 : (uint64_t)d / 4;
+    if (opt_publish && i > 100)
+        i = 100; /* a watched process refreshes its page ten times a second */
     return i < 10 ? 10 : i > 1000 ? 1000 : i;
 }
 
@@ -36,6 +38,7 @@ static void tick(uint64_t now)
     long d = buddy_decay_ms;
     if (d >= 0)
         buddy_purge(d > 0 ? (uint64_t)d : 1);
+    publish_update(now);
     os_unlock(&tick_lock);
 }
 
@@ -56,7 +59,7 @@ void bsl_tick_maybe(void)
         return;
     tick(now);
     int expect = 0;
-    if (opt_background_thread &&
+    if ((opt_background_thread || opt_publish) &&
         __atomic_compare_exchange_n(&bg_state, &expect, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
         pthread_t t;
         pthread_attr_t attr;
@@ -70,6 +73,7 @@ void bsl_tick_maybe(void)
 
 void bsl_tick_postfork_child(void)
 {
+    publish_postfork_child();
     os_lock_reinit(&tick_lock);
     bg_state = 0; /* the thread did not survive fork(): the next slow path restarts it */
 }

@@ -58,6 +58,8 @@ void bsl_init_slow(void)
     int expect = 0;
     if (__atomic_compare_exchange_n(&atfork_state, &expect, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
         pthread_atfork(prefork, postfork_parent, postfork_child);
+        if (opt_publish)
+            publish_init();
         if ((opt_leak || opt_leak_sample) && leak_init())
             __atomic_fetch_or(&bsl_hooks_on, HOOK_LEAK, __ATOMIC_RELEASE);
         __atomic_store_n(&atfork_state, 2, __ATOMIC_RELEASE);
@@ -68,6 +70,8 @@ __attribute__((destructor)) static void bsl_at_exit(void)
 {
     if (bsl_inited && opt_stats)
         bsl_stats_print(2);
+    if (opt_publish)
+        publish_exit();
     if (bsl_hooks_on & HOOK_LEAK)
         leak_at_exit();
     if (debug_valgrind)

@@ -36,7 +36,7 @@ BSL_HIDDEN extern const unsigned bsl_nr_options;
 BSL_HIDDEN extern long opt_stats, opt_rseq, opt_decay_ms, opt_thp, opt_shards, opt_background_thread;
 BSL_HIDDEN extern long opt_leak, opt_leak_sample, opt_leak_depth, opt_leak_exitcode, opt_leak_reachable;
 BSL_HIDDEN extern char opt_leak_report[256], opt_leak_suppressions[256];
-BSL_HIDDEN extern long opt_junk, opt_canary, opt_quarantine, opt_guard;
+BSL_HIDDEN extern long opt_junk, opt_canary, opt_quarantine, opt_guard, opt_publish;
 /* Parse BUDDYSLAB_OPTIONS (no allocation). Bad entries: one line on stderr each, defaults kept. */
 BSL_HIDDEN void options_parse_env(void);
 /* Apply option values to the layers below (after init and after bsl_option_set). */
@@ -54,6 +54,12 @@ BSL_HIDDEN void bsl_raw_free(void *p);
 /* Periodic maintenance (decay.c): call from slow paths; cheap when it is not yet time. */
 BSL_HIDDEN void bsl_tick_maybe(void);
 BSL_HIDDEN void bsl_tick_postfork_child(void);
+/* The published statistics page (publish.c): created at start with option publish, refreshed
+ * by the tick while someone watches, removed at exit. */
+BSL_HIDDEN void publish_init(void);
+BSL_HIDDEN void publish_update(uint64_t now);
+BSL_HIDDEN void publish_exit(void);
+BSL_HIDDEN void publish_postfork_child(void);
 
 /* Double-free detection for small objects (always on): free() writes bsl_free_key ^ p into the
  * second word of the object (objects are at least 16 bytes), malloc() clears it. A free that finds

@@ -4,7 +4,7 @@
 long opt_stats = 0, opt_rseq = 1, opt_decay_ms = 10000, opt_thp = 1, opt_shards = 0, opt_background_thread = 0;
 long opt_leak = 0, opt_leak_sample = 0, opt_leak_depth = 16, opt_leak_exitcode = 0, opt_leak_reachable = 0;
 char opt_leak_report[256], opt_leak_suppressions[256];
-long opt_junk = 0, opt_canary = 0, opt_quarantine = 0, opt_guard = 0;
+long opt_junk = 0, opt_canary = 0, opt_quarantine = 0, opt_guard = 0, opt_publish = 0;
 
 #define NUM(n, k, d, lo, hi, var, help) {n, k, d, lo, hi, &var, NULL, 0, help}
 #define STR(n, buf, help) {n, OPT_STR, 0, 0, 0, NULL, buf, sizeof(buf), help}
@@ -20,6 +20,9 @@ const struct bsl_option bsl_options[] = {
         "a thread that purges and shrinks idle caches even when the program makes no allocation calls"),
     NUM("shards", OPT_INT, 0, 0, BUDDY_MAX_SHARDS, opt_shards,
         "buddy shards per zone; 0 picks one per CPU up to 16 (read at start only)"),
+    NUM("publish", OPT_BOOL, 0, 0, 1, opt_publish,
+        "publish statistics in /dev/shm/buddyslab.<pid> for `buddyslab top` (refreshed only while watched) "
+        "(read at start only)"),
     NUM("junk", OPT_BOOL, 0, 0, 1, opt_junk,
         "fill new blocks with 0xa5 and freed blocks with 0x5a (with quarantine: report writes after free) "
         "(read at start only)"),
@@ -193,7 +196,8 @@ BSL_EXPORT int bsl_option_set(const char *key, const char *value)
     while (value[vl])
         vl++;
     /* Options that shape the heap's layout or the hooks are read at start only. */
-    long *fixed[] = {&opt_rseq, &opt_shards, &opt_leak, &opt_leak_sample, &opt_junk, &opt_canary, &opt_quarantine, &opt_guard};
+    long *fixed[] = {&opt_rseq,  &opt_shards,     &opt_leak,  &opt_leak_sample, &opt_junk,
+                     &opt_canary, &opt_quarantine, &opt_guard, &opt_publish};
     long before[sizeof(fixed) / sizeof(fixed[0])];
     for (unsigned i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
         before[i] = *fixed[i];

@@ -40,6 +40,9 @@ BSL_HIDDEN const char *os_getenv(const char *name);
 BSL_HIDDEN void os_write_all(int fd, const char *buf, size_t len);
 BSL_HIDDEN int os_open_write(const char *path); /* O_WRONLY|O_CREAT|O_TRUNC, -1 on failure */
 BSL_HIDDEN void os_close(int fd);
+/* Create (0600, truncated to `size`) and map a shared file; NULL on failure. */
+BSL_HIDDEN void *os_map_shared_file(const char *path, size_t size);
+BSL_HIDDEN void os_unlink(const char *path);
 BSL_HIDDEN __attribute__((noreturn)) void os_abort(void);
 BSL_HIDDEN long os_getpid(void);
 /* Resident set size of this process in bytes (from /proc/self/statm), 0 when unknown. */

@@ -193,6 +193,32 @@ int os_open_write(const char *path)
 
 void os_close(int fd) { close(fd); }
 
+void *os_map_shared_file(const char *path, size_t size)
+{
+    int saved = errno;
+    void *p = NULL;
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd >= 0) {
+        if (ftruncate(fd, (off_t)size) == 0) {
+            p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+            if (p == MAP_FAILED)
+                p = NULL;
+        }
+        close(fd);
+        if (!p)
+            unlink(path);
+    }
+    errno = saved;
+    return p;
+}
+
+void os_unlink(const char *path)
+{
+    int saved = errno;
+    unlink(path);
+    errno = saved;
+}
+
 void os_abort(void)
 {
     /* abort() may run atexit-like cleanups in other libcs; raise SIGABRT directly. */

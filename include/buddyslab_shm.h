@@ -1,0 +1,47 @@
+/* The statistics page a buddyslab process publishes for `buddyslab top` (option publish=1).
+ *
+ * File: /dev/shm/buddyslab.<pid> (mode 0600: only the same user can watch), created at start,
+ * removed at normal exit. A watcher maps it read-write, increments `watchers` (atomically) while it
+ * watches and decrements it when done. The process rewrites the page from its periodic tick (at
+ * most every 100 ms, or decay_ms/4) only while watchers > 0: nobody watching costs one load per tick.
+ *
+ * Consistency: a seqlock. The writer makes `seq` odd, writes, then makes it even again; a reader
+ * copies the page and retries if `seq` was odd or changed meanwhile. */
+#ifndef BUDDYSLAB_SHM_H
+#define BUDDYSLAB_SHM_H
+
+#include <stdint.h>
+
+#define BSL_SHM_MAGIC 0x42534c53484d3031ull /* "BSLSHM01" */
+#define BSL_SHM_VERSION 1
+#define BSL_SHM_ZONES 2    /* LOW32, NORMAL (HUGE has no buddy lists) */
+#define BSL_SHM_ORDERS 11  /* orders 0..10 */
+#define BSL_SHM_CLASSES 40
+
+struct bsl_shm_class {
+    uint32_t size;     /* object size */
+    uint32_t order;    /* slab order */
+    uint64_t inuse;    /* objects out of slabs (with callers or in caches) */
+    uint64_t slabs;    /* slabs */
+    uint64_t objs_per_slab;
+    uint64_t refills, drains;
+};
+
+struct bsl_shm_page {
+    uint64_t magic;
+    uint32_t version;
+    uint32_t pid;
+    uint64_t seq;        /* seqlock: odd while being written */
+    uint64_t watchers;   /* incremented by each watcher */
+    uint64_t updated_ms; /* CLOCK_MONOTONIC time of the last update, ms */
+    uint64_t updates;    /* how many times the page was written */
+    uint32_t rseq, shards;
+    /* totals, bytes (as bsl_stats_t) */
+    uint64_t reserved, committed, allocated, slab_bytes, large_bytes, huge_bytes;
+    uint64_t free_dirty, free_clean, purged_total, cached, rss;
+    /* buddyinfo: free blocks per order, summed over shards */
+    uint64_t nr_free[BSL_SHM_ZONES][BSL_SHM_ORDERS];
+    struct bsl_shm_class classes[BSL_SHM_CLASSES];
+};
+
+#endif

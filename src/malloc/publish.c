@@ -1,0 +1,80 @@
+/* The statistics page for `buddyslab top` (layout and protocol: include/buddyslab_shm.h). */
+#include "buddyslab_shm.h"
+#include "malloc/internal.h"
+
+#include <string.h>
+
+static struct bsl_shm_page *page;
+static char path[64];
+
+_Static_assert(sizeof(struct bsl_shm_page) <= 4096, "the statistics page is one page");
+_Static_assert(BSL_SHM_CLASSES == SLAB_NR_CLASSES && BSL_SHM_ORDERS == MAX_ORDER + 1, "shm layout matches");
+
+void publish_init(void)
+{
+    os_snprintf(path, sizeof(path), "/dev/shm/buddyslab.%ld", os_getpid());
+    page = os_map_shared_file(path, 4096);
+    if (!page) {
+        os_printf(2, "buddyslab: option 'publish': cannot create %s; statistics are not published\n", path);
+        return;
+    }
+    page->version = BSL_SHM_VERSION;
+    page->pid = (uint32_t)os_getpid();
+    __atomic_store_n(&page->magic, BSL_SHM_MAGIC, __ATOMIC_RELEASE);
+}
+
+void publish_update(uint64_t now)
+{
+    if (!page || !__atomic_load_n(&page->watchers, __ATOMIC_ACQUIRE))
+        return;
+    bsl_stats_t s;
+    bsl_stats_get(&s);
+    uint64_t nr_free[BSL_SHM_ZONES][BSL_SHM_ORDERS];
+    for (int z = 0; z < BSL_SHM_ZONES; z++) {
+        size_t f[MAX_ORDER + 1];
+        bsl_stats_buddyinfo((bsl_zone_id)z, f);
+        for (int o = 0; o <= MAX_ORDER; o++)
+            nr_free[z][o] = f[o];
+    }
+    struct bsl_shm_class cls[BSL_SHM_CLASSES];
+    for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
+        const struct kmem_cache *kc = &kmem_caches[ZONE_NORMAL][c];
+        cls[c] = (struct bsl_shm_class){kc->size, kc->order, kc->nr_inuse, kc->nr_slabs, kc->objs_per_slab,
+                                        kc->nr_refill, kc->nr_drain};
+    }
+    uint64_t seq = page->seq;
+    __atomic_store_n(&page->seq, seq + 1, __ATOMIC_RELAXED); /* odd: being written */
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    page->updated_ms = now;
+    page->updates++;
+    page->rseq = (uint32_t)pcp_use_rseq;
+    page->shards = buddy_nr_shards;
+    page->reserved = s.reserved;
+    page->committed = s.committed;
+    page->allocated = s.allocated;
+    page->slab_bytes = s.slab_bytes;
+    page->large_bytes = s.large_bytes;
+    page->huge_bytes = s.huge_bytes;
+    page->free_dirty = s.free_dirty;
+    page->free_clean = s.free_clean;
+    page->purged_total = s.purged_total;
+    page->cached = s.cached;
+    page->rss = s.rss;
+    memcpy(page->nr_free, nr_free, sizeof(nr_free));
+    memcpy(page->classes, cls, sizeof(cls));
+    __atomic_store_n(&page->seq, seq + 2, __ATOMIC_RELEASE); /* even: consistent */
+}
+
+void publish_exit(void)
+{
+    if (page)
+        os_unlink(path);
+}
+
+void publish_postfork_child(void)
+{
+    /* The page belongs to the parent; a child that wants one publishes under its own pid. */
+    page = NULL;
+    if (opt_publish)
+        publish_init();
+}
