@@ -38,6 +38,7 @@ static void tick(uint64_t now)
     long d = buddy_decay_ms;
     if (d >= 0)
         buddy_purge(d > 0 ? (uint64_t)d : 1);
+    huge_tick(now, d < 0 ? UINT64_MAX / 2 : (uint64_t)d);
     publish_update(now);
     os_unlock(&tick_lock);
 }

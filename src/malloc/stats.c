@@ -38,8 +38,9 @@ BSL_EXPORT int bsl_stats_get(bsl_stats_t *out)
     cached_bytes += xfer_bytes;
     out->cached = cached_bytes;
     out->allocated -= cached_bytes < out->allocated ? cached_bytes : out->allocated;
-    huge_stats(&out->huge_bytes, &hcount);
-    out->reserved += out->huge_bytes;
+    size_t hcached;
+    huge_stats(&out->huge_bytes, &hcount, &hcached);
+    out->reserved += out->huge_bytes + hcached;
     out->slab_bytes = slab_pages << PAGE_SHIFT;
     out->large_bytes = (in_use_pages - slab_pages) << PAGE_SHIFT;
     out->allocated += out->large_bytes + out->huge_bytes;
@@ -114,9 +115,10 @@ BSL_EXPORT void bsl_stats_print(int fd)
             managed += buddy_shards[z][sh].nr_pages;
         }
         if (z == ZONE_HUGE) {
-            size_t hb, hn;
-            huge_stats(&hb, &hn);
-            os_printf(fd, "Zone %-6s  blocks %zu  mapped %zu KiB\n", zn->name, hn, hb >> 10);
+            size_t hb, hn, hc;
+            huge_stats(&hb, &hn, &hc);
+            os_printf(fd, "Zone %-6s  blocks %zu  mapped %zu KiB  cached (purged, for reuse) %zu KiB\n", zn->name, hn,
+                      hb >> 10, hc >> 10);
             continue;
         }
         os_printf(fd,

@@ -1,13 +1,66 @@
 /* The HUGE zone: blocks above the largest buddy block, each its own 2 MiB-aligned mapping
- * (whole sections, so a section never has two owners), advised MADV_HUGEPAGE, resized with mremap.
- * Descriptors are recycled through a free list. Locking: huge_lock protects the free list and the
- * counters; a block's own fields belong to whoever holds the block. */
+ * (whole sections, so a section never has two owners), resized with mremap.
+ *
+ * Transparent huge pages are advised lazily: a fresh block gets 4 KiB faults, and only a block that
+ * has lived a second (the tick checks) is advised MADV_HUGEPAGE for khugepaged to collapse. On
+ * this machine a 2 MiB THP fault on touch made first-touch of 1 GiB 2-4x slower (1.2-2.5 s vs
+ * 0.55 s) while random reads over a long-lived 1 GiB heap got 22 % faster (0.67-0.78 vs 0.88-1.0 s).
+ *
+ * Freed mappings are kept in a small cache (up to HUGE_CACHE blocks, HUGE_CACHE_BYTES in all),
+ * purged at once so they cost no RSS and read as zero (calloc needs no memset), and reused for a
+ * request that fits in [map/2, map]; the tick unmaps those unused for decay_ms.
+ *
+ * Locking: huge_lock protects the descriptor free list, the cache, the live list and the counters;
+ * a block's other fields belong to whoever holds the block. */
 #include "zones/zones.h"
 
 int huge_thp = 1;
 static os_lock_t huge_lock = OS_LOCK_INIT;
 static struct huge_block *free_descs;
 static size_t huge_bytes_total, huge_count;
+#define HUGE_CACHE 8
+#define HUGE_CACHE_BYTES ((size_t)512 << 20)
+static struct huge_block *cache; /* freed, purged mappings, newest first */
+static size_t cache_bytes, cache_count;
+static struct huge_block *live_head;
+
+static void live_add_locked(struct huge_block *hb)
+{
+    hb->prev_live = NULL;
+    hb->next_live = live_head;
+    if (live_head)
+        live_head->prev_live = hb;
+    live_head = hb;
+}
+
+static void live_del_locked(struct huge_block *hb)
+{
+    if (hb->prev_live)
+        hb->prev_live->next_live = hb->next_live;
+    else
+        live_head = hb->next_live;
+    if (hb->next_live)
+        hb->next_live->prev_live = hb->prev_live;
+}
+
+/* A cached mapping for `map` bytes of `zone` aligned to `align`, taken out of the cache. */
+static struct huge_block *cache_take(size_t map, size_t align, int zone)
+{
+    struct huge_block **pp, *hb = NULL;
+    os_lock(&huge_lock);
+    for (pp = &cache; *pp; pp = &(*pp)->next_free) {
+        struct huge_block *c = *pp;
+        if (c->zone == zone && c->map_size >= map && c->map_size / 2 <= map && (c->base & (align - 1)) == 0) {
+            *pp = c->next_free;
+            cache_bytes -= c->map_size;
+            cache_count--;
+            hb = c;
+            break;
+        }
+    }
+    os_unlock(&huge_lock);
+    return hb;
+}
 
 static struct huge_block *desc_get(void)
 {
@@ -46,7 +99,18 @@ void *huge_alloc(size_t size, size_t align, int zone)
     size_t map = section_round(size);
     if (align < SECTION_SIZE)
         align = SECTION_SIZE;
-    struct huge_block *hb = desc_get();
+    struct huge_block *hb = cache_take(map, align, zone);
+    if (hb) { /* purged when cached: reads as zero, costs no RSS until touched */
+        account((long)hb->map_size, 1);
+        hb->live = 1;
+        hb->usable = hb->map_size;
+        hb->stamp_ms = os_now_ms();
+        os_lock(&huge_lock);
+        live_add_locked(hb);
+        os_unlock(&huge_lock);
+        return (void *)hb->base;
+    }
+    hb = desc_get();
     if (!hb)
         return NULL;
     void *p = os_reserve(map, align, zone == ZONE_LOW32);
@@ -54,29 +118,83 @@ void *huge_alloc(size_t size, size_t align, int zone)
         desc_put(hb);
         return NULL;
     }
-    if (huge_thp)
-        os_advise_huge(p, map);
     hb->base = (uintptr_t)p;
     hb->map_size = map;
     hb->usable = map;
     hb->zone = (uint8_t)zone;
     hb->live = 1;
+    hb->advised = 0;
+    hb->stamp_ms = os_now_ms();
     if (pagemap_set(hb->base, map, (uintptr_t)hb | PAGEMAP_HUGE_TAG) != 0) {
         os_release(p, map);
         desc_put(hb);
         return NULL;
     }
     account((long)map, 1);
+    os_lock(&huge_lock);
+    live_add_locked(hb);
+    os_unlock(&huge_lock);
     return p;
+}
+
+static void unmap_block(struct huge_block *hb)
+{
+    pagemap_set(hb->base, hb->map_size, 0); /* before the range goes back to the kernel */
+    os_release((void *)hb->base, hb->map_size);
+    desc_put(hb);
 }
 
 void huge_free(struct huge_block *hb)
 {
-    hb->live = 0;
-    pagemap_set(hb->base, hb->map_size, 0);
-    os_release((void *)hb->base, hb->map_size);
     account(-(long)hb->map_size, -1);
-    desc_put(hb);
+    hb->live = 0; /* its pagemap entries stay while cached: a second free is still caught */
+    os_lock(&huge_lock);
+    live_del_locked(hb);
+    int keep = cache_count < HUGE_CACHE && cache_bytes + hb->map_size <= HUGE_CACHE_BYTES;
+    if (keep) {
+        cache_count++;
+        cache_bytes += hb->map_size;
+    }
+    os_unlock(&huge_lock);
+    if (!keep) {
+        unmap_block(hb);
+        return;
+    }
+    os_purge((void *)hb->base, hb->map_size);
+    hb->stamp_ms = os_now_ms();
+    os_lock(&huge_lock);
+    hb->next_free = cache;
+    cache = hb;
+    os_unlock(&huge_lock);
+}
+
+void huge_tick(uint64_t now, uint64_t age_ms)
+{
+    struct huge_block *old = NULL;
+    os_lock(&huge_lock);
+    for (struct huge_block *hb = live_head; hb && huge_thp; hb = hb->next_live)
+        if (!hb->advised && now - hb->stamp_ms >= 1000) {
+            os_advise_huge((void *)hb->base, hb->map_size);
+            hb->advised = 1;
+        }
+    for (struct huge_block **pp = &cache; *pp;) {
+        struct huge_block *c = *pp;
+        if (age_ms == 0 || now - c->stamp_ms >= age_ms) {
+            *pp = c->next_free;
+            cache_bytes -= c->map_size;
+            cache_count--;
+            c->next_free = old;
+            old = c;
+        } else {
+            pp = &c->next_free;
+        }
+    }
+    os_unlock(&huge_lock);
+    while (old) {
+        struct huge_block *c = old;
+        old = c->next_free;
+        unmap_block(c);
+    }
 }
 
 /* Ordering rule: a range's pagemap entries are cleared BEFORE the range goes back to the kernel
@@ -124,8 +242,11 @@ void *huge_realloc(struct huge_block *hb, size_t size)
             return NULL;
         }
         hb->base = (uintptr_t)p;
-        if (huge_thp)
+        hb->advised = 0; /* a moved mapping keeps its advice (mremap moves the VMA's flags) */
+        if (huge_thp && hb->stamp_ms + 1000 <= os_now_ms()) {
             os_advise_huge(p, map);
+            hb->advised = 1;
+        }
     }
     account((long)map - (long)hb->map_size, 0);
     hb->map_size = hb->usable = map;
@@ -136,10 +257,11 @@ void huge_prefork(void) { os_lock(&huge_lock); }
 void huge_postfork_parent(void) { os_unlock(&huge_lock); }
 void huge_postfork_child(void) { os_lock_reinit(&huge_lock); }
 
-void huge_stats(size_t *bytes, size_t *count)
+void huge_stats(size_t *bytes, size_t *count, size_t *cached)
 {
     os_lock(&huge_lock);
     *bytes = huge_bytes_total;
     *count = huge_count;
+    *cached = cache_bytes;
     os_unlock(&huge_lock);
 }

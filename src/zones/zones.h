@@ -173,7 +173,10 @@ struct huge_block {
     size_t usable;       /* bytes the caller may use (<= map_size) */
     uint8_t zone;        /* the zone it was asked from: HUGE, or NORMAL/LOW32 above MAX_ORDER */
     uint8_t live;        /* 1 while allocated: catches double frees */
-    struct huge_block *next_free;
+    uint8_t advised;     /* MADV_HUGEPAGE given (once it proved long-lived) */
+    uint64_t stamp_ms;   /* live: when allocated; cached: when freed */
+    struct huge_block *next_free; /* descriptor free list, or the cache of freed mappings */
+    struct huge_block *next_live, *prev_live; /* live blocks (huge_lock), for lazy THP advice */
 };
 BSL_HIDDEN extern int huge_thp; /* advise MADV_HUGEPAGE (option thp) */
 /* A huge block for `zone` (the zone bsl_zone_of reports; LOW32 maps below 4 GiB). */
@@ -181,7 +184,11 @@ BSL_HIDDEN void *huge_alloc(size_t size, size_t align, int zone);
 BSL_HIDDEN void huge_free(struct huge_block *hb);
 /* Resize in place or by mremap; NULL when it cannot (the block is unchanged). */
 BSL_HIDDEN void *huge_realloc(struct huge_block *hb, size_t size);
-BSL_HIDDEN void huge_stats(size_t *bytes, size_t *count);
+/* Live huge blocks: bytes mapped and count; *cached: bytes of freed mappings kept for reuse. */
+BSL_HIDDEN void huge_stats(size_t *bytes, size_t *count, size_t *cached);
+/* Periodic (the tick): advise MADV_HUGEPAGE on live blocks older than a second, and unmap cached
+ * freed mappings older than age_ms (age_ms 0: all of them). */
+BSL_HIDDEN void huge_tick(uint64_t now, uint64_t age_ms);
 /* fork(): huge_lock is taken after the zone locks (see zones_prefork). */
 BSL_HIDDEN void huge_prefork(void);
 BSL_HIDDEN void huge_postfork_parent(void);
