@@ -242,9 +242,28 @@ struct page *buddy_alloc(int zone, size_t npages, unsigned min_order, unsigned c
     return NULL;
 }
 
+/* The metadata of a free block's frames other than its head (their descriptors and slab bitmaps)
+ * holds nothing while the block is free: every field is written again before a frame is used (a
+ * descriptor read after a purge is all zero, which is what a tail frame holds). Give back the whole
+ * pages of it: after a 1 GiB peak this is most of what stays resident. */
+static void purge_block_meta(struct page *pg)
+{
+    size_t n = (size_t)1 << pg->order;
+    uintptr_t d0 = ((uintptr_t)(pg + 1) + PAGE_SIZE - 1) & ~(uintptr_t)(PAGE_SIZE - 1);
+    uintptr_t d1 = (uintptr_t)(pg + n) & ~(uintptr_t)(PAGE_SIZE - 1);
+    if (d1 > d0)
+        os_purge((void *)d0, d1 - d0);
+    uintptr_t b0 = ((uintptr_t)slab_bitmap(pg) + PAGE_SIZE - 1) & ~(uintptr_t)(PAGE_SIZE - 1);
+    uintptr_t b1 = (uintptr_t)(slab_bitmap(pg) + n * (SLAB_BITMAP_BYTES / 8)) & ~(uintptr_t)(PAGE_SIZE - 1);
+    if (b1 > b0)
+        os_purge((void *)b0, b1 - b0);
+}
+
 static void purge_block_locked(struct buddy_shard *sh, struct page *pg)
 {
     os_purge(page_address(pg), (size_t)PAGE_SIZE << pg->order);
+    if (pg->order >= 6)
+        purge_block_meta(pg);
     dirty_del_locked(sh, pg);
     pg->flags &= (uint8_t)~PG_DIRTY;
     sh->purged_pages += (size_t)1 << pg->order;

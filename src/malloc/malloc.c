@@ -68,7 +68,7 @@ static inline void *small_out(void *p)
 
 /* free() found the free key in a small object: a double free, unless the program happened to
  * store exactly that value there. Decide exactly: is the object free (in a cache, a transfer cache
- * or on its slab's freelist)? */
+ * or free in its slab's bitmap)? */
 static __attribute__((noinline, cold)) void free_key_hit(void *p, const char *func)
 {
     struct page *pg = arena_page(p);
@@ -646,7 +646,7 @@ BSL_EXPORT int bsl_owns(const void *ptr)
     uint8_t f = __atomic_load_n(&pg->flags, __ATOMIC_ACQUIRE);
     if (f & PG_SLAB) {
         size_t off = (size_t)((const char *)ptr - (const char *)slab_base(pg->head));
-        if (off % slab_class_size[pg->size_class] || off / slab_class_size[pg->size_class] >= pg->head->bump)
+        if (off % slab_class_size[pg->size_class] || off / slab_class_size[pg->size_class] >= pg->head->total)
             return 0;
         return !slab_object_is_free(ptr) && !pcp_holds(ptr, pg->size_class);
     }

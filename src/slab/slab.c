@@ -19,41 +19,6 @@ const uint8_t slab_small_class[65] = {
 
 struct kmem_cache kmem_caches[NR_ZONES][SLAB_NR_CLASSES];
 
-/* Hardened freelists (the idea of SLUB's CONFIG_SLAB_FREELIST_HARDENED, always on): the next
- * pointer stored in a free object is next ^ key ^ bswap(address of the slot), so a heap overflow
- * or use-after-free write cannot plant a chosen pointer without knowing the random key, and a
- * decoded pointer outside its slab is reported as corruption instead of being handed out. */
-static uintptr_t fl_key;
-
-static inline void fl_store(void *obj, void *next)
-{
-    *(uintptr_t *)obj = (uintptr_t)next ^ fl_key ^ __builtin_bswap64((uintptr_t)obj);
-}
-
-static inline void *fl_load_raw(const void *obj)
-{
-    return (void *)(*(const uintptr_t *)obj ^ fl_key ^ __builtin_bswap64((uintptr_t)obj));
-}
-
-static __attribute__((noreturn, noinline, cold)) void fl_corrupt(const void *obj)
-{
-    os_printf(2, "buddyslab: corrupted slab freelist: free object %p was overwritten (use after free or "
-                 "heap overflow)\n", obj);
-    os_abort();
-}
-
-/* The next free object after obj in slab `head`, checked to lie at an object boundary inside it. */
-static inline void *fl_next(const struct page *head, const void *obj, uint32_t size)
-{
-    void *next = fl_load_raw(obj);
-    if (next) {
-        uintptr_t base = (uintptr_t)slab_base(head), off = (uintptr_t)next - base;
-        if (unlikely(off >= (size_t)head->total * size || off % size))
-            fl_corrupt(obj);
-    }
-    return next;
-}
-
 /* Smallest order whose slab wastes at most 1/8 and holds at least 8 objects, or order 3. */
 static unsigned slab_order_for(uint32_t size)
 {
@@ -67,7 +32,6 @@ static unsigned slab_order_for(uint32_t size)
 
 void slab_init(void)
 {
-    fl_key = (uintptr_t)os_random64();
     for (int z = 0; z < NR_ZONES; z++)
         for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
             struct kmem_cache *kc = &kmem_caches[z][c];
@@ -124,11 +88,14 @@ static struct page *new_slab(struct kmem_cache *kc, unsigned c, unsigned cpu)
     }
     head->order = kc->order;
     head->npages = (uint32_t)npages;
-    head->freelist = NULL;
     head->inuse = 0;
-    head->bump = 0;
     head->total = kc->objs_per_slab;
     head->on_partial = 0;
+    uint64_t *bm = slab_bitmap(head); /* every object free: bits [0, total) */
+    for (unsigned w = 0; w < SLAB_BITMAP_BYTES / 8; w++) {
+        unsigned lo = w * 64;
+        bm[w] = head->total >= lo + 64 ? ~(uint64_t)0 : head->total > lo ? ((uint64_t)1 << (head->total - lo)) - 1 : 0;
+    }
     return head;
 }
 
@@ -172,21 +139,21 @@ unsigned slab_alloc_bulk(int zone, unsigned c, void **out, unsigned n, unsigned 
             }
             partial_add_locked(kc, s);
         }
+        /* Free objects come from the bitmap, lowest address first: no object is read or written,
+         * so a slab whose objects were freed by other CPUs in any order costs one line here. */
         unsigned took = 0;
-        while (got < n && s->freelist) {
-            void *obj = s->freelist;
-            s->freelist = fl_next(s, obj, kc->size);
-            out[got++] = obj;
-            took++;
-        }
-        if (got < n && s->bump < s->total) {
-            char *base = slab_base(s);
-            uint32_t size = kc->size;
-            while (got < n && s->bump < s->total) {
-                out[got++] = base + (size_t)s->bump * size;
-                s->bump++;
+        uint64_t *bm = slab_bitmap(s);
+        char *base = slab_base(s);
+        uint32_t size = kc->size;
+        for (unsigned w = 0; w < SLAB_BITMAP_BYTES / 8 && got < n; w++) {
+            uint64_t word = bm[w];
+            while (word && got < n) {
+                unsigned bit = (unsigned)__builtin_ctzll(word);
+                word &= word - 1;
+                out[got++] = base + (size_t)(w * 64 + bit) * size;
                 took++;
             }
+            bm[w] = word;
         }
         s->inuse += took;
         if (s->inuse == s->total)
@@ -214,13 +181,13 @@ void slab_free_bulk(void *const *objs, unsigned n)
             os_lock(&kc->lock);
             locked = kc;
         }
-        size_t off = (size_t)((char *)obj - (char *)slab_base(head));
+        size_t off = (size_t)((char *)obj - (char *)slab_base(head)), idx = off / kc->size;
         if (unlikely(off % kc->size != 0))
             slab_corrupt(obj, "invalid pointer (not the start of a block)");
-        if (unlikely(head->inuse == 0 || obj == head->freelist))
+        uint64_t *w = &slab_bitmap(head)[idx / 64], bit = (uint64_t)1 << (idx % 64);
+        if (unlikely(head->inuse == 0 || (*w & bit)))
             slab_corrupt(obj, "double free detected");
-        fl_store(obj, head->freelist);
-        head->freelist = obj;
+        *w |= bit;
         head->inuse--;
         kc->nr_inuse--;
         if (head->inuse == 0) {
@@ -382,8 +349,9 @@ int slab_object_is_free(const void *obj)
     os_lock(&kc->lock);
     for (uint32_t i = 0; i < kc->nr_xfer && !found; i++)
         found = kc->xfer[i] == obj;
-    for (void *o = head->freelist; o && !found; o = fl_next(head, o, kc->size))
-        found = o == obj;
+    size_t idx = (size_t)((const char *)obj - (const char *)slab_base(head)) / kc->size;
+    if (!found && (slab_bitmap(head)[idx / 64] >> (idx % 64) & 1))
+        found = 1;
     os_unlock(&kc->lock);
     return found;
 }
@@ -397,15 +365,19 @@ int slab_check(void)
             os_lock(&kc->lock);
             size_t n = 0;
             for (struct page *s = kc->partial; s && !rc; s = s->next, n++) {
+                const uint64_t *bm = slab_bitmap(s);
                 size_t free_objs = 0;
-                for (void *o = s->freelist; o && free_objs <= s->total; o = fl_next(s, o, kc->size)) {
-                    struct page *pg = virt_to_page(o);
-                    if (!pg || pg->head != s)
+                for (unsigned w = 0; w < SLAB_BITMAP_BYTES / 8; w++) {
+                    free_objs += (size_t)__builtin_popcountll(bm[w]);
+                    unsigned lo = w * 64; /* no bit past the last object */
+                    uint64_t valid = s->total >= lo + 64 ? ~(uint64_t)0
+                                     : s->total > lo   ? ((uint64_t)1 << (s->total - lo)) - 1
+                                                       : 0;
+                    if (bm[w] & ~valid)
                         rc = -1;
-                    free_objs++;
                 }
                 if (rc || (s->flags & PG_SLAB) == 0 || s->size_class != c || !s->on_partial ||
-                    s->inuse + free_objs + (s->total - s->bump) != s->total || s->inuse >= s->total) {
+                    s->inuse + free_objs != s->total || s->inuse >= s->total) {
                     os_printf(2, "buddyslab: slab_check: class %u (%u B) slab %p inconsistent\n", c,
                               kc->size, slab_base(s));
                     rc = -1;
@@ -416,7 +388,8 @@ int slab_check(void)
                 struct page *pg = virt_to_page(o);
                 size_t off = pg ? (size_t)((const char *)o - (const char *)slab_base(pg->head)) : 0;
                 if (!pg || !(pg->flags & PG_SLAB) || pg->size_class != c || off % kc->size ||
-                    off / kc->size >= pg->head->bump) {
+                    off / kc->size >= pg->head->total ||
+                    (slab_bitmap(pg->head)[off / kc->size / 64] >> (off / kc->size % 64) & 1)) {
                     os_printf(2, "buddyslab: slab_check: class %u transfer cache holds a bad object %p\n", c, o);
                     rc = -1;
                 }

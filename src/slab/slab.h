@@ -2,8 +2,11 @@
  *
  * Size classes are 16 bytes apart up to 128 B, then four per power of two up to 32 KiB, so
  * internal waste stays under 25 %. A slab is an order-k buddy block carved into objects of one
- * class; its head frame's descriptor holds the slab state (freelist, inuse, bump). Objects never
- * handed out lie past `bump`, so a new slab costs no touching of its memory.
+ * class; its head frame's descriptor holds the slab state (inuse, total) and a 256-bit free-object
+ * bitmap in the arena's metadata frames holds which objects are free. The slab layer never reads
+ * or writes an object: a new slab costs no touching of its memory, a refill walks one bitmap line
+ * instead of a chain of objects (each a cache miss when other CPUs freed them), and a use after
+ * free or an overflow cannot corrupt the allocator's free lists, as there are none in the objects.
  *
  * Front end (pcp.h): a per-CPU cache of free objects per class, touched only inside restartable
  * sequences (or a per-thread cache when rseq is not there). Caches refill from and drain to the
@@ -33,12 +36,11 @@ static inline unsigned slab_class_of(size_t n) /* pre: n <= SLAB_MAX_SIZE */
  * In front of the slabs sits a transfer cache (xfer): a stack of free object pointers that
  * per-CPU caches drain whole batches into and refill whole batches from, without touching the
  * objects (the kernel's sheaves-in-a-barn idea, tcmalloc's transfer cache). Only when it is full
- * (drain) or empty (refill) are objects threaded onto or taken off their slabs' freelists, which
- * means reading and writing the objects themselves: a chain of cache misses when another CPU freed
- * them. Objects in xfer count as in use by their slabs.
+ * (drain) or empty (refill) are objects marked free in, or taken from, their slabs' bitmaps.
+ * Objects in xfer count as in use by their slabs.
  *
- * Locking: lock protects xfer, partial, spare, the slab fields (freelist, inuse, bump, on_partial,
- * next/prev) of every slab of this cache, and the counters. Lock order: kmem_cache -> buddy shard. */
+ * Locking: lock protects xfer, partial, spare, the slab fields (inuse, on_partial, next/prev, the
+ * bitmap) of every slab of this cache, and the counters. Lock order: kmem_cache -> buddy shard. */
 struct kmem_cache {
     os_lock_t lock;
     uint32_t size;          /* object size */
@@ -78,7 +80,7 @@ BSL_HIDDEN void slab_shrink(uint64_t classes);
 BSL_HIDDEN void slab_transfer_cached(size_t *objs, size_t *bytes);
 /* Give every cache's spare empty slab back to the buddy allocator (malloc_trim). */
 BSL_HIDDEN void slab_release_spares(void);
-/* Whether obj is on its slab's freelist (walks it under the cache lock: for debugging). */
+/* Whether obj is free in its slab's bitmap or in its transfer cache (under the cache lock). */
 BSL_HIDDEN int slab_object_is_free(const void *obj);
 /* Verify every slab of every cache; 0 or -1 with a message. */
 BSL_HIDDEN int slab_check(void);

@@ -2,7 +2,8 @@
  * with one descriptor (struct page) per frame, found from any pointer in O(1).
  *
  * Layout: every arena is ARENA_SIZE (64 MiB) bytes aligned to ARENA_SIZE, and its first
- * ARENA_META_PAGES frames hold the descriptors of all its frames. So the descriptor of the frame
+ * ARENA_META_PAGES frames hold the descriptors of all its frames, then one 32-byte free-object
+ * bitmap per frame (used for the frame that heads a slab). So the descriptor of the frame
  * holding p is plain arithmetic: (p & ~ARENA_MASK) + ((p & ARENA_MASK) >> 12) * 64, no load at all;
  * the descriptors of the metadata frames themselves stay zero (flags 0: never a valid block).
  * Untouched frames cost no RSS, nor do their descriptors (demand paging).
@@ -28,7 +29,9 @@
 #define ARENA_SIZE ((size_t)1 << ARENA_SHIFT)
 #define ARENA_MASK (ARENA_SIZE - 1)
 #define ARENA_PAGES (ARENA_SIZE >> 12)
-#define ARENA_META_PAGES (ARENA_PAGES * 64 / 4096) /* frames holding the descriptors: 256 */
+#define SLAB_BITMAP_BYTES 32 /* per frame: a free-object bitmap of up to 256 objects for a slab head */
+/* Metadata frames at the arena's base: the descriptors (1 MiB), then the slab bitmaps (512 KiB). */
+#define ARENA_META_PAGES ((ARENA_PAGES * 64 + ARENA_PAGES * SLAB_BITMAP_BYTES) / 4096) /* 384 */
 #define SECTION_SIZE ((size_t)1 << SECTION_SHIFT)
 #define ADDR_BITS 47
 
@@ -63,11 +66,9 @@ struct page {
             struct page *dnext, *dprev; /* shard's dirty list, oldest first (purge decay) */
             uint64_t freed_ms;          /* when the block became free and dirty */
         };
-        struct {                /* PG_SLAB head */
-            void *freelist;     /* freed objects, linked through their first word */
+        struct {                /* PG_SLAB head (free objects: the slab bitmap, slab_bitmap()) */
             uint32_t inuse;     /* objects handed out (to callers or per-CPU caches) */
-            uint32_t bump;      /* objects [bump, total) were never handed out */
-            uint32_t total;     /* objects in the slab */
+            uint32_t total;     /* objects in the slab (at most 256) */
             uint32_t on_partial;
         };
     };
@@ -160,6 +161,14 @@ static inline void *page_address(const struct page *pg)
 {
     uintptr_t d = (uintptr_t)pg;
     return (void *)((d & ~ARENA_MASK) + ((d & ARENA_MASK) / sizeof(struct page) << PAGE_SHIFT));
+}
+
+/* The free-object bitmap of the slab headed by descriptor `head`: bit i set = object i is free. */
+static inline uint64_t *slab_bitmap(const struct page *head)
+{
+    uintptr_t d = (uintptr_t)head, base = d & ~ARENA_MASK;
+    return (uint64_t *)(base + ARENA_PAGES * sizeof(struct page) +
+                        (d - base) / sizeof(struct page) * SLAB_BITMAP_BYTES);
 }
 
 /* Set (or clear, with entry 0) the pagemap entries of [addr, addr+size), section aligned.

@@ -76,7 +76,7 @@ int main(int argc, char **argv)
         for (int i = 0; i < 500; i++) {
             usleep(20000);
             settled = rss();
-            if (settled <= start + 8 * MiB)
+            if (settled <= start + 4 * MiB)
                 break;
         }
     } else {
@@ -91,13 +91,13 @@ int main(int argc, char **argv)
             usleep(20000);
             clock_gettime(CLOCK_MONOTONIC, &t);
             settled = rss();
-        } while (settled > start + 8 * MiB && (t.tv_sec - t0.tv_sec) < 10);
+        } while (settled > start + 4 * MiB && (t.tv_sec - t0.tv_sec) < 10);
     }
     printf("rss_return(%s): %zu blocks, %zu MiB; RSS start %zu MiB, peak %zu MiB, after free %zu MiB, "
            "settled %zu MiB\n",
            mode, n, total / MiB, start / MiB, peak / MiB, after_free / MiB, settled / MiB);
-    if (settled > start + 8 * MiB) {
-        fprintf(stderr, "rss_return(%s): RSS %zu MiB did not fall back to within 8 MiB of %zu MiB\n", mode,
+    if (settled > start + 4 * MiB) {
+        fprintf(stderr, "rss_return(%s): RSS %zu MiB did not fall back to within 4 MiB of %zu MiB\n", mode,
                 settled / MiB, start / MiB);
         bsl_stats_print(2);
         return 1;
