@@ -1,0 +1,529 @@
+#!/usr/bin/env python3
+"""buddyslab report: render a saved leak report.
+
+usage: buddyslab report FILE.json [--format text|folded|svg] [--output FILE] [--limit N]
+                                  [--kind KINDS] [--title TEXT] [--width PIXELS]
+
+FILE.json is the JSON report a process writes at exit with leak tracking on
+(`buddyslab run --leaks --report FILE.json -- PROGRAM`, or BUDDYSLAB_OPTIONS=leak=1,
+leak_report=FILE.json); '-' reads standard input.
+
+  --format text    (default) sites sorted by bytes, largest first, each with its stack
+  --format folded  one line per distinct stack, "root;caller;...;allocating_function BYTES",
+                   the input of flame-graph tools (flamegraph.pl, inferno, speedscope)
+  --format svg     a flame graph of bytes by stack: one self-contained SVG file (no scripts,
+                   no external fonts); hover a frame to see its function, bytes and blocks
+  --output FILE    write there instead of standard output
+  --limit N        text: show the N largest records only (default: all)
+  --kind KINDS     only these kinds of record, comma-separated: definite, indirect, reachable
+                   (definitely_lost, indirectly_lost, still_reachable; default: all in the file;
+                   still-reachable blocks are in the file only with leak_reachable=1)
+  --title TEXT     svg: the title line (default: from the report)
+  --width PIXELS   svg: image width (default 1200)
+
+Exit status: 0, 1 when the file cannot be read or is not a leak report, 2 for a usage error.
+"""
+import html
+import json
+import os
+import re
+import sys
+import zlib
+
+PROG = "buddyslab report"
+USAGE = ("usage: buddyslab report FILE.json [--format text|folded|svg] [--output FILE] [--limit N] "
+         "[--kind KINDS] [--title TEXT] [--width PIXELS]")
+
+# ---- The report schema, in one place -------------------------------------------------------------
+# The names the leak tracker (src/leakcheck/) uses in its JSON report. For each field, the
+# candidate keys in order: the first one present wins. Adapt these when the report format changes;
+# nothing below reads the JSON keys directly.
+SCHEMA = {
+    # top level: an object with a list of sites (or the list itself)
+    "sites": ("sites", "leaks", "records"),
+    # per site
+    "bytes": ("bytes", "size", "total_bytes", "leaked_bytes"),
+    "blocks": ("blocks", "count", "nblocks", "allocations"),
+    "stack": ("stack", "frames", "backtrace", "trace"),
+    "site_kind": ("kind",),  # definitely_lost, indirectly_lost, still_reachable (optional)
+    "indirect_bytes": ("indirect_bytes",),
+    "indirect_blocks": ("indirect_blocks",),
+    # per frame (a frame may also be a plain string: the function name)
+    "function": ("function", "func", "symbol", "name"),
+    "file": ("file", "filename", "source"),
+    "line": ("line", "lineno"),
+    "module": ("module", "object", "library", "dso"),
+    "offset": ("offset", "module_offset"),
+    "address": ("address", "pc", "ip"),
+    # optional report metadata, shown in headers and titles
+    "program": ("program", "command", "exe", "argv0"),
+    "pid": ("pid",),
+    "mode": ("mode",),                  # "full" or "sampled"
+    "sample_bytes": ("sample_bytes", "leak_sample"),
+    "summary": ("summary",),            # {kind: {"bytes": N, "blocks": N}}
+}
+# Site kinds, as the report names them, and how the text output says them.
+KINDS = {"definitely_lost": "definitely lost", "indirectly_lost": "indirectly lost",
+         "still_reachable": "still reachable", "suppressed": "suppressed"}
+KIND_ALIASES = {"definite": "definitely_lost", "definitely": "definitely_lost", "lost": "definitely_lost",
+                "indirect": "indirectly_lost", "indirectly": "indirectly_lost", "reachable": "still_reachable"}
+# Order of each site's frames in the file: "leaf-first" (frame 0 is the function that called
+# malloc, as in a backtrace) or "root-first".
+STACK_ORDER = "leaf-first"
+
+
+SYMVER = re.compile(r"@@?[A-Za-z_][A-Za-z0-9_.]*$")
+
+
+class BadReport(Exception):
+    pass
+
+
+def pick(obj, field, default=None):
+    for k in SCHEMA[field]:
+        if k in obj:
+            return obj[k]
+    return default
+
+
+def as_count(v, what):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or v != v:
+        raise BadReport("%s is %r, not a non-negative number" % (what, v))
+    return int(round(v))
+
+
+def as_offset(v):
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, str):
+        try:
+            return int(v, 0)
+        except ValueError:
+            return None
+    return None
+
+
+class Frame:
+    __slots__ = ("function", "file", "line", "module", "offset", "address")
+
+    def __init__(self, function=None, file=None, line=None, module=None, offset=None, address=None):
+        self.function, self.file, self.line = function, file, line
+        self.module, self.offset, self.address = module, offset, address
+
+    def label(self):
+        """The frame's name in folded stacks and flame graphs: the function, else module+offset."""
+        if self.function:
+            name = self.function
+        elif self.module and self.offset is not None:
+            name = "%s+%#x" % (os.path.basename(self.module), self.offset)
+        elif self.module:
+            name = os.path.basename(self.module)
+        elif self.address is not None:
+            name = "%#x" % self.address
+        else:
+            name = "??"
+        # A symbol version (__libc_start_main@@GLIBC_2.34) is noise in a graph.
+        name = SYMVER.sub("", name) or name
+        # ';' separates frames and a newline ends a line in the folded format.
+        return name.replace(";", ":").replace("\n", " ").replace("\r", " ")
+
+    def describe(self):
+        """One line of a text stack: function at file:line (module+offset)."""
+        s = self.function or "??"
+        if self.file:
+            s += " at %s" % self.file
+            if self.line:
+                s += ":%s" % self.line
+        where = None
+        if self.module:
+            where = os.path.basename(self.module)
+            if self.offset is not None:
+                where += "+%#x" % self.offset
+        elif self.address is not None:
+            where = "%#x" % self.address
+        if where:
+            s += " (%s)" % where
+        return s
+
+
+class Site:
+    __slots__ = ("bytes", "blocks", "frames", "kind", "indirect_bytes", "indirect_blocks")
+
+    def __init__(self, nbytes, blocks, frames, kind=None, indirect_bytes=0, indirect_blocks=0):
+        self.bytes, self.blocks, self.frames = nbytes, blocks, frames  # frames: leaf first
+        self.kind, self.indirect_bytes, self.indirect_blocks = kind, indirect_bytes, indirect_blocks
+
+    def folded_key(self):
+        return ";".join(f.label() for f in reversed(self.frames)) or "[no stack]"
+
+
+def parse_frame(raw, where):
+    if isinstance(raw, str):
+        return Frame(function=raw)
+    if not isinstance(raw, dict):
+        raise BadReport("%s is %s, not an object or a string" % (where, type(raw).__name__))
+    line = pick(raw, "line")
+    if line is not None and (isinstance(line, bool) or not isinstance(line, (int, str))):
+        raise BadReport("%s: line is %r" % (where, line))
+
+    def text(field):
+        v = pick(raw, field)
+        if v is None or v == "":
+            return None
+        if not isinstance(v, str):
+            raise BadReport("%s: %s is %r, not a string" % (where, SCHEMA[field][0], v))
+        return v
+    return Frame(function=text("function"), file=text("file"), line=line or None, module=text("module"),
+                 offset=as_offset(pick(raw, "offset")), address=as_offset(pick(raw, "address")))
+
+
+def load(path):
+    """(metadata dict, [Site]) from a JSON report, or BadReport saying what is wrong."""
+    try:
+        if path == "-":
+            data = sys.stdin.read()
+        else:
+            with open(path, encoding="utf-8") as f:
+                data = f.read()
+    except FileNotFoundError:
+        raise BadReport("no such file")
+    except IsADirectoryError:
+        raise BadReport("is a directory")
+    except PermissionError:
+        raise BadReport("permission denied")
+    except UnicodeDecodeError:
+        raise BadReport("not a text file (a leak report is JSON)")
+    except OSError as e:
+        raise BadReport(e.strerror or str(e))
+    if not data.strip():
+        raise BadReport("the file is empty (did the program exit before writing its report?)")
+    try:
+        doc = json.loads(data)
+    except ValueError as e:
+        hint = ""
+        if data.lstrip()[:1] not in ("{", "["):
+            hint = ("; it looks like a text report: write a JSON one with a report path that ends in "
+                    ".json (buddyslab run --report FILE.json)")
+        raise BadReport("not valid JSON (%s)%s" % (e, hint))
+    if isinstance(doc, list):
+        meta, raw_sites = {}, doc
+    elif isinstance(doc, dict):
+        meta = doc
+        raw_sites = pick(doc, "sites")
+        if raw_sites is None:
+            raise BadReport("no list of sites (expected a key %s): this does not look like a buddyslab leak "
+                            "report" % " or ".join("'%s'" % k for k in SCHEMA["sites"]))
+    else:
+        raise BadReport("the top level is %s; a leak report is a JSON object" % type(doc).__name__)
+    if not isinstance(raw_sites, list):
+        raise BadReport("'%s' is %s, not a list" % (SCHEMA["sites"][0], type(raw_sites).__name__))
+    sites = []
+    for i, raw in enumerate(raw_sites):
+        where = "site %d" % (i + 1)
+        if not isinstance(raw, dict):
+            raise BadReport("%s is %s, not an object" % (where, type(raw).__name__))
+        nbytes = pick(raw, "bytes")
+        if nbytes is None:
+            raise BadReport("%s has no byte count (expected a key %s)" % (where, " or ".join(
+                "'%s'" % k for k in SCHEMA["bytes"])))
+        nbytes = as_count(nbytes, "%s: bytes" % where)
+        blocks = pick(raw, "blocks", 0)
+        blocks = as_count(blocks, "%s: blocks" % where)
+        stack = pick(raw, "stack", [])
+        if not isinstance(stack, list):
+            raise BadReport("%s: the stack is %s, not a list of frames" % (where, type(stack).__name__))
+        frames = [parse_frame(f, "%s, frame %d" % (where, j)) for j, f in enumerate(stack)]
+        if STACK_ORDER == "root-first":
+            frames.reverse()
+        kind = pick(raw, "site_kind")
+        if kind is not None and not isinstance(kind, str):
+            raise BadReport("%s: kind is %r, not a string" % (where, kind))
+        ib = as_count(pick(raw, "indirect_bytes", 0), "%s: indirect_bytes" % where)
+        ik = as_count(pick(raw, "indirect_blocks", 0), "%s: indirect_blocks" % where)
+        sites.append(Site(nbytes, blocks, frames, kind, ib, ik))
+    return meta, sites
+
+
+def is_sampled(meta):
+    return pick(meta, "mode") == "sampled" or bool(pick(meta, "sample_bytes"))
+
+
+def human(n):
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return ("%d B" % n) if unit == "B" else ("%.1f %s" % (n, unit))
+        n /= 1024.0
+
+
+def describe_source(meta):
+    parts = []
+    prog = pick(meta, "program")
+    if isinstance(prog, list):
+        prog = " ".join(str(p) for p in prog)
+    if prog:
+        parts.append(str(prog))
+    pid = pick(meta, "pid")
+    if pid is not None:
+        parts.append("pid %s" % pid)
+    return ", ".join(parts)
+
+
+def totals(sites):
+    return sum(s.bytes for s in sites), sum(s.blocks for s in sites)
+
+
+# ---- text ----------------------------------------------------------------------------------------
+def render_text(meta, sites, limit=None):
+    nbytes, nblocks = totals(sites)
+    out = []
+    src = describe_source(meta)
+    out.append("buddyslab leak report%s" % (" (%s)" % src if src else ""))
+    if is_sampled(meta):
+        sb = pick(meta, "sample_bytes")
+        out.append("sampled%s: byte and block counts are estimates" % (
+            " (about one allocation per %s bytes)" % sb if sb else ""))
+    summary = pick(meta, "summary")
+    if isinstance(summary, dict):
+        parts = []
+        for k, v in summary.items():
+            if (isinstance(v, dict) and isinstance(v.get("bytes"), int) and isinstance(v.get("blocks"), int)
+                    and (v["blocks"] or k == "definitely_lost")):
+                parts.append("%s %s in %d blocks" % (KINDS.get(k, k.replace("_", " ")), human(v["bytes"]), v["blocks"]))
+        if parts:
+            out.append("summary: " + "; ".join(parts))
+    if not sites:
+        out.append("no leaks: every block was freed")
+        return "\n".join(out) + "\n"
+    out.append("%s (%d bytes) in %d blocks, %d record%s" % (human(nbytes), nbytes, nblocks, len(sites),
+                                                            "" if len(sites) == 1 else "s"))
+    order = sorted(range(len(sites)), key=lambda i: (-sites[i].bytes, -sites[i].blocks, i))
+    shown = order if limit is None else order[:limit]
+    for rank, i in enumerate(shown, 1):
+        s = sites[i]
+        share = 100.0 * s.bytes / nbytes if nbytes else 0.0
+        kind = ("%s: " % KINDS.get(s.kind, s.kind.replace("_", " "))) if s.kind else ""
+        held = ""
+        if s.indirect_blocks:
+            held = " (and holds %s in %d indirectly lost blocks)" % (human(s.indirect_bytes), s.indirect_blocks)
+        out.append("")
+        out.append("#%d  %s%s (%d bytes) in %d block%s, %.1f%%%s" % (
+            rank, kind, human(s.bytes), s.bytes, s.blocks, "" if s.blocks == 1 else "s", share, held))
+        if not s.frames:
+            out.append("    (no stack recorded)")
+        for j, f in enumerate(s.frames):
+            out.append("    #%-2d %s" % (j, f.describe()))
+    if len(shown) < len(order):
+        rest = [sites[i] for i in order[len(shown):]]
+        rb, rn = totals(rest)
+        out.append("")
+        out.append("... %d more record%s: %s in %d blocks (--limit to show more)" % (
+            len(rest), "" if len(rest) == 1 else "s", human(rb), rn))
+    return "\n".join(out) + "\n"
+
+
+# ---- folded -------------------------------------------------------------------------------------
+def fold(sites):
+    """{folded stack: (bytes, blocks)}, identical stacks merged."""
+    acc = {}
+    for s in sites:
+        k = s.folded_key()
+        b, n = acc.get(k, (0, 0))
+        acc[k] = (b + s.bytes, n + s.blocks)
+    return acc
+
+
+def render_folded(meta, sites):
+    return "".join("%s %d\n" % (k, v[0]) for k, v in sorted(fold(sites).items()) if v[0] > 0)
+
+
+# ---- svg flame graph ----------------------------------------------------------------------------
+class Node:
+    __slots__ = ("name", "bytes", "blocks", "children")
+
+    def __init__(self, name):
+        self.name, self.bytes, self.blocks, self.children = name, 0, 0, {}
+
+
+def build_tree(sites):
+    root = Node("all")
+    for key, (b, n) in fold(sites).items():
+        if b <= 0:
+            continue
+        root.bytes += b
+        root.blocks += n
+        node = root
+        for name in key.split(";"):
+            node = node.children.setdefault(name, Node(name))
+            node.bytes += b
+            node.blocks += n
+    return root
+
+
+def frame_color(name):
+    # Warm colours, the same for the same function in every graph.
+    h = zlib.crc32(name.encode("utf-8", "replace"))
+    r = 205 + (h & 0x3F) % 50
+    g = 80 + ((h >> 8) & 0xFF) % 150
+    b = 40 + ((h >> 16) & 0xFF) % 50
+    return "rgb(%d,%d,%d)" % (r, g, b)
+
+
+def render_svg(meta, sites, title=None, width=1200):
+    root = build_tree(sites)
+    frame_h, pad, font = 17, 10, 12
+    top_h, bottom_h = 44, 24
+    chart_w = width - 2 * pad
+
+    def depth(n):
+        return 1 + max((depth(c) for c in n.children.values()), default=0)
+    levels = depth(root) if root.bytes else 1
+    height = top_h + levels * frame_h + bottom_h
+    nbytes, nblocks = root.bytes, root.blocks
+    src = describe_source(meta)
+    if title is None:
+        title = "buddyslab leaks: %s in %d blocks%s%s" % (human(nbytes), nblocks, " (%s)" % src if src else "",
+                                                          ", sampled estimates" if is_sampled(meta) else "")
+    e = html.escape
+    out = []
+    out.append('<?xml version="1.0" encoding="UTF-8" standalone="no"?>')
+    out.append('<svg xmlns="http://www.w3.org/2000/svg" version="1.1" width="%d" height="%d" '
+               'viewBox="0 0 %d %d" font-family="Verdana, DejaVu Sans, sans-serif" font-size="%d">'
+               % (width, height, width, height, font))
+    out.append('<!-- buddyslab flame graph: bytes by allocation stack; one rectangle per frame, its width '
+               'proportional to the bytes allocated under it; roots at the bottom. -->')
+    out.append('<style>.f:hover rect{stroke:#000;stroke-width:0.5} .f text{pointer-events:none}</style>')
+    out.append('<rect x="0" y="0" width="%d" height="%d" fill="#fdf6e8"/>' % (width, height))
+    out.append('<text x="%d" y="24" text-anchor="middle" font-size="16">%s</text>' % (width // 2, e(title)))
+    out.append('<text x="%d" y="%d" fill="#555">frame width = bytes still allocated at exit by that '
+               'stack; hover a frame for details</text>' % (pad, height - 8))
+    if not nbytes:
+        out.append('<text x="%d" y="%d" text-anchor="middle">no leaks: every block was freed</text>'
+                   % (width // 2, top_h + frame_h))
+        out.append("</svg>")
+        return "\n".join(out) + "\n"
+    scale = chart_w / float(nbytes)
+    char_w = font * 0.6
+    min_w = 0.1  # narrower frames are not drawn (they could not be seen)
+
+    def draw(node, x, level):
+        w = node.bytes * scale
+        if w < min_w:
+            return
+        y = top_h + (levels - 1 - level) * frame_h
+        share = 100.0 * node.bytes / nbytes
+        tip = "%s: %s (%d bytes) in %d block%s, %.2f%%" % (node.name, human(node.bytes), node.bytes, node.blocks,
+                                                          "" if node.blocks == 1 else "s", share)
+        out.append('<g class="f"><title>%s</title><rect x="%.3f" y="%d" width="%.3f" height="%d" rx="2" '
+                   'fill="%s"/>' % (e(tip), x, y, w, frame_h - 1,
+                                    "#e0c8a0" if level == 0 else frame_color(node.name)))
+        fit = int((w - 6) / char_w)
+        if fit >= 3:
+            label = node.name if len(node.name) <= fit else node.name[:fit - 2] + ".."
+            out.append('<text x="%.3f" y="%d">%s</text>' % (x + 3, y + frame_h - 5, e(label)))
+        out.append("</g>")
+        cx = x
+        for name in sorted(node.children):
+            child = node.children[name]
+            draw(child, cx, level + 1)
+            cx += child.bytes * scale
+
+    draw(root, float(pad), 0)
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+# ---- main ---------------------------------------------------------------------------------------
+def usage_error(msg):
+    sys.stderr.write("%s: %s\n%s\n" % (PROG, msg, USAGE))
+    sys.exit(2)
+
+
+def main(argv):
+    path = None
+    fmt, output, limit, title, width = "text", None, None, None, 1200
+    kinds = None
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in ("-h", "--help"):
+            sys.stdout.write(__doc__)
+            return 0
+        name, eq, val = a.partition("=")
+        if name in ("--format", "-f", "--output", "-o", "--limit", "--kind", "--title", "--width") and a.startswith("-"):
+            if not eq:
+                if i + 1 >= len(argv):
+                    usage_error("%s needs a value" % a)
+                i += 1
+                val = argv[i]
+            if name in ("--format", "-f"):
+                if val not in ("text", "folded", "svg"):
+                    usage_error("--format: '%s' is not one of text, folded, svg" % val)
+                fmt = val
+            elif name in ("--output", "-o"):
+                output = val
+            elif name == "--limit":
+                if not val.isdigit() or int(val) < 1:
+                    usage_error("--limit: '%s' is not a positive integer" % val)
+                limit = int(val)
+            elif name == "--kind":
+                kinds = set()
+                for k in val.split(","):
+                    k = KIND_ALIASES.get(k.strip(), k.strip())
+                    if k not in KINDS or k == "suppressed":
+                        usage_error("--kind: '%s' is not one of definite, indirect, reachable" % val)
+                    kinds.add(k)
+            elif name == "--title":
+                title = val
+            elif name == "--width":
+                if not val.isdigit() or not 200 <= int(val) <= 100000:
+                    usage_error("--width: '%s' is not a width in pixels (200 .. 100000)" % val)
+                width = int(val)
+        elif a.startswith("-") and a != "-":
+            usage_error("unknown option: %s" % a)
+        elif path is None:
+            path = a
+        else:
+            usage_error("one report at a time (got '%s' after '%s')" % (a, path))
+        i += 1
+    if path is None:
+        usage_error("which report? give the path of a JSON leak report")
+    try:
+        meta, sites = load(path)
+    except BadReport as e:
+        sys.stderr.write("%s: %s: %s\n" % (PROG, path, e))
+        return 1
+    if kinds is not None:
+        sites = [s for s in sites if s.kind is None or s.kind in kinds]
+    if fmt == "text":
+        text = render_text(meta, sites, limit)
+    elif fmt == "folded":
+        text = render_folded(meta, sites)
+    else:
+        text = render_svg(meta, sites, title, width)
+    if output and output != "-":
+        try:
+            with open(output, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as e:
+            sys.stderr.write("%s: cannot write %s: %s\n" % (PROG, output, e.strerror or e))
+            return 1
+        sys.stderr.write("%s: wrote %s (%s, %d bytes)\n" % (PROG, output, fmt, len(text.encode("utf-8"))))
+    else:
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            try:
+                sys.stdout = open(os.devnull, "w")
+            except OSError:
+                pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

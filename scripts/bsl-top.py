@@ -1,0 +1,579 @@
+#!/usr/bin/env python3
+"""buddyslab top: a live view of a running process's allocator, like slabtop and /proc/buddyinfo.
+
+usage: buddyslab top PID [--interval SECONDS] [--count N] [--once] [--bytes]
+       buddyslab top            (lists the processes that publish their statistics)
+
+The process must publish its statistics page, /dev/shm/buddyslab.PID: start it with
+`buddyslab run --top -- PROGRAM` or BUDDYSLAB_OPTIONS=publish=1. The page is readable by the same
+user only (mode 0600). While we watch, the process refreshes it about ten times a second; when
+nobody watches it is not written at all.
+
+  --interval S   seconds between refreshes (default 1; at least 0.1)
+  --count N      stop after N refreshes (default: until q or Ctrl-C)
+  --once         one refresh, printed without clearing the screen (same as --count 1)
+  --bytes        exact byte counts instead of KiB/MiB/GiB
+
+On a terminal the screen is redrawn at every refresh (q or Ctrl-C quits). Otherwise each refresh
+is printed as one block of lines that ends with an empty line, for scripts and logs.
+
+Exit status: 0 after the last refresh or when the process exits, 1 when the process cannot be
+watched (not running, not publishing, another user's, not a buddyslab page), 2 for a usage error.
+The page's layout and protocol are in include/buddyslab_shm.h: `--layout` prints the offsets
+this script uses (the tests compare them with the C structure).
+"""
+import errno
+import fcntl
+import glob
+import mmap
+import os
+import select
+import signal
+import struct
+import sys
+import time
+
+PROG = "buddyslab top"
+USAGE = "usage: buddyslab top PID [--interval SECONDS] [--count N] [--once] [--bytes]"
+SHM_DIR = "/dev/shm"
+SHM_PREFIX = "buddyslab."
+
+# ---- include/buddyslab_shm.h ------------------------------------------------------------------
+# struct bsl_shm_page, field by field (little-endian x86-64/aarch64 natural alignment; no padding
+# is needed anywhere in this layout). Keep in step with the header: the 'layout' test checks it.
+SHM_MAGIC = 0x42534C53484D3031  # "BSLSHM01"
+SHM_VERSION = 1
+SHM_ZONES = 2     # LOW32, NORMAL
+SHM_ORDERS = 11   # orders 0..10
+SHM_CLASSES = 40
+ZONE_NAMES = ("LOW32", "NORMAL")
+PAGE_SIZE = 4096
+
+HEADER_FIELDS = [  # (name, struct code)
+    ("magic", "Q"), ("version", "I"), ("pid", "I"), ("seq", "Q"), ("watchers", "Q"),
+    ("updated_ms", "Q"), ("updates", "Q"), ("rseq", "I"), ("shards", "I"),
+    ("reserved", "Q"), ("committed", "Q"), ("allocated", "Q"), ("slab_bytes", "Q"),
+    ("large_bytes", "Q"), ("huge_bytes", "Q"), ("free_dirty", "Q"), ("free_clean", "Q"),
+    ("purged_total", "Q"), ("cached", "Q"), ("rss", "Q"),
+]
+CLASS_FIELDS = [("size", "I"), ("order", "I"), ("inuse", "Q"), ("slabs", "Q"), ("objs_per_slab", "Q"),
+                ("refills", "Q"), ("drains", "Q")]
+
+HEADER = struct.Struct("<" + "".join(c for _, c in HEADER_FIELDS))
+NR_FREE = struct.Struct("<%dQ" % (SHM_ZONES * SHM_ORDERS))
+CLASS = struct.Struct("<" + "".join(c for _, c in CLASS_FIELDS))
+OFF_NR_FREE = HEADER.size
+OFF_CLASSES = OFF_NR_FREE + NR_FREE.size
+PAGE_BYTES = OFF_CLASSES + SHM_CLASSES * CLASS.size
+
+
+def field_offset(name):
+    off = 0
+    for n, c in HEADER_FIELDS:
+        if n == name:
+            return off
+        off += struct.calcsize("<" + c)
+    raise KeyError(name)
+
+
+OFF_SEQ = field_offset("seq")
+OFF_WATCHERS = field_offset("watchers")
+OFF_UPDATES = field_offset("updates")
+
+
+def print_layout():
+    """The offsets used here, in the format the tools test compares with offsetof()."""
+    for n, _ in HEADER_FIELDS:
+        print("%s %d" % (n, field_offset(n)))
+    print("nr_free %d" % OFF_NR_FREE)
+    print("classes %d" % OFF_CLASSES)
+    off = 0
+    for n, c in CLASS_FIELDS:
+        print("class.%s %d" % (n, off))
+        off += struct.calcsize("<" + c)
+    print("sizeof_class %d" % CLASS.size)
+    print("sizeof_page %d" % PAGE_BYTES)
+    print("magic_value %#x" % SHM_MAGIC)
+    print("version_value %d" % SHM_VERSION)
+    print("zones %d orders %d classes %d" % (SHM_ZONES, SHM_ORDERS, SHM_CLASSES))
+
+
+def decode(buf):
+    page = dict(zip([n for n, _ in HEADER_FIELDS], HEADER.unpack_from(buf, 0)))
+    flat = NR_FREE.unpack_from(buf, OFF_NR_FREE)
+    page["nr_free"] = [list(flat[z * SHM_ORDERS:(z + 1) * SHM_ORDERS]) for z in range(SHM_ZONES)]
+    names = [n for n, _ in CLASS_FIELDS]
+    page["classes"] = [dict(zip(names, CLASS.unpack_from(buf, OFF_CLASSES + i * CLASS.size)))
+                       for i in range(SHM_CLASSES)]
+    return page
+
+
+# ---- errors -------------------------------------------------------------------------------------
+class Unwatchable(Exception):
+    """The process cannot be watched; the message says why and what to do."""
+
+
+def comm_of(pid):
+    try:
+        with open("/proc/%d/comm" % pid) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def process_state(pid):
+    """'alive', 'gone' or 'other-user' (alive, but we may not signal it)."""
+    try:
+        os.kill(pid, 0)
+        return "alive"
+    except ProcessLookupError:
+        return "gone"
+    except PermissionError:
+        return "other-user"
+
+
+def maps_buddyslab(pid):
+    """True/False when /proc/PID/maps says whether libbuddyslab is loaded, None when unreadable."""
+    try:
+        with open("/proc/%d/maps" % pid) as f:
+            return any("buddyslab" in line for line in f)
+    except OSError:
+        return None
+
+
+def launcher_children(pid):
+    """The children of pid when it is the supervisor of `buddyslab run` (bsl-run.py), else []."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            argv = f.read().split(b"\0")
+        if not any(a.endswith(b"bsl-run.py") for a in argv):
+            return []
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(x) for x in f.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
+HOW_TO_PUBLISH = ("start it with `buddyslab run --top -- PROGRAM ARGS...` or with "
+                  "BUDDYSLAB_OPTIONS=publish=1 in its environment")
+
+
+def user_name(uid):
+    try:
+        import pwd
+        return "%s (uid %d)" % (pwd.getpwuid(uid).pw_name, uid)
+    except (ImportError, KeyError):
+        return "uid %d" % uid
+
+
+def explain_missing(pid, path):
+    state = process_state(pid)
+    if state == "gone":
+        return "no process with pid %d is running" % pid
+    name = comm_of(pid) or "?"
+    if state == "other-user":
+        return ("process %d (%s) belongs to another user, and %s does not exist: buddyslab top "
+                "watches only processes of the same user" % (pid, name, path))
+    children = launcher_children(pid)
+    if children:
+        return ("process %d is the `buddyslab run` launcher, not the program it runs: watch the program, "
+                "pid %s" % (pid, " or ".join(str(c) for c in children)))
+    loaded = maps_buddyslab(pid)
+    if loaded is False:
+        return ("process %d (%s) does not run buddyslab (libbuddyslab.so is not in /proc/%d/maps), "
+                "so it publishes no statistics: %s" % (pid, name, pid, HOW_TO_PUBLISH))
+    return ("process %d (%s) does not publish its statistics (no %s): %s"
+            % (pid, name, path, HOW_TO_PUBLISH))
+
+
+# ---- the shared page ----------------------------------------------------------------------------
+class Watch:
+    """The mapped page of one process, with our watcher count held on it."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.path = os.path.join(SHM_DIR, "%s%d" % (SHM_PREFIX, pid))
+        self.attached = False
+        self.fd = -1
+        self.mm = None
+        self._atomic = None
+        self._cell = None
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            raise Unwatchable(explain_missing(pid, self.path))
+        except PermissionError:
+            try:
+                owner = user_name(os.stat(self.path).st_uid)
+            except OSError:
+                owner = "another user"
+            raise Unwatchable("permission denied opening %s: it belongs to %s and is readable by its owner "
+                              "only (mode 0600); buddyslab top watches only processes of the same user "
+                              "(run it as that user)" % (self.path, owner))
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise Unwatchable("%s is a symbolic link, not a buddyslab statistics page; refusing it" % self.path)
+            raise Unwatchable("cannot open %s: %s" % (self.path, e.strerror))
+        st = os.fstat(self.fd)
+        if st.st_size < PAGE_BYTES:
+            os.close(self.fd)
+            raise Unwatchable("%s is %d bytes, too small for a buddyslab statistics page (%d bytes); "
+                              "is it from another program?" % (self.path, st.st_size, PAGE_BYTES))
+        self.mm = mmap.mmap(self.fd, PAGE_BYTES, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        magic, version, ppid = struct.unpack_from("<QII", self.mm, 0)
+        if magic != SHM_MAGIC:
+            self.close()
+            if magic == 0:
+                raise Unwatchable("%s is not initialised yet (the process is starting); try again" % self.path)
+            raise Unwatchable("%s is not a buddyslab statistics page (bad magic %#x)" % (self.path, magic))
+        if version != SHM_VERSION:
+            self.close()
+            raise Unwatchable("%s has layout version %d; this buddyslab top reads version %d: use the "
+                              "buddyslab launcher that matches the library the process runs"
+                              % (self.path, version, SHM_VERSION))
+        if ppid != pid:
+            self.close()
+            raise Unwatchable("%s says it belongs to pid %d, not %d (left over from an earlier process?)"
+                              % (self.path, ppid, pid))
+        if process_state(pid) == "gone":
+            self.close()
+            raise Unwatchable("process %d is not running; %s was left behind (the process was killed "
+                              "before it could remove it): remove it with rm" % (pid, self.path))
+        self._setup_atomic()
+
+    # Watcher count: the process reads it to decide whether to refresh the page. Atomic with
+    # libatomic when it is installed (so that C watchers and we agree); otherwise under an
+    # flock of the file, which serialises all the Python watchers.
+    def _setup_atomic(self):
+        try:
+            import ctypes
+            import ctypes.util
+            name = ctypes.util.find_library("atomic") or "libatomic.so.1"
+            lib = ctypes.CDLL(name)
+            lib.__atomic_fetch_add_8.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int]
+            lib.__atomic_fetch_add_8.restype = ctypes.c_uint64
+            lib.__atomic_compare_exchange_8.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64,
+                                                        ctypes.c_int, ctypes.c_int]
+            lib.__atomic_compare_exchange_8.restype = ctypes.c_bool
+            self._cell = ctypes.c_uint64.from_buffer(self.mm, OFF_WATCHERS)
+            self._atomic = (ctypes, lib)
+        except (ImportError, OSError, AttributeError):
+            self._cell = None
+            self._atomic = None
+
+    def _add(self, delta):
+        """Add delta (+1 or -1) to watchers; a decrement never goes below zero."""
+        if self._atomic:
+            ctypes, lib = self._atomic
+            addr = ctypes.addressof(self._cell)
+            if delta > 0:
+                lib.__atomic_fetch_add_8(addr, delta, 5)
+                return
+            expected = ctypes.c_uint64(self._cell.value)
+            while expected.value > 0:
+                if lib.__atomic_compare_exchange_8(addr, ctypes.byref(expected), expected.value - 1, 5, 5):
+                    return
+            return
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        try:
+            (v,) = struct.unpack_from("<Q", self.mm, OFF_WATCHERS)
+            v = v + delta if v + delta >= 0 else 0
+            struct.pack_into("<Q", self.mm, OFF_WATCHERS, v)
+        finally:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def attach(self):
+        if not self.attached:
+            self._add(1)
+            self.attached = True
+
+    def detach(self):
+        if self.attached:
+            self.attached = False
+            self._add(-1)
+
+    def updates(self):
+        return struct.unpack_from("<Q", self.mm, OFF_UPDATES)[0]
+
+    def read(self):
+        """A consistent copy of the page (seqlock), decoded."""
+        for attempt in range(10000):
+            s1 = struct.unpack_from("<Q", self.mm, OFF_SEQ)[0]
+            if s1 & 1:
+                time.sleep(0.0005 if attempt > 10 else 0)
+                continue
+            buf = self.mm[:PAGE_BYTES]
+            s2 = struct.unpack_from("<Q", self.mm, OFF_SEQ)[0]
+            if s1 == s2 and struct.unpack_from("<Q", buf, OFF_SEQ)[0] == s1:
+                return decode(buf)
+        raise Unwatchable("%s: the page is being rewritten all the time; cannot get a consistent copy" % self.path)
+
+    def close(self):
+        try:
+            self.detach()
+        finally:
+            self._cell = None  # releases the buffer export, so that the mmap can close
+            if self.mm is not None:
+                try:
+                    self.mm.close()
+                except BufferError:
+                    pass
+                self.mm = None
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
+
+
+# ---- rendering ----------------------------------------------------------------------------------
+def human(n):
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return ("%d B" % n) if unit == "B" else ("%.1f %s" % (n, unit))
+        n /= 1024.0
+
+
+def render(page, pid, name, refresh, count, now_ms, exact, max_rows=None):
+    size = (lambda n: str(n)) if exact else human
+    out = []
+    age = now_ms - page["updated_ms"] if page["updated_ms"] else None
+    age_s = ("updated %d ms ago" % age) if age is not None and age >= 0 else "never updated"
+    if age is not None and age > 2000:
+        age_s += " (stale: is the process stopped?)"
+    front = "rseq per-CPU caches" if page["rseq"] else "per-thread caches"
+    out.append("buddyslab top - pid %d (%s)  refresh %d%s  page %s, update #%d"
+               % (pid, name, refresh, "/%d" % count if count else "", age_s, page["updates"]))
+    out.append("")
+    out.append("Memory (%s, %d buddy shards per zone)" % (front, page["shards"]))
+    rows = [
+        [("reserved", page["reserved"]), ("committed", page["committed"]), ("allocated", page["allocated"]),
+         ("RSS", page["rss"])],
+        [("slab", page["slab_bytes"]), ("large", page["large_bytes"]), ("huge", page["huge_bytes"]),
+         ("cached", page["cached"])],
+        [("free dirty", page["free_dirty"]), ("free clean", page["free_clean"]),
+         ("purged", page["purged_total"])],
+    ]
+    for row in rows:
+        out.append("  " + "".join(("%s %s" % (k, size(v))).ljust(26) for k, v in row).rstrip())
+    out.append("")
+    out.append("Buddy free blocks per order (order 0 = 4 KiB, like /proc/buddyinfo)")
+    out.append("  %-7s" % "zone" + "".join("%7d" % o for o in range(SHM_ORDERS)) + "   %10s" % "free")
+    for z in range(SHM_ZONES):
+        nf = page["nr_free"][z]
+        free = sum(n << o for o, n in enumerate(nf)) * PAGE_SIZE
+        out.append("  %-7s" % ZONE_NAMES[z] + "".join("%7d" % n for n in nf) + "   %10s" % size(free))
+    out.append("")
+    classes = [c for c in page["classes"] if c["slabs"] or c["refills"] or c["inuse"]]
+    for c in classes:
+        c["mem"] = c["slabs"] * (PAGE_SIZE << c["order"])
+        c["objs"] = c["slabs"] * c["objs_per_slab"]
+    classes.sort(key=lambda c: (-c["mem"], -c["inuse"], c["size"]))
+    total_mem = sum(c["mem"] for c in classes)
+    out.append("Size classes by memory (%d active, %s in slabs; INUSE includes cached objects)"
+               % (len(classes), size(total_mem)))
+    out.append("  %7s %10s %10s %5s %8s %5s %11s %10s %10s" % ("SIZE", "INUSE", "OBJS", "USE%", "SLABS", "ORDER",
+                                                             "MEMORY", "REFILLS", "DRAINS"))
+    shown = classes if max_rows is None else classes[:max(0, max_rows)]
+    for c in shown:
+        use = "%d%%" % (c["inuse"] * 100 // c["objs"]) if c["objs"] else "-"
+        out.append("  %7d %10d %10d %5s %8d %5d %11s %10d %10d" % (c["size"], c["inuse"], c["objs"], use, c["slabs"],
+                                                                   c["order"], size(c["mem"]), c["refills"],
+                                                                   c["drains"]))
+    if len(shown) < len(classes):
+        out.append("  ... %d more (a taller terminal shows them)" % (len(classes) - len(shown)))
+    return out
+
+
+# ---- listing ------------------------------------------------------------------------------------
+def list_published():
+    rows = []
+    for path in sorted(glob.glob(os.path.join(SHM_DIR, SHM_PREFIX + "*"))):
+        tail = path[len(os.path.join(SHM_DIR, SHM_PREFIX)):]
+        if not tail.isdigit():
+            continue
+        pid = int(tail)
+        state = process_state(pid)
+        try:
+            mine = os.stat(path).st_uid == os.geteuid()
+        except OSError:
+            continue
+        if state == "gone":
+            note = "not running (stale file)"
+        elif not mine:
+            note = "another user's"
+        else:
+            note = ""
+        rows.append((pid, comm_of(pid) or "?", note))
+    return rows
+
+
+# ---- main ---------------------------------------------------------------------------------------
+def usage_error(msg):
+    sys.stderr.write("%s: %s\n%s\n" % (PROG, msg, USAGE))
+    sys.exit(2)
+
+
+def parse_args(argv):
+    pid = None
+    interval, count, exact = 1.0, None, False
+    once = False
+    i = 0
+
+    def value(i):
+        a = argv[i]
+        if "=" in a and a.startswith("--"):
+            return a.split("=", 1)[1], i
+        if i + 1 >= len(argv):
+            usage_error("%s needs a value" % a)
+        return argv[i + 1], i + 1
+
+    while i < len(argv):
+        a = argv[i]
+        if a in ("-h", "--help"):
+            sys.stdout.write(__doc__)
+            sys.exit(0)
+        elif a == "--layout":
+            print_layout()
+            sys.exit(0)
+        elif a == "--interval" or a.startswith("--interval=") or a == "-d":
+            v, i = value(i)
+            try:
+                interval = float(v)
+            except ValueError:
+                usage_error("--interval: '%s' is not a number of seconds" % v)
+            if not interval >= 0.1 or interval > 86400:
+                usage_error("--interval: %s is out of range (0.1 .. 86400 seconds)" % v)
+        elif a == "--count" or a.startswith("--count=") or a == "-n":
+            v, i = value(i)
+            if not v.isdigit() or int(v) < 1:
+                usage_error("--count: '%s' is not a positive integer" % v)
+            count = int(v)
+        elif a == "--once":
+            once = True
+        elif a == "--bytes":
+            exact = True
+        elif a.startswith("-"):
+            usage_error("unknown option: %s" % a)
+        elif pid is None:
+            if not a.isdigit() or int(a) <= 0:
+                usage_error("'%s' is not a process id" % a)
+            pid = int(a)
+        else:
+            usage_error("one process at a time (got '%s' after %d)" % (a, pid))
+        i += 1
+    if once:
+        count = 1
+    return pid, interval, count, exact, once
+
+
+def main(argv):
+    pid, interval, count, exact, once = parse_args(argv)
+    if pid is None:
+        rows = list_published()
+        sys.stderr.write("%s: which process? give its pid\n%s\n" % (PROG, USAGE))
+        if rows:
+            sys.stderr.write("processes that publish their statistics:\n")
+            for p, name, note in rows:
+                sys.stderr.write("  %7d  %s%s\n" % (p, name, "  (%s)" % note if note else ""))
+        else:
+            sys.stderr.write("no process publishes its statistics now: %s\n" % HOW_TO_PUBLISH)
+        return 2
+
+    tty = sys.stdout.isatty() and not once
+    try:
+        w = Watch(pid)
+    except Unwatchable as e:
+        sys.stderr.write("%s: %s\n" % (PROG, e))
+        return 1
+
+    # SIGTERM and SIGHUP end the loop through the same path as Ctrl-C, so that the watcher count
+    # always goes back down.
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, stop)
+
+    name = comm_of(pid) or "?"
+    term_saved = None
+    stdin_fd = None
+    try:
+        if tty and sys.stdin.isatty():
+            try:
+                import termios
+                import tty as ttymod
+                stdin_fd = sys.stdin.fileno()
+                term_saved = termios.tcgetattr(stdin_fd)
+                ttymod.setcbreak(stdin_fd)
+            except (ImportError, OSError):
+                term_saved, stdin_fd = None, None
+        u0 = w.updates()
+        w.attach()
+        # The process refreshes the page from its next tick (within ~100 ms) now that someone
+        # watches; wait for that first fresh copy rather than show the one left from before.
+        deadline = time.monotonic() + 1.5
+        while w.updates() == u0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if w.updates() == u0:
+            sys.stderr.write("%s: process %d did not refresh its statistics page within 1.5 s (is it "
+                             "stopped?); showing the last copy\n" % (PROG, pid))
+        n = 0
+        while True:
+            n += 1
+            page = w.read()
+            now_ms = int(time.monotonic() * 1000)
+            if tty:
+                try:
+                    cols, rows = os.get_terminal_size()
+                except OSError:
+                    cols, rows = 0, 0
+                cols = cols if cols >= 40 else 200  # 0: a terminal that does not know its size
+                rows = rows if rows >= 10 else 60
+                lines = render(page, pid, name, n, count, now_ms, exact, max_rows=max(3, rows - 20))
+                lines = [line[:cols] for line in lines]
+                sys.stdout.write("\x1b[H\x1b[2J" + "\n".join(lines) + "\n" +
+                                 ("(q or Ctrl-C quits)\n" if stdin_fd is not None else ""))
+            else:
+                lines = render(page, pid, name, n, count, now_ms, exact)
+                sys.stdout.write("\n".join(lines) + "\n\n")
+            sys.stdout.flush()
+            if count is not None and n >= count:
+                break
+            # Sleep one interval, ending early on q.
+            end = time.monotonic() + interval
+            while True:
+                left = end - time.monotonic()
+                if left <= 0:
+                    break
+                if stdin_fd is not None:
+                    r, _, _ = select.select([stdin_fd], [], [], left)
+                    if r:
+                        ch = os.read(stdin_fd, 1)
+                        if ch in (b"q", b"Q", b""):
+                            return 0
+                else:
+                    time.sleep(left)
+            if process_state(pid) == "gone" or not os.path.exists(w.path):
+                sys.stdout.write("%s: process %d exited\n" % (PROG, pid))
+                sys.stdout.flush()
+                return 0
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
+    except Unwatchable as e:
+        sys.stderr.write("%s: %s\n" % (PROG, e))
+        return 1
+    finally:
+        w.close()
+        if term_saved is not None:
+            import termios
+            termios.tcsetattr(stdin_fd, termios.TCSADRAIN, term_saved)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
