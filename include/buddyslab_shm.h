@@ -2,7 +2,9 @@
  *
  * File: /dev/shm/buddyslab.<pid> (mode 0600: only the same user can watch), created at start,
  * removed at normal exit. A watcher maps it read-write, increments `watchers` (atomically) while it
- * watches and decrements it when done. The process rewrites the page from its periodic tick (at
+ * watches and decrements it when done (scripts/bsl-top.py does it with libatomic through ctypes,
+ * or under flock(2) on the file where libatomic is missing; the process only reads the count).
+ * Only the NORMAL zone's size classes are published. The process rewrites the page from its periodic tick (at
  * most every 100 ms, or decay_ms/4) only while watchers > 0: nobody watching costs one load per tick.
  *
  * Consistency: a seqlock. The writer makes `seq` odd, writes, then makes it even again; a reader
