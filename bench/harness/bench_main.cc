@@ -8,7 +8,8 @@
 //   - a "maxrss_kb" counter (getrusage ru_maxrss) is added to every run;
 //   - the JSON context carries "malloc_impl": the object that actually provides malloc (so a
 //     driver can tell whether LD_PRELOAD took effect) and "bench_quick";
-//   - the process exits 1 when any case called bench_fail(), so a smoke run can trust $?.
+//   - the process exits 1 when any case called bench_fail(), so a smoke run can trust $?;
+//   - BENCH_EXPECT_MALLOC=substring makes it exit 1 unless malloc comes from a matching object.
 #include <benchmark/benchmark.h>
 
 #include <dlfcn.h>
@@ -162,7 +163,16 @@ int main(int argc, char **argv)
             c.def(reinterpret_cast<bench_def *>(b));
     }
 
-    benchmark::AddCustomContext("malloc_impl", malloc_provider());
+    const std::string impl = malloc_provider();
+    // BENCH_EXPECT_MALLOC=substring: refuse to run unless malloc comes from a matching object
+    // (the smoke test uses it to make sure LD_PRELOAD really brought buddyslab in).
+    const char *expect = std::getenv("BENCH_EXPECT_MALLOC");
+    if (expect && *expect && impl.find(expect) == std::string::npos) {
+        std::fprintf(stderr, "bench: malloc comes from %s, expected an object matching '%s'\n",
+                     impl.c_str(), expect);
+        return 1;
+    }
+    benchmark::AddCustomContext("malloc_impl", impl);
     benchmark::AddCustomContext("bench_quick", bench_quick() ? "1" : "0");
     benchmark::AddCustomContext("bench_max_threads", std::to_string(bench_max_threads()));
     const char *alloc = std::getenv("BENCH_ALLOCATOR");

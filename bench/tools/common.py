@@ -71,9 +71,6 @@ def _meson_build(build_dir):
                          "-Dbench=true", "-Dtests=false"])
         if not ok:
             return None
-    else:
-        # make sure the suite is enabled in an existing build dir
-        _run_quiet(["meson", "configure", build_dir, "-Dbench=true"])
     if not _run_quiet(["meson", "compile", "-C", build_dir, "bsl-bench", "bsl-glibc-shim"]):
         return None
     harness = os.path.join(build_dir, "bench", "bsl-bench")
@@ -84,7 +81,9 @@ def _meson_build(build_dir):
         if os.path.exists(cand):
             bsl = cand
     else:
-        warn("libbuddyslab.so did not build in " + build_dir)
+        # never measure a stale library silently: fall back to build/ (or --buddyslab) instead
+        warn(f"libbuddyslab.so does not build in {build_dir} (see above); not using the "
+             "previous one there")
     return harness, shim, bsl
 
 

@@ -66,6 +66,9 @@ def run_one(b, inst, alloc, preload, rep, args, raw_dir, extra_env):
             entry, ctx = parse_gbench_json(out_json)
         except (ValueError, OSError):
             entry = None
+    if entry is not None and entry.get("error_occurred"):
+        sample["error"] = "case failed: " + str(entry.get("error_message", ""))
+        return sample
     if not res.ok:
         sample["error"] = res.describe()
         try:
@@ -79,9 +82,6 @@ def run_one(b, inst, alloc, preload, rep, args, raw_dir, extra_env):
         return sample
     if entry is None:
         sample["error"] = "no result in the benchmark's JSON output"
-        return sample
-    if entry.get("error_occurred"):
-        sample["error"] = "case failed: " + str(entry.get("error_message", ""))
         return sample
     impl = ctx.get("malloc_impl", "")
     want = os.path.realpath(preload) if preload else None
@@ -153,7 +153,7 @@ def main(argv):
     ap.add_argument("--min-time", type=float,
                     help="Google Benchmark min time per case in seconds (default 0.5, --quick 0.05)")
     ap.add_argument("--max-threads", type=int,
-                    help="upper end of thread_scaling (default: online CPUs)")
+                    help="upper end of thread_scaling, N of larson (default: online CPUs)")
     ap.add_argument("--baseline", default=common.BASELINE, help="ratios are to this allocator")
     ap.add_argument("--out", help="results directory (default bench/results/latest)")
     ap.add_argument("--build-dir", help="meson build dir (default <repo>/build-bench)")

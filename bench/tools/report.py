@@ -292,7 +292,15 @@ def _ratio_bars(plt, rows, names, base, key, xlabel, title, path):
                 ax.text(x * (1.04 if x >= 1 else 0.96), y, fmt_ratio(x), va="center",
                         ha="left" if x >= 1 else "right", fontsize=7, color="#8b0000")
     ax.set_xscale("log")
-    ax.set_xlim(min(lo, 0.5) / 1.6, max(hi, 2.0) * 1.6)
+    xmin, xmax = min(lo, 0.5) / 1.6, max(hi, 2.0) * 1.6
+    ax.set_xlim(xmin, xmax)
+    nice = [m * 10.0 ** e for e in range(-4, 5) for m in (1, 2, 5)]
+    ticks = [t for t in nice if xmin <= t <= xmax]
+    if len(ticks) > 14:
+        ticks = [t for t in ticks if str(t).lstrip("0.").startswith("1")]
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{t:g}×" for t in ticks])
+    ax.minorticks_off()
     ax.axvline(1.0, color="black", linewidth=1)
     ax.set_yticks(range(n))
     ax.set_yticklabels([r["display"] for r in rows], fontsize=8)
