@@ -144,7 +144,8 @@ static void free_range_locked(struct buddy_shard *sh, struct arena *ar, size_t p
     }
 }
 
-static struct page *alloc_locked(struct buddy_shard *sh, size_t npages, unsigned order, int *zeroed)
+/* fresh: may carve never-used arena space when no free block fits (else NULL). */
+static struct page *alloc_locked(struct buddy_shard *sh, size_t npages, unsigned order, int *zeroed, int fresh)
 {
     struct page *pg = NULL;
     unsigned o;
@@ -162,6 +163,8 @@ static struct page *alloc_locked(struct buddy_shard *sh, size_t npages, unsigned
         dirty = take_free_locked(sh, pg);
     } else {
         /* Carve a fresh MAX_ORDER block from an arena: never touched, so clean. */
+        if (!fresh)
+            return NULL;
         for (ar = sh->arenas; ar; ar = ar->next)
             if (ar->fresh < ARENA_PAGES)
                 break;
@@ -214,27 +217,27 @@ struct page *buddy_alloc(int zone, size_t npages, unsigned min_order, unsigned c
     unsigned home = cpu % buddy_nr_shards;
     for (int i = 0; i < 3 && zonelist[zone][i] >= 0; i++) {
         int z = zonelist[zone][i];
+        /* Free blocks of any shard first (their frames are likely resident already), then
+         * never-used arena space, home shard first; only then a new arena. Carving fresh space
+         * while another shard held free blocks made a thread that migrates between CPUs grow its
+         * RSS: bench batch_lifo (100k mixed blocks) peaked at 2.6x jemalloc's. */
+        for (int fresh = 0; fresh <= 1; fresh++)
+            for (unsigned k = 0; k < buddy_nr_shards; k++) {
+                struct buddy_shard *sh = &buddy_shards[z][(home + k) % buddy_nr_shards];
+                os_lock(&sh->lock);
+                struct page *pg = alloc_locked(sh, npages, order, zeroed, fresh);
+                if (pg && k)
+                    sh->nr_steal++;
+                os_unlock(&sh->lock);
+                if (pg)
+                    return pg;
+            }
         struct buddy_shard *sh = &buddy_shards[z][home];
-        os_lock(&sh->lock);
-        struct page *pg = alloc_locked(sh, npages, order, zeroed);
-        os_unlock(&sh->lock);
-        if (pg)
-            return pg;
-        for (unsigned k = 1; k < buddy_nr_shards; k++) { /* steal before growing */
-            struct buddy_shard *other = &buddy_shards[z][(home + k) % buddy_nr_shards];
-            os_lock(&other->lock);
-            pg = alloc_locked(other, npages, order, zeroed);
-            if (pg)
-                other->nr_steal++;
-            os_unlock(&other->lock);
-            if (pg)
-                return pg;
-        }
         struct arena *ar = zone_grow(z, home);
         os_lock(&sh->lock);
         if (ar)
             add_arena_locked(sh, ar);
-        pg = alloc_locked(sh, npages, order, zeroed);
+        struct page *pg = alloc_locked(sh, npages, order, zeroed, 1);
         os_unlock(&sh->lock);
         if (pg)
             return pg;

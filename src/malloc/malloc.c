@@ -564,7 +564,9 @@ BSL_EXPORT void malloc_stats(void)
     os_printf(2, "max mmap regions = %10zu\nmax mmap bytes   = %10zu\n", (size_t)0, s.huge_bytes);
 }
 
+#if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmissing-attributes"
+#endif
 /* glibc's internal names, used by some programs and by libc itself. */
 BSL_EXPORT void *__libc_malloc(size_t n) __attribute__((alias("malloc")));
 BSL_EXPORT void __libc_free(void *p) __attribute__((alias("free")));
