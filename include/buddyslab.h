@@ -92,6 +92,20 @@ int bsl_check_heap(void);
 
 const char *bsl_version(void);
 
+/* ---- Leak tracker (BUDDYSLAB_OPTIONS=leak=1 or leak_sample=BYTES; docs/DESIGN.md, "Leak tracker") ----
+ * Write a leak report now: a conservative scan of the roots (data, bss, thread stacks and
+ * registers, the program's own mappings) classifies every tracked block as definitely lost,
+ * indirectly lost or still reachable, and the report groups them by allocation site. `path`: a
+ * file (JSON when it ends in ".json", "%p" is replaced by the process id), or NULL / "" for the
+ * leak_report option (stderr when that is empty too). Other threads keep running; their tracked
+ * allocations and frees wait until the scan is done. Returns the number of definitely lost blocks
+ * that are not suppressed (an estimate with leak_sample), or -1 when tracking is off. */
+int bsl_leak_report(const char *path);
+
+/* 0: leak tracking is off (or unavailable); 1: every allocation is tracked (leak=1);
+ * 2: allocations are sampled (leak_sample=BYTES). */
+int bsl_leak_tracking(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -25,11 +25,18 @@
 
 int debug_valgrind;
 static uintptr_t canary_key;
+static int canary_check; /* the user asked for canaries (under Valgrind only the size word is used:
+                          * memcheck reports the overflow itself, and the program must go on) */
 
 unsigned debug_init(void)
 {
     debug_valgrind = RUNNING_ON_VALGRIND ? 1 : 0;
     canary_key = (uintptr_t)os_random64();
+    canary_check = (int)opt_canary;
+    /* Under Valgrind the block's requested size must be known (malloc_usable_size returns it, as
+     * memcheck's own malloc does, and realloc copies only that): the canary layout records it. */
+    if (debug_valgrind)
+        opt_canary = 1;
     return (opt_junk || opt_canary || opt_quarantine || debug_valgrind) ? HOOK_DEBUG : 0;
 }
 
@@ -59,12 +66,14 @@ size_t debug_requested(const void *p, size_t usable)
 
 void debug_on_alloc(void *p, size_t n, size_t usable, int zeroed)
 {
+    debug_vg_quiet(1); /* a reused block is still no-access to memcheck until MALLOCLIKE below */
     if (opt_junk && !zeroed)
         memset(p, JUNK_ALLOC, n < JUNK_MAX ? n : JUNK_MAX);
     if (opt_canary) {
         memset((char *)p + n, CANARY, CANARY_LEN);
         *size_word(p, usable) = n ^ canary_key;
     }
+    debug_vg_quiet(0);
     if (debug_valgrind) {
         VALGRIND_MALLOCLIKE_BLOCK(p, n, 0, zeroed);
         /* Bytes past n are not the caller's: touching them is an overflow memcheck reports. */
@@ -93,15 +102,18 @@ static void check_junk(const struct qent *e)
 
 static void release(struct qent *e, void (*really_free)(void *))
 {
+    debug_vg_quiet(1); /* the block is no-access to the program since it was freed */
     if (opt_junk)
         check_junk(e);
+    debug_vg_quiet(0);
     really_free(e->p);
 }
 
 int debug_on_free(void *p, size_t usable, void (*really_free)(void *))
 {
+    debug_vg_quiet(1); /* the canary and size word are no-access to the program, not to us */
     size_t n = debug_requested(p, usable);
-    if (opt_canary) {
+    if (canary_check) {
         const unsigned char *c = (const unsigned char *)p + n;
         for (int i = 0; i < CANARY_LEN; i++)
             if (c[i] != CANARY)
@@ -109,6 +121,7 @@ int debug_on_free(void *p, size_t usable, void (*really_free)(void *))
     }
     if (opt_junk)
         memset(p, JUNK_FREE, usable < JUNK_MAX ? usable : JUNK_MAX);
+    debug_vg_quiet(0);
     if (debug_valgrind)
         VALGRIND_FREELIKE_BLOCK(p, 0);
     if (!opt_quarantine)

@@ -76,17 +76,29 @@ static __attribute__((noinline, cold)) void free_key_hit(void *p, const char *fu
         bsl_misuse(func, "double free detected", p);
 }
 
-/* Misuse checks on a small object about to be freed: a pointer misaligned for any block, or
- * carrying the free key. Cheap (one load of the object's second word, which the caller is likely
- * to have in cache). Marks the object freed. */
-static inline void small_in(void *p, const char *func)
+/* Misuse checks on a small object about to be freed: a pointer that is not the start of an object
+ * of its slab (interior or misaligned), or one carrying the free key. Cheap: the head pointer is on
+ * the descriptor line already loaded, the boundary test is one multiply (slab_on_boundary), and the
+ * key is one load of the object's second word, which the caller likely has in cache. Marks the
+ * object freed. */
+static __attribute__((noinline, cold, noreturn)) void small_bad_pointer(void *p, const char *func)
+{
+    bsl_misuse(func, ((uintptr_t)p & 15) ? "invalid pointer (misaligned)" : "invalid pointer (not the start of a block)",
+               p);
+}
+
+/* Returns 1 when the free key was found: the caller must call free_key_hit() before freeing
+ * (done that way so that the fast path stays a leaf: the rare case is a tail call). */
+static inline int small_in(void *p, const struct page *pg, const char *func)
 {
     uintptr_t *w = p;
-    if (unlikely(((uintptr_t)p & 15) != 0))
-        bsl_misuse(func, "invalid pointer (misaligned)", p);
+    uint32_t off = (uint32_t)((uintptr_t)p - (uintptr_t)slab_base(pg->head));
+    if (unlikely(!slab_on_boundary(off, pg->size_class)))
+        small_bad_pointer(p, func);
     if (unlikely(w[1] == (bsl_free_key ^ (uintptr_t)p)))
-        free_key_hit(p, func);
+        return 1;
     w[1] = bsl_free_key ^ (uintptr_t)p;
+    return 0;
 }
 
 static inline void *do_malloc(size_t n)
@@ -117,7 +129,7 @@ static void classify(void *p, const char *func, struct blk *b)
         bsl_misuse(func, "invalid pointer (not allocated by buddyslab)", p);
     if (e & PAGEMAP_HUGE_TAG) {
         struct huge_block *hb = pagemap_huge(e);
-        if (unlikely((uintptr_t)p != hb->base))
+        if (unlikely((uintptr_t)p != huge_base(hb)))
             bsl_misuse(func, "invalid pointer (inside a huge block)", p);
         if (unlikely(!hb->live))
             bsl_misuse(func, "double free detected", p);
@@ -157,7 +169,9 @@ static __attribute__((noinline)) void free_slow(void *p)
     classify(p, "free()", &b);
     switch (b.kind) {
     case K_SLAB:
-        small_in(p, "free()");
+        if (small_in(p, b.pg, "free()"))
+            free_key_hit(p, "free()"); /* aborts on a real double free */
+        ((uintptr_t *)p)[1] = bsl_free_key ^ (uintptr_t)p;
         if (b.pg->flags & PG_LOW32)
             slab_free_bulk(&p, 1); /* LOW32 objects never enter the per-CPU caches */
         else
@@ -187,7 +201,8 @@ static inline void do_free(void *p)
         struct page *pg = arena_page(p);
         if (likely(pg->flags == PG_SLAB)) { /* a NORMAL-zone slab: the per-CPU caches take it */
             unsigned c = pg->size_class;
-            small_in(p, "free()");
+            if (unlikely(small_in(p, pg, "free()")))
+                return free_slow(p); /* the free key was there: free_slow checks it exactly */
             if (likely(pcp_push(p, c)))
                 return;
             return small_free_slow(p, c); /* a tail call keeps this path free of register saves */
@@ -488,8 +503,12 @@ BSL_EXPORT size_t malloc_usable_size(void *p)
         return 0;
     struct blk b;
     classify(p, "malloc_usable_size()", &b);
-    if (unlikely(bsl_hooks_on & HOOK_DEBUG))
-        return debug_requested(p, b.usable); /* with canaries the slack is not the caller's */
+    if (unlikely(bsl_hooks_on & HOOK_DEBUG)) { /* with canaries the slack is not the caller's */
+        debug_vg_quiet(1);
+        size_t n = debug_requested(p, b.usable);
+        debug_vg_quiet(0);
+        return n;
+    }
     return b.usable;
 }
 
@@ -642,7 +661,7 @@ BSL_EXPORT int bsl_owns(const void *ptr)
         return 0;
     if (e & PAGEMAP_HUGE_TAG) {
         struct huge_block *hb = pagemap_huge(e);
-        return hb->live && hb->base == (uintptr_t)ptr;
+        return hb->live && huge_base(hb) == (uintptr_t)ptr;
     }
     struct page *pg = arena_page(ptr);
     uint8_t f = __atomic_load_n(&pg->flags, __ATOMIC_ACQUIRE);

@@ -18,6 +18,7 @@ const uint8_t slab_small_class[65] = {
 };
 
 struct kmem_cache kmem_caches[NR_ZONES][SLAB_NR_CLASSES];
+uint64_t slab_div_magic[SLAB_NR_CLASSES];
 
 /* Smallest order whose slab wastes at most 1/8 and holds at least 8 objects, or order 3. */
 static unsigned slab_order_for(uint32_t size)
@@ -32,6 +33,8 @@ static unsigned slab_order_for(uint32_t size)
 
 void slab_init(void)
 {
+    for (unsigned c = 0; c < SLAB_NR_CLASSES; c++)
+        slab_div_magic[c] = 1 + UINT64_MAX / slab_class_size[c];
     for (int z = 0; z < NR_ZONES; z++)
         for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
             struct kmem_cache *kc = &kmem_caches[z][c];

@@ -22,6 +22,13 @@
 
 BSL_HIDDEN extern const uint32_t slab_class_size[SLAB_NR_CLASSES];
 BSL_HIDDEN extern const uint8_t slab_small_class[65];
+/* slab_div_magic[c] = 1 + UINT64_MAX / size: for an offset x < 2^32, x is a multiple of the class
+ * size exactly when x * magic <= magic - 1 (Lemire's divisibility test): one multiply, no divide. */
+BSL_HIDDEN extern uint64_t slab_div_magic[SLAB_NR_CLASSES];
+static inline int slab_on_boundary(uint32_t off, unsigned c)
+{
+    return (uint64_t)off * slab_div_magic[c] <= slab_div_magic[c] - 1;
+}
 
 static inline unsigned slab_class_of(size_t n) /* pre: n <= SLAB_MAX_SIZE */
 {

@@ -50,7 +50,7 @@ static struct huge_block *cache_take(size_t map, size_t align, int zone)
     os_lock(&huge_lock);
     for (pp = &cache; *pp; pp = &(*pp)->next_free) {
         struct huge_block *c = *pp;
-        if (c->zone == zone && c->map_size >= map && c->map_size / 2 <= map && (c->base & (align - 1)) == 0) {
+        if (c->zone == zone && c->map_size >= map && c->map_size / 2 <= map && (huge_base(c) & (align - 1)) == 0) {
             *pp = c->next_free;
             cache_bytes -= c->map_size;
             cache_count--;
@@ -108,24 +108,26 @@ void *huge_alloc(size_t size, size_t align, int zone)
         os_lock(&huge_lock);
         live_add_locked(hb);
         os_unlock(&huge_lock);
-        return (void *)hb->base;
+        return (void *)huge_base(hb);
     }
     hb = desc_get();
     if (!hb)
         return NULL;
     void *p = os_reserve(map, align, zone == ZONE_LOW32);
+    if (!p && huge_release_cache()) /* a cached mapping of another size may be in the way */
+        p = os_reserve(map, align, zone == ZONE_LOW32);
     if (!p) {
         desc_put(hb);
         return NULL;
     }
-    hb->base = (uintptr_t)p;
+    hb->xbase = (uintptr_t)p ^ HUGE_XBASE;
     hb->map_size = map;
     hb->usable = map;
     hb->zone = (uint8_t)zone;
     hb->live = 1;
     hb->advised = 0;
     hb->stamp_ms = os_now_ms();
-    if (pagemap_set(hb->base, map, (uintptr_t)hb | PAGEMAP_HUGE_TAG) != 0) {
+    if (pagemap_set(huge_base(hb), map, (uintptr_t)hb | PAGEMAP_HUGE_TAG) != 0) {
         os_release(p, map);
         desc_put(hb);
         return NULL;
@@ -139,8 +141,8 @@ void *huge_alloc(size_t size, size_t align, int zone)
 
 static void unmap_block(struct huge_block *hb)
 {
-    pagemap_set(hb->base, hb->map_size, 0); /* before the range goes back to the kernel */
-    os_release((void *)hb->base, hb->map_size);
+    pagemap_set(huge_base(hb), hb->map_size, 0); /* before the range goes back to the kernel */
+    os_release((void *)huge_base(hb), hb->map_size);
     desc_put(hb);
 }
 
@@ -160,12 +162,22 @@ void huge_free(struct huge_block *hb)
         unmap_block(hb);
         return;
     }
-    os_purge((void *)hb->base, hb->map_size);
+    os_purge((void *)huge_base(hb), hb->map_size);
     hb->stamp_ms = os_now_ms();
     os_lock(&huge_lock);
     hb->next_free = cache;
     cache = hb;
     os_unlock(&huge_lock);
+}
+
+size_t huge_release_cache(void)
+{
+    os_lock(&huge_lock);
+    size_t bytes = cache_bytes;
+    os_unlock(&huge_lock);
+    if (bytes)
+        huge_tick(os_now_ms(), 0);
+    return bytes;
 }
 
 void huge_tick(uint64_t now, uint64_t age_ms)
@@ -174,7 +186,7 @@ void huge_tick(uint64_t now, uint64_t age_ms)
     os_lock(&huge_lock);
     for (struct huge_block *hb = live_head; hb && huge_thp; hb = hb->next_live)
         if (!hb->advised && now - hb->stamp_ms >= 1000) {
-            os_advise_huge((void *)hb->base, hb->map_size);
+            os_advise_huge((void *)huge_base(hb), hb->map_size);
             hb->advised = 1;
         }
     for (struct huge_block **pp = &cache; *pp;) {
@@ -205,12 +217,12 @@ void *huge_realloc(struct huge_block *hb, size_t size)
     size_t map = section_round(size);
     uintptr_t tag = (uintptr_t)hb | PAGEMAP_HUGE_TAG;
     if (map == hb->map_size)
-        return (void *)hb->base;
+        return (void *)huge_base(hb);
     if (map < hb->map_size) { /* shrink in place */
-        pagemap_set(hb->base + map, hb->map_size - map, 0);
-        void *p = os_remap((void *)hb->base, hb->map_size, map, 0, NULL);
+        pagemap_set(huge_base(hb) + map, hb->map_size - map, 0);
+        void *p = os_remap((void *)huge_base(hb), hb->map_size, map, 0, NULL);
         if (!p) {
-            pagemap_set(hb->base + map, hb->map_size - map, tag);
+            pagemap_set(huge_base(hb) + map, hb->map_size - map, tag);
             return NULL;
         }
         account((long)map - (long)hb->map_size, 0);
@@ -218,9 +230,9 @@ void *huge_realloc(struct huge_block *hb, size_t size)
         return p;
     }
     /* Grow in place when the address space after the block is free (then it is ours)... */
-    void *p = os_remap((void *)hb->base, hb->map_size, map, 0, NULL);
+    void *p = os_remap((void *)huge_base(hb), hb->map_size, map, 0, NULL);
     if (p) {
-        if (pagemap_set(hb->base + hb->map_size, map - hb->map_size, tag) != 0) {
+        if (pagemap_set(huge_base(hb) + hb->map_size, map - hb->map_size, tag) != 0) {
             os_remap(p, map, hb->map_size, 0, NULL);
             return NULL;
         }
@@ -233,15 +245,15 @@ void *huge_realloc(struct huge_block *hb, size_t size)
             os_release(dst, map);
             return NULL;
         }
-        pagemap_set(hb->base, hb->map_size, 0); /* the old range is vacated by the move */
-        p = os_remap((void *)hb->base, hb->map_size, map, 1, dst);
+        pagemap_set(huge_base(hb), hb->map_size, 0); /* the old range is vacated by the move */
+        p = os_remap((void *)huge_base(hb), hb->map_size, map, 1, dst);
         if (!p) {
-            pagemap_set(hb->base, hb->map_size, tag);
+            pagemap_set(huge_base(hb), hb->map_size, tag);
             pagemap_set((uintptr_t)dst, map, 0);
             os_release(dst, map);
             return NULL;
         }
-        hb->base = (uintptr_t)p;
+        hb->xbase = (uintptr_t)p ^ HUGE_XBASE;
         hb->advised = 0; /* a moved mapping keeps its advice (mremap moves the VMA's flags) */
         if (huge_thp && hb->stamp_ms + 1000 <= os_now_ms()) {
             os_advise_huge(p, map);

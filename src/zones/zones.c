@@ -83,6 +83,8 @@ struct arena *zone_grow(int zid, unsigned shard)
 {
     struct zone *z = &zones[zid];
     void *base = os_reserve(ARENA_SIZE, ARENA_SIZE, zid == ZONE_LOW32);
+    if (!base && huge_release_cache()) /* address space is short: cached huge mappings go first */
+        base = os_reserve(ARENA_SIZE, ARENA_SIZE, zid == ZONE_LOW32);
     struct arena *ar = base ? meta_alloc(sizeof(*ar)) : NULL;
     if (!ar || pagemap_set((uintptr_t)base, ARENA_SIZE, (uintptr_t)ar) != 0) {
         if (base)

@@ -177,7 +177,8 @@ BSL_HIDDEN int pagemap_set(uintptr_t addr, size_t size, uintptr_t entry);
 
 /* ---- Huge blocks: mapped directly, 2 MiB aligned, THP advised; one descriptor each. ---- */
 struct huge_block {
-    uintptr_t base;
+    uintptr_t xbase;     /* base ^ HUGE_XBASE (huge_base()): a plain pointer here would make a
+                          * leaked block look reachable to Valgrind's leak scan */
     size_t map_size;     /* bytes mapped, a multiple of SECTION_SIZE */
     size_t usable;       /* bytes the caller may use (<= map_size) */
     uint8_t zone;        /* the zone it was asked from: HUGE, or NORMAL/LOW32 above MAX_ORDER */
@@ -202,6 +203,10 @@ BSL_HIDDEN void huge_tick(uint64_t now, uint64_t age_ms);
 BSL_HIDDEN void huge_prefork(void);
 BSL_HIDDEN void huge_postfork_parent(void);
 BSL_HIDDEN void huge_postfork_child(void);
+#define HUGE_XBASE ((uintptr_t)0xb5a1000000000000ull) /* makes the value non-canonical */
+static inline uintptr_t huge_base(const struct huge_block *hb) { return hb->xbase ^ HUGE_XBASE; }
+/* Unmap every cached freed mapping now (address space is short: RLIMIT_AS). Returns bytes freed. */
+BSL_HIDDEN size_t huge_release_cache(void);
 static inline struct huge_block *pagemap_huge(uintptr_t entry)
 {
     return (struct huge_block *)(entry & ~PAGEMAP_HUGE_TAG);

@@ -1,0 +1,739 @@
+/* The conservative scan: which tracked blocks can the program still reach?
+ *
+ * Roots, as Valgrind's memcheck takes them:
+ *  - every readable and writable mapping of the process (/proc/self/maps): data and bss of every
+ *    loaded object, thread-local storage, memory the program mapped itself (custom allocators,
+ *    Python's arenas), except the allocator's own memory: heap sections (2 MiB sections the
+ *    pagemap owns: arenas and huge blocks, tracked blocks are reached through the graph only),
+ *    the allocator's metadata, and the library's own data (allocator and tracker state);
+ *  - thread stacks, from the stack pointer up: the current thread's from its current sp (its
+ *    callee-saved registers are spilled into a jmp_buf on that stack by setjmp); every other live
+ *    thread the tracker has seen allocate (its stack bounds are known) from the sp the kernel shows
+ *    in /proc/self/task/TID/syscall while it blocks in a system call, else its whole stack; a
+ *    thread that has exited leaves only its TLS and thread descriptor (the top static-TLS-size
+ *    bytes of its stack block, which glibc may keep cached) as roots, not its dead frames.
+ *    Threads the tracker never saw allocate have their stack mapping scanned whole.
+ * Then the graph: a pointer to the start or the inside of a tracked block reaches it (like LSan;
+ * Valgrind would call blocks reached only through interior pointers "possibly lost"), and a
+ * reached block's contents are scanned in turn. Blocks left over are lost: as in Valgrind, each
+ * one not reachable from another lost block is "definitely lost" and heads a clique of the lost
+ * blocks reachable from it ("indirectly lost").
+ *
+ * With leak_sample, only sampled blocks are tracked: every live block of the heap that is not
+ * tracked (found by walking arenas and huge blocks, freed objects told apart by the free key) is
+ * scanned as a root, so a sampled block referenced by any live block counts as reachable. */
+#include "leakcheck/lk.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Exact list of metadata reservations, when the zones layer provides it (see the report). */
+extern void meta_for_each_chunk(void (*fn)(uintptr_t start, size_t size, void *arg), void *arg)
+    __attribute__((weak, visibility("hidden")));
+
+struct range {
+    uintptr_t lo, hi;
+};
+struct rvec {
+    struct range *v;
+    size_t n, cap;
+};
+
+static void rv_add(struct rvec *r, uintptr_t lo, uintptr_t hi)
+{
+    if (lo >= hi)
+        return;
+    if (r->n == r->cap) {
+        size_t nc = r->cap ? r->cap * 2 : 256;
+        struct range *nv = lk_realloc(r->v, r->cap * sizeof(*nv), nc * sizeof(*nv));
+        if (!nv)
+            return;
+        r->v = nv;
+        r->cap = nc;
+    }
+    r->v[r->n].lo = lo;
+    r->v[r->n].hi = hi;
+    r->n++;
+}
+
+static void rv_sort(struct rvec *r)
+{
+    for (size_t i = 1; i < r->n; i++) { /* short lists: insertion sort */
+        struct range t = r->v[i];
+        size_t j = i;
+        while (j > 0 && r->v[j - 1].lo > t.lo) {
+            r->v[j] = r->v[j - 1];
+            j--;
+        }
+        r->v[j] = t;
+    }
+}
+
+/* ---- /proc/self/maps ---- */
+struct vma {
+    uintptr_t lo, hi;
+    uint8_t r, w, anon, skip;
+};
+struct maps {
+    struct vma *v;
+    size_t n;
+};
+
+static uintptr_t hexnum(const char **p)
+{
+    uintptr_t v = 0;
+    for (;;) {
+        char c = **p;
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (d < 0)
+            return v;
+        v = v * 16 + (uintptr_t)d;
+        (*p)++;
+    }
+}
+
+static int prefix(const char *s, const char *p)
+{
+    while (*p)
+        if (*s++ != *p++)
+            return 0;
+    return 1;
+}
+
+static int maps_read(struct maps *m)
+{
+    size_t len;
+    char *buf = lk_read_file("/proc/self/maps", &len);
+    m->v = NULL;
+    m->n = 0;
+    if (!buf)
+        return -1;
+    size_t lines = 0;
+    for (size_t i = 0; i < len; i++)
+        lines += buf[i] == '\n';
+    m->v = lk_alloc((lines + 1) * sizeof(struct vma));
+    if (!m->v) {
+        lk_free(buf);
+        return -1;
+    }
+    const char *p = buf;
+    while (*p) {
+        struct vma *v = &m->v[m->n];
+        v->lo = hexnum(&p);
+        if (*p == '-')
+            p++;
+        v->hi = hexnum(&p);
+        while (*p == ' ')
+            p++;
+        v->r = p[0] == 'r';
+        v->w = p[1] == 'w';
+        /* offset, device, inode, then the path (if any) */
+        for (int f = 0; f < 4 && *p && *p != '\n'; f++) {
+            while (*p && *p != ' ' && *p != '\n')
+                p++;
+            while (*p == ' ')
+                p++;
+        }
+        const char *path = p;
+        while (*p && *p != '\n')
+            p++;
+        v->anon = path == p;
+        v->skip = !v->anon && ((prefix(path, "/dev/") && !prefix(path, "/dev/zero") && !prefix(path, "/dev/shm/")) ||
+                               prefix(path, "[vvar") || prefix(path, "[vsyscall") || prefix(path, "[vdso"));
+        if (*p == '\n')
+            p++;
+        if (v->hi > v->lo && m->n < lines + 1)
+            m->n++;
+    }
+    lk_free(buf);
+    return 0;
+}
+
+static const struct vma *maps_find(const struct maps *m, uintptr_t a)
+{
+    size_t lo = 0, hi = m->n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (m->v[mid].hi <= a)
+            lo = mid + 1;
+        else if (m->v[mid].lo > a)
+            hi = mid;
+        else
+            return &m->v[mid];
+    }
+    return NULL;
+}
+
+/* ---- reading memory that may go away under us ---- */
+static int vm_readv_ok = 1;
+
+/* Copy up to len bytes at addr; returns how many could be read (0: addr unreadable). */
+static size_t safe_read(uintptr_t addr, void *buf, size_t len)
+{
+    if (vm_readv_ok) {
+        struct iovec l = {buf, len}, r = {(void *)addr, len};
+        ssize_t got = process_vm_readv(getpid(), &l, 1, &r, 1, 0);
+        if (got >= 0)
+            return (size_t)got;
+        if (errno == EFAULT)
+            return 0;
+        vm_readv_ok = 0; /* ENOSYS, EPERM (seccomp): read directly, trusting /proc/self/maps */
+    }
+    memcpy(buf, (const void *)addr, len);
+    return len;
+}
+
+/* ---- marking ---- */
+struct scan {
+    struct lk_block *b;
+    size_t n;
+    uintptr_t lo, hi; /* lowest start, highest end of tracked blocks */
+    size_t *work;
+    size_t nwork, capwork;
+    int phase;     /* 0: from roots; 1: from a lost clique leader */
+    size_t leader; /* phase 1 */
+    char *buf;     /* safe_read buffer */
+};
+#define SCAN_BUF (256u << 10)
+
+static inline size_t bsize(const struct lk_block *b) { return b->size ? b->size : 1; }
+
+/* Index of the tracked block holding address w, or (size_t)-1. */
+static size_t find_block(const struct scan *s, uintptr_t w)
+{
+    if (w < s->lo || w >= s->hi)
+        return (size_t)-1;
+    size_t lo = 0, hi = s->n;
+    while (hi - lo > 1) {
+        size_t mid = (lo + hi) / 2;
+        if (s->b[mid].start <= w)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    const struct lk_block *b = &s->b[lo];
+    return w >= b->start && w - b->start < bsize(b) ? lo : (size_t)-1;
+}
+
+static void push(struct scan *s, size_t i)
+{
+    if (s->nwork == s->capwork) {
+        size_t nc = s->capwork ? s->capwork * 2 : 4096;
+        size_t *nw = lk_realloc(s->work, s->capwork * sizeof(size_t), nc * sizeof(size_t));
+        if (!nw)
+            return; /* out of memory: that block's contents go unscanned (more leaks, never fewer) */
+        s->work = nw;
+        s->capwork = nc;
+    }
+    s->work[s->nwork++] = i;
+}
+
+static inline void consider(struct scan *s, uintptr_t w)
+{
+    if (w - s->lo >= s->hi - s->lo)
+        return;
+    size_t i = find_block(s, w);
+    if (i == (size_t)-1)
+        return;
+    struct lk_block *b = &s->b[i];
+    if (s->phase == 0) {
+        if (b->state != LK_UNREACHED)
+            return;
+        b->state = LK_REACHABLE;
+        push(s, i);
+    } else {
+        if (b->state != LK_UNREACHED || i == s->leader)
+            return;
+        b->state = LK_INDIRECT;
+        b->clique = (uint32_t)s->leader; /* a former leader keeps its clique: chains resolve later */
+        push(s, i);
+    }
+}
+
+static void scan_words(struct scan *s, const uintptr_t *w, size_t nw)
+{
+    for (size_t k = 0; k < nw; k++)
+        consider(s, w[k]);
+}
+
+/* Scan [lo, hi) of memory that is not ours to lock: read it with safe_read, skipping heap
+ * sections (tracked blocks are reached through the graph; the rest of the heap is not a root). */
+static void scan_range(struct scan *s, uintptr_t lo, uintptr_t hi)
+{
+    lo = (lo + 7) & ~(uintptr_t)7;
+    hi &= ~(uintptr_t)7;
+    uintptr_t a = lo;
+    while (a < hi) {
+        uintptr_t sec_end = (a | (SECTION_SIZE - 1)) + 1;
+        if (sec_end > hi || sec_end < a)
+            sec_end = hi;
+        if (pagemap_entry((const void *)a)) {
+            a = sec_end;
+            continue;
+        }
+        while (a < sec_end) {
+            size_t len = sec_end - a < SCAN_BUF ? sec_end - a : SCAN_BUF;
+            size_t got = safe_read(a, s->buf, len);
+            scan_words(s, (const uintptr_t *)(const void *)s->buf, got / 8);
+            if (got < len) /* unreadable page: skip it */
+                a = ((a + got) | (PAGE_SIZE - 1)) + 1;
+            else
+                a += len;
+        }
+    }
+}
+
+/* Scan the blocks on the work list (tracked blocks: the map is locked, they cannot be freed). */
+static void drain(struct scan *s)
+{
+    while (s->nwork) {
+        const struct lk_block *b = &s->b[s->work[--s->nwork]];
+        scan_words(s, (const uintptr_t *)b->start, b->size / 8);
+    }
+}
+
+/* ---- threads ---- */
+/* The sp of thread tid while it blocks (field 8 of /proc/self/task/TID/syscall), 0 if unknown. */
+static uintptr_t task_sp(long tid)
+{
+    char path[64], buf[256];
+    os_snprintf(path, sizeof(path), "/proc/self/task/%ld/syscall", tid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    if (buf[0] == 'r') /* "running" */
+        return 0;
+    const char *p = buf;
+    int field = 0;
+    uintptr_t sp = 0;
+    /* "NR a1 a2 a3 a4 a5 a6 SP PC", or "-1 SP PC" when blocked outside a system call */
+    int nfields = 1;
+    for (const char *q = buf; *q; q++)
+        nfields += *q == ' ';
+    int want = nfields >= 9 ? 7 : nfields == 3 ? 1 : -1;
+    if (want < 0)
+        return 0;
+    while (*p && field < want) {
+        if (*p == ' ')
+            field++;
+        p++;
+    }
+    if (p[0] == '0' && p[1] == 'x')
+        p += 2;
+    sp = hexnum(&p);
+    return sp;
+}
+
+struct lk_dirent {
+    uint64_t ino;
+    int64_t off;
+    unsigned short reclen;
+    unsigned char type;
+    char name[];
+};
+
+/* Live thread ids from /proc/self/task (getdents64: opendir would allocate). */
+static size_t live_tids(long *out, size_t max)
+{
+    int fd = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    size_t n = 0;
+    char buf[4096];
+    for (;;) {
+        long got = syscall(SYS_getdents64, fd, buf, sizeof(buf));
+        if (got <= 0)
+            break;
+        for (long off = 0; off < got;) {
+            const struct lk_dirent *d = (const struct lk_dirent *)(const void *)(buf + off);
+            off += d->reclen;
+            long v = 0;
+            const char *c = d->name;
+            if (*c < '0' || *c > '9')
+                continue;
+            while (*c >= '0' && *c <= '9')
+                v = v * 10 + (*c++ - '0');
+            if (n < max)
+                out[n++] = v;
+        }
+    }
+    close(fd);
+    return n;
+}
+
+/* glibc's static TLS size (TLS blocks + surplus + thread descriptor), for dead threads' roots.
+ * Looked up by lk_scan_init, outside the report: dlsym may free the program's dlerror state. */
+static size_t lk_static_tls = 64 << 10;
+
+void lk_scan_init(void)
+{
+    void (*get)(size_t *, size_t *) = (void (*)(size_t *, size_t *))lk_dlsym(NULL, "_dl_get_tls_static_info");
+    size_t sz = 0, al = 0;
+    if (get)
+        get(&sz, &al);
+    if (sz)
+        lk_static_tls = sz;
+}
+
+static size_t static_tls_size(void) { return lk_static_tls; }
+
+/* ---- the allocator's metadata: never roots ---- */
+static void meta_chunk_cb(uintptr_t start, size_t size, void *arg) { rv_add(arg, start, start + size); }
+
+/* Without the zones layer's list: exclude every anonymous mapping that holds a known metadata
+ * object (pagemap leaves, arena structs, huge block descriptors, per-CPU and per-thread cache slot
+ * arrays, transfer caches). Metadata reservations are MAP_NORESERVE, so the kernel merges them
+ * only with other NORESERVE mappings: the allocator's own, in practice. */
+static void meta_exclude(struct rvec *ex, const struct maps *m, const struct lk_thread_info *th, size_t nth)
+{
+    if (meta_for_each_chunk) {
+        meta_for_each_chunk(meta_chunk_cb, ex);
+        return;
+    }
+    uint8_t *mark = lk_alloc(m->n ? m->n : 1);
+    if (!mark)
+        return;
+#define NOTE(addr)                                                                                                     \
+    do {                                                                                                               \
+        const struct vma *v_ = maps_find(m, (uintptr_t)(addr));                                                        \
+        if (v_ && v_->anon)                                                                                            \
+            mark[v_ - m->v] = 1;                                                                                       \
+    } while (0)
+    for (size_t t = 0; t < sizeof(pagemap_top) / sizeof(pagemap_top[0]); t++) {
+        uintptr_t *leaf = __atomic_load_n(&pagemap_top[t], __ATOMIC_ACQUIRE);
+        if (!leaf)
+            continue;
+        NOTE(leaf);
+        uintptr_t prev = 0;
+        for (size_t i = 0; i < (1u << (34 - SECTION_SHIFT)); i++) {
+            uintptr_t e = __atomic_load_n(&leaf[i], __ATOMIC_RELAXED);
+            if (e && e != prev)
+                NOTE(e & ~PAGEMAP_HUGE_TAG); /* struct arena or struct huge_block */
+            prev = e;
+        }
+    }
+    for (size_t cid = 0; cid < PCP_MAX_CID; cid++)
+        for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
+            const struct pcp_bin *b = &pcp_cpus[cid].bins[c];
+            if (__atomic_load_n(&b->top, __ATOMIC_RELAXED))
+                NOTE(pcp_bin_base(b));
+        }
+    uintptr_t tls_off = (uintptr_t)&pcp_tls - (uintptr_t)__builtin_thread_pointer();
+    for (size_t t = 0; t < nth; t++) {
+        if (!th[t].tid || !th[t].tp)
+            continue;
+        struct pcp tp;
+        if (safe_read(th[t].tp + tls_off, &tp, sizeof(tp)) != sizeof(tp))
+            continue;
+        for (unsigned c = 0; c < SLAB_NR_CLASSES; c++)
+            if (tp.bins[c].top)
+                NOTE(pcp_bin_base(&tp.bins[c]));
+    }
+    for (unsigned z = 0; z < NR_ZONES; z++)
+        for (unsigned c = 0; c < SLAB_NR_CLASSES; c++)
+            if (kmem_caches[z][c].xfer)
+                NOTE(kmem_caches[z][c].xfer);
+#undef NOTE
+    for (size_t i = 0; i < m->n; i++)
+        if (mark[i])
+            rv_add(ex, m->v[i].lo, m->v[i].hi);
+    lk_free(mark);
+}
+
+/* ---- sampling: the untracked live heap is a root ---- */
+static uintptr_t own_set[512];
+static size_t own_n;
+
+/* A tracked block (a graph node), or one of the tracker's own blocks (never a root). */
+static int tracked_start(const struct scan *s, uintptr_t a)
+{
+    size_t i = find_block(s, a);
+    if (i != (size_t)-1 && s->b[i].start == a)
+        return 1;
+    for (size_t k = 0; k < own_n; k++)
+        if (own_set[k] == a)
+            return 1;
+    return 0;
+}
+
+static void heap_roots(struct scan *s)
+{
+    own_n = lk_shard_tables(own_set, 256);
+    own_n += lk_own_blocks(own_set + own_n, 512 - own_n);
+    size_t nwords = sizeof(arena_bitmap) / sizeof(arena_bitmap[0]);
+    for (size_t wi = 0; wi < nwords; wi++) {
+        uint64_t bits = __atomic_load_n(&arena_bitmap[wi], __ATOMIC_RELAXED);
+        while (bits) {
+            unsigned bit = (unsigned)__builtin_ctzll(bits);
+            bits &= bits - 1;
+            uintptr_t base = ((uintptr_t)wi * 64 + bit) << ARENA_SHIFT;
+            const struct page *pages = (const struct page *)base;
+            size_t pfn = ARENA_META_PAGES;
+            while (pfn < ARENA_PAGES) {
+                const struct page *pg = &pages[pfn];
+                uint8_t f = __atomic_load_n(&pg->flags, __ATOMIC_RELAXED);
+                uintptr_t addr = base + (pfn << PAGE_SHIFT);
+                size_t np = 1;
+                if ((f & PG_SLAB) && pg->head == pg) {
+                    np = pg->npages ? pg->npages : 1;
+                    if (np > ARENA_PAGES - pfn)
+                        np = ARENA_PAGES - pfn;
+                    unsigned cls = pg->size_class;
+                    uint32_t total = pg->total;
+                    if (cls < SLAB_NR_CLASSES && total && total <= 256) {
+                        uint64_t freebits[4];
+                        memcpy(freebits, slab_bitmap(pg), sizeof(freebits));
+                        size_t osz = slab_class_size[cls];
+                        if ((size_t)total * osz > np << PAGE_SHIFT)
+                            total = (uint32_t)((np << PAGE_SHIFT) / osz);
+                        for (uint32_t k = 0; k < total; k++) {
+                            if (freebits[k / 64] >> (k % 64) & 1)
+                                continue; /* free in its slab */
+                            uintptr_t oa = addr + (uintptr_t)k * osz;
+                            if (tracked_start(s, oa))
+                                continue; /* a tracked block: a graph node, not a root */
+                            size_t len = osz < SCAN_BUF ? osz : SCAN_BUF;
+                            size_t got = safe_read(oa, s->buf, len);
+                            const uintptr_t *obj = (const uintptr_t *)(const void *)s->buf;
+                            if (got >= 16 && obj[1] == (bsl_free_key ^ oa))
+                                continue; /* free in a per-CPU or transfer cache (the free key) */
+                            scan_words(s, obj, got / 8);
+                        }
+                    }
+                } else if (f & PG_LARGE) {
+                    np = pg->npages ? pg->npages : 1;
+                    if (np > ARENA_PAGES - pfn)
+                        np = ARENA_PAGES - pfn;
+                    size_t bytes = (np - ((f & PG_GUARD) && np > 1 ? 1 : 0)) << PAGE_SHIFT;
+                    if (!tracked_start(s, addr))
+                        scan_range(s, addr, addr + bytes);
+                } else if (f & PG_BUDDY) {
+                    np = (size_t)1 << (pg->order <= MAX_ORDER ? pg->order : 0);
+                }
+                pfn += np;
+            }
+        }
+    }
+    /* huge blocks: one pagemap entry per section, tagged */
+    for (size_t t = 0; t < sizeof(pagemap_top) / sizeof(pagemap_top[0]); t++) {
+        uintptr_t *leaf = __atomic_load_n(&pagemap_top[t], __ATOMIC_ACQUIRE);
+        if (!leaf)
+            continue;
+        uintptr_t prev = 0;
+        for (size_t i = 0; i < (1u << (34 - SECTION_SHIFT)); i++) {
+            uintptr_t e = __atomic_load_n(&leaf[i], __ATOMIC_RELAXED);
+            if (e == prev || !(e & PAGEMAP_HUGE_TAG)) {
+                prev = e;
+                continue;
+            }
+            prev = e;
+            const struct huge_block *hb = pagemap_huge(e);
+            uintptr_t base = huge_base(hb);
+            size_t usable = hb->usable;
+            if (hb->live && !tracked_start(s, base)) {
+                /* scan_range skips heap sections: read the block directly through safe_read */
+                for (uintptr_t a = base; a < base + usable;) {
+                    size_t len = base + usable - a < SCAN_BUF ? base + usable - a : SCAN_BUF;
+                    size_t got = safe_read(a, s->buf, len);
+                    scan_words(s, (const uintptr_t *)(const void *)s->buf, got / 8);
+                    if (got < len)
+                        break;
+                    a += len;
+                }
+            }
+        }
+    }
+}
+
+/* ---- putting it together ---- */
+/* Subtract the sorted, merged exclusions from [lo, hi) and scan what is left. */
+static void scan_minus(struct scan *s, uintptr_t lo, uintptr_t hi, const struct rvec *ex)
+{
+    size_t a = 0, b = ex->n; /* first exclusion ending after lo */
+    while (a < b) {
+        size_t mid = (a + b) / 2;
+        if (ex->v[mid].hi <= lo)
+            a = mid + 1;
+        else
+            b = mid;
+    }
+    for (size_t i = a; i < ex->n && lo < hi; i++) {
+        if (ex->v[i].lo >= hi)
+            break;
+        if (ex->v[i].lo > lo)
+            scan_range(s, lo, ex->v[i].lo);
+        if (ex->v[i].hi > lo)
+            lo = ex->v[i].hi;
+    }
+    if (lo < hi)
+        scan_range(s, lo, hi);
+}
+
+static __attribute__((noinline)) void scan_roots(struct scan *s, uintptr_t my_sp)
+{
+    struct maps m;
+    if (maps_read(&m) != 0)
+        return;
+    size_t maxth = 4096;
+    struct lk_thread_info *th = lk_alloc(maxth * sizeof(*th));
+    long *tids = lk_alloc(maxth * sizeof(long));
+    size_t nth = th ? lk_threads_snapshot(th, maxth) : 0;
+    size_t ntid = tids ? live_tids(tids, maxth) : 0;
+    long self = syscall(SYS_gettid);
+    uintptr_t *tsp = lk_alloc((ntid ? ntid : 1) * sizeof(uintptr_t));
+    for (size_t i = 0; tsp && i < ntid; i++)
+        tsp[i] = tids[i] == self ? my_sp : task_sp(tids[i]);
+    /* A thread shown "running" has no known sp, and its whole stack, dead frames included, would be
+     * scanned. Threads that allocate soon block on the shards we hold (the lock's slow path sleeps):
+     * look again a few times, 20 ms at most. */
+    for (int round = 0; tsp && round < 40; round++) {
+        int unknown = 0;
+        for (size_t i = 0; i < ntid; i++)
+            if (!tsp[i] && (tsp[i] = task_sp(tids[i])) == 0)
+                unknown = 1;
+        if (!unknown)
+            break;
+        struct timespec ts = {0, 500000};
+        nanosleep(&ts, NULL);
+    }
+
+    struct rvec ex = {0}, roots = {0};
+    uintptr_t own[8][2];
+    size_t nown = lk_own_data(own, 8);
+    for (size_t i = 0; i < nown; i++)
+        rv_add(&ex, own[i][0], own[i][1]);
+    meta_exclude(&ex, &m, th, nth);
+
+    /* Threads the tracker knows: precise stacks. */
+    size_t tls = static_tls_size();
+    int self_done = 0;
+    for (size_t t = 0; t < nth; t++) {
+        const struct lk_thread_info *x = &th[t];
+        if (!x->lo || x->hi <= x->lo)
+            continue;
+        rv_add(&ex, x->lo, x->hi);
+        uintptr_t sp = 0;
+        int live = 0;
+        for (size_t i = 0; i < ntid; i++) {
+            uintptr_t q = tsp ? tsp[i] : 0;
+            if (x->tid && tids[i] == x->tid) {
+                live = 1;
+                sp = q;
+            } else if (!sp && q >= x->lo && q < x->hi) {
+                live = 1; /* another live thread runs on this (recycled) stack */
+                sp = q;
+            }
+        }
+        if (live && sp >= x->lo && sp < x->hi) {
+            if (sp == my_sp) { /* this thread: from the current sp exactly (below it lies our own past) */
+                rv_add(&roots, sp, x->hi);
+                self_done = 1;
+            } else { /* a blocked thread: its red zone too */
+                rv_add(&roots, sp > x->lo + 128 ? sp - 128 : x->lo, x->hi);
+            }
+        } else if (live) {
+            rv_add(&roots, x->lo, x->hi);
+        } else {
+            rv_add(&roots, x->hi - tls > x->lo ? x->hi - tls : x->lo, x->hi); /* TLS and descriptor */
+        }
+    }
+    if (!self_done) { /* the current thread was never set up: its stack mapping from sp */
+        const struct vma *v = maps_find(&m, my_sp);
+        if (v) {
+            rv_add(&ex, v->lo, v->hi);
+            rv_add(&roots, my_sp, v->hi);
+        }
+    }
+    rv_sort(&ex);
+    /* merge exclusions */
+    size_t k = 0;
+    for (size_t i = 0; i < ex.n; i++) {
+        if (k && ex.v[i].lo <= ex.v[k - 1].hi) {
+            if (ex.v[i].hi > ex.v[k - 1].hi)
+                ex.v[k - 1].hi = ex.v[i].hi;
+        } else {
+            ex.v[k++] = ex.v[i];
+        }
+    }
+    ex.n = k;
+
+    for (size_t i = 0; i < m.n; i++) {
+        const struct vma *v = &m.v[i];
+        if (v->r && v->w && !v->skip)
+            scan_minus(s, v->lo, v->hi, &ex);
+    }
+    for (size_t i = 0; i < roots.n; i++)
+        scan_range(s, roots.v[i].lo, roots.v[i].hi);
+    if (lk_sample_bytes)
+        heap_roots(s);
+
+    lk_free(ex.v);
+    lk_free(roots.v);
+    lk_free(tsp);
+    lk_free(tids);
+    lk_free(th);
+    lk_free(m.v);
+}
+
+void lk_scan(struct lk_block *blocks, size_t n)
+{
+    if (!n)
+        return;
+    struct scan s;
+    memset(&s, 0, sizeof(s));
+    s.b = blocks;
+    s.n = n;
+    s.lo = blocks[0].start;
+    for (size_t i = 0; i < n; i++) {
+        blocks[i].state = LK_UNREACHED;
+        blocks[i].leader = 0;
+        blocks[i].clique = (uint32_t)i;
+        uintptr_t end = blocks[i].start + bsize(&blocks[i]);
+        if (end > s.hi)
+            s.hi = end;
+    }
+    s.buf = lk_alloc(SCAN_BUF);
+    if (!s.buf)
+        return;
+    /* The registers of this thread: setjmp spills the callee-saved ones into jb, on the stack
+     * that scan_roots scans from sp (the caller-saved ones hold nothing of the program's here). */
+    jmp_buf jb;
+    setjmp(jb);
+    __asm__ volatile("" : : "r"(&jb) : "memory");
+    scan_roots(&s, (uintptr_t)__builtin_frame_address(0) < (uintptr_t)&jb ? (uintptr_t)__builtin_frame_address(0)
+                                                                             : (uintptr_t)&jb);
+    drain(&s);
+    /* Lost cliques, in address order (Valgrind's way). */
+    s.phase = 1;
+    for (size_t i = 0; i < n; i++) {
+        if (blocks[i].state != LK_UNREACHED)
+            continue;
+        s.leader = i;
+        blocks[i].leader = 1;
+        push(&s, i);
+        drain(&s);
+    }
+    /* Resolve clique chains (a leader later found inside another clique): point every indirect
+     * block at the definitely lost block that holds it. */
+    for (size_t i = 0; i < n; i++) {
+        if (blocks[i].state != LK_INDIRECT)
+            continue;
+        size_t c = blocks[i].clique, hops = 0;
+        while (blocks[c].state == LK_INDIRECT && hops++ < n)
+            c = blocks[c].clique;
+        blocks[i].clique = (uint32_t)c;
+    }
+    lk_free(s.buf);
+    lk_free(s.work);
+}

@@ -1,0 +1,428 @@
+#!/usr/bin/env python3
+"""Driver for the 'leak' test suite: programs with known leaks run under LD_PRELOAD=libbuddyslab.so
+with BUDDYSLAB_OPTIONS=leak=1 (or leak_sample=...), their JSON reports checked exactly.
+
+  leak_driver.py CASE --lib SO --bindir DIR [--valgrind PATH] [--python-workload FILE]
+                 [--cxx-workload EXE]
+
+A record of a report is named by the first function on its stack whose name starts with "lk_"
+(a leak the program makes on purpose) or "keep_" (a block it keeps reachable on purpose). Each
+case states the exact (bytes, blocks) per name and kind; a definitely lost record without such a
+name fails the test (an unexpected leak). With --valgrind, the same program runs under
+`valgrind --leak-check=full` on glibc's malloc (no preload) and the names of its definitely and
+indirectly lost records, with their block counts, must be the same as ours.
+
+Cases: basic, basic-o2, basic-rseq0, basic-debug, threads, threads-exit, cxx, dlopen, sample,
+suppressions, exitcode, fork, ondemand, stress, output.
+Command lines and outputs are printed on failure.
+"""
+import argparse
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+
+TIMEOUT = 240
+KINDS = ("definitely_lost", "indirectly_lost", "still_reachable")
+
+
+def fail(msg):
+    print("FAIL: " + msg, flush=True)
+    sys.exit(1)
+
+
+def base_env(extra=None):
+    env = dict(os.environ)
+    for k in ("LD_PRELOAD", "BUDDYSLAB_OPTIONS", "MALLOC_CHECK_", "MALLOC_PERTURB_", "GLIBC_TUNABLES"):
+        env.pop(k, None)
+    env["LC_ALL"] = "C"
+    env["PYTHONHASHSEED"] = "0"
+    env.update(extra or {})
+    return env
+
+
+def run(cmd, env, label):
+    try:
+        return subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        fail("%s: %s timed out after %d s" % (label, " ".join(cmd), TIMEOUT))
+
+
+def describe(p, what):
+    return "%s: exit status %s\n--- stdout ---\n%s\n--- stderr ---\n%s" % (
+        what, p.returncode, p.stdout.decode(errors="replace")[-4000:], p.stderr.decode(errors="replace")[-8000:])
+
+
+def short(fn):
+    """'lk_cxx_object()' or 'ns::lk_x(int)' -> 'lk_cxx_object' / 'lk_x'."""
+    if not fn:
+        return ""
+    fn = fn.split("(")[0]
+    return fn.rsplit("::", 1)[-1]
+
+
+def tag(functions):
+    for fn in functions:
+        s = short(fn)
+        if s.startswith("lk_") or s.startswith("keep_"):
+            return s
+    return None
+
+
+class Report:
+    def __init__(self, path):
+        with open(path) as f:
+            self.doc = json.load(f)
+        self.by = {k: {} for k in KINDS}  # kind -> name -> [bytes, blocks]
+        self.untagged = {k: [] for k in KINDS}
+        for r in self.doc["leaks"]:
+            name = tag(f["function"] for f in r["stack"])
+            if name is None:
+                self.untagged[r["kind"]].append(r)
+                continue
+            e = self.by[r["kind"]].setdefault(name, [0, 0])
+            e[0] += r["bytes"]
+            e[1] += r["blocks"]
+
+    def summary(self, kind):
+        s = self.doc["summary"][kind]
+        return s["bytes"], s["blocks"]
+
+
+def run_tracked(args, cmd, opts, tmp, name="report", extra_env=None, expect_rc=0):
+    path = os.path.join(tmp, name + ".json")
+    env = base_env({"LD_PRELOAD": args.lib, "BUDDYSLAB_OPTIONS": ",".join(["leak_report=" + path] + opts)})
+    env.update(extra_env or {})
+    p = run(cmd, env, name)
+    if expect_rc is not None and p.returncode != expect_rc:
+        fail("expected exit status %d\n%s" % (expect_rc, describe(p, " ".join(cmd))))
+    if not os.path.exists(path):
+        fail("no report written to %s\n%s" % (path, describe(p, " ".join(cmd))))
+    try:
+        return Report(path), p
+    except (ValueError, KeyError) as e:
+        fail("bad JSON report %s: %s\n%s" % (path, e, open(path).read()[:4000]))
+
+
+def check_exact(rep, kind, expected, label):
+    got = {k: tuple(v) for k, v in rep.by[kind].items() if not k.startswith("keep_") or kind == "still_reachable"}
+    if kind == "still_reachable":  # only our keep_* blocks are checked among the reachable ones
+        got = {k: v for k, v in got.items() if k.startswith("keep_")}
+    exp = {k: tuple(v) for k, v in expected.items()}
+    if got != exp:
+        fail("%s: %s records by function\n  expected %s\n  got      %s\n%s" % (
+            label, kind, sorted(exp.items()), sorted(got.items()), json.dumps(rep.doc, indent=1)[:6000]))
+
+
+def check_no_untagged_lost(rep, label):
+    for kind in ("definitely_lost", "indirectly_lost"):
+        if rep.untagged[kind]:
+            fail("%s: unexpected %s records (not made by the test program):\n%s" % (
+                label, kind, json.dumps(rep.untagged[kind], indent=1)[:6000]))
+
+
+def check_report(rep, exp, label):
+    check_no_untagged_lost(rep, label)
+    check_exact(rep, "definitely_lost", exp["definite"], label)
+    check_exact(rep, "indirectly_lost", exp.get("indirect", {}), label)
+    if "reachable" in exp:
+        check_exact(rep, "still_reachable", exp["reachable"], label)
+    for kind, key in (("definitely_lost", "definite"), ("indirectly_lost", "indirect")):
+        want = (sum(v[0] for v in exp.get(key, {}).values()), sum(v[1] for v in exp.get(key, {}).values()))
+        if rep.summary(kind) != want:
+            fail("%s: summary %s is %s, expected %s" % (label, kind, rep.summary(kind), want))
+
+
+def valgrind_records(args, cmd, tmp, label):
+    xml = os.path.join(tmp, "vg.xml")
+    vcmd = [args.valgrind, "--leak-check=full", "--show-leak-kinds=definite,indirect,possible", "--num-callers=30",
+            "--xml=yes", "--xml-file=" + xml] + cmd
+    p = run(vcmd, base_env(), "valgrind")
+    if p.returncode != 0:
+        fail("valgrind failed\n" + describe(p, " ".join(vcmd)))
+    tree = ET.parse(xml)
+    out = {"definitely_lost": {}, "indirectly_lost": {}, "possibly_lost": {}}
+    untagged = []
+    for err in tree.getroot().iter("error"):
+        kind = err.findtext("kind")
+        k = {"Leak_DefinitelyLost": "definitely_lost", "Leak_IndirectlyLost": "indirectly_lost",
+             "Leak_PossiblyLost": "possibly_lost"}.get(kind)
+        if not k:
+            continue
+        stack = err.find("stack")
+        fns = [fr.findtext("fn") or "" for fr in stack.iter("frame")] if stack is not None else []
+        name = tag(fns)
+        blocks = int(err.find("xwhat").findtext("leakedblocks"))
+        if name is None:
+            untagged.append((k, fns[:6]))
+            continue
+        out[k][name] = out[k].get(name, 0) + blocks
+    return out, untagged
+
+
+def cross_check(args, rep, cmd, tmp, label):
+    """Our definitely / indirectly lost records against Valgrind's, by function and block count.
+
+    One allowance: Valgrind calls a block reached only through a pointer into its middle "possibly
+    lost" (we call it reachable). A stale interior pointer in one of its runs (a big block is a big
+    target: ASLR moves the neighbours) can thus turn one of its definitely lost blocks into a
+    possibly lost one; such a record counts as agreeing when we find that block definitely lost."""
+    if not args.valgrind:
+        print("%s: valgrind not found, cross-check skipped" % label)
+        return
+    vg, untagged = valgrind_records(args, cmd, tmp, label)
+    for kind in ("definitely_lost", "indirectly_lost"):
+        ours = {k: v[1] for k, v in rep.by[kind].items()}
+        theirs = dict(vg[kind])
+        for name, blocks in vg["possibly_lost"].items():
+            if ours.get(name, 0) - theirs.get(name, 0) == blocks:
+                theirs[name] = ours[name]
+                print("%s: valgrind calls %d %s block(s) possibly lost (an interior pointer): counted as %s" % (
+                    label, blocks, name, kind))
+        if ours != theirs:
+            fail("%s: %s records differ from valgrind's (function: blocks)\n  buddyslab %s\n  valgrind  %s%s" % (
+                label, kind, sorted(ours.items()), sorted(vg[kind].items()),
+                "\n  valgrind possibly lost %s" % sorted(vg["possibly_lost"].items()) if vg["possibly_lost"] else ""))
+    print("%s: valgrind agrees: definitely lost %s; indirectly lost %s%s" % (
+        label, sorted(vg["definitely_lost"].items()), sorted(vg["indirectly_lost"].items()),
+        "; valgrind also reports %s (outside the program)" % untagged if untagged else ""))
+
+
+# ---- expectations ----
+BASIC = {
+    "definite": {"lk_direct": (100, 1), "lk_parent": (64, 1), "lk_realloc_chain": (3000, 1), "lk_cycle": (64, 1),
+                 "lk_calloc": (300, 1), "lk_memalign": (256, 1), "lk_large": (100000, 1),
+                 "lk_huge": (6 << 20, 1), "lk_many": (240, 10)},
+    "indirect": {"lk_child": (200, 1), "lk_cycle": (64, 1)},
+    "reachable": {"keep_global": (33, 1), "keep_interior": (64, 1), "keep_list": (192, 3), "keep_data": (48, 1)},
+}
+THREADS = {
+    "definite": {"lk_in_thread": (900, 3)},
+    "reachable": {"keep_on_stack": (123, 1), "keep_from_thread": (55, 1)},
+}
+CXX = {
+    "definite": {"lk_cxx_object": (56, 1), "lk_cxx_array": (4000, 1), "lk_cxx_container": (24, 1)},
+    "indirect": {"lk_cxx_object": (451, 2), "lk_cxx_container": (254, 4)},
+}
+DLOPEN = {"definite": {"lk_lib_leak": (1234, 1)}, "reachable": {"keep_lib": (4321, 1)}}
+
+
+def exe(args, name):
+    return os.path.join(args.bindir, name)
+
+
+def case_program(args, tmp, label, cmd, exp, opts=(), extra_env=None, valgrind=True, stdout_re=None):
+    rep, p = run_tracked(args, cmd, ["leak=1", "leak_reachable=1"] + list(opts), tmp, extra_env=extra_env)
+    if stdout_re and not re.search(stdout_re, p.stdout.decode()):
+        fail("%s: unexpected output\n%s" % (label, describe(p, " ".join(cmd))))
+    check_report(rep, exp, label)
+    print("%s: buddyslab: definitely lost %s; indirectly lost %s" % (
+        label, sorted(rep.by["definitely_lost"].items()), sorted(rep.by["indirectly_lost"].items())))
+    if valgrind:
+        cross_check(args, rep, cmd, tmp, label)
+
+
+def case_sample(args, tmp):
+    cmd = [exe(args, "leak_sample")]
+    rep, p = run_tracked(args, cmd, ["leak_sample=64K", "leak_reachable=1"], tmp)
+    m = re.search(r"leaked_bytes=(\d+) leaked_blocks=(\d+) kept_bytes=(\d+) kept_blocks=(\d+)", p.stdout.decode())
+    if not m:
+        fail("sample: no totals\n" + describe(p, "leak_sample"))
+    leaked, nleaked, kept, nkept = map(int, m.groups())
+    if rep.doc["mode"] != "sampled":
+        fail("sample: mode is %s" % rep.doc["mode"])
+    check_no_untagged_lost(rep, "sample")
+    db, dn = rep.summary("definitely_lost")
+    kb, kn = rep.by["still_reachable"].get("keep_sample", (0, 0))
+    checks = [("definitely lost bytes", db, leaked), ("definitely lost blocks", dn, nleaked),
+              ("keep_sample bytes", kb, kept), ("keep_sample blocks", kn, nkept)]
+    for what, got, want in checks:
+        if abs(got - want) > 0.2 * want:
+            fail("sample: %s estimated %d, true %d (more than 20%% off)\n%s" % (
+                what, got, want, json.dumps(rep.doc["summary"], indent=1)))
+    if set(rep.by["definitely_lost"]) - {"lk_sample_leak", "lk_sample_big"}:
+        fail("sample: unexpected definitely lost sites %s" % sorted(rep.by["definitely_lost"]))
+    big = rep.by["definitely_lost"].get("lk_sample_big")
+    if big != [4 << 20, 4]:  # blocks of at least leak_sample bytes are always sampled: exact
+        fail("sample: lk_sample_big is %s, expected exactly [%d, 4]" % (big, 4 << 20))
+    print("sample: estimates vs truth: " + "; ".join("%s %d / %d (%+.1f%%)" % (w, g, t, 100.0 * (g - t) / t)
+                                                    for w, g, t in checks))
+
+
+def case_suppressions(args, tmp):
+    supp = os.path.join(tmp, "supp.txt")
+    with open(supp, "w") as f:
+        f.write("# comments and blank lines are ignored\n\nleak:lk_direct\nleak:^lk_*ge$\nleak:lk_parent\n")
+    cmd = [exe(args, "leak_basic")]
+    rep, _ = run_tracked(args, cmd, ["leak=1", "leak_suppressions=" + supp, "leak_exitcode=9"], tmp,
+                         expect_rc=9)
+    exp = dict(BASIC["definite"])
+    for k in ("lk_direct", "lk_large", "lk_huge", "lk_parent"):
+        del exp[k]
+    check_exact(rep, "definitely_lost", exp, "suppressions")
+    check_exact(rep, "indirectly_lost", {"lk_cycle": (64, 1)}, "suppressions")  # lk_child goes with lk_parent
+    want = (100 + 100000 + (6 << 20) + 64 + 200, 5)
+    if rep.summary("suppressed") != want:
+        fail("suppressions: suppressed summary %s, expected %s" % (rep.summary("suppressed"), want))
+    used = {s["pattern"]: (s["bytes"], s["blocks"]) for s in rep.doc["suppressions"]}
+    if used.get("^lk_*ge$") != (100000 + (6 << 20), 2) or used.get("lk_direct") != (100, 1):
+        fail("suppressions: per-pattern counts %s" % used)
+    # Everything suppressed: leak_exitcode does not fire.
+    with open(supp, "w") as f:
+        f.write("leak:lk_*\n")
+    rep, _ = run_tracked(args, cmd, ["leak=1", "leak_suppressions=" + supp, "leak_exitcode=9"], tmp,
+                         name="all", expect_rc=0)
+    if rep.summary("definitely_lost") != (0, 0):
+        fail("suppressions: leak:lk_* left %s" % (rep.summary("definitely_lost"),))
+    print("suppressions: ok (%s)" % used)
+
+
+def case_exitcode(args, tmp):
+    cmd = [exe(args, "leak_basic")]
+    env = base_env({"LD_PRELOAD": args.lib, "BUDDYSLAB_OPTIONS": "leak=1,leak_exitcode=23"})
+    p = run(cmd, env, "exitcode")
+    if p.returncode != 23 or p.stdout.decode() != "basic: done\n" or b"are definitely lost" not in p.stderr:
+        fail("exitcode: expected status 23, the program's whole output and the report on stderr\n" +
+             describe(p, " ".join(cmd)))
+    p = run(cmd, base_env({"LD_PRELOAD": args.lib, "BUDDYSLAB_OPTIONS": "leak=1"}), "no exitcode")
+    if p.returncode != 0 or p.stdout.decode() != "basic: done\n":
+        fail("exitcode: without leak_exitcode the status must stay 0\n" + describe(p, " ".join(cmd)))
+    print("exitcode: ok")
+
+
+def case_fork(args, tmp):
+    cmd = [exe(args, "leak_fork")]
+    pattern = os.path.join(tmp, "fork-%p.json")
+    env = base_env({"LD_PRELOAD": args.lib, "BUDDYSLAB_OPTIONS": "leak=1,leak_report=" + pattern})
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate(timeout=TIMEOUT)
+    if proc.returncode != 0 or b"fork: 8 children ok" not in out:
+        fail("fork: program failed: status %s\n%s\n%s" % (proc.returncode, out.decode(), err.decode()))
+    reports = sorted(glob.glob(os.path.join(tmp, "fork-*.json")))
+    if len(reports) != 9:
+        fail("fork: expected 9 reports (parent and 8 children), got %d" % len(reports))
+    parent = Report(os.path.join(tmp, "fork-%d.json" % proc.pid))
+    check_no_untagged_lost(parent, "fork parent")
+    check_exact(parent, "definitely_lost", {"lk_in_parent": (1111, 1)}, "fork parent")
+    for r in reports:
+        if r.endswith("-%d.json" % proc.pid):
+            continue
+        child = Report(r)
+        # The busy threads do not exist in a child: what their stacks held is lost there.
+        if child.by["definitely_lost"].get("lk_in_child") != [4321, 1]:
+            fail("fork: child report %s lacks lk_in_child\n%s" % (r, json.dumps(child.doc, indent=1)[:4000]))
+    print("fork: ok (9 reports)")
+
+
+def case_ondemand(args, tmp):
+    r1, r2 = os.path.join(tmp, "first.json"), os.path.join(tmp, "second.json")
+    cmd = [exe(args, "leak_ondemand"), r1, r2]
+    env = base_env({"LD_PRELOAD": args.lib, "BUDDYSLAB_OPTIONS": "leak=1,leak_reachable=1"})
+    p = run(cmd, env, "ondemand")
+    if p.returncode != 0 or b"ondemand: tracking=1 first=1 second=1" not in p.stdout:
+        fail("ondemand: bad output\n" + describe(p, " ".join(cmd)))
+    first, second = Report(r1), Report(r2)
+    for rep, label in ((first, "first"), (second, "second")):
+        if rep.doc["at_exit"]:
+            fail("ondemand: %s report says at_exit" % label)
+        check_no_untagged_lost(rep, label)
+        check_exact(rep, "definitely_lost", {"lk_early": (500, 1)}, "ondemand " + label)
+    if first.by["still_reachable"].get("keep_late") != [600, 1] or "keep_late" in second.by["still_reachable"]:
+        fail("ondemand: keep_late should be reachable in the first report only")
+    print("ondemand: ok")
+
+
+def case_stress(args, tmp):
+    """Reports (and exit) while three threads malloc, free and realloc flat out."""
+    path = os.path.join(tmp, "stress.json")
+    for mode in ([], ["exit"]):
+        for opts in ("leak=1", "leak_sample=4K"):
+            cmd = [exe(args, "leak_stress"), path] + mode
+            env = base_env({"LD_PRELOAD": args.lib, "BUDDYSLAB_OPTIONS": opts + ",leak_report=" + path})
+            p = run(cmd, env, "stress")
+            m = re.search(rb"stress: 0 failed reports, (\d) of 5 found the leak", p.stdout)
+            if p.returncode != 0 or not m:
+                fail("stress (%s%s) failed\n%s" % (opts, ", exit while running" if mode else "",
+                                                    describe(p, " ".join(cmd))))
+            rep = Report(path)  # the report at exit
+            if opts == "leak=1" and not mode and rep.by["definitely_lost"].get("lk_stress") != [777, 1]:
+                fail("stress: the exit report (threads joined) lacks lk_stress\n" +
+                     json.dumps(rep.doc, indent=1)[:4000])
+            print("stress: %s%s: ok, %s of 5 reports under churn found the leak" % (
+                opts, ", exit while the threads run" if mode else "", m.group(1).decode()))
+
+
+def case_output(args, tmp):
+    """leak=1 and leak_sample do not change what programs print."""
+    cmds = []
+    if args.python_workload:
+        cmds.append([sys.executable, args.python_workload, "1"])
+    if args.cxx_workload:
+        cmds.append([args.cxx_workload, "2"])
+    for cmd in cmds:
+        p0 = run(cmd, base_env(), "plain")
+        if p0.returncode != 0:
+            fail("output: the program fails without the library\n" + describe(p0, " ".join(cmd)))
+        for opts in ("leak=1", "leak_sample=256K", "leak=1,rseq=0"):
+            p1 = run(cmd, base_env({"LD_PRELOAD": args.lib, "BUDDYSLAB_OPTIONS": opts}), opts)
+            if (p1.returncode, p1.stdout, p1.stderr) != (p0.returncode, p0.stdout, p0.stderr):
+                fail("output: %s changes the output of %s\n%s\n%s" % (
+                    opts, " ".join(cmd), describe(p0, "without"), describe(p1, "with " + opts)))
+        print("output: %s: identical with leak=1, leak_sample=256K, leak=1,rseq=0" % os.path.basename(cmd[-2]))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("case")
+    ap.add_argument("--lib", required=True)
+    ap.add_argument("--bindir", required=True)
+    ap.add_argument("--valgrind")
+    ap.add_argument("--python-workload")
+    ap.add_argument("--cxx-workload")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bsl-leak-") as tmp:
+        c = args.case
+        if c == "basic":
+            case_program(args, tmp, c, [exe(args, "leak_basic")], BASIC, stdout_re="basic: done")
+        elif c == "basic-o2":  # no frame pointers: the CFI unwinder
+            case_program(args, tmp, c, [exe(args, "leak_basic_o2")], BASIC, stdout_re="basic: done")
+        elif c == "basic-rseq0":  # per-thread caches: their slot arrays must not be roots
+            case_program(args, tmp, c, [exe(args, "leak_basic")], BASIC, opts=["rseq=0"], valgrind=False)
+        elif c == "threads":
+            case_program(args, tmp, c, [exe(args, "leak_threads")], THREADS, stdout_re="threads: done")
+        elif c == "threads-exit":  # exit() from a thread while main waits in pthread_join
+            exp = {"definite": THREADS["definite"],
+                   "reachable": dict(THREADS["reachable"], keep_main_stack=(77, 1))}
+            case_program(args, tmp, c, [exe(args, "leak_threads"), "exit-thread"], exp, stdout_re="threads: done")
+        elif c == "cxx":
+            case_program(args, tmp, c, [exe(args, "leak_cxx")], CXX, stdout_re="cxx: done")
+        elif c == "dlopen":
+            case_program(args, tmp, c, [exe(args, "leak_dlprog"), os.path.join(args.bindir, "libleaky.so")],
+                         DLOPEN, stdout_re="dlprog: done")
+        elif c == "sample":
+            case_sample(args, tmp)
+        elif c == "suppressions":
+            case_suppressions(args, tmp)
+        elif c == "exitcode":
+            case_exitcode(args, tmp)
+        elif c == "fork":
+            case_fork(args, tmp)
+        elif c == "ondemand":
+            case_ondemand(args, tmp)
+        elif c == "stress":
+            case_stress(args, tmp)
+        elif c == "basic-debug":  # the debugging hooks too: canaries, junk, quarantine
+            case_program(args, tmp, c, [exe(args, "leak_basic")], BASIC,
+                         opts=["junk=1", "canary=1", "quarantine=1M"], valgrind=False)
+        elif c == "output":
+            case_output(args, tmp)
+        else:
+            fail("unknown case " + c)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+/* Threads: a leak in a thread that exited; a block held only by a blocked thread's stack
+ * (reachable); a block a finished thread published in a global (reachable). Mode "exit-thread":
+ * the program exits from a thread while main waits in pthread_join (its stack still holds a
+ * pointer: reachable). */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "leak_common.h"
+
+void *volatile g_from_thread;
+static pthread_barrier_t ready;
+static int blocker[2];
+
+NOINLINE void *lk_in_thread(void)
+{
+    void *p = malloc(300);
+    touch(p, 300);
+    return p;
+}
+
+static void *leaker(void *arg)
+{
+    (void)arg;
+    void *p = lk_in_thread();
+    p = NULL;
+    scrub_stack();
+    return p;
+}
+
+NOINLINE void *keep_on_stack(void)
+{
+    void *p = malloc(123);
+    touch(p, 123);
+    return p;
+}
+
+static void *holder(void *arg)
+{
+    (void)arg;
+    void *volatile mine = keep_on_stack();
+    scrub_stack();
+    pthread_barrier_wait(&ready);
+    char c;
+    while (read(blocker[0], &c, 1) < 0) /* blocks until exit */
+        ;
+    return (void *)mine;
+}
+
+NOINLINE void keep_from_thread(void) { g_from_thread = malloc(55); touch(g_from_thread, 55); }
+
+static void *publisher(void *arg)
+{
+    (void)arg;
+    keep_from_thread();
+    return NULL;
+}
+
+static void *exiter(void *arg)
+{
+    (void)arg;
+    scrub_stack();
+    printf("threads: done\n");
+    fflush(stdout);
+    exit(0);
+}
+
+NOINLINE void *keep_main_stack(void)
+{
+    void *p = malloc(77);
+    touch(p, 77);
+    return p;
+}
+
+int main(int argc, char **argv)
+{
+    pthread_t t;
+    if (pipe(blocker) != 0)
+        return 2;
+    pthread_barrier_init(&ready, NULL, 2);
+    for (int i = 0; i < 3; i++) { /* three threads, one after the other (recycled stacks) */
+        pthread_create(&t, NULL, leaker, NULL);
+        pthread_join(t, NULL);
+    }
+    pthread_create(&t, NULL, publisher, NULL);
+    pthread_join(t, NULL);
+    pthread_t h;
+    pthread_create(&h, NULL, holder, NULL);
+    pthread_barrier_wait(&ready);
+    if (argc > 1 && strcmp(argv[1], "exit-thread") == 0) {
+        void *volatile mine = keep_main_stack();
+        pthread_create(&t, NULL, exiter, NULL);
+        pthread_join(t, NULL); /* never returns: the thread exits the process */
+        return mine != NULL;
+    }
+    scrub_stack();
+    printf("threads: done\n");
+    return 0;
+}
