@@ -15,25 +15,46 @@ static os_lock_t pagemap_lock = OS_LOCK_INIT;
 static os_lock_t meta_lock = OS_LOCK_INIT;
 static uintptr_t meta_cur, meta_end;
 static size_t meta_total;
+/* Every metadata reservation starts with this header (64 bytes), so they can be listed. */
+struct meta_chunk {
+    struct meta_chunk *next;
+    size_t size;
+};
+static struct meta_chunk *meta_chunks; /* meta_lock */
+
+void meta_for_each_chunk(void (*fn)(uintptr_t start, size_t size, void *arg), void *arg)
+{
+    /* Chunks are only ever prepended and never freed, and a chunk's header never changes: take the
+     * head under the lock, then walk without it, so that fn may allocate. */
+    os_lock(&meta_lock);
+    struct meta_chunk *head = meta_chunks;
+    os_unlock(&meta_lock);
+    for (struct meta_chunk *c = head; c; c = c->next)
+        fn((uintptr_t)c, c->size, arg);
+}
 
 void *meta_alloc(size_t size)
 {
     size = (size + 63) & ~(size_t)63;
     os_lock(&meta_lock);
     if (meta_cur + size > meta_end) {
-        size_t chunk = size > META_CHUNK ? (size + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1) : META_CHUNK;
-        void *p = os_reserve(chunk, PAGE_SIZE, 0);
-        if (!p) {
+        size_t big = size + 64 > META_CHUNK;
+        size_t chunk = big ? (size + 64 + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1) : META_CHUNK;
+        struct meta_chunk *c = os_reserve(chunk, PAGE_SIZE, 0);
+        if (!c) {
             os_unlock(&meta_lock);
             return NULL;
         }
+        c->size = chunk;
+        c->next = meta_chunks;
+        meta_chunks = c;
         meta_total += chunk;
-        if (size > META_CHUNK) { /* a big one-off: keep the current chunk for small requests */
+        if (big) { /* a big one-off: keep the current chunk for small requests */
             os_unlock(&meta_lock);
-            return p;
+            return (char *)c + 64;
         }
-        meta_cur = (uintptr_t)p;
-        meta_end = meta_cur + chunk;
+        meta_cur = (uintptr_t)c + 64;
+        meta_end = (uintptr_t)c + chunk;
     }
     void *r = (void *)meta_cur;
     meta_cur += size;

@@ -215,5 +215,8 @@ static inline struct huge_block *pagemap_huge(uintptr_t entry)
 /* ---- Metadata: the allocator's own structures, from its own pages (never malloc). ---- */
 BSL_HIDDEN void *meta_alloc(size_t size); /* zeroed, 64-byte aligned, never freed */
 BSL_HIDDEN size_t meta_bytes(void);
+/* Call fn on every metadata reservation (fn may allocate; chunks added meanwhile are missed). The leak
+ * tracker excludes them from its roots: stale pointers there must not make leaks look reachable. */
+BSL_HIDDEN void meta_for_each_chunk(void (*fn)(uintptr_t start, size_t size, void *arg), void *arg);
 
 #endif
