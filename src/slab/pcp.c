@@ -121,15 +121,22 @@ static inline int pcp_is_setup(const struct pcp *pc)
     return __atomic_load_n(&pc->bins[SLAB_NR_CLASSES - 1].top, __ATOMIC_ACQUIRE) != NULL;
 }
 
+/* rseq mode: the current id's cache slot, or NULL when rseq is not live for this thread or the id
+ * is too big (the same tests the assembly makes). */
+static struct pcp *rseq_current_pcp(void)
+{
+    if ((int)*tp_field(bsl_rseq_tp_off + 4) < 0)
+        return NULL;
+    unsigned cid = *tp_field(bsl_rseq_cid_off);
+    return cid < PCP_MAX_CID ? &pcp_cpus[cid] : NULL;
+}
+
 /* rseq mode: make sure the current id has a cache. Returns 0 when it cannot have one. */
 static int rseq_ensure_cache(void)
 {
-    if ((int)*tp_field(bsl_rseq_tp_off + 4) < 0)
+    struct pcp *pc = rseq_current_pcp();
+    if (!pc)
         return 0;
-    unsigned cid = *tp_field(bsl_rseq_cid_off);
-    if (cid >= PCP_MAX_CID)
-        return 0;
-    struct pcp *pc = &pcp_cpus[cid];
     if (pcp_is_setup(pc))
         return 1;
     /* Set up under the lock: the thread may migrate, and another may set up the same id. */
@@ -268,13 +275,7 @@ void pcp_flush_classes(uint64_t classes)
 
 void pcp_wipe_stale(void)
 {
-    struct pcp *pc = pcp_use_rseq ? NULL : &pcp_tls;
-    if (pcp_use_rseq) {
-        int cpu = (int)*tp_field(bsl_rseq_tp_off + 4);
-        unsigned cid = *tp_field(bsl_rseq_cid_off);
-        if (cpu >= 0 && cid < PCP_MAX_CID)
-            pc = &pcp_cpus[cid];
-    }
+    struct pcp *pc = pcp_use_rseq ? rseq_current_pcp() : &pcp_tls;
     if (pc && pcp_is_setup(pc))
         for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
             struct pcp_bin *b = &pc->bins[c];

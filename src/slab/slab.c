@@ -20,6 +20,13 @@ const uint8_t slab_small_class[65] = {
 struct kmem_cache kmem_caches[NR_ZONES][SLAB_NR_CLASSES];
 uint64_t slab_div_magic[SLAB_NR_CLASSES];
 
+/* Bits of word w of a slab bitmap that stand for objects (the slab has `total` of them). */
+static inline uint64_t bitmap_valid(uint32_t total, unsigned w)
+{
+    unsigned lo = w * 64;
+    return total >= lo + 64 ? ~(uint64_t)0 : total > lo ? ((uint64_t)1 << (total - lo)) - 1 : 0;
+}
+
 /* Smallest order whose slab wastes at most 1/8 and holds at least 8 objects, or order 3. */
 static unsigned slab_order_for(uint32_t size)
 {
@@ -95,10 +102,8 @@ static struct page *new_slab(struct kmem_cache *kc, unsigned c, unsigned cpu)
     head->total = kc->objs_per_slab;
     head->on_partial = 0;
     uint64_t *bm = slab_bitmap(head); /* every object free: bits [0, total) */
-    for (unsigned w = 0; w < SLAB_BITMAP_BYTES / 8; w++) {
-        unsigned lo = w * 64;
-        bm[w] = head->total >= lo + 64 ? ~(uint64_t)0 : head->total > lo ? ((uint64_t)1 << (head->total - lo)) - 1 : 0;
-    }
+    for (unsigned w = 0; w < SLAB_BITMAP_BYTES / 8; w++)
+        bm[w] = bitmap_valid(head->total, w);
     return head;
 }
 
@@ -372,11 +377,7 @@ int slab_check(void)
                 size_t free_objs = 0;
                 for (unsigned w = 0; w < SLAB_BITMAP_BYTES / 8; w++) {
                     free_objs += (size_t)__builtin_popcountll(bm[w]);
-                    unsigned lo = w * 64; /* no bit past the last object */
-                    uint64_t valid = s->total >= lo + 64 ? ~(uint64_t)0
-                                     : s->total > lo   ? ((uint64_t)1 << (s->total - lo)) - 1
-                                                       : 0;
-                    if (bm[w] & ~valid)
+                    if (bm[w] & ~bitmap_valid(s->total, w)) /* no bit past the last object */
                         rc = -1;
                 }
                 if (rc || (s->flags & PG_SLAB) == 0 || s->size_class != c || !s->on_partial ||
