@@ -106,6 +106,78 @@ int bsl_leak_report(const char *path);
  * 2: allocations are sampled (leak_sample=BYTES). */
 int bsl_leak_tracking(void);
 
+/* ---- Soft OOM policy (docs/DESIGN.md, "Soft OOM policy"; options soft_limit, hard_limit, budget,
+ * oom_action, oom_report, oom_interval_ms, oom_sample) ----
+ * Budgets are checked against live bytes per allocation site and per tag; the process limits
+ * against committed memory (live blocks, caches and free frames not yet returned to the OS). When a
+ * limit or budget is crossed, the allocator first reclaims (flushes caches, returns free frames to
+ * the OS), then calls the handler, and only if still over applies oom_action: report (rank the
+ * sites, nothing fails), fail (allocations from over-budget sites and tags return NULL with
+ * ENOMEM), or abort. Sites need tracking: a budget or limit turns it on (sampled, see oom_sample). */
+
+/* Set the budget of `pattern` (a function-name pattern: '*' wildcards, '^'/'$' anchors) or of
+ * "tag:NAME" to `bytes` (0: no budget, accounting only). Starts site tracking if it was off (then
+ * only blocks allocated from now on count). Returns 0, or -1 with errno EINVAL (bad pattern) or
+ * ENOSPC (too many budgets and tags), or ENOSYS (site tracking unavailable). */
+int bsl_budget_set(const char *pattern, size_t bytes);
+
+typedef struct bsl_budget_info {
+    size_t budget;      /* bytes (0: none) */
+    size_t live_bytes;  /* live bytes charged to it (an estimate when sampling) */
+    size_t live_blocks;
+    uint64_t failed;    /* allocations refused under oom_action=fail */
+    int over;           /* over budget at the last check */
+} bsl_budget_info_t;
+/* The account of `pattern` or "tag:NAME": 0, or -1 when there is none. */
+int bsl_budget_get(const char *pattern, bsl_budget_info_t *out);
+
+/* Set the process limits on committed bytes (0: none); like options soft_limit and hard_limit. */
+int bsl_oom_set_limits(size_t soft_limit, size_t hard_limit);
+
+/* Label this thread's allocations: until the matching pop, blocks count against "tag:NAME" (tags
+ * nest, 16 deep). The name is copied (63 bytes at most). 0, or -1 (bad name, too deep, too many). */
+int bsl_tag_push(const char *name);
+int bsl_tag_pop(void); /* 0, or -1 when no tag is pushed */
+const char *bsl_tag_current(void); /* NULL when none */
+
+typedef enum bsl_oom_kind {
+    BSL_OOM_BUDGET = 1,     /* a pattern or tag budget */
+    BSL_OOM_SOFT_LIMIT = 2, /* the process soft limit */
+    BSL_OOM_HARD_LIMIT = 3  /* the process hard limit: the allocation fails unless the handler frees */
+} bsl_oom_kind;
+typedef struct bsl_oom_event {
+    bsl_oom_kind kind;
+    const char *budget; /* BSL_OOM_BUDGET: the pattern or "tag:NAME"; NULL otherwise */
+    size_t live;        /* the account's live bytes, or the process's committed bytes */
+    size_t limit;       /* its budget or limit */
+    size_t request;     /* bytes of the allocation that crossed it */
+} bsl_oom_event;
+#define BSL_OOM_CONTINUE 0 /* handler: go on with oom_action */
+#define BSL_OOM_RETRY 1    /* handler: memory was freed, check again */
+/* Called (after reclaim, before oom_action) in the allocating thread, one event at a time; it may
+ * allocate and free (its own allocations are never refused). NULL removes it. */
+typedef int (*bsl_oom_handler_fn)(const bsl_oom_event *ev, void *arg);
+void bsl_oom_set_handler(bsl_oom_handler_fn fn, void *arg);
+
+typedef struct bsl_oom_stats {
+    uint64_t events;              /* limits or budgets found over after reclaim and the handler */
+    uint64_t reclaims;            /* direct reclaims run (one per crossing at most every 10 ms) */
+    uint64_t reclaimed_bytes;     /* committed bytes they released */
+    uint64_t background_reclaims; /* purges near the soft limit (its low watermark) */
+    uint64_t reports, reports_suppressed; /* written, and held back by oom_interval_ms */
+    uint64_t failed;              /* allocations refused */
+    uint64_t handler_calls, handler_recovered; /* handler calls; those after which all was well */
+    uint64_t last_reclaim_seq, last_report_seq; /* order of the latest reclaim and report (0: none) */
+    size_t committed, soft_limit, hard_limit;
+    int tracking;        /* 0: off, 1: every allocation, 2: sampled */
+    size_t sample_bytes; /* sampled: about one allocation per this many bytes */
+} bsl_oom_stats_t;
+int bsl_oom_stats(bsl_oom_stats_t *out);
+
+/* Write a soft OOM report now (sites ranked by live bytes and budgets): path as option oom_report
+ * (NULL: that option; "": stderr). 0, or -1 when tracking is off. */
+int bsl_oom_report(const char *path);
+
 #ifdef __cplusplus
 }
 #endif

@@ -16,7 +16,11 @@ int main(void)
     printf("| :--- | :--- | :------ | :------ | :------ |\n");
     for (unsigned i = 0; i < bsl_nr_options; i++) {
         const struct bsl_option *o = &bsl_options[i];
-        const char *kind = o->kind == OPT_BOOL ? "bool" : o->kind == OPT_INT ? "integer" : o->kind == OPT_SIZE ? "size" : "string";
+        const char *kind = o->kind == OPT_BOOL   ? "bool"
+                           : o->kind == OPT_INT  ? "integer"
+                           : o->kind == OPT_SIZE ? "size"
+                           : o->kind == OPT_LIST ? "list"
+                                                 : "string";
         char def[64], ex[96];
         switch (o->kind) {
         case OPT_BOOL:
@@ -35,6 +39,10 @@ int main(void)
             snprintf(def, sizeof def, "(empty)");
             snprintf(ex, sizeof ex, "`%s=PATH`", o->name);
         }
+        if (o->kind == OPT_STR && o->str[0])
+            snprintf(def, sizeof def, "%s", o->str);
+        if (o->example)
+            snprintf(ex, sizeof ex, "%s", o->example);
         printf("| `%s` | %s | %s | %s | %s |\n", o->name, kind, def, o->help, ex);
     }
     return 0;

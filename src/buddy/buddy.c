@@ -496,3 +496,18 @@ void buddy_postfork_child(void)
         for (unsigned s = 0; s < BUDDY_MAX_SHARDS; s++)
             os_lock_reinit(&buddy_shards[z][s].lock);
 }
+
+size_t buddy_committed_bytes(void)
+{
+    size_t pages = 0;
+    for (int z = 0; z < NR_ZONES; z++)
+        for (unsigned i = 0; i < buddy_nr_shards; i++) {
+            const struct buddy_shard *sh = &buddy_shards[z][i];
+            size_t n = __atomic_load_n(&sh->nr_pages, __ATOMIC_RELAXED),
+                   f = __atomic_load_n(&sh->nr_free_pages, __ATOMIC_RELAXED),
+                   d = __atomic_load_n(&sh->nr_dirty_pages, __ATOMIC_RELAXED);
+            if (f <= n) /* racy reads: skip a torn moment rather than wrap */
+                pages += n - f + d;
+        }
+    return pages << PAGE_SHIFT;
+}

@@ -55,6 +55,9 @@ BSL_HIDDEN int buddy_extend(struct page *head, size_t old_n, size_t new_n);
 BSL_HIDDEN void buddy_shrink(struct page *head, size_t old_n, size_t new_n);
 /* Purge dirty blocks free since before now - age_ms (age 0: all). Returns bytes purged. */
 BSL_HIDDEN size_t buddy_purge(uint64_t age_ms);
+/* Frames that may be resident (in use, or free and dirty) in every shard, in bytes: read without
+ * the locks (for the soft OOM limits: a moment stale at worst). */
+BSL_HIDDEN size_t buddy_committed_bytes(void);
 /* Verify the free lists, dirty lists and counters of every shard; returns 0 or prints what is
  * wrong and returns -1. Walks every frame: for tests and debugging. */
 BSL_HIDDEN int buddy_check(void);

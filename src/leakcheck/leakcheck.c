@@ -55,6 +55,7 @@ static __thread int lk_tstate;       /* 0: not set up, 1: set up, 2: exiting (ke
 static __thread int64_t lk_countdown; /* sampling: bytes until the next sampled allocation */
 
 uint64_t lk_sample_bytes;
+int lk_force;
 static int lk_on;            /* tracking started */
 static int lk_done;          /* the exit report was written: the hooks do nothing any more */
 static unsigned lk_depth;    /* frames per stack (option leak_depth) */
@@ -313,7 +314,8 @@ struct lk_site {
     uint64_t hash;
     uint32_t idx;
     uint16_t depth;
-    uint16_t pad;
+    uint16_t tag;        /* oom_tag when the stack was captured (part of the identity) */
+    struct oom_site oom; /* live bytes and budget account (src/oom/) */
     uintptr_t frames[];
 };
 
@@ -343,20 +345,26 @@ unsigned lk_site_frames(const struct lk_site *s, const uintptr_t **frames)
     return s->depth;
 }
 
+struct oom_site *lk_site_oom(const struct lk_site *s) { return (struct oom_site *)&s->oom; }
+uint16_t lk_site_tag(const struct lk_site *s) { return s->tag; }
+uint32_t lk_site_idx(const struct lk_site *s) { return s->idx; }
+
 struct site_key {
     const uintptr_t *frames;
     unsigned depth;
+    uint16_t tag;
 };
 
 static int site_match(struct cds_lfht_node *node, const void *key)
 {
     const struct lk_site *s = (const struct lk_site *)node;
     const struct site_key *k = key;
-    return s->depth == k->depth && memcmp(s->frames, k->frames, k->depth * sizeof(uintptr_t)) == 0;
+    return s->depth == k->depth && s->tag == k->tag &&
+           memcmp(s->frames, k->frames, k->depth * sizeof(uintptr_t)) == 0;
 }
 
 /* A new site, not yet published (NULL: out of memory or of indices). */
-static struct lk_site *site_new(const uintptr_t *frames, unsigned depth, uint64_t hash)
+static struct lk_site *site_new(const uintptr_t *frames, unsigned depth, uint16_t tag, uint64_t hash)
 {
     size_t sz = (sizeof(struct lk_site) + depth * sizeof(uintptr_t) + 15) & ~(size_t)15;
     os_lock(&site_lock);
@@ -392,6 +400,7 @@ static struct lk_site *site_new(const uintptr_t *frames, unsigned depth, uint64_
     s->hash = hash;
     s->idx = idx;
     s->depth = (uint16_t)depth;
+    s->tag = tag;
     memcpy(s->frames, frames, depth * sizeof(uintptr_t));
     return s;
 }
@@ -432,15 +441,15 @@ struct lk_thread {
     struct lk_tcache cache[LK_TCACHE];
 };
 
-static uint32_t site_find(struct lk_thread *t, const uintptr_t *frames, unsigned depth)
+static uint32_t site_find(struct lk_thread *t, const uintptr_t *frames, unsigned depth, uint16_t tag)
 {
-    uint64_t h = 0x9E3779B97F4A7C15ull ^ depth;
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ depth ^ ((uint64_t)tag << 32);
     for (unsigned i = 0; i < depth; i++) { /* one multiply per frame; mixed once at the end */
         h = (h ^ frames[i]) * 0x9E3779B97F4A7C15ull;
         h = h << 31 | h >> 33;
     }
     h = mix64(h);
-    struct site_key key = {frames, depth};
+    struct site_key key = {frames, depth, tag};
     struct lk_tcache *ce = t ? &t->cache[h & (LK_TCACHE - 1)] : NULL;
     if (ce && ce->hash == h && ce->site && site_match((struct cds_lfht_node *)ce->site, &key))
         return ce->site->idx;
@@ -450,7 +459,7 @@ static uint32_t site_find(struct lk_thread *t, const uintptr_t *frames, unsigned
     const struct lk_site *s = (const struct lk_site *)it.node;
     urcu.read_unlock();
     if (!s) {
-        struct lk_site *n = site_new(frames, depth, h);
+        struct lk_site *n = site_new(frames, depth, tag, h);
         if (!n)
             return 0;
         urcu.read_lock();
@@ -474,7 +483,7 @@ static uint32_t site_find(struct lk_thread *t, const uintptr_t *frames, unsigned
 #define LK_SHARDS (1u << LK_SHARD_BITS)
 struct lk_ent {
     uintptr_t key; /* 0: empty */
-    uint64_t val;  /* size << LK_SITE_IDX_BITS | site */
+    uint64_t val;  /* LK_EXACT | size << LK_SITE_IDX_BITS | site */
 };
 /* The shards' lock: a test-and-set lock released with a plain store, so taking and releasing it
  * costs one atomic instruction instead of the futex mutex's two (the hot path does it on every
@@ -559,8 +568,9 @@ static int shard_grow(struct lk_shard *s)
     return 0;
 }
 
-/* 1: inserted, 0: replaced a stale record for the same address, -1: out of memory. */
-static int map_insert(uintptr_t key, uint64_t val, uint64_t h)
+/* 1: inserted, 0: replaced a stale record for the same address (*old: its value), -1: out of
+ * memory. */
+static int map_insert(uintptr_t key, uint64_t val, uint64_t h, uint64_t *old)
 {
     struct lk_shard *s = shard_of(h);
     lk_lock(&s->lock);
@@ -571,6 +581,7 @@ static int map_insert(uintptr_t key, uint64_t val, uint64_t h)
     size_t i = h & s->mask;
     while (s->tab[i].key) {
         if (s->tab[i].key == key) {
+            *old = s->tab[i].val;
             s->tab[i].val = val;
             lk_unlock(&s->lock);
             return 0;
@@ -584,9 +595,10 @@ static int map_insert(uintptr_t key, uint64_t val, uint64_t h)
     return 1;
 }
 
-/* Remove key's record (linear probing, backward-shift deletion). 1 when there was one, 0 when
- * there was none, -1 when try_only and the shard is busy (perhaps held by this very thread). */
-static int map_remove(uintptr_t key, uint64_t h, int try_only)
+/* Remove key's record (linear probing, backward-shift deletion). 1 when there was one (*val: its
+ * value), 0 when there was none, -1 when try_only and the shard is busy (perhaps held by this very
+ * thread). */
+static int map_remove(uintptr_t key, uint64_t h, int try_only, uint64_t *val)
 {
     struct lk_shard *s = shard_of(h);
     if (try_only) {
@@ -607,6 +619,7 @@ static int map_remove(uintptr_t key, uint64_t h, int try_only)
         }
         i = (i + 1) & mask;
     }
+    *val = s->tab[i].val;
     size_t j = i;
     for (;;) {
         j = (j + 1) & mask;
@@ -635,9 +648,20 @@ static int map_remove(uintptr_t key, uint64_t h, int try_only)
 static __thread uintptr_t lk_deferred[LK_DEFERRED];
 static __thread unsigned lk_ndeferred;
 
+/* A record leaves the map: the block's bytes leave its site's account. */
+static void uncharge(uint64_t val)
+{
+    const struct lk_site *site = lk_site_get((uint32_t)(val & LK_MAX_SITES));
+    if (site)
+        oom_charge(site, (val & ~LK_EXACT) >> LK_SITE_IDX_BITS, -1, !!(val & LK_EXACT));
+}
+
 static void forget(uintptr_t p, int try_only)
 {
-    int r = map_remove(p, addr_hash(p), try_only);
+    uint64_t val = 0;
+    int r = map_remove(p, addr_hash(p), try_only, &val);
+    if (r == 1)
+        uncharge(val);
     if (r == 1 && lk_sample_bytes)
         __atomic_fetch_sub(filter_of(p), 1, __ATOMIC_RELAXED);
     if (r < 0 && lk_ndeferred < LK_DEFERRED)
@@ -726,7 +750,8 @@ struct lk_block *lk_blocks_lock_snapshot(size_t *n)
         for (size_t j = 0; j <= s->mask; j++)
             if (s->tab[j].key) {
                 b[k].start = s->tab[j].key;
-                b[k].size = s->tab[j].val >> LK_SITE_IDX_BITS;
+                b[k].size = (s->tab[j].val & ~LK_EXACT) >> LK_SITE_IDX_BITS;
+                b[k].exact = !!(s->tab[j].val & LK_EXACT);
                 b[k].site = (uint32_t)(s->tab[j].val & LK_MAX_SITES);
                 k++;
             }
@@ -889,7 +914,9 @@ static __attribute__((noinline)) int sample_slow(size_t size)
 }
 
 /* ---- the hooks ---- */
-static __attribute__((noinline)) void track(void *p, size_t size)
+/* The first half of tracking: capture the stack, find its site (under the thread's current tag)
+ * and ask the soft OOM policy whether the allocation may go ahead. */
+static __attribute__((noinline)) uint64_t track_site(size_t size, int exact)
 {
     int saved = errno;
     lk_guard = 1;
@@ -898,13 +925,47 @@ static __attribute__((noinline)) void track(void *p, size_t size)
         t = thread_setup();
     uintptr_t frames[LK_MAX_DEPTH];
     int same = 0;
+    uint16_t tag = oom_tag;
     unsigned depth = lk_capture(frames, lk_depth, t ? t->lo : 0, t ? t->hi : 0, t ? &t->memo : NULL, &same);
-    uint32_t site = same ? t->memo.site : site_find(t, frames, depth);
+    uint32_t site;
+    if (same) {
+        site = t->memo.site;
+        const struct lk_site *s = lk_site_get(site);
+        if (s && s->tag != tag) /* the same stack under another tag: another site */
+            site = site_find(t, frames, lk_capture(frames, lk_depth, t->lo, t->hi, NULL, &same), tag);
+    } else {
+        site = site_find(t, frames, depth, tag);
+    }
     if (t)
         t->memo.site = site;
+    int refuse = 0;
+    if (oom_on) {
+        const struct lk_site *s = lk_site_get(site);
+        refuse = s && oom_admit(s, size > LK_SIZE_MAX ? LK_SIZE_MAX : size, exact) != 0;
+    }
+    if (unlikely(lk_ndeferred))
+        drain_deferred();
+    lk_guard = 0;
+    errno = saved;
+    return refuse ? LEAK_REFUSE : ((uint64_t)site + 1) | (exact ? LK_EXACT : 0);
+}
+
+/* The second half: the block at p (its allocation succeeded) enters the map and its site's account. */
+static __attribute__((noinline)) void track_block(void *p, size_t size, uint32_t site, int exact)
+{
+    int saved = errno;
+    lk_guard = 1;
     uint64_t sz = size > LK_SIZE_MAX ? LK_SIZE_MAX : size;
-    uint64_t h = addr_hash((uintptr_t)p);
-    int r = map_insert((uintptr_t)p, sz << LK_SITE_IDX_BITS | site, h);
+    uint64_t h = addr_hash((uintptr_t)p), old = 0;
+    uint64_t val = (exact ? LK_EXACT : 0) | sz << LK_SITE_IDX_BITS | site;
+    int r = map_insert((uintptr_t)p, val, h, &old);
+    if (r >= 0) {
+        const struct lk_site *s = lk_site_get(site);
+        if (s)
+            oom_charge(s, sz, 1, exact);
+        if (r == 0)
+            uncharge(old); /* a stale record (its free went unseen) */
+    }
     if (r == 1 && lk_sample_bytes)
         __atomic_fetch_add(filter_of((uintptr_t)p), 1, __ATOMIC_RELAXED);
     if (unlikely(lk_ndeferred))
@@ -913,19 +974,33 @@ static __attribute__((noinline)) void track(void *p, size_t size)
     errno = saved;
 }
 
-void leak_on_alloc(void *p, size_t size)
+uint64_t leak_before_alloc(size_t size)
 {
     if (lk_guard || unlikely(lk_done))
-        return;
+        return 0;
     if (lk_sample_bytes && size < lk_sample_bytes) {
+        if (unlikely(__atomic_load_n(&lk_force, __ATOMIC_RELAXED)))
+            return track_site(size, 1); /* a budget is being enforced: no sampling */
         int64_t c = lk_countdown - (int64_t)size;
         lk_countdown = c;
         if (likely(c > 0))
-            return;
+            return 0;
         if (!sample_slow(size))
-            return;
+            return 0;
     }
-    track(p, size); /* every block in full mode; sampled ones (and all >= leak_sample) otherwise */
+    return track_site(size, 0); /* every block in full mode; sampled ones (and all >= the sample size) otherwise */
+}
+
+void leak_after_alloc(void *p, size_t size, uint64_t ticket)
+{
+    if (ticket && ticket != LEAK_REFUSE && !lk_guard)
+        track_block(p, size, (uint32_t)((ticket & ~LK_EXACT) - 1), !!(ticket & LK_EXACT));
+}
+
+void leak_on_alloc(void *p, size_t size)
+{
+    uint64_t t = leak_before_alloc(size);
+    leak_after_alloc(p, size, t);
 }
 
 void leak_on_free(void *p)
@@ -955,6 +1030,7 @@ static void lk_prefork(void)
     os_lock(&report_lock);
     os_lock(&resize_lock);
     os_lock(&site_lock);
+    os_lock(&lk_sym_lock);
     for (unsigned i = 0; i < LK_SHARDS; i++)
         lk_lock(&shards[i].lock);
     os_lock(&treg_lock);
@@ -969,6 +1045,7 @@ static void lk_postfork_parent(void)
     os_unlock(&treg_lock);
     for (unsigned i = LK_SHARDS; i-- > 0;)
         lk_unlock(&shards[i].lock);
+    os_unlock(&lk_sym_lock);
     os_unlock(&site_lock);
     os_unlock(&resize_lock);
     os_unlock(&report_lock);
@@ -987,6 +1064,7 @@ static void lk_postfork_child(void)
     os_lock_reinit(&treg_lock);
     for (unsigned i = 0; i < LK_SHARDS; i++)
         shards[i].lock.v = 0;
+    os_lock_reinit(&lk_sym_lock);
     os_lock_reinit(&site_lock);
     os_lock_reinit(&resize_lock);
     os_lock_reinit(&report_lock);
@@ -1000,7 +1078,7 @@ int leak_init(void)
     int ok = 0;
     const char *why = NULL;
     lk_depth = (unsigned)(opt_leak_depth < 1 ? 1 : opt_leak_depth > LK_MAX_DEPTH ? LK_MAX_DEPTH : opt_leak_depth);
-    lk_sample_bytes = opt_leak ? 0 : (uint64_t)opt_leak_sample;
+    lk_sample_bytes = opt_leak ? 0 : opt_leak_sample ? (uint64_t)opt_leak_sample : oom_sample_bytes();
     if (!lk_is_dynamic())
         why = "the program is statically linked (the tracker loads liburcu and libdw with dlopen)";
     else if (!BSL_HAVE_URCU)
@@ -1025,7 +1103,8 @@ int leak_init(void)
         if (!lk_self && lk_tstate == 0)
             thread_setup();
     } else {
-        os_printf(2, "buddyslab: leak tracking (options leak, leak_sample) is not available: %s\n", why);
+        os_printf(2, "buddyslab: allocation site tracking (options leak, leak_sample, budget, soft_limit, "
+                     "hard_limit) is not available: %s\n", why);
     }
     lk_guard = g;
     return ok;
@@ -1074,8 +1153,8 @@ static long lk_report(const char *path, int at_exit)
 
 void leak_at_exit(void)
 {
-    if (!lk_on || lk_done)
-        return;
+    if (!lk_on || lk_done || !(opt_leak || opt_leak_sample))
+        return; /* tracking only for the soft OOM policy: no leak report, and it goes on */
     long lost = lk_report(opt_leak_report, 1);
     __atomic_store_n(&lk_done, 1, __ATOMIC_RELEASE);
     if (lost > 0 && opt_leak_exitcode) {
@@ -1089,6 +1168,13 @@ BSL_EXPORT int bsl_leak_report(const char *path)
     bsl_ensure_init();
     long r = lk_report(path && *path ? path : opt_leak_report, 0);
     return r > 0x7fffffff ? 0x7fffffff : (int)r;
+}
+
+int leak_tracking_mode(void)
+{
+    if (!lk_on)
+        return 0;
+    return lk_sample_bytes ? 2 : 1;
 }
 
 BSL_EXPORT int bsl_leak_tracking(void)

@@ -15,11 +15,14 @@
 
 #include "leakcheck/leakcheck.h"
 #include "malloc/internal.h"
+#include "oom/oom.h"
 
 #define LK_MAX_DEPTH 64
-#define LK_SITE_IDX_BITS 24 /* a block record packs its site index (24 bits) and size (40 bits) */
+#define LK_SITE_IDX_BITS 24 /* a block record packs an exact flag (1 bit), its size (39) and site index (24) */
 #define LK_MAX_SITES ((1u << LK_SITE_IDX_BITS) - 1)
-#define LK_SIZE_MAX (((uint64_t)1 << (64 - LK_SITE_IDX_BITS)) - 1)
+#define LK_SIZE_MAX (((uint64_t)1 << (63 - LK_SITE_IDX_BITS)) - 1)
+/* The block was tracked outside sampling (the soft OOM policy enforcing a budget): it weighs 1. */
+#define LK_EXACT ((uint64_t)1 << 63)
 
 /* The per-thread re-entrancy guard: set while the tracker runs code that may allocate. */
 BSL_HIDDEN extern __thread int lk_guard;
@@ -31,6 +34,17 @@ BSL_HIDDEN extern uint32_t lk_nsites; /* published sites have indices 1 .. lk_ns
 /* The site with index i (NULL for an index lost to an insertion race or not yet published). */
 BSL_HIDDEN const struct lk_site *lk_site_get(uint32_t i);
 BSL_HIDDEN unsigned lk_site_frames(const struct lk_site *s, const uintptr_t **frames);
+/* The soft OOM policy's accounting of a site (src/oom/), and the tag it was allocated under
+ * (a site is a stack and a tag: the same stack under two tags is two sites). */
+BSL_HIDDEN struct oom_site *lk_site_oom(const struct lk_site *s);
+BSL_HIDDEN uint16_t lk_site_tag(const struct lk_site *s);
+BSL_HIDDEN uint32_t lk_site_idx(const struct lk_site *s);
+/* A sampled block of `size` bytes stands for *bytes bytes in *blocks blocks (1 and size when
+ * tracking in full, for blocks of at least lk_sample_bytes, and for exact ones: LK_EXACT). */
+BSL_HIDDEN void lk_weigh(uint64_t size, int exact, double *blocks, double *bytes);
+/* Sampling is suspended (every allocation tracked, exactly) while this is nonzero: the soft OOM
+ * policy sets it while an account under oom_action=fail is at its budget. */
+BSL_HIDDEN extern int lk_force;
 
 /* ---- block records (leakcheck.c) ---- */
 struct lk_block {
@@ -39,7 +53,8 @@ struct lk_block {
     uint32_t site;    /* site index */
     uint8_t state;    /* scan.c: LK_UNREACHED, LK_REACHABLE, LK_INDIRECT */
     uint8_t leader;   /* scan.c: processed as the head of a lost clique */
-    uint16_t pad;
+    uint8_t exact;    /* LK_EXACT: weighs 1 even when sampling */
+    uint8_t pad;
     uint32_t clique;  /* scan.c: for LK_INDIRECT, the index of the lost block that holds it */
     uint32_t pad2;
 };
@@ -100,6 +115,37 @@ BSL_HIDDEN void lk_scan(struct lk_block *blocks, size_t n);
 /* Write the report of the classified blocks to path ("" or NULL: stderr; *.json: JSON). Returns
  * the number of definitely lost blocks that are not suppressed. */
 BSL_HIDDEN size_t lk_report_write(const struct lk_block *blocks, size_t n, const char *path, int at_exit);
+
+/* ---- symbols (syms.c): a process-lifetime cache, one entry per return address ----
+ * Call with lk_guard set (libdw and dladdr1 allocate). Entries and their strings never move. */
+struct lk_sym {
+    uintptr_t pc;
+    const char *func, *file, *module; /* NULL when unknown */
+    int line;
+    uintptr_t off; /* from the module's load bias */
+};
+BSL_HIDDEN extern os_lock_t lk_sym_lock; /* taken by lk_prefork */
+BSL_HIDDEN const struct lk_sym *lk_sym_get(uintptr_t pc);
+BSL_HIDDEN char *lk_str_dup_n(const char *s, size_t n); /* into the symbols' arena (never freed) */
+/* LSan's pattern rules: '*' wildcards, a leading '^' and a trailing '$' anchor; else a substring. */
+BSL_HIDDEN int lk_tmatch(const char *pattern, const char *s);
+
+/* ---- report output (report.c), shared with the soft OOM report ---- */
+struct lk_out {
+    int fd;
+    size_t n;
+    char buf[16384];
+};
+BSL_HIDDEN void lk_out_flush(struct lk_out *o);
+BSL_HIDDEN void lk_out_put(struct lk_out *o, const char *s);
+BSL_HIDDEN void lk_out_fmt(struct lk_out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+BSL_HIDDEN void lk_out_json_str(struct lk_out *o, const char *s);
+BSL_HIDDEN const char *lk_commas(char *buf, uint64_t v); /* 1234567 -> "1,234,567" */
+/* The site's frames, one "#k 0x... in func file:line (module+0x...)" line each, or JSON objects. */
+BSL_HIDDEN void lk_write_frames(struct lk_out *o, const struct lk_site *site, int json);
+/* Open a report file ("%p": the pid); 2 (stderr) for "" or NULL, or when it cannot be opened (one
+ * line naming `what` says so). *json: the name ends in ".json". append: O_APPEND, else truncate. */
+BSL_HIDDEN int lk_open_report(const char *path, int *json, const char *what, int append);
 
 /* ---- small helpers (leakcheck.c) ---- */
 BSL_HIDDEN void *lk_alloc(size_t n); /* bsl_raw_malloc, zeroed; NULL on failure */

@@ -3,6 +3,7 @@
 #include "leakcheck/leakcheck.h"
 #include "malloc/debug.h"
 #include "malloc/internal.h"
+#include "oom/oom.h"
 
 #include <pthread.h>
 
@@ -60,8 +61,11 @@ void bsl_init_slow(void)
         pthread_atfork(prefork, postfork_parent, postfork_child);
         if (opt_publish)
             publish_init();
-        if ((opt_leak || opt_leak_sample) && leak_init())
+        if ((opt_leak || opt_leak_sample || oom_init()) && leak_init())
             __atomic_fetch_or(&bsl_hooks_on, HOOK_LEAK, __ATOMIC_RELEASE);
+        /* Registered last so that it runs first: the policy's locks come before the tracker's and
+         * the allocator's (a handler may allocate while the policy lock is held). */
+        pthread_atfork(oom_prefork, oom_postfork_parent, oom_postfork_child);
         __atomic_store_n(&atfork_state, 2, __ATOMIC_RELEASE);
     }
 }

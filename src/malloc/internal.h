@@ -21,6 +21,7 @@ enum opt_kind {
     OPT_INT,  /* an integer in [min, max] */
     OPT_SIZE, /* bytes, with an optional K, M, G or T suffix (powers of 1024), in [min, max] */
     OPT_STR,  /* a string (a path, a pattern) copied into str[strcap]: no commas (the separator) */
+    OPT_LIST, /* repeatable: each value is appended to str[strcap], ';'-separated */
 };
 struct bsl_option {
     const char *name;
@@ -30,6 +31,10 @@ struct bsl_option {
     char *str;          /* OPT_STR: the buffer, "" by default */
     size_t strcap;
     const char *help;
+    /* OPT_STR, OPT_LIST: validates one value (prints one line naming the option and returns -1
+     * when it is bad); NULL: anything goes. */
+    int (*check)(const char *val, size_t n);
+    const char *example; /* for docs/OPTIONS.md; NULL: derived from the kind */
 };
 BSL_HIDDEN extern const struct bsl_option bsl_options[];
 BSL_HIDDEN extern const unsigned bsl_nr_options;
@@ -37,6 +42,10 @@ BSL_HIDDEN extern long opt_stats, opt_rseq, opt_decay_ms, opt_thp, opt_shards, o
 BSL_HIDDEN extern long opt_leak, opt_leak_sample, opt_leak_depth, opt_leak_exitcode, opt_leak_reachable;
 BSL_HIDDEN extern char opt_leak_report[256], opt_leak_suppressions[256];
 BSL_HIDDEN extern long opt_junk, opt_canary, opt_quarantine, opt_guard, opt_publish;
+BSL_HIDDEN extern long opt_soft_limit, opt_hard_limit, opt_oom_interval_ms, opt_oom_sample;
+BSL_HIDDEN extern char opt_budget[4096], opt_oom_action[16], opt_oom_report[256];
+/* A size: digits with an optional K, M, G or T suffix (powers of 1024). 0, or -1 when malformed. */
+BSL_HIDDEN int bsl_parse_size(const char *s, size_t n, long *out);
 /* Parse BUDDYSLAB_OPTIONS (no allocation). Bad entries: one line on stderr each, defaults kept. */
 BSL_HIDDEN void options_parse_env(void);
 /* Apply option values to the layers below (after init and after bsl_option_set). */
@@ -50,6 +59,10 @@ BSL_HIDDEN extern int bsl_hooks_on;
 /* The allocator's own allocations for hook data (site tables, records): our pages, no hooks. */
 BSL_HIDDEN void *bsl_raw_malloc(size_t n);
 BSL_HIDDEN void bsl_raw_free(void *p);
+
+/* Start site tracking after init (the soft OOM policy got a budget or limit from code): 0, or -1
+ * when tracking is unavailable (oom_api.c). */
+BSL_HIDDEN int bsl_tracking_start(void);
 
 /* Periodic maintenance (decay.c): call from slow paths; cheap when it is not yet time. */
 BSL_HIDDEN void bsl_tick_maybe(void);

@@ -3,6 +3,7 @@
 #include "leakcheck/leakcheck.h"
 #include "malloc/debug.h"
 #include "malloc/internal.h"
+#include "oom/oom.h"
 
 #include <errno.h>
 #include <malloc.h>
@@ -12,6 +13,10 @@
 static __attribute__((noinline)) void *small_alloc_slow(unsigned c)
 {
     bsl_ensure_init();
+    if (unlikely(!oom_commit_ok(slab_class_size[c]))) { /* over the hard limit after reclaim */
+        errno = ENOMEM;
+        return NULL;
+    }
     void *p = pcp_alloc_slow(c);
     if (unlikely(!p))
         errno = ENOMEM;
@@ -27,6 +32,10 @@ static __attribute__((noinline)) void *large_alloc(size_t n, size_t align, int z
 {
     bsl_ensure_init();
     bsl_tick_maybe();
+    if (unlikely(!oom_commit_ok(n))) { /* over the hard limit after reclaim */
+        errno = ENOMEM;
+        return NULL;
+    }
     if (n <= MAX_ORDER_BYTES && align <= MAX_ORDER_BYTES) {
         size_t npages = (n + PAGE_SIZE - 1) >> PAGE_SHIFT;
         if (npages == 0)
@@ -253,6 +262,14 @@ static __attribute__((noinline, cold)) void *hooked_alloc(enum hook_kind k, size
 {
     bsl_ensure_init();
     unsigned h = __atomic_load_n(&bsl_hooks_on, __ATOMIC_ACQUIRE);
+    uint64_t ticket = 0;
+    if (h & HOOK_LEAK) {
+        ticket = leak_before_alloc(n);
+        if (unlikely(ticket == LEAK_REFUSE)) { /* the soft OOM policy: this site is over budget */
+            errno = ENOMEM;
+            return NULL;
+        }
+    }
     size_t m = (h & HOOK_DEBUG) ? debug_size(n) : n;
     debug_vg_quiet(1);
     void *p = k == HK_MALLOC   ? do_malloc(m)
@@ -265,7 +282,7 @@ static __attribute__((noinline, cold)) void *hooked_alloc(enum hook_kind k, size
         if (h & HOOK_DEBUG)
             debug_on_alloc(p, n, usable, k == HK_CALLOC);
         if (h & HOOK_LEAK)
-            leak_on_alloc(p, n);
+            leak_after_alloc(p, n, ticket);
     }
     return p;
 }
@@ -324,10 +341,15 @@ static __attribute__((noinline, cold)) void *hooked_realloc(void *p, size_t n)
     if (!(h & HOOK_LEAK))
         return do_realloc(p, n);
     size_t old = usable_of(p, "realloc()");
+    uint64_t ticket = leak_before_alloc(n);
+    if (unlikely(ticket == LEAK_REFUSE)) { /* the soft OOM policy: p stays as it was */
+        errno = ENOMEM;
+        return NULL;
+    }
     leak_on_free(p);
     void *q = do_realloc(p, n);
     if (q)
-        leak_on_alloc(q, n);
+        leak_after_alloc(q, n, ticket);
     else
         leak_on_alloc(p, old);
     return q;
@@ -406,7 +428,8 @@ static void *do_realloc(void *p, size_t n)
                 b.pg->npages = (uint32_t)new_pages;
                 return p;
             }
-            if (buddy_extend(b.pg, old_pages, new_pages)) { /* grow into the free buddy neighbour */
+            if (oom_commit_ok((new_pages - old_pages) << PAGE_SHIFT) &&
+                buddy_extend(b.pg, old_pages, new_pages)) { /* grow into the free buddy neighbour */
                 b.pg->npages = (uint32_t)new_pages;
                 b.pg->flags &= (uint8_t)~PG_ZEROED;
                 return p;
@@ -417,6 +440,10 @@ static void *do_realloc(void *p, size_t n)
         if (n > MAX_ORDER_BYTES) {
             if (n <= b.usable && n > b.usable / 2)
                 return p;
+            if (n > b.usable && !oom_commit_ok(n - b.usable)) {
+                errno = ENOMEM;
+                return NULL;
+            }
             void *q = huge_realloc(b.hb, n); /* mremap: no copy */
             if (q)
                 return q;

@@ -1,13 +1,17 @@
 /* The options table and BUDDYSLAB_OPTIONS parsing ("key=value,key=value"), without allocating. */
 #include "malloc/internal.h"
+#include "oom/oom.h"
 
 long opt_stats = 0, opt_rseq = 1, opt_decay_ms = 10000, opt_thp = 1, opt_shards = 0, opt_background_thread = 0;
 long opt_leak = 0, opt_leak_sample = 0, opt_leak_depth = 16, opt_leak_exitcode = 0, opt_leak_reachable = 0;
 char opt_leak_report[256], opt_leak_suppressions[256];
 long opt_junk = 0, opt_canary = 0, opt_quarantine = 0, opt_guard = 0, opt_publish = 0;
+long opt_soft_limit = 0, opt_hard_limit = 0, opt_oom_interval_ms = 1000, opt_oom_sample = 64 << 10;
+char opt_budget[4096], opt_oom_action[16] = "report", opt_oom_report[256];
 
-#define NUM(n, k, d, lo, hi, var, help) {n, k, d, lo, hi, &var, NULL, 0, help}
-#define STR(n, buf, help) {n, OPT_STR, 0, 0, 0, NULL, buf, sizeof(buf), help}
+#define NUM(n, k, d, lo, hi, var, help) {n, k, d, lo, hi, &var, NULL, 0, help, NULL, NULL}
+#define STR(n, buf, help) {n, OPT_STR, 0, 0, 0, NULL, buf, sizeof(buf), help, NULL, NULL}
+#define STRC(n, kind, buf, check, ex, help) {n, kind, 0, 0, 0, NULL, buf, sizeof(buf), help, check, ex}
 const struct bsl_option bsl_options[] = {
     NUM("stats", OPT_BOOL, 0, 0, 1, opt_stats, "print zone, buddy and slab statistics to stderr at exit"),
     NUM("rseq", OPT_BOOL, 1, 0, 1, opt_rseq,
@@ -45,6 +49,25 @@ const struct bsl_option bsl_options[] = {
         "exit status to use when leaks were reported (0: keep the program's)"),
     NUM("leak_reachable", OPT_BOOL, 0, 0, 1, opt_leak_reachable,
         "also report blocks still reachable at exit, not only definitely lost ones"),
+    NUM("soft_limit", OPT_SIZE, 0, 0, 1L << 50, opt_soft_limit,
+        "soft OOM: when committed memory crosses this, reclaim, then apply oom_action (0: no limit)"),
+    NUM("hard_limit", OPT_SIZE, 0, 0, 1L << 50, opt_hard_limit,
+        "soft OOM: allocations that would commit memory beyond this fail with ENOMEM after reclaim and the "
+        "handler (0: no limit)"),
+    STRC("budget", OPT_LIST, opt_budget, oom_budget_check, "`budget=parse_*:64M,budget=tag:cache:256M`",
+         "soft OOM: a budget PATTERN:SIZE for the live bytes of every site with a frame whose function matches "
+         "PATTERN ('*' wildcards, '^'/'$' anchors), or tag:NAME:SIZE for blocks allocated under bsl_tag_push(NAME); "
+         "repeatable"),
+    STRC("oom_action", OPT_STR, opt_oom_action, oom_action_check, "`oom_action=fail`",
+         "soft OOM: what happens past a limit or budget, after reclaim: report (nothing fails), fail "
+         "(allocations from the over-budget sites and tags return NULL with ENOMEM), abort (report, then abort)"),
+    STR("oom_report", opt_oom_report, "soft OOM: append reports (text) to this file and JSON lines to FILE.json "
+        "('%p': the pid); default: text on stderr"),
+    NUM("oom_interval_ms", OPT_INT, 1000, 0, 3600000, opt_oom_interval_ms,
+        "soft OOM: at most one report per this many milliseconds (the others are counted)"),
+    NUM("oom_sample", OPT_SIZE, 64 << 10, 0, 1L << 40, opt_oom_sample,
+        "soft OOM: track about one allocation per this many bytes to account budgets (0: every allocation, "
+        "exact); leak=1 or leak_sample set the tracking instead (read at start only)"),
 };
 const unsigned bsl_nr_options = sizeof(bsl_options) / sizeof(bsl_options[0]);
 
@@ -58,7 +81,7 @@ static int str_eq_n(const char *a, size_t n, const char *b)
 }
 
 /* A size: digits with an optional K, M, G or T suffix (powers of 1024, case-insensitive). */
-static int parse_size(const char *s, size_t n, long *out)
+int bsl_parse_size(const char *s, size_t n, long *out)
 {
     if (n == 0)
         return -1;
@@ -115,19 +138,28 @@ static int option_set_n(const char *key, size_t klen, const char *val, size_t vl
         const struct bsl_option *o = &bsl_options[i];
         if (!str_eq_n(key, klen, o->name))
             continue;
-        if (o->kind == OPT_STR) {
-            if (vlen >= o->strcap) {
-                os_printf(2, "buddyslab: option '%s': value longer than %zu bytes; keeping '%s'\n", o->name,
-                          o->strcap - 1, o->str);
+        if (o->kind == OPT_STR || o->kind == OPT_LIST) {
+            size_t at = 0;
+            if (o->kind == OPT_LIST)
+                while (o->str[at])
+                    at++;
+            size_t need = at + (at ? 1 : 0) + vlen;
+            if (need >= o->strcap) {
+                os_printf(2, "buddyslab: option '%s': value too long (%zu bytes at most in all); ignored\n", o->name,
+                          o->strcap - 1);
                 return -1;
             }
+            if (o->check && o->check(val, vlen) != 0)
+                return -1; /* it printed why */
+            if (at)
+                o->str[at++] = ';';
             for (size_t k = 0; k < vlen; k++)
-                o->str[k] = val[k];
-            o->str[vlen] = 0;
+                o->str[at + k] = val[k];
+            o->str[at + vlen] = 0;
             return 0;
         }
         long v;
-        int bad = o->kind == OPT_SIZE ? parse_size(val, vlen, &v) : parse_long(val, vlen, &v);
+        int bad = o->kind == OPT_SIZE ? bsl_parse_size(val, vlen, &v) : parse_long(val, vlen, &v);
         if (bad != 0 || v < o->min || v > o->max) {
             char vb[64];
             size_t n = vlen < sizeof(vb) - 1 ? vlen : sizeof(vb) - 1;
@@ -181,6 +213,7 @@ void options_parse_env(void)
 
 void options_apply(void)
 {
+    oom_apply();
     buddy_decay_ms = opt_decay_ms;
     huge_thp = (int)opt_thp;
 }
@@ -196,8 +229,8 @@ BSL_EXPORT int bsl_option_set(const char *key, const char *value)
     while (value[vl])
         vl++;
     /* Options that shape the heap's layout or the hooks are read at start only. */
-    long *fixed[] = {&opt_rseq,  &opt_shards,     &opt_leak,  &opt_leak_sample, &opt_junk,
-                     &opt_canary, &opt_quarantine, &opt_guard, &opt_publish};
+    long *fixed[] = {&opt_rseq,   &opt_shards,     &opt_leak,  &opt_leak_sample, &opt_junk,
+                     &opt_canary, &opt_quarantine, &opt_guard, &opt_publish,     &opt_oom_sample};
     long before[sizeof(fixed) / sizeof(fixed[0])];
     for (unsigned i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
         before[i] = *fixed[i];
@@ -210,5 +243,7 @@ BSL_EXPORT int bsl_option_set(const char *key, const char *value)
             return -1;
         }
     options_apply();
+    if (__atomic_load_n(&oom_on, __ATOMIC_ACQUIRE))
+        bsl_tracking_start(); /* a budget or limit set from code needs sites */
     return 0;
 }

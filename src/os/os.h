@@ -39,6 +39,7 @@ BSL_HIDDEN unsigned os_ncpus(void);
 BSL_HIDDEN const char *os_getenv(const char *name);
 BSL_HIDDEN void os_write_all(int fd, const char *buf, size_t len);
 BSL_HIDDEN int os_open_write(const char *path); /* O_WRONLY|O_CREAT|O_TRUNC, -1 on failure */
+BSL_HIDDEN int os_open_append(const char *path); /* O_WRONLY|O_CREAT|O_APPEND, -1 on failure */
 BSL_HIDDEN void os_close(int fd);
 /* Create (0600, truncated to `size`) and map a shared file; NULL on failure. */
 BSL_HIDDEN void *os_map_shared_file(const char *path, size_t size);

@@ -191,6 +191,14 @@ int os_open_write(const char *path)
     return fd;
 }
 
+int os_open_append(const char *path)
+{
+    int saved = errno;
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    errno = saved;
+    return fd;
+}
+
 void os_close(int fd) { close(fd); }
 
 void *os_map_shared_file(const char *path, size_t size)

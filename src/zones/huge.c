@@ -180,6 +180,8 @@ size_t huge_release_cache(void)
     return bytes;
 }
 
+size_t huge_live_bytes(void) { return __atomic_load_n(&huge_bytes_total, __ATOMIC_RELAXED); }
+
 void huge_tick(uint64_t now, uint64_t age_ms)
 {
     struct huge_block *old = NULL;

@@ -199,6 +199,8 @@ BSL_HIDDEN void huge_stats(size_t *bytes, size_t *count, size_t *cached);
 /* Periodic (the tick): advise MADV_HUGEPAGE on live blocks older than a second, and unmap cached
  * freed mappings older than age_ms (age_ms 0: all of them). */
 BSL_HIDDEN void huge_tick(uint64_t now, uint64_t age_ms);
+/* Bytes of live huge blocks, read without the lock (for limits: may be a moment stale). */
+BSL_HIDDEN size_t huge_live_bytes(void);
 /* fork(): huge_lock is taken after the zone locks (see zones_prefork). */
 BSL_HIDDEN void huge_prefork(void);
 BSL_HIDDEN void huge_postfork_parent(void);

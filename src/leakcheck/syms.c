@@ -1,0 +1,299 @@
+/* Symbols for return addresses, shared by the leak report and the soft OOM policy (which matches
+ * budget patterns against the function names of a new site's frames, and names sites in its
+ * reports).
+ *
+ * Function names come from libdw (elfutils), loaded with dlopen on first use: the symbol tables,
+ * static functions included, and file:line from DWARF where the object has it. Module and offset
+ * come from dladdr1 (the offset is from the object's load bias, what addr2line expects). C++ names
+ * are demangled with __cxa_demangle from the libstdc++ already loaded.
+ *
+ * The cache lives as long as the process: one entry per distinct return address, its strings in
+ * an arena that only grows (sites are immortal, so are their symbols). Locking: sym_lock protects
+ * the table, the arena and the libdw session; callers hold lk_guard (libdw, dladdr1 and the
+ * demangler call malloc). fork(): lk_prefork takes sym_lock. */
+#include "leakcheck/lk.h"
+
+#include <dlfcn.h>
+#include <link.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+extern int dladdr1(const void *, Dl_info *, void **, int) __attribute__((weak));
+
+os_lock_t lk_sym_lock = OS_LOCK_INIT;
+
+/* ---- the string arena (sym_lock) ---- */
+struct str_chunk {
+    struct str_chunk *next;
+    size_t used, cap;
+    char data[];
+};
+static struct str_chunk *str_chunks;
+
+static char *str_dup_locked(const char *s, size_t n)
+{
+    if (!s)
+        return NULL;
+    struct str_chunk *c = str_chunks;
+    if (!c || c->cap - c->used < n + 1) {
+        size_t cap = n + 1 > (64u << 10) ? n + 1 : (64u << 10);
+        c = lk_alloc(sizeof(*c) + cap);
+        if (!c)
+            return NULL;
+        c->cap = cap;
+        c->next = str_chunks;
+        str_chunks = c;
+    }
+    char *r = c->data + c->used;
+    memcpy(r, s, n);
+    r[n] = 0;
+    c->used += n + 1;
+    return r;
+}
+
+char *lk_str_dup_n(const char *s, size_t n)
+{
+    os_lock(&lk_sym_lock);
+    char *r = str_dup_locked(s, n);
+    os_unlock(&lk_sym_lock);
+    return r;
+}
+
+static char *str_dup(const char *s) { return s ? str_dup_locked(s, strlen(s)) : NULL; }
+
+/* ---- libdw ---- */
+typedef struct {
+    void *find_elf, *find_debuginfo, *section_address;
+    char **debuginfo_path;
+} lk_dwfl_callbacks; /* Dwfl_Callbacks (libdwfl.h), stable since elfutils 0.133 */
+
+static struct {
+    int tried, ok;
+    void *(*begin)(const lk_dwfl_callbacks *);
+    void (*end)(void *);
+    int (*proc_report)(void *, int);
+    int (*report_end)(void *, void *, void *);
+    void *(*addrmodule)(void *, uint64_t);
+    const char *(*addrname)(void *, uint64_t);
+    void *(*getsrc)(void *, uint64_t);
+    const char *(*lineinfo)(void *, uint64_t *, int *, int *, uint64_t *, uint64_t *);
+    lk_dwfl_callbacks cb;
+    char *(*demangle)(const char *, char *, size_t *, int *);
+} dw;
+
+static void dw_load(void)
+{
+    if (dw.tried)
+        return;
+    dw.tried = 1;
+    *(void **)&dw.demangle = lk_dlsym(NULL, "__cxa_demangle");
+    void *h = lk_dlopen("libdw.so.1");
+    if (!h)
+        return;
+    *(void **)&dw.begin = lk_dlsym(h, "dwfl_begin");
+    *(void **)&dw.end = lk_dlsym(h, "dwfl_end");
+    *(void **)&dw.proc_report = lk_dlsym(h, "dwfl_linux_proc_report");
+    *(void **)&dw.report_end = lk_dlsym(h, "dwfl_report_end");
+    *(void **)&dw.addrmodule = lk_dlsym(h, "dwfl_addrmodule");
+    *(void **)&dw.addrname = lk_dlsym(h, "dwfl_module_addrname");
+    *(void **)&dw.getsrc = lk_dlsym(h, "dwfl_module_getsrc");
+    *(void **)&dw.lineinfo = lk_dlsym(h, "dwfl_lineinfo");
+    dw.cb.find_elf = lk_dlsym(h, "dwfl_linux_proc_find_elf");
+    dw.cb.find_debuginfo = lk_dlsym(h, "dwfl_standard_find_debuginfo");
+    dw.ok = dw.begin && dw.end && dw.proc_report && dw.report_end && dw.addrmodule && dw.addrname && dw.getsrc &&
+            dw.lineinfo && dw.cb.find_elf && dw.cb.find_debuginfo;
+}
+
+/* The libdw session describes the modules loaded when it was made: it is remade when the dynamic
+ * loader has loaded objects since (dl_iterate_phdr's dlpi_adds), so dlopen'ed code gets names. */
+static void *dwfl;
+static unsigned long long dwfl_adds;
+static char exe_path[4096];
+
+static int adds_cb(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    if (size >= offsetof(struct dl_phdr_info, dlpi_adds) + sizeof(info->dlpi_adds))
+        *(unsigned long long *)arg = info->dlpi_adds;
+    return 1;
+}
+
+static void dwfl_refresh(void)
+{
+    unsigned long long adds = 0;
+    dl_iterate_phdr(adds_cb, &adds);
+    if (dwfl && adds == dwfl_adds)
+        return;
+    if (!exe_path[0]) {
+        ssize_t n = readlink("/proc/self/exe", exe_path, sizeof(exe_path) - 1);
+        exe_path[n > 0 ? n : 0] = 0;
+    }
+    dw_load();
+    if (!dw.ok)
+        return;
+    if (dwfl)
+        dw.end(dwfl);
+    dwfl = dw.begin(&dw.cb);
+    if (dwfl && (dw.proc_report(dwfl, getpid()) != 0 || dw.report_end(dwfl, NULL, NULL) != 0)) {
+        dw.end(dwfl);
+        dwfl = NULL;
+    }
+    dwfl_adds = adds;
+}
+
+static const char *demangle(const char *name)
+{
+    if (!name || !dw.demangle || name[0] != '_' || name[1] != 'Z')
+        return str_dup(name);
+    int status = -1;
+    char *d = dw.demangle(name, NULL, NULL, &status);
+    if (!d || status != 0)
+        return str_dup(name);
+    const char *r = str_dup(d);
+    free(d); /* libstdc++ allocated it with malloc: ours, guarded */
+    return r;
+}
+
+static void sym_fill(struct lk_sym *s)
+{
+    uintptr_t a = s->pc - 1; /* inside the call instruction */
+    Dl_info info;
+    struct link_map *lm = NULL;
+    memset(&info, 0, sizeof(info));
+    if (dladdr1 && dladdr1((void *)a, &info, (void **)&lm, RTLD_DL_LINKMAP) && lm) {
+        s->off = s->pc - lm->l_addr;
+        const char *mod = lm->l_name && lm->l_name[0] ? lm->l_name : exe_path;
+        s->module = str_dup(mod);
+        if (info.dli_sname && info.dli_saddr)
+            s->func = demangle(info.dli_sname);
+    }
+    dwfl_refresh();
+    if (dwfl) {
+        void *m = dw.addrmodule(dwfl, a);
+        if (m) {
+            const char *n = dw.addrname(m, a);
+            if (n)
+                s->func = demangle(n);
+            void *line = dw.getsrc(m, a);
+            if (line) {
+                uint64_t addr;
+                int ln = 0;
+                const char *f = dw.lineinfo(line, &addr, &ln, NULL, NULL, NULL);
+                if (f) {
+                    s->file = str_dup(f);
+                    s->line = ln;
+                }
+            }
+        }
+    }
+}
+
+/* ---- the cache: open addressing over pointers to entries that never move ---- */
+static struct lk_sym **tab;
+static size_t tab_mask, tab_count;
+static struct lk_sym *ent_chunk;
+static size_t ent_left;
+static struct lk_sym sym_none; /* out of memory: no names */
+
+static inline size_t pc_slot(uintptr_t pc) { return (size_t)((pc * 0x9E3779B97F4A7C15ull) >> 20); }
+
+static int tab_grow(void)
+{
+    size_t ncap = tab ? (tab_mask + 1) * 2 : 1024;
+    struct lk_sym **nt = lk_alloc(ncap * sizeof(*nt));
+    if (!nt)
+        return -1;
+    for (size_t i = 0; tab && i <= tab_mask; i++)
+        if (tab[i]) {
+            size_t j = pc_slot(tab[i]->pc) & (ncap - 1);
+            while (nt[j])
+                j = (j + 1) & (ncap - 1);
+            nt[j] = tab[i];
+        }
+    lk_free(tab);
+    tab = nt;
+    tab_mask = ncap - 1;
+    return 0;
+}
+
+const struct lk_sym *lk_sym_get(uintptr_t pc)
+{
+    os_lock(&lk_sym_lock);
+    const struct lk_sym *r = &sym_none;
+    if ((!tab || (tab_count + 1) * 2 > tab_mask + 1) && tab_grow() != 0)
+        goto out;
+    size_t i = pc_slot(pc) & tab_mask;
+    while (tab[i] && tab[i]->pc != pc)
+        i = (i + 1) & tab_mask;
+    if (!tab[i]) {
+        if (!ent_left) {
+            ent_chunk = lk_alloc(256 * sizeof(struct lk_sym));
+            if (!ent_chunk)
+                goto out;
+            ent_left = 256;
+        }
+        struct lk_sym *s = ent_chunk++;
+        ent_left--;
+        s->pc = pc;
+        sym_fill(s);
+        tab[i] = s;
+        tab_count++;
+    }
+    r = tab[i];
+out:
+    os_unlock(&lk_sym_lock);
+    return r;
+}
+
+/* LSan's pattern rules: '*' matches any run of characters, a leading '^' anchors at the start,
+ * a trailing '$' at the end; otherwise the pattern may match anywhere in s. */
+static const char *find_n(const char *s, const char *seg, size_t n)
+{
+    if (n == 0)
+        return s;
+    for (; *s; s++)
+        if (strncmp(s, seg, n) == 0)
+            return s;
+    return NULL;
+}
+
+int lk_tmatch(const char *t, const char *s)
+{
+    if (!s || !*s)
+        return 0;
+    int astart = *t == '^';
+    if (astart)
+        t++;
+    size_t tl = strlen(t);
+    int aend = tl && t[tl - 1] == '$';
+    if (aend)
+        tl--;
+    const char *p = s;
+    size_t i = 0;
+    int first = 1;
+    while (i <= tl) {
+        size_t j = i;
+        while (j < tl && t[j] != '*')
+            j++;
+        size_t n = j - i;
+        int last = j >= tl;
+        if (first && astart) {
+            if (strncmp(p, t + i, n) != 0)
+                return 0;
+            p += n;
+        } else if (last && aend) {
+            size_t pl = strlen(p);
+            if (pl < n || strncmp(p + pl - n, t + i, n) != 0)
+                return 0;
+            p += pl;
+        } else {
+            const char *q = find_n(p, t + i, n);
+            if (!q)
+                return 0;
+            p = q + n;
+        }
+        first = 0;
+        i = j + 1;
+    }
+    return 1;
+}

@@ -1,0 +1,372 @@
+/* Soft OOM policy: accounts (pattern budgets and tags), the budget options, per-thread tags, the
+ * charging of live bytes, and admission of a tracked allocation. See docs/DESIGN.md, "Soft OOM
+ * policy", and the locking notes at struct oom_acct (oom_int.h). */
+#include "oom/oom_int.h"
+
+#include <errno.h>
+#include <string.h>
+
+int oom_on, oom_limits_on;
+__thread uint16_t oom_tag;
+static __thread uint16_t tag_stack[OOM_TAG_DEPTH];
+static __thread unsigned tag_depth;
+
+struct oom_acct oom_accts[OOM_MAX_ACCTS];
+unsigned oom_naccts = 1;
+uint32_t oom_gen = 1;
+os_lock_t oom_acct_lock = OS_LOCK_INIT;
+int oom_action;
+uint64_t oom_soft, oom_hard;
+
+/* ---- the budget syntax: PATTERN:SIZE or tag:NAME:SIZE (the size after the last ':') ---- */
+struct budget_spec {
+    const char *name;
+    size_t n;
+    int is_tag;
+    long size;
+};
+
+static const char *budget_parse(const char *v, size_t n, struct budget_spec *b)
+{
+    size_t c = n;
+    while (c > 0 && v[c - 1] != ':')
+        c--;
+    if (c == 0)
+        return "no ':' before the size";
+    if (bsl_parse_size(v + c, n - c, &b->size) != 0)
+        return "the size is not a number with an optional K, M, G or T";
+    b->name = v;
+    b->n = c - 1;
+    b->is_tag = b->n >= 4 && memcmp(v, "tag:", 4) == 0;
+    if (b->is_tag) {
+        b->name += 4;
+        b->n -= 4;
+    }
+    if (b->n == 0)
+        return b->is_tag ? "empty tag name" : "empty pattern";
+    if (b->n >= OOM_NAME_MAX)
+        return "pattern or tag longer than 63 bytes";
+    for (size_t i = 0; i < b->n; i++)
+        if (b->name[i] == ';')
+            return "';' in the pattern";
+    return NULL;
+}
+
+int oom_budget_check(const char *val, size_t n)
+{
+    struct budget_spec b;
+    const char *why = budget_parse(val, n, &b);
+    if (!why)
+        return 0;
+    char vb[128];
+    size_t k = n < sizeof(vb) - 1 ? n : sizeof(vb) - 1;
+    memcpy(vb, val, k);
+    vb[k] = 0;
+    os_printf(2, "buddyslab: option 'budget': bad value '%s' (expected PATTERN:SIZE or tag:NAME:SIZE, like "
+                 "parse_*:64M): %s; ignored\n", vb, why);
+    return -1;
+}
+
+static const char *const action_names[] = {"report", "fail", "abort"};
+
+static int action_of(const char *v, size_t n)
+{
+    for (int i = 0; i < 3; i++)
+        if (strlen(action_names[i]) == n && memcmp(v, action_names[i], n) == 0)
+            return i;
+    return -1;
+}
+
+int oom_action_check(const char *val, size_t n)
+{
+    if (action_of(val, n) >= 0)
+        return 0;
+    char vb[64];
+    size_t k = n < sizeof(vb) - 1 ? n : sizeof(vb) - 1;
+    memcpy(vb, val, k);
+    vb[k] = 0;
+    os_printf(2, "buddyslab: option 'oom_action': bad value '%s' (expected report, fail or abort); keeping '%s'\n", vb,
+              action_names[oom_action]);
+    return -1;
+}
+
+/* ---- accounts ---- */
+static unsigned acct_find(const char *name, size_t n, int is_tag)
+{
+    unsigned na = __atomic_load_n(&oom_naccts, __ATOMIC_ACQUIRE);
+    for (unsigned i = 1; i < na; i++) {
+        struct oom_acct *a = &oom_accts[i];
+        if (a->is_tag == is_tag && strncmp(a->name, name, n) == 0 && a->name[n] == 0)
+            return i;
+    }
+    return 0;
+}
+
+/* The account, created when missing (0: the table is full). */
+static unsigned acct_get(const char *name, size_t n, int is_tag)
+{
+    unsigned i = acct_find(name, n, is_tag);
+    if (i)
+        return i;
+    os_lock(&oom_acct_lock);
+    i = acct_find(name, n, is_tag);
+    if (!i && oom_naccts < OOM_MAX_ACCTS) {
+        i = oom_naccts;
+        memcpy(oom_accts[i].name, name, n);
+        oom_accts[i].name[n] = 0;
+        oom_accts[i].is_tag = (uint8_t)is_tag;
+        __atomic_store_n(&oom_naccts, i + 1, __ATOMIC_RELEASE);
+    }
+    os_unlock(&oom_acct_lock);
+    return i;
+}
+
+/* Set a budget; 0 or -1 (errno ENOSPC: no account left). */
+static int budget_set(const char *name, size_t n, int is_tag, uint64_t bytes)
+{
+    unsigned i = acct_get(name, n, is_tag);
+    if (!i) {
+        errno = ENOSPC;
+        return -1;
+    }
+    os_lock(&oom_acct_lock);
+    uint64_t old = oom_accts[i].budget;
+    __atomic_store_n(&oom_accts[i].budget, bytes, __ATOMIC_RELEASE);
+    if (!is_tag && (!old) != (!bytes)) /* a pattern joins or leaves the matching: sites re-resolve */
+        __atomic_add_fetch(&oom_gen, 1, __ATOMIC_RELEASE);
+    os_unlock(&oom_acct_lock);
+    if (bytes)
+        __atomic_store_n(&oom_on, 1, __ATOMIC_RELEASE);
+    return 0;
+}
+
+int oom_budget_set_spec(const char *spec, size_t n)
+{
+    struct budget_spec b;
+    if (budget_parse(spec, n, &b)) {
+        errno = EINVAL;
+        return -1;
+    }
+    return budget_set(b.name, b.n, b.is_tag, (uint64_t)b.size);
+}
+
+/* "pattern" or "tag:NAME" -> the account (0: none). */
+unsigned oom_acct_named(const char *name)
+{
+    size_t n = strlen(name);
+    int is_tag = n > 4 && memcmp(name, "tag:", 4) == 0;
+    return acct_find(name + (is_tag ? 4 : 0), n - (is_tag ? 4 : 0), is_tag);
+}
+
+int oom_budget_set(const char *pattern, uint64_t bytes)
+{
+    size_t n = pattern ? strlen(pattern) : 0;
+    int is_tag = n > 4 && memcmp(pattern, "tag:", 4) == 0;
+    const char *name = pattern + (is_tag ? 4 : 0);
+    size_t nn = n - (is_tag ? 4 : 0);
+    if (nn == 0 || nn >= OOM_NAME_MAX || memchr(name, ';', nn)) {
+        errno = EINVAL;
+        return -1;
+    }
+    return budget_set(name, nn, is_tag, bytes);
+}
+
+void oom_apply(void)
+{
+    oom_soft = (uint64_t)opt_soft_limit;
+    oom_hard = (uint64_t)opt_hard_limit;
+    int a = action_of(opt_oom_action, strlen(opt_oom_action));
+    oom_action = a < 0 ? OOM_ACT_REPORT : a;
+    /* Every budget option entry (idempotent: a budget set again keeps its account). */
+    const char *s = opt_budget;
+    while (*s) {
+        const char *e = s;
+        while (*e && *e != ';')
+            e++;
+        oom_budget_set_spec(s, (size_t)(e - s));
+        s = *e ? e + 1 : e;
+    }
+    __atomic_store_n(&oom_limits_on, oom_soft || oom_hard, __ATOMIC_RELEASE);
+    if (oom_soft || oom_hard)
+        __atomic_store_n(&oom_on, 1, __ATOMIC_RELEASE);
+}
+
+int oom_init(void) { return oom_on || oom_limits_on; }
+
+uint64_t oom_sample_bytes(void) { return (uint64_t)opt_oom_sample; }
+
+/* ---- tags ---- */
+int oom_tag_push(const char *name)
+{
+    size_t n = name ? strlen(name) : 0;
+    if (n == 0 || n >= OOM_NAME_MAX || memchr(name, ';', n) || tag_depth >= OOM_TAG_DEPTH)
+        return -1;
+    unsigned i = 0, na = __atomic_load_n(&oom_naccts, __ATOMIC_ACQUIRE);
+    for (unsigned k = 1; k < na; k++) /* a literal pushed again: one pointer compare */
+        if (oom_accts[k].is_tag && __atomic_load_n(&oom_accts[k].lit, __ATOMIC_RELAXED) == name) {
+            i = k;
+            break;
+        }
+    if (!i) {
+        i = acct_get(name, n, 1);
+        if (!i)
+            return -1;
+        __atomic_store_n(&oom_accts[i].lit, name, __ATOMIC_RELAXED);
+    }
+    tag_stack[tag_depth++] = oom_tag;
+    oom_tag = (uint16_t)i;
+    return 0;
+}
+
+int oom_tag_pop(void)
+{
+    if (!tag_depth)
+        return -1;
+    oom_tag = tag_stack[--tag_depth];
+    return 0;
+}
+
+const char *oom_tag_name(void) { return oom_tag ? oom_accts[oom_tag].name : NULL; }
+
+/* ---- enforcing a budget exactly while sampling ----
+ * Sampled tracking sees about one allocation per oom_sample bytes, so under oom_action=fail a
+ * runaway site would get only its sampled allocations refused. When an account comes within
+ * OOM_FORCE_SAMPLES samples of its budget, sampling is suspended (lk_force): every allocation is
+ * tracked and weighs 1, so the account's live bytes grow exactly from there and every allocation
+ * from an over-budget site is refused. Sampling resumes when the account falls twice that far below
+ * its budget (hysteresis: no flapping). While suspended, every allocation pays for full tracking. */
+#define OOM_FORCE_SAMPLES 16
+
+static void force_on(unsigned a)
+{
+    os_lock(&oom_acct_lock);
+    if (!oom_accts[a].forced) {
+        oom_accts[a].forced = 1;
+        __atomic_add_fetch(&lk_force, 1, __ATOMIC_RELEASE);
+    }
+    os_unlock(&oom_acct_lock);
+}
+
+static __attribute__((noinline)) void force_maybe_off(unsigned a, int64_t bytes)
+{
+    int64_t margin = (int64_t)(2 * OOM_FORCE_SAMPLES * lk_sample_bytes);
+    if (bytes + margin > (int64_t)oom_accts[a].budget || !os_trylock(&oom_acct_lock))
+        return;
+    if (oom_accts[a].forced) {
+        oom_accts[a].forced = 0;
+        __atomic_sub_fetch(&lk_force, 1, __ATOMIC_RELEASE);
+    }
+    os_unlock(&oom_acct_lock);
+}
+
+/* An admitted sampled allocation from account a: near its budget, suspend sampling. */
+static inline void force_check(unsigned a, int64_t w)
+{
+    uint64_t b = oom_accts[a].budget;
+    if (b && lk_sample_bytes && oom_action == OOM_ACT_FAIL && !oom_accts[a].forced &&
+        __atomic_load_n(&oom_accts[a].bytes, __ATOMIC_RELAXED) + w + (int64_t)(OOM_FORCE_SAMPLES * lk_sample_bytes) >
+            (int64_t)b)
+        force_on(a);
+}
+
+/* ---- charging ---- */
+void oom_weight(uint64_t size, int exact, int64_t *bytes, int64_t *blocks_fp)
+{
+    if (!lk_sample_bytes || size >= lk_sample_bytes || exact) {
+        *bytes = (int64_t)size;
+        *blocks_fp = (int64_t)1 << OOM_WEIGHT_SHIFT;
+        return;
+    }
+    double wb, wy;
+    lk_weigh(size, 0, &wb, &wy);
+    *bytes = (int64_t)(wy + 0.5);
+    *blocks_fp = (int64_t)(wb * (double)(1 << OOM_WEIGHT_SHIFT) + 0.5);
+}
+
+void oom_charge(const struct lk_site *s, uint64_t size, int sign, int exact)
+{
+    struct oom_site *o = lk_site_oom(s);
+    int64_t w, b;
+    oom_weight(size, exact, &w, &b);
+    w *= sign;
+    b *= sign;
+    __atomic_fetch_add(&o->bytes, w, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&o->blocks_fp, b, __ATOMIC_RELAXED);
+    unsigned a = __atomic_load_n(&o->acct, __ATOMIC_RELAXED), t = lk_site_tag(s);
+    if (a) {
+        int64_t now = __atomic_add_fetch(&oom_accts[a].bytes, w, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&oom_accts[a].blocks_fp, b, __ATOMIC_RELAXED);
+        if (unlikely(oom_accts[a].forced) && sign < 0)
+            force_maybe_off(a, now);
+    }
+    if (t) {
+        int64_t now = __atomic_add_fetch(&oom_accts[t].bytes, w, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&oom_accts[t].blocks_fp, b, __ATOMIC_RELAXED);
+        if (unlikely(oom_accts[t].forced) && sign < 0)
+            force_maybe_off(t, now);
+    }
+}
+
+/* The pattern account of a site: the first (lowest) budgeted pattern matching the function name of
+ * any of its frames. Symbolizing is slow, so it runs once per site and budget generation, under
+ * oom_acct_lock (lock order: oom_acct_lock -> lk_sym_lock). The site's live bytes move with it. */
+static __attribute__((noinline)) void site_resolve(const struct lk_site *s, struct oom_site *o)
+{
+    os_lock(&oom_acct_lock);
+    uint32_t gen = __atomic_load_n(&oom_gen, __ATOMIC_ACQUIRE);
+    if (o->gen != gen) {
+        unsigned best = 0, na = oom_naccts;
+        const uintptr_t *fr;
+        unsigned d = lk_site_frames(s, &fr);
+        for (unsigned k = 0; k < d; k++) {
+            const struct lk_sym *sym = lk_sym_get(fr[k]);
+            if (!sym->func)
+                continue;
+            for (unsigned i = 1; i < na && (!best || i < best); i++)
+                if (!oom_accts[i].is_tag && oom_accts[i].budget && lk_tmatch(oom_accts[i].name, sym->func))
+                    best = i;
+        }
+        unsigned old = o->acct;
+        if (old != best) {
+            int64_t w = __atomic_load_n(&o->bytes, __ATOMIC_RELAXED), b = __atomic_load_n(&o->blocks_fp, __ATOMIC_RELAXED);
+            if (old) {
+                __atomic_fetch_sub(&oom_accts[old].bytes, w, __ATOMIC_RELAXED);
+                __atomic_fetch_sub(&oom_accts[old].blocks_fp, b, __ATOMIC_RELAXED);
+            }
+            if (best) {
+                __atomic_fetch_add(&oom_accts[best].bytes, w, __ATOMIC_RELAXED);
+                __atomic_fetch_add(&oom_accts[best].blocks_fp, b, __ATOMIC_RELAXED);
+            }
+            __atomic_store_n(&o->acct, (uint16_t)best, __ATOMIC_RELAXED);
+        }
+        __atomic_store_n(&o->gen, gen, __ATOMIC_RELEASE);
+    }
+    os_unlock(&oom_acct_lock);
+}
+
+static inline int acct_would_cross(unsigned a, int64_t w)
+{
+    uint64_t b = __atomic_load_n(&oom_accts[a].budget, __ATOMIC_RELAXED);
+    return b && __atomic_load_n(&oom_accts[a].bytes, __ATOMIC_RELAXED) + w > (int64_t)b;
+}
+
+int oom_admit(const struct lk_site *s, uint64_t size, int exact)
+{
+    struct oom_site *o = lk_site_oom(s);
+    if (unlikely(__atomic_load_n(&o->gen, __ATOMIC_ACQUIRE) != __atomic_load_n(&oom_gen, __ATOMIC_RELAXED)))
+        site_resolve(s, o);
+    int64_t w, b;
+    oom_weight(size, exact, &w, &b);
+    unsigned a = o->acct, t = lk_site_tag(s);
+    if (a)
+        force_check(a, w);
+    if (t)
+        force_check(t, w);
+    if (a && acct_would_cross(a, w) && oom_over_budget(s, a, w) != 0)
+        return -1;
+    if (t && acct_would_cross(t, w) && oom_over_budget(s, t, w) != 0)
+        return -1;
+    if (unlikely(oom_victim) && oom_victim == lk_site_idx(s))
+        return oom_victim_admit();
+    return 0;
+}

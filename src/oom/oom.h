@@ -1,0 +1,90 @@
+/* Soft OOM policy: the hooks layer's view of it (see docs/DESIGN.md, "Soft OOM policy").
+ *
+ * Budgets are accounts: a process-wide soft and hard limit on committed memory, pattern budgets
+ * (every site with a frame whose function matches the pattern) and tag budgets (every block
+ * allocated while the thread's current tag is that tag). Live bytes are charged per site by the
+ * leak tracker's hooks (exactly when tracking is full, as unbiased estimates when sampled) and
+ * summed per account.
+ *
+ * Files: budget.c (accounts, tags, options, charging, admission), policy.c (reclaim, the handler,
+ * actions, the process limits), report.c (the report). */
+#ifndef BSL_OOM_H
+#define BSL_OOM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buddyslab.h"
+#include "os/os.h"
+
+/* A site's accounting, embedded in the leak tracker's site (lk_site_oom). Counters are updated
+ * with atomics by any thread; `acct`/`gen` are written by whoever resolves the site first (a racy
+ * but idempotent write: every resolver computes the same account for a generation). */
+struct oom_site {
+    int64_t bytes;     /* live bytes (estimated when sampled) */
+    int64_t blocks_fp; /* live blocks << 16 (sampled blocks weigh a fraction of 1/p) */
+    int64_t reported;  /* bytes at the last report: growth since then is part of the badness */
+    uint32_t gen;      /* the budget generation `acct` was resolved in (0: never) */
+    uint16_t acct;     /* pattern budget account (0: none) */
+    uint16_t pad;
+};
+
+#define OOM_WEIGHT_SHIFT 16
+
+/* Set at start (or by the first bsl_budget_set/bsl_tag_push): sites are charged. */
+BSL_HIDDEN extern int oom_on;
+/* A soft or hard limit is set: the allocation slow paths call oom_commit_check. */
+BSL_HIDDEN extern int oom_limits_on;
+/* The calling thread's current tag (an account index; 0: none). Part of a site's identity. */
+BSL_HIDDEN extern __thread uint16_t oom_tag;
+
+/* Once, at init, after the options were parsed (outside every lock): parse the budget options.
+ * Returns 1 when site tracking is needed (a budget, a limit or option oom_track). */
+BSL_HIDDEN int oom_init(void);
+/* Option checks (options.c calls them on every value; one line naming the option when bad). */
+BSL_HIDDEN int oom_budget_check(const char *val, size_t n);
+BSL_HIDDEN int oom_action_check(const char *val, size_t n);
+/* After options change (init, bsl_option_set): take in limits, budgets and the action. Does not
+ * allocate (it may run under the init lock). */
+BSL_HIDDEN void oom_apply(void);
+/* Bytes per sample the policy wants from the tracker when leak/leak_sample do not say. */
+BSL_HIDDEN uint64_t oom_sample_bytes(void);
+
+/* ---- called by the leak tracker (lk_guard set, outside every allocator lock) ---- */
+struct lk_site;
+/* May a block of `size` bytes be allocated from site `s`? 0: yes; -1: no (oom_action=fail and
+ * an account of the site is over budget, or the site is the soft limit's victim). Runs reclaim,
+ * the handler and the report when an account crosses its budget. */
+BSL_HIDDEN int oom_admit(const struct lk_site *s, uint64_t size, int exact);
+/* A tracked block of `size` bytes from site `s` was allocated (sign 1) or freed (sign -1).
+ * exact: tracked outside sampling (weighs 1). */
+BSL_HIDDEN void oom_charge(const struct lk_site *s, uint64_t size, int sign, int exact);
+
+/* ---- called by the public API's slow paths (outside every allocator lock) ---- */
+/* About to commit up to n more bytes. 0: go on; -1: refuse (the hard limit, after reclaim and the
+ * handler): the caller fails with ENOMEM. Over the soft limit: reclaim, then the policy. */
+BSL_HIDDEN int oom_commit_check(size_t n);
+static inline int oom_commit_ok(size_t n)
+{
+    return likely(!oom_limits_on) || oom_commit_check(n) == 0;
+}
+
+/* ---- for the public API (src/malloc/oom_api.c) ---- */
+/* "pattern" or "tag:NAME": set its budget (0: none). 0, or -1 with errno EINVAL or ENOSPC. */
+BSL_HIDDEN int oom_budget_set(const char *pattern, uint64_t bytes);
+/* The account named "pattern" or "tag:NAME" (0: none) and its figures. */
+BSL_HIDDEN unsigned oom_acct_named(const char *name);
+BSL_HIDDEN void oom_acct_info(unsigned acct, bsl_budget_info_t *out);
+BSL_HIDDEN int oom_tag_push(const char *name);
+BSL_HIDDEN int oom_tag_pop(void);
+BSL_HIDDEN const char *oom_tag_name(void);
+BSL_HIDDEN void oom_set_limits(uint64_t soft, uint64_t hard);
+BSL_HIDDEN void oom_handler_set(bsl_oom_handler_fn fn, void *arg);
+BSL_HIDDEN void oom_stats_get(bsl_oom_stats_t *out, int tracking);
+/* Write a report now (path: NULL for option oom_report, "" for stderr). */
+BSL_HIDDEN int oom_report_now(const char *path);
+BSL_HIDDEN void oom_prefork(void);
+BSL_HIDDEN void oom_postfork_parent(void);
+BSL_HIDDEN void oom_postfork_child(void);
+
+#endif

@@ -1,0 +1,79 @@
+/* Soft OOM policy internals shared by its files (budget.c, policy.c, report.c). */
+#ifndef BSL_OOM_INT_H
+#define BSL_OOM_INT_H
+
+#include "buddyslab.h"
+#include "leakcheck/lk.h"
+#include "oom/oom.h"
+
+#define OOM_MAX_ACCTS 256 /* pattern and tag accounts together; index 0 means "none" */
+#define OOM_NAME_MAX 64
+#define OOM_TAG_DEPTH 16  /* nested bsl_tag_push per thread */
+#define OOM_REEVAL_MS 10  /* while over: a decision is reused this long before reclaiming again */
+
+/* An account: a pattern budget (every site with a frame whose function matches `name`) or a tag
+ * (every block allocated while the thread's current tag was `name`).
+ *
+ * Locking: accounts are created under oom_acct_lock and never removed; `name` and `is_tag` are
+ * written before oom_naccts is raised (release), so readers scan 1 .. oom_naccts without a lock.
+ * `budget` changes under the lock (a racy read sees the old or the new value). `bytes`/`blocks_fp`
+ * are atomics; `over`, `next_ms` and `reported` are written under oom_policy_lock. */
+struct oom_acct {
+    char name[OOM_NAME_MAX];
+    const char *lit;          /* tags: the last name pointer bsl_tag_push saw (a fast pointer match) */
+    uint8_t is_tag;
+    uint64_t budget;          /* bytes; 0: none (accounting only) */
+    int64_t bytes, blocks_fp; /* live, summed over the account's sites */
+    int64_t reported;         /* bytes at the last report */
+    uint64_t next_ms;         /* while over: when to re-evaluate */
+    int over;                 /* over budget at the last evaluation (after reclaim and the handler) */
+    int forced;               /* sampling suspended for it (lk_force counts these): see budget.c */
+    uint64_t failed;          /* allocations refused (oom_action=fail) */
+};
+BSL_HIDDEN extern struct oom_acct oom_accts[OOM_MAX_ACCTS];
+BSL_HIDDEN extern unsigned oom_naccts;  /* accounts 1 .. oom_naccts - 1 exist */
+BSL_HIDDEN extern uint32_t oom_gen;     /* bumped when pattern budgets change: sites re-resolve */
+BSL_HIDDEN extern os_lock_t oom_acct_lock;
+
+enum oom_action { OOM_ACT_REPORT, OOM_ACT_FAIL, OOM_ACT_ABORT };
+BSL_HIDDEN extern int oom_action;
+BSL_HIDDEN extern uint64_t oom_soft, oom_hard; /* process limits on committed bytes (0: none) */
+BSL_HIDDEN extern uint32_t oom_victim;         /* soft limit with fail: the site whose allocations fail */
+
+/* One site's live bytes as the account sees them: a tracked block of `size` bytes stands for
+ * *bytes bytes and *blocks_fp blocks << OOM_WEIGHT_SHIFT. */
+BSL_HIDDEN void oom_weight(uint64_t size, int exact, int64_t *bytes, int64_t *blocks_fp);
+/* Allocated + cached + dirty: what the process limits measure (racy sums, no lock). */
+BSL_HIDDEN uint64_t oom_committed(void);
+
+/* ---- policy.c ---- */
+enum oom_kind { OOM_EV_BUDGET = 1, OOM_EV_SOFT = 2, OOM_EV_HARD = 3, OOM_EV_MANUAL = 4 };
+struct oom_trigger {
+    enum oom_kind kind;
+    unsigned acct;              /* OOM_EV_BUDGET: the account that crossed */
+    uint64_t request;           /* bytes being allocated */
+    int reclaimed;              /* a reclaim ran for this event */
+    uint64_t before, after;     /* committed bytes around that reclaim */
+    uint64_t reclaimed_bytes;   /* returned to the OS by it */
+};
+BSL_HIDDEN extern os_lock_t oom_policy_lock;
+/* An account of site s would go over budget with w more bytes (called from oom_admit). */
+BSL_HIDDEN int oom_over_budget(const struct lk_site *s, unsigned acct, int64_t w);
+/* The victim site asks to allocate: 0 when the process is back under the soft limit. */
+BSL_HIDDEN int oom_victim_admit(void);
+
+/* ---- report.c ---- */
+struct oom_stats_counters {
+    uint64_t events, reclaims, reclaimed_bytes, background_reclaims, reports, suppressed, suppressed_total, failed;
+    uint64_t handler_calls, handler_recovered, seq, last_reclaim_seq, last_report_seq, last_report_ms;
+};
+BSL_HIDDEN extern struct oom_stats_counters oom_stats;
+/* Write a report about trigger t (with oom_policy_lock held; sets lk_guard itself) to path (NULL:
+ * option oom_report; "": stderr). Returns 0, or -1 when no site could be listed. */
+BSL_HIDDEN int oom_report_write(const struct oom_trigger *t, const char *path);
+/* Rate-limited: a report when the last one is older than oom_interval_ms, else counted. */
+BSL_HIDDEN void oom_report_maybe(const struct oom_trigger *t, int force);
+/* Human units: "64.0 MiB". */
+BSL_HIDDEN const char *oom_human(char *buf, size_t cap, double bytes);
+
+#endif

@@ -1,0 +1,313 @@
+/* Soft OOM policy: what happens when a budget or a process limit is crossed.
+ *
+ * The kernel's order, inside the process: reclaim first (kswapd's job: flush this CPU's caches and
+ * the transfer caches, release spare slabs and cached huge mappings, return every free dirty frame
+ * to the OS), then the program's handler (it may free memory and ask for a retry), and only if still
+ * over, oom_action: report, fail or abort.
+ *
+ * The process limits measure committed memory and are checked on the allocation slow paths
+ * (refills of the per-CPU caches, large and huge blocks), where memory gets committed. The soft
+ * limit is the zone's min watermark; its low watermark is soft - soft/8: above it, the slow paths
+ * purge dirty frames in the background of normal allocation (rate-limited), like kswapd woken at
+ * the low watermark, so that the min watermark is rarely reached by memory that is merely cached.
+ *
+ * Locking: oom_policy_lock serializes evaluations (reclaim, handler, report); it is taken outside
+ * every allocator lock and with lk_guard clear. oom_busy marks the thread inside an evaluation: its
+ * own allocations (the handler's, the report's) are never refused and never start another one. */
+#include "oom/oom_int.h"
+
+#include "buddy/buddy.h"
+#include "slab/pcp.h"
+
+#include <errno.h>
+
+os_lock_t oom_policy_lock = OS_LOCK_INIT;
+uint32_t oom_victim;
+struct oom_stats_counters oom_stats;
+static __thread int oom_busy;
+static bsl_oom_handler_fn handler;
+static void *handler_arg;
+static uint64_t last_reclaim_ms, last_bg_ms, soft_next_ms;
+static int soft_over;
+
+uint64_t oom_committed(void) { return (uint64_t)buddy_committed_bytes() + (uint64_t)huge_live_bytes(); }
+
+void oom_set_limits(uint64_t soft, uint64_t hard)
+{
+    oom_soft = soft;
+    oom_hard = hard;
+    __atomic_store_n(&oom_limits_on, soft || hard, __ATOMIC_RELEASE);
+    if (soft || hard)
+        __atomic_store_n(&oom_on, 1, __ATOMIC_RELEASE);
+}
+
+void oom_handler_set(bsl_oom_handler_fn fn, void *arg)
+{
+    os_lock(&oom_policy_lock);
+    handler = fn;
+    handler_arg = arg;
+    os_unlock(&oom_policy_lock);
+}
+
+/* Direct reclaim (oom_policy_lock held). For a budget or the soft limit at most once per
+ * OOM_REEVAL_MS: a program hovering there would otherwise purge on every slow path (t->reclaimed
+ * says whether this event ran one). Before failing an allocation at the hard limit, always. */
+static void reclaim(struct oom_trigger *t, uint64_t now)
+{
+    t->before = oom_committed();
+    t->after = t->before;
+    if (t->kind != OOM_EV_HARD && last_reclaim_ms && now < last_reclaim_ms + OOM_REEVAL_MS)
+        return;
+    last_reclaim_ms = now;
+    huge_tick(now, 0);
+    pcp_flush_all();
+    slab_flush_transfer();
+    slab_release_spares();
+    size_t purged = buddy_purge(0);
+    t->after = oom_committed();
+    t->reclaimed = 1;
+    t->reclaimed_bytes = purged;
+    oom_stats.reclaims++;
+    oom_stats.reclaimed_bytes += t->before > t->after ? t->before - t->after : 0;
+    oom_stats.last_reclaim_seq = ++oom_stats.seq;
+}
+
+static int call_handler(const struct oom_trigger *t, uint64_t live, uint64_t limit)
+{
+    if (!handler)
+        return BSL_OOM_CONTINUE;
+    bsl_oom_event ev = {
+        .kind = t->kind == OOM_EV_BUDGET ? BSL_OOM_BUDGET : t->kind == OOM_EV_SOFT ? BSL_OOM_SOFT_LIMIT : BSL_OOM_HARD_LIMIT,
+        .budget = NULL,
+        .live = (size_t)live,
+        .limit = (size_t)limit,
+        .request = (size_t)t->request,
+    };
+    char name[OOM_NAME_MAX + 8];
+    if (t->kind == OOM_EV_BUDGET) {
+        const struct oom_acct *a = &oom_accts[t->acct];
+        os_snprintf(name, sizeof(name), "%s%s", a->is_tag ? "tag:" : "", a->name);
+        ev.budget = name;
+    }
+    oom_stats.handler_calls++;
+    int saved = errno;
+    int r = handler(&ev, handler_arg);
+    errno = saved;
+    return r;
+}
+
+static __attribute__((noreturn)) void oom_abort(const struct oom_trigger *t)
+{
+    char a[32], b[32];
+    if (t->kind == OOM_EV_BUDGET) {
+        const struct oom_acct *ac = &oom_accts[t->acct];
+        char c[32];
+        os_printf(2, "buddyslab: soft OOM: %s '%s' over budget (%s live + %s requested > %s budget): aborting "
+                     "(oom_action=abort)\n", ac->is_tag ? "tag" : "budget", ac->name,
+                  oom_human(a, sizeof a, (double)__atomic_load_n(&ac->bytes, __ATOMIC_RELAXED)),
+                  oom_human(c, sizeof c, (double)t->request), oom_human(b, sizeof b, (double)ac->budget));
+    } else {
+        os_printf(2, "buddyslab: soft OOM: %s limit crossed (%s committed > %s): aborting (oom_action=abort)\n",
+                  t->kind == OOM_EV_HARD ? "hard" : "soft", oom_human(a, sizeof a, (double)oom_committed()),
+                  oom_human(b, sizeof b, (double)(t->kind == OOM_EV_HARD ? oom_hard : oom_soft)));
+    }
+    os_abort();
+}
+
+static inline int acct_over(unsigned a, int64_t w)
+{
+    uint64_t b = oom_accts[a].budget;
+    return b && __atomic_load_n(&oom_accts[a].bytes, __ATOMIC_RELAXED) + w > (int64_t)b;
+}
+
+int oom_over_budget(const struct lk_site *s, unsigned acct, int64_t w)
+{
+    (void)s;
+    if (oom_busy)
+        return 0;
+    struct oom_acct *ac = &oom_accts[acct];
+    uint64_t now = os_now_ms();
+    /* Evaluated a moment ago and found over: reuse that decision (no reclaim storm). */
+    if (__atomic_load_n(&ac->over, __ATOMIC_RELAXED) && now < __atomic_load_n(&ac->next_ms, __ATOMIC_RELAXED)) {
+        if (oom_action != OOM_ACT_FAIL)
+            return 0;
+        __atomic_fetch_add(&ac->failed, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&oom_stats.failed, 1, __ATOMIC_RELAXED);
+        return -1;
+    }
+    int g = lk_guard;
+    lk_guard = 0;
+    oom_busy = 1;
+    os_lock(&oom_policy_lock);
+    struct oom_trigger t = {.kind = OOM_EV_BUDGET, .acct = acct, .request = (uint64_t)w};
+    reclaim(&t, now);
+    int over = acct_over(acct, w);
+    if (over && call_handler(&t, (uint64_t)__atomic_load_n(&ac->bytes, __ATOMIC_RELAXED), ac->budget) == BSL_OOM_RETRY) {
+        over = acct_over(acct, w);
+        oom_stats.handler_recovered += !over;
+    }
+    __atomic_store_n(&ac->next_ms, now + OOM_REEVAL_MS, __ATOMIC_RELAXED);
+    __atomic_store_n(&ac->over, over, __ATOMIC_RELAXED);
+    if (over) {
+        oom_stats.events++;
+        oom_report_maybe(&t, oom_action == OOM_ACT_ABORT);
+        if (oom_action == OOM_ACT_ABORT)
+            oom_abort(&t);
+    }
+    os_unlock(&oom_policy_lock);
+    oom_busy = 0;
+    lk_guard = g;
+    if (!over || oom_action != OOM_ACT_FAIL)
+        return 0;
+    __atomic_fetch_add(&ac->failed, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&oom_stats.failed, 1, __ATOMIC_RELAXED);
+    return -1;
+}
+
+/* The OOM killer's choice, inside the process: the site with the most live bytes plus growth
+ * since the last report (oom_policy_lock held). */
+static uint32_t pick_victim(void)
+{
+    uint32_t n = __atomic_load_n(&lk_nsites, __ATOMIC_ACQUIRE), best = 0;
+    int64_t best_b = 0;
+    for (uint32_t i = 1; i <= n; i++) {
+        const struct lk_site *s = lk_site_get(i);
+        if (!s)
+            continue;
+        const struct oom_site *o = lk_site_oom(s);
+        int64_t live = __atomic_load_n(&o->bytes, __ATOMIC_RELAXED), g = live - o->reported;
+        int64_t bad = live + (g > 0 ? g : 0);
+        if (bad > best_b) {
+            best_b = bad;
+            best = i;
+        }
+    }
+    return best;
+}
+
+int oom_victim_admit(void)
+{
+    if (oom_busy || !oom_soft || oom_committed() <= oom_soft) {
+        __atomic_store_n(&oom_victim, 0, __ATOMIC_RELAXED);
+        return 0;
+    }
+    if (oom_action != OOM_ACT_FAIL)
+        return 0;
+    __atomic_fetch_add(&oom_stats.failed, 1, __ATOMIC_RELAXED);
+    return -1;
+}
+
+/* Over a process limit (the slow path of oom_commit_check). Returns 0 or -1 (hard limit: refuse). */
+static __attribute__((noinline)) int limit_event(enum oom_kind kind, size_t n, uint64_t now)
+{
+    uint64_t limit = kind == OOM_EV_HARD ? oom_hard : oom_soft;
+    if (kind == OOM_EV_SOFT && __atomic_load_n(&soft_over, __ATOMIC_RELAXED) &&
+        now < __atomic_load_n(&soft_next_ms, __ATOMIC_RELAXED))
+        return 0; /* decided a moment ago: the victim (if any) is already failing */
+    int g = lk_guard;
+    lk_guard = 0;
+    oom_busy = 1;
+    os_lock(&oom_policy_lock);
+    struct oom_trigger t = {.kind = kind, .request = n};
+    reclaim(&t, now);
+    int over = oom_committed() + n > limit;
+    if (over && call_handler(&t, oom_committed(), limit) == BSL_OOM_RETRY) {
+        over = oom_committed() + n > limit;
+        oom_stats.handler_recovered += !over;
+    }
+    if (kind == OOM_EV_SOFT) {
+        __atomic_store_n(&soft_next_ms, now + OOM_REEVAL_MS, __ATOMIC_RELAXED);
+        __atomic_store_n(&soft_over, over, __ATOMIC_RELAXED);
+    }
+    if (over) {
+        oom_stats.events++;
+        if (kind == OOM_EV_SOFT && oom_action == OOM_ACT_FAIL)
+            __atomic_store_n(&oom_victim, pick_victim(), __ATOMIC_RELAXED);
+        oom_report_maybe(&t, oom_action == OOM_ACT_ABORT);
+        if (oom_action == OOM_ACT_ABORT)
+            oom_abort(&t);
+    }
+    os_unlock(&oom_policy_lock);
+    oom_busy = 0;
+    lk_guard = g;
+    if (over && kind == OOM_EV_HARD) {
+        __atomic_fetch_add(&oom_stats.failed, 1, __ATOMIC_RELAXED);
+        return -1;
+    }
+    return 0;
+}
+
+int oom_commit_check(size_t n)
+{
+    if (oom_busy || lk_guard)
+        return 0; /* the policy's or the tracker's own allocations */
+    uint64_t c = oom_committed();
+    uint64_t hard = oom_hard, soft = oom_soft;
+    if (hard && c + n > hard)
+        return limit_event(OOM_EV_HARD, n, os_now_ms());
+    if (!soft)
+        return 0;
+    if (c + n > soft)
+        return limit_event(OOM_EV_SOFT, n, os_now_ms());
+    if (__atomic_load_n(&soft_over, __ATOMIC_RELAXED))
+        __atomic_store_n(&soft_over, 0, __ATOMIC_RELAXED);
+    if (c + n > soft - soft / 8) { /* past the low watermark: purge dirty frames, kswapd-style */
+        uint64_t now = os_now_ms();
+        if (now >= __atomic_load_n(&last_bg_ms, __ATOMIC_RELAXED) + OOM_REEVAL_MS && os_trylock(&oom_policy_lock)) {
+            __atomic_store_n(&last_bg_ms, now, __ATOMIC_RELAXED);
+            buddy_purge(0);
+            oom_stats.background_reclaims++;
+            os_unlock(&oom_policy_lock);
+        }
+    }
+    return 0;
+}
+
+void oom_acct_info(unsigned acct, bsl_budget_info_t *out)
+{
+    const struct oom_acct *a = &oom_accts[acct];
+    int64_t b = __atomic_load_n(&a->bytes, __ATOMIC_RELAXED), k = __atomic_load_n(&a->blocks_fp, __ATOMIC_RELAXED);
+    out->budget = (size_t)a->budget;
+    out->live_bytes = b > 0 ? (size_t)b : 0;
+    out->live_blocks = k > 0 ? (size_t)((k + (1 << (OOM_WEIGHT_SHIFT - 1))) >> OOM_WEIGHT_SHIFT) : 0;
+    out->failed = __atomic_load_n(&a->failed, __ATOMIC_RELAXED);
+    out->over = a->budget && b > (int64_t)a->budget;
+}
+
+void oom_stats_get(bsl_oom_stats_t *out, int tracking)
+{
+    out->events = oom_stats.events;
+    out->reclaims = oom_stats.reclaims;
+    out->reclaimed_bytes = oom_stats.reclaimed_bytes;
+    out->background_reclaims = oom_stats.background_reclaims;
+    out->reports = oom_stats.reports;
+    out->reports_suppressed = oom_stats.suppressed_total;
+    out->failed = __atomic_load_n(&oom_stats.failed, __ATOMIC_RELAXED);
+    out->handler_calls = oom_stats.handler_calls;
+    out->handler_recovered = oom_stats.handler_recovered;
+    out->last_reclaim_seq = oom_stats.last_reclaim_seq;
+    out->last_report_seq = oom_stats.last_report_seq;
+    out->committed = (size_t)oom_committed();
+    out->soft_limit = (size_t)oom_soft;
+    out->hard_limit = (size_t)oom_hard;
+    out->tracking = tracking;
+    out->sample_bytes = tracking == 2 ? (size_t)lk_sample_bytes : 0;
+}
+
+void oom_prefork(void)
+{
+    os_lock(&oom_acct_lock);
+    os_lock(&oom_policy_lock);
+}
+
+void oom_postfork_parent(void)
+{
+    os_unlock(&oom_policy_lock);
+    os_unlock(&oom_acct_lock);
+}
+
+void oom_postfork_child(void)
+{
+    os_lock_reinit(&oom_policy_lock);
+    os_lock_reinit(&oom_acct_lock);
+}

@@ -1,0 +1,337 @@
+/* The soft OOM report: who holds the memory, ranked like the OOM killer ranks processes.
+ *
+ * A site's badness is its share of the bytes over a limit (over a budget: the account's excess in
+ * proportion to the site's live bytes in it; over a process limit: the excess in proportion to its
+ * share of all tracked live bytes) plus its growth since the last report. Text goes to stderr or to
+ * option oom_report's file (appended), a JSON line to FILE.json beside it. Reports are
+ * rate-limited by oom_interval_ms; the ones held back are counted and the next report says so. */
+#include "oom/oom_int.h"
+
+#include <string.h>
+
+#define OOM_REPORT_SITES 10
+
+const char *oom_human(char *buf, size_t cap, double b)
+{
+    static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int u = 0;
+    double v = b < 0 ? -b : b;
+    while (v >= 1024 && u < 4) {
+        v /= 1024;
+        u++;
+    }
+    if (u == 0)
+        os_snprintf(buf, cap, "%s%ld B", b < 0 ? "-" : "", (long)v);
+    else
+        os_snprintf(buf, cap, "%s%ld.%ld %s", b < 0 ? "-" : "", (long)v, (long)(v * 10) % 10, unit[u]);
+    return buf;
+}
+
+struct ranked {
+    uint32_t site;
+    double badness, over, growth;
+    int64_t bytes, blocks_fp;
+};
+
+static const char *kind_name(enum oom_kind k)
+{
+    return k == OOM_EV_BUDGET ? "budget" : k == OOM_EV_SOFT ? "soft_limit" : k == OOM_EV_HARD ? "hard_limit" : "request";
+}
+
+static const char *action_name(void)
+{
+    return oom_action == OOM_ACT_FAIL ? "fail" : oom_action == OOM_ACT_ABORT ? "abort" : "report";
+}
+
+/* Relative standard error of an estimate of B bytes sampled one per S bytes (small blocks):
+ * sqrt(S / B), as a percentage. */
+static double rel_err_pct(double S, double B)
+{
+    if (B <= 0)
+        return 100;
+    double x = S / B, r = x > 1 ? x : 1; /* sqrt by Newton's method: no libm */
+    for (int i = 0; i < 40; i++)
+        r = 0.5 * (r + x / r);
+    return 100 * r;
+}
+
+static void acct_label(char *buf, size_t cap, const struct oom_acct *a)
+{
+    os_snprintf(buf, cap, "%s%s", a->is_tag ? "tag:" : "", a->name);
+}
+
+/* Rank the sites (oom_policy_lock held). Returns how many went into top[]. */
+static size_t rank_sites(const struct oom_trigger *t, struct ranked *top, size_t max, int64_t *tracked_total)
+{
+    uint32_t n = __atomic_load_n(&lk_nsites, __ATOMIC_ACQUIRE);
+    int64_t total = 0;
+    for (uint32_t i = 1; i <= n; i++) {
+        const struct lk_site *s = lk_site_get(i);
+        if (s) {
+            int64_t b = __atomic_load_n(&lk_site_oom(s)->bytes, __ATOMIC_RELAXED);
+            total += b > 0 ? b : 0;
+        }
+    }
+    *tracked_total = total;
+    double proc_over = 0;
+    if (t->kind == OOM_EV_SOFT || t->kind == OOM_EV_HARD) {
+        uint64_t c = oom_committed(), lim = t->kind == OOM_EV_HARD ? oom_hard : oom_soft;
+        proc_over = c + t->request > lim ? (double)(c + t->request - lim) : 0;
+    }
+    int process_wide = t->kind != OOM_EV_BUDGET;
+    size_t k = 0;
+    for (uint32_t i = 1; i <= n; i++) {
+        const struct lk_site *s = lk_site_get(i);
+        if (!s)
+            continue;
+        const struct oom_site *o = lk_site_oom(s);
+        int64_t live = __atomic_load_n(&o->bytes, __ATOMIC_RELAXED);
+        if (live <= 0)
+            continue;
+        double over = 0;
+        unsigned acc[2] = {o->acct, lk_site_tag(s)};
+        for (int j = 0; j < 2; j++) {
+            const struct oom_acct *a = &oom_accts[acc[j]];
+            int64_t ab = __atomic_load_n(&a->bytes, __ATOMIC_RELAXED);
+            if (t->kind == OOM_EV_BUDGET && acc[j] == t->acct)
+                ab += (int64_t)t->request; /* the allocation that crosses it counts */
+            if (acc[j] && a->budget && ab > (int64_t)a->budget && ab > 0)
+                over += (double)(ab - (int64_t)a->budget) * (double)live / (double)ab;
+        }
+        if (proc_over > 0 && total > 0)
+            over += proc_over * (double)live / (double)total;
+        if (!process_wide && over <= 0)
+            continue; /* a budget event lists the sites of over-budget accounts */
+        double growth = (double)(live - o->reported);
+        if (growth < 0)
+            growth = 0;
+        struct ranked r = {i, over + growth, over, growth, live, __atomic_load_n(&o->blocks_fp, __ATOMIC_RELAXED)};
+        if (t->kind == OOM_EV_MANUAL)
+            r.badness = over + (double)live; /* on request: who holds the most */
+        size_t p = k < max ? k++ : max;
+        if (p == max) {
+            if (r.badness <= top[max - 1].badness)
+                continue;
+            p = max - 1;
+        }
+        while (p > 0 && top[p - 1].badness < r.badness) {
+            top[p] = top[p - 1];
+            p--;
+        }
+        top[p] = r;
+    }
+    return k;
+}
+
+static void write_text(struct lk_out *o, const struct oom_trigger *t, const struct ranked *top, size_t k,
+                       int64_t tracked)
+{
+    long pid = os_getpid();
+    char a[32], b[32], c[32], d[32], lab[OOM_NAME_MAX + 8];
+    uint64_t committed = oom_committed();
+    if (t->kind == OOM_EV_BUDGET) {
+        const struct oom_acct *ac = &oom_accts[t->acct];
+        acct_label(lab, sizeof lab, ac);
+        lk_out_fmt(o, "==%ld== buddyslab soft OOM: budget '%s' crossed: %s live + %s requested > budget %s "
+                      "(oom_action=%s)\n", pid, lab,
+                   oom_human(a, sizeof a, (double)__atomic_load_n(&ac->bytes, __ATOMIC_RELAXED)),
+                   oom_human(c, sizeof c, (double)t->request), oom_human(b, sizeof b, (double)ac->budget), action_name());
+    } else if (t->kind == OOM_EV_MANUAL) {
+        lk_out_fmt(o, "==%ld== buddyslab soft OOM report (on request)\n", pid);
+    } else {
+        uint64_t lim = t->kind == OOM_EV_HARD ? oom_hard : oom_soft;
+        lk_out_fmt(o, "==%ld== buddyslab soft OOM: %s limit crossed: %s committed + %s requested > %s (oom_action=%s%s)\n",
+                   pid, t->kind == OOM_EV_HARD ? "hard" : "soft", oom_human(a, sizeof a, (double)committed),
+                   oom_human(b, sizeof b, (double)t->request), oom_human(c, sizeof c, (double)lim), action_name(),
+                   t->kind == OOM_EV_HARD ? "; the allocation fails" : "");
+    }
+    if (t->reclaimed)
+        lk_out_fmt(o, "==%ld==   reclaimed first: %s returned to the OS, committed %s -> %s; still over\n", pid,
+                   oom_human(a, sizeof a, (double)t->reclaimed_bytes), oom_human(b, sizeof b, (double)t->before),
+                   oom_human(c, sizeof c, (double)t->after));
+    else if (t->kind != OOM_EV_MANUAL)
+        lk_out_fmt(o, "==%ld==   reclaimed less than %d ms ago; still over\n", pid, OOM_REEVAL_MS);
+    lk_out_fmt(o, "==%ld==   process: committed %s, soft limit %s, hard limit %s; tracked live %s", pid,
+               oom_human(a, sizeof a, (double)committed), oom_soft ? oom_human(b, sizeof b, (double)oom_soft) : "none",
+               oom_hard ? oom_human(c, sizeof c, (double)oom_hard) : "none", oom_human(d, sizeof d, (double)tracked));
+    if (lk_sample_bytes)
+        lk_out_fmt(o, " (sampled: about one allocation per %s; a site's bytes are estimates, relative standard "
+                      "error about sqrt(%s / bytes))\n", oom_human(a, sizeof a, (double)lk_sample_bytes),
+                   oom_human(b, sizeof b, (double)lk_sample_bytes));
+    else
+        lk_out_put(o, " (every allocation tracked: exact)\n");
+    unsigned na = __atomic_load_n(&oom_naccts, __ATOMIC_ACQUIRE);
+    for (unsigned i = 1; i < na; i++) {
+        const struct oom_acct *ac = &oom_accts[i];
+        int64_t by = __atomic_load_n(&ac->bytes, __ATOMIC_RELAXED);
+        if (!ac->budget)
+            continue;
+        acct_label(lab, sizeof lab, ac);
+        lk_out_fmt(o, "==%ld==   budget '%s': %s live of %s%s", pid, lab, oom_human(a, sizeof a, (double)by),
+                   oom_human(b, sizeof b, (double)ac->budget), by > (int64_t)ac->budget ? " OVER" : "");
+        if (ac->failed)
+            lk_out_fmt(o, ", %llu allocations refused", (unsigned long long)ac->failed);
+        lk_out_put(o, "\n");
+    }
+    if (oom_stats.suppressed)
+        lk_out_fmt(o, "==%ld==   (%llu events since the last report were not reported: oom_interval_ms=%ld)\n", pid,
+                   (unsigned long long)oom_stats.suppressed, opt_oom_interval_ms);
+    lk_out_fmt(o, "==%ld== %zu site%s ranked by badness (share of the bytes over budget or limit + growth since the last "
+                  "report):\n", pid, k, k == 1 ? "" : "s");
+    for (size_t i = 0; i < k; i++) {
+        const struct ranked *r = &top[i];
+        const struct lk_site *s = lk_site_get(r->site);
+        const struct oom_site *os = lk_site_oom(s);
+        lk_out_fmt(o, "==%ld== #%zu badness %s: %s%s live in %s%llu blocks", pid, i + 1,
+                   oom_human(a, sizeof a, r->badness), lk_sample_bytes ? "about " : "",
+                   oom_human(b, sizeof b, (double)r->bytes), lk_sample_bytes ? "about " : "",
+                   (unsigned long long)((r->blocks_fp + (1 << (OOM_WEIGHT_SHIFT - 1))) >> OOM_WEIGHT_SHIFT));
+        if (os->acct) {
+            acct_label(lab, sizeof lab, &oom_accts[os->acct]);
+            lk_out_fmt(o, ", budget %s ('%s')", oom_human(c, sizeof c, (double)oom_accts[os->acct].budget), lab);
+        }
+        unsigned tg = lk_site_tag(s);
+        if (tg)
+            lk_out_fmt(o, ", tag %s%s%s", oom_accts[tg].name, oom_accts[tg].budget ? " budget " : "",
+                       oom_accts[tg].budget ? oom_human(c, sizeof c, (double)oom_accts[tg].budget) : "");
+        lk_out_fmt(o, ", +%s since the last report", oom_human(d, sizeof d, r->growth));
+        if (lk_sample_bytes)
+            lk_out_fmt(o, " (an estimate: standard error at most about %ld%%)", (long)(rel_err_pct((double)lk_sample_bytes, (double)r->bytes) + 0.5));
+        lk_out_put(o, "\n");
+        lk_write_frames(o, s, 0);
+    }
+    lk_out_fmt(o, "==%ld==\n", pid);
+}
+
+static void write_json(struct lk_out *o, const struct oom_trigger *t, const struct ranked *top, size_t k,
+                       int64_t tracked)
+{
+    char lab[OOM_NAME_MAX + 8];
+    lk_out_fmt(o, "{\"tool\": \"buddyslab-oom\", \"format\": 1, \"pid\": %ld, \"time_ms\": %llu, \"event\": \"%s\"",
+               os_getpid(), (unsigned long long)os_now_ms(), kind_name(t->kind));
+    if (t->kind == OOM_EV_BUDGET) {
+        acct_label(lab, sizeof lab, &oom_accts[t->acct]);
+        lk_out_put(o, ", \"budget\": ");
+        lk_out_json_str(o, lab);
+    }
+    lk_out_fmt(o, ", \"action\": \"%s\", \"request\": %llu", action_name(), (unsigned long long)t->request);
+    lk_out_fmt(o, ", \"reclaim\": {\"ran\": %s, \"bytes\": %llu, \"committed_before\": %llu, \"committed_after\": %llu}",
+               t->reclaimed ? "true" : "false", (unsigned long long)t->reclaimed_bytes, (unsigned long long)t->before,
+               (unsigned long long)t->after);
+    lk_out_fmt(o, ", \"process\": {\"committed\": %llu, \"soft_limit\": %llu, \"hard_limit\": %llu, \"tracked_live\": %lld}",
+               (unsigned long long)oom_committed(), (unsigned long long)oom_soft, (unsigned long long)oom_hard,
+               (long long)tracked);
+    lk_out_fmt(o, ", \"tracking\": \"%s\", \"sample_bytes\": %llu, \"suppressed\": %llu, \"budgets\": [",
+               lk_sample_bytes ? "sampled" : "full", (unsigned long long)lk_sample_bytes,
+               (unsigned long long)oom_stats.suppressed);
+    unsigned na = __atomic_load_n(&oom_naccts, __ATOMIC_ACQUIRE), m = 0;
+    for (unsigned i = 1; i < na; i++) {
+        const struct oom_acct *ac = &oom_accts[i];
+        if (!ac->budget && !ac->is_tag)
+            continue;
+        int64_t by = __atomic_load_n(&ac->bytes, __ATOMIC_RELAXED), bl = __atomic_load_n(&ac->blocks_fp, __ATOMIC_RELAXED);
+        acct_label(lab, sizeof lab, ac);
+        lk_out_put(o, m++ ? ", {\"name\": " : "{\"name\": ");
+        lk_out_json_str(o, lab);
+        lk_out_fmt(o, ", \"tag\": %s, \"budget\": %llu, \"live_bytes\": %lld, \"live_blocks\": %lld, \"over\": %s, "
+                      "\"failed\": %llu}", ac->is_tag ? "true" : "false", (unsigned long long)ac->budget, (long long)by,
+                   (long long)((bl + (1 << (OOM_WEIGHT_SHIFT - 1))) >> OOM_WEIGHT_SHIFT),
+                   ac->budget && by > (int64_t)ac->budget ? "true" : "false", (unsigned long long)ac->failed);
+    }
+    lk_out_put(o, "], \"sites\": [");
+    for (size_t i = 0; i < k; i++) {
+        const struct ranked *r = &top[i];
+        const struct lk_site *s = lk_site_get(r->site);
+        const struct oom_site *os = lk_site_oom(s);
+        lk_out_fmt(o, "%s{\"rank\": %zu, \"site\": %u, \"badness\": %lld, \"over\": %lld, \"growth\": %lld, "
+                      "\"live_bytes\": %lld, \"live_blocks\": %lld, \"budget\": ",
+                   i ? ", " : "", i + 1, r->site, (long long)r->badness, (long long)r->over, (long long)r->growth,
+                   (long long)r->bytes, (long long)((r->blocks_fp + (1 << (OOM_WEIGHT_SHIFT - 1))) >> OOM_WEIGHT_SHIFT));
+        if (os->acct) {
+            acct_label(lab, sizeof lab, &oom_accts[os->acct]);
+            lk_out_fmt(o, "%llu, \"budget_name\": ", (unsigned long long)oom_accts[os->acct].budget);
+            lk_out_json_str(o, lab);
+        } else {
+            lk_out_put(o, "null, \"budget_name\": null");
+        }
+        lk_out_put(o, ", \"tag\": ");
+        if (lk_site_tag(s))
+            lk_out_json_str(o, oom_accts[lk_site_tag(s)].name);
+        else
+            lk_out_put(o, "null");
+        lk_out_put(o, ", \"stack\": [");
+        lk_write_frames(o, s, 1);
+        lk_out_put(o, "]}");
+    }
+    lk_out_put(o, "]}\n");
+}
+
+int oom_report_write(const struct oom_trigger *t, const char *path)
+{
+    if (!path)
+        path = opt_oom_report;
+    int g = lk_guard;
+    lk_guard = 1;
+    struct ranked top[OOM_REPORT_SITES];
+    int64_t tracked = 0;
+    size_t k = rank_sites(t, top, OOM_REPORT_SITES, &tracked);
+    struct lk_out *o = lk_alloc(sizeof(struct lk_out));
+    if (!o) {
+        os_printf(2, "buddyslab: soft OOM report: out of memory\n");
+        lk_guard = g;
+        return -1;
+    }
+    int json;
+    o->fd = lk_open_report(path, &json, "soft OOM report", 1);
+    if (json) /* oom_report=FILE.json: JSON lines only */
+        write_json(o, t, top, k, tracked);
+    else
+        write_text(o, t, top, k, tracked);
+    lk_out_flush(o);
+    if (o->fd != 2)
+        os_close(o->fd);
+    if (path && *path && !json) { /* JSON beside the text file */
+        char jp[300];
+        os_snprintf(jp, sizeof jp, "%s.json", path);
+        o->fd = lk_open_report(jp, &json, "soft OOM report", 1);
+        if (o->fd != 2) {
+            write_json(o, t, top, k, tracked);
+            lk_out_flush(o);
+            os_close(o->fd);
+        }
+    }
+    lk_free(o);
+    /* Growth is measured from here on. */
+    uint32_t n = __atomic_load_n(&lk_nsites, __ATOMIC_ACQUIRE);
+    for (uint32_t i = 1; i <= n; i++) {
+        const struct lk_site *s = lk_site_get(i);
+        if (s)
+            lk_site_oom(s)->reported = __atomic_load_n(&lk_site_oom(s)->bytes, __ATOMIC_RELAXED);
+    }
+    oom_stats.reports++;
+    oom_stats.suppressed = 0;
+    oom_stats.last_report_seq = ++oom_stats.seq;
+    oom_stats.last_report_ms = os_now_ms();
+    lk_guard = g;
+    return 0;
+}
+
+void oom_report_maybe(const struct oom_trigger *t, int force)
+{
+    uint64_t now = os_now_ms();
+    if (!force && oom_stats.reports && now < oom_stats.last_report_ms + (uint64_t)opt_oom_interval_ms) {
+        oom_stats.suppressed++;
+        oom_stats.suppressed_total++;
+        return;
+    }
+    oom_report_write(t, NULL);
+}
+
+int oom_report_now(const char *path)
+{
+    os_lock(&oom_policy_lock);
+    struct oom_trigger t = {.kind = OOM_EV_MANUAL};
+    int r = oom_report_write(&t, path);
+    os_unlock(&oom_policy_lock);
+    return r;
+}
