@@ -195,7 +195,8 @@ def summary(prog, pid, sig, code, opts, publish, shm, stale, start):
         head = "%s (pid %d) exited with status %d" % (name, pid, code)
         if code and opts.get("leak_exitcode") == str(code) and (is_on(opts, "leak") or is_on(opts, "leak_sample")):
             head += " (leak_exitcode: leaks were found)"
-    if not (stats or leak or publish or sig):
+    oom = any(opts.get(k, "0") not in ("", "0") for k in ("soft_limit", "hard_limit")) or opts.get("budget")
+    if not (stats or leak or publish or sig or oom):
         return
     lines.append(head)
     if stats:
@@ -228,6 +229,14 @@ def summary(prog, pid, sig, code, opts, publish, shm, stale, start):
                 lines.append("  leak report: %s not written (the program was killed before it could write it)" % path)
             else:
                 lines.append("  leak report: %s was not written (see the library's messages above)" % path)
+    if oom:
+        path = opts.get("oom_report", "").replace("%p", str(pid))
+        if not path:
+            lines.append("  soft OOM reports: on stderr above, if a limit or budget was crossed")
+        elif os.path.exists(path):
+            lines.append("  soft OOM reports: %s (%s), JSON lines in %s.json" % (path, human(os.stat(path).st_size), path))
+        else:
+            lines.append("  soft OOM reports: none (no limit or budget was crossed)")
     if publish:
         lines.append("  live statistics: published in %s while it ran%s" % (
             shm, " (left behind when it ended; removed)" if stale else ""))

@@ -52,7 +52,8 @@ struct oom_trigger {
     enum oom_kind kind;
     unsigned acct;              /* OOM_EV_BUDGET: the account that crossed */
     uint64_t request;           /* bytes being allocated */
-    int reclaimed;              /* a reclaim ran for this event */
+    int reclaimed;              /* 1: a reclaim ran for this event; 2: one ran reclaim_age_ms ago */
+    uint64_t reclaim_age_ms;
     uint64_t before, after;     /* committed bytes around that reclaim */
     uint64_t reclaimed_bytes;   /* returned to the OS by it */
 };

@@ -52,12 +52,20 @@ void oom_handler_set(bsl_oom_handler_fn fn, void *arg)
 /* Direct reclaim (oom_policy_lock held). For a budget or the soft limit at most once per
  * OOM_REEVAL_MS: a program hovering there would otherwise purge on every slow path (t->reclaimed
  * says whether this event ran one). Before failing an allocation at the hard limit, always. */
+static struct oom_trigger last_reclaim; /* its figures, for an event that reuses it */
+
 static void reclaim(struct oom_trigger *t, uint64_t now)
 {
     t->before = oom_committed();
     t->after = t->before;
-    if (t->kind != OOM_EV_HARD && last_reclaim_ms && now < last_reclaim_ms + OOM_REEVAL_MS)
+    if (t->kind != OOM_EV_HARD && last_reclaim_ms && now < last_reclaim_ms + OOM_REEVAL_MS) {
+        t->reclaimed = 2; /* a moment ago */
+        t->reclaim_age_ms = now - last_reclaim_ms;
+        t->before = last_reclaim.before;
+        t->after = last_reclaim.after;
+        t->reclaimed_bytes = last_reclaim.reclaimed_bytes;
         return;
+    }
     last_reclaim_ms = now;
     huge_tick(now, 0);
     pcp_flush_all();
@@ -70,6 +78,7 @@ static void reclaim(struct oom_trigger *t, uint64_t now)
     oom_stats.reclaims++;
     oom_stats.reclaimed_bytes += t->before > t->after ? t->before - t->after : 0;
     oom_stats.last_reclaim_seq = ++oom_stats.seq;
+    last_reclaim = *t;
 }
 
 static int call_handler(const struct oom_trigger *t, uint64_t live, uint64_t limit)

@@ -145,12 +145,14 @@ static void write_text(struct lk_out *o, const struct oom_trigger *t, const stru
                    oom_human(b, sizeof b, (double)t->request), oom_human(c, sizeof c, (double)lim), action_name(),
                    t->kind == OOM_EV_HARD ? "; the allocation fails" : "");
     }
-    if (t->reclaimed)
+    if (t->reclaimed == 1)
         lk_out_fmt(o, "==%ld==   reclaimed first: %s returned to the OS, committed %s -> %s; still over\n", pid,
                    oom_human(a, sizeof a, (double)t->reclaimed_bytes), oom_human(b, sizeof b, (double)t->before),
                    oom_human(c, sizeof c, (double)t->after));
-    else if (t->kind != OOM_EV_MANUAL)
-        lk_out_fmt(o, "==%ld==   reclaimed less than %d ms ago; still over\n", pid, OOM_REEVAL_MS);
+    else if (t->reclaimed == 2)
+        lk_out_fmt(o, "==%ld==   reclaimed %llu ms ago: %s returned to the OS, committed %s -> %s; still over\n", pid,
+                   (unsigned long long)t->reclaim_age_ms, oom_human(a, sizeof a, (double)t->reclaimed_bytes),
+                   oom_human(b, sizeof b, (double)t->before), oom_human(c, sizeof c, (double)t->after));
     lk_out_fmt(o, "==%ld==   process: committed %s, soft limit %s, hard limit %s; tracked live %s", pid,
                oom_human(a, sizeof a, (double)committed), oom_soft ? oom_human(b, sizeof b, (double)oom_soft) : "none",
                oom_hard ? oom_human(c, sizeof c, (double)oom_hard) : "none", oom_human(d, sizeof d, (double)tracked));
@@ -215,9 +217,10 @@ static void write_json(struct lk_out *o, const struct oom_trigger *t, const stru
         lk_out_json_str(o, lab);
     }
     lk_out_fmt(o, ", \"action\": \"%s\", \"request\": %llu", action_name(), (unsigned long long)t->request);
-    lk_out_fmt(o, ", \"reclaim\": {\"ran\": %s, \"bytes\": %llu, \"committed_before\": %llu, \"committed_after\": %llu}",
-               t->reclaimed ? "true" : "false", (unsigned long long)t->reclaimed_bytes, (unsigned long long)t->before,
-               (unsigned long long)t->after);
+    lk_out_fmt(o, ", \"reclaim\": {\"ran\": %s, \"age_ms\": %llu, \"bytes\": %llu, \"committed_before\": %llu, "
+                  "\"committed_after\": %llu}",
+               t->reclaimed ? "true" : "false", (unsigned long long)t->reclaim_age_ms,
+               (unsigned long long)t->reclaimed_bytes, (unsigned long long)t->before, (unsigned long long)t->after);
     lk_out_fmt(o, ", \"process\": {\"committed\": %llu, \"soft_limit\": %llu, \"hard_limit\": %llu, \"tracked_live\": %lld}",
                (unsigned long long)oom_committed(), (unsigned long long)oom_soft, (unsigned long long)oom_hard,
                (long long)tracked);

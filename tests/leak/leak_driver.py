@@ -227,8 +227,11 @@ def case_program(args, tmp, label, cmd, exp, opts=(), extra_env=None, valgrind=T
 
 
 def case_sample(args, tmp):
-    # 16K: enough samples (~600 kept blocks) that the 20% bound is about 5 standard errors of the
-    # block-count estimate; at 64K (~140 samples) it was 2.4 and failed about once in 60 runs.
+    # Bounds of about 5 standard errors. A sampled block of s bytes stands for 1/p blocks, p ~ s/16K,
+    # so the block-count estimate's variance is about the sum of 1/p: for 20000 kept blocks of
+    # 16..800 bytes, 20000 * 16384 * ln(50) / 784, a standard error of 6.4 % (measured: 4-6 %);
+    # 20 % (3 of them) failed once in ~200 runs, so block counts get 30 %. Byte estimates are
+    # tighter (sum of s/p ~ 16K * bytes: about 1.5 % for the kept bytes) and keep 20 %.
     cmd = [exe(args, "leak_sample")]
     rep, p = run_tracked(args, cmd, ["leak_sample=16K", "leak_reachable=1"], tmp)
     m = re.search(r"leaked_bytes=(\d+) leaked_blocks=(\d+) kept_bytes=(\d+) kept_blocks=(\d+)", p.stdout.decode())
@@ -243,9 +246,10 @@ def case_sample(args, tmp):
     checks = [("definitely lost bytes", db, leaked), ("definitely lost blocks", dn, nleaked),
               ("keep_sample bytes", kb, kept), ("keep_sample blocks", kn, nkept)]
     for what, got, want in checks:
-        if abs(got - want) > 0.2 * want:
-            fail("sample: %s estimated %d, true %d (more than 20%% off)\n%s" % (
-                what, got, want, json.dumps(rep.doc["summary"], indent=1)))
+        tol = 0.3 if what.endswith("blocks") else 0.2
+        if abs(got - want) > tol * want:
+            fail("sample: %s estimated %d, true %d (more than %d%% off)\n%s" % (
+                what, got, want, 100 * tol, json.dumps(rep.doc["summary"], indent=1)))
     if set(rep.by["definitely_lost"]) - {"lk_sample_leak", "lk_sample_big"}:
         fail("sample: unexpected definitely lost sites %s" % sorted(rep.by["definitely_lost"]))
     big = rep.by["definitely_lost"].get("lk_sample_big")

@@ -9,12 +9,16 @@
  *   reclaim   64 MiB freed (dirty, decay off), then growth past the soft limit: reclaim, then report
  *   hard      1 MiB blocks until NULL under a hard limit, then free and allocate again
  *   handler   budget mode with a handler that frees the runaway's oldest blocks and asks to retry
+ *   fork      4 threads allocate under a tag while the main thread forks 20 children that allocate
+ *             and write a report; no deadlock, every child exits 0
  *   plain     a few allocations (for option syntax checks) */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "buddyslab.h"
 
@@ -119,6 +123,23 @@ static int handler(const bsl_oom_event *ev, void *arg)
     return BSL_OOM_RETRY;
 }
 
+static void *churn(void *arg)
+{
+    static __thread void *ring[256];
+    size_t fails = 0;
+    for (int i = 0; i < 20000; i++) {
+        bsl_tag_push("cache");
+        void *p = runaway_alloc((size_t)1024 * (1 + (size_t)(i + (int)(intptr_t)arg) % 64));
+        bsl_tag_pop();
+        fails += !p;
+        free(ring[i % 256]);
+        ring[i % 256] = p;
+    }
+    for (int i = 0; i < 256; i++)
+        free(ring[i]);
+    return (void *)fails;
+}
+
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "plain";
@@ -200,6 +221,34 @@ int main(int argc, char **argv)
         void *again = malloc(1 << 20);
         printf("after_free_ok=%d\n", again != NULL);
         free(again);
+        print_stats();
+        return 0;
+    }
+    if (!strcmp(mode, "fork")) {
+        pthread_t t[4];
+        for (int i = 0; i < 4; i++)
+            pthread_create(&t[i], NULL, churn, (void *)(intptr_t)(i * 7));
+        int bad = 0;
+        for (int k = 0; k < 20; k++) {
+            pid_t pid = fork();
+            if (pid == 0) {
+                void *p = well_behaved_alloc(100);
+                int r = bsl_oom_report("/dev/null");
+                free(p);
+                _exit(p && r == 0 ? 0 : 1);
+            }
+            int st = 0;
+            if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+                bad++;
+        }
+        size_t fails = 0;
+        for (int i = 0; i < 4; i++) {
+            void *r;
+            pthread_join(t[i], &r);
+            fails += (size_t)r;
+        }
+        printf("fork_bad=%d\nchurn_fails=%zu\n", bad, fails);
+        print_budget("tag:cache");
         print_stats();
         return 0;
     }

@@ -167,6 +167,13 @@ def t_run_usage():
         ("run", "--report", "/nonexistent-dir-for-test/x.json", "--", "true"),
         ("run", "--report", "/tmp/a,b.json", "--", "true"),
         ("run", "--options"),
+        ("run", "--soft-limit", "lots", "--", "true"),
+        ("run", "--hard-limit"),
+        ("run", "--budget", "nosize", "--", "true"),
+        ("run", "--budget", "f:12Q", "--", "true"),
+        ("run", "--budget", "a:1M,b:2M", "--", "true"),
+        ("run", "--oom-action", "explode", "--", "true"),
+        ("run", "--oom-report", "/nonexistent-dir-for-test/o.txt", "--", "true"),
         ("top", "--interval", "0", "1"),
         ("top", "notapid"),
         ("top", "1", "--count", "0"),
@@ -323,7 +330,20 @@ def t_run_reports():
         p = subprocess.run([ARGS.launcher, "run", "--report", "l2.json", "--", py, "-c", prog], cwd=d,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_base(), timeout=TIMEOUT)
         check("leak=1" in p.stderr, "--report alone does not turn leak tracking on", p)
-    print("ok: --leaks --report writes a report that renders as text, folded and svg")
+    # The soft OOM flags: a budget crossed by a Python program, its report where --oom-report says.
+    with tempfile.TemporaryDirectory() as d:
+        prog = "x = [bytearray(1000) for i in range(30000)]\nprint('done')\n"
+        p = subprocess.run([ARGS.launcher, "run", "--soft-limit", "16M", "--budget", "tag:none:1G", "--oom-report",
+                            "oom.txt", "--", py, "-c", prog], cwd=d, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, env=env_base(), timeout=TIMEOUT)
+        rep = os.path.join(d, "oom.txt")
+        check(p.returncode == 0 and p.stdout == "done\n", "oom_action=report must not change the program", p)
+        check("soft_limit=16M" in p.stderr and "budget=tag:none:1G" in p.stderr and "oom_report=%s" % rep in p.stderr,
+              "--soft-limit/--budget/--oom-report must set soft_limit, budget and an absolute oom_report", p)
+        check(os.path.exists(rep) and "soft limit crossed" in open(rep).read(), "the soft limit report in oom.txt", p)
+        check(os.path.exists(rep + ".json") and "soft OOM reports: %s" % rep in p.stderr,
+              "the JSON beside it, and the summary naming the file", p)
+    print("ok: --leaks --report writes a report that renders as text, folded and svg; the soft OOM flags work")
 
 
 # ---- top ----------------------------------------------------------------------------------------
