@@ -9,7 +9,8 @@
 #define OOM_MAX_ACCTS 256 /* pattern and tag accounts together; index 0 means "none" */
 #define OOM_NAME_MAX 64
 #define OOM_TAG_DEPTH 16  /* nested bsl_tag_push per thread */
-#define OOM_REEVAL_MS 10  /* while over: a decision is reused this long before reclaiming again */
+#define OOM_REEVAL_MS 10  /* while over: a decision is reused this long before reclaiming again, */
+#define OOM_REEVAL_MAX_MS 1000 /* doubling per evaluation that finds it still over, up to this */
 
 /* An account: a pattern budget (every site with a frame whose function matches `name`) or a tag
  * (every block allocated while the thread's current tag was `name`).
@@ -26,6 +27,7 @@ struct oom_acct {
     int64_t bytes, blocks_fp; /* live, summed over the account's sites */
     int64_t reported;         /* bytes at the last report */
     uint64_t next_ms;         /* while over: when to re-evaluate */
+    uint32_t backoff_ms;      /* the current re-evaluation interval (see OOM_REEVAL_MAX_MS) */
     int over;                 /* over budget at the last evaluation (after reclaim and the handler) */
     int forced;               /* sampling suspended for it (lk_force counts these): see budget.c */
     uint64_t failed;          /* allocations refused (oom_action=fail) */

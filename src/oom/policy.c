@@ -28,7 +28,19 @@ static __thread int oom_busy;
 static bsl_oom_handler_fn handler;
 static void *handler_arg;
 static uint64_t last_reclaim_ms, last_bg_ms, soft_next_ms;
+static uint32_t soft_backoff_ms;
 static int soft_over;
+
+/* The next re-evaluation of something found still over: 10 ms, doubling each time it is still over
+ * (up to 1 s), so that a program living above a soft limit or budget under oom_action=report is
+ * not reclaimed from every few milliseconds; back to 10 ms once it is under. */
+static uint64_t backoff(uint32_t *ms, int over, uint64_t now)
+{
+    uint32_t b = *ms;
+    b = !over || !b ? OOM_REEVAL_MS : b * 2 > OOM_REEVAL_MAX_MS ? OOM_REEVAL_MAX_MS : b * 2;
+    *ms = b;
+    return now + b;
+}
 
 uint64_t oom_committed(void) { return (uint64_t)buddy_committed_bytes() + (uint64_t)huge_live_bytes(); }
 
@@ -155,7 +167,7 @@ int oom_over_budget(const struct lk_site *s, unsigned acct, int64_t w)
         over = acct_over(acct, w);
         oom_stats.handler_recovered += !over;
     }
-    __atomic_store_n(&ac->next_ms, now + OOM_REEVAL_MS, __ATOMIC_RELAXED);
+    __atomic_store_n(&ac->next_ms, backoff(&ac->backoff_ms, over, now), __ATOMIC_RELAXED);
     __atomic_store_n(&ac->over, over, __ATOMIC_RELAXED);
     if (over) {
         oom_stats.events++;
@@ -225,7 +237,7 @@ static __attribute__((noinline)) int limit_event(enum oom_kind kind, size_t n, u
         oom_stats.handler_recovered += !over;
     }
     if (kind == OOM_EV_SOFT) {
-        __atomic_store_n(&soft_next_ms, now + OOM_REEVAL_MS, __ATOMIC_RELAXED);
+        __atomic_store_n(&soft_next_ms, backoff(&soft_backoff_ms, over, now), __ATOMIC_RELAXED);
         __atomic_store_n(&soft_over, over, __ATOMIC_RELAXED);
     }
     if (over) {
