@@ -156,7 +156,9 @@ static void write_text(struct lk_out *o, const struct oom_trigger *t, const stru
     lk_out_fmt(o, "==%ld==   process: committed %s, soft limit %s, hard limit %s; tracked live %s", pid,
                oom_human(a, sizeof a, (double)committed), oom_soft ? oom_human(b, sizeof b, (double)oom_soft) : "none",
                oom_hard ? oom_human(c, sizeof c, (double)oom_hard) : "none", oom_human(d, sizeof d, (double)tracked));
-    if (lk_sample_bytes)
+    if (!leak_tracking_mode())
+        lk_out_put(o, " (site tracking is unavailable: no sites can be named)\n");
+    else if (lk_sample_bytes)
         lk_out_fmt(o, " (sampled: about one allocation per %s; a site's bytes are estimates, relative standard "
                       "error about sqrt(%s / bytes))\n", oom_human(a, sizeof a, (double)lk_sample_bytes),
                    oom_human(b, sizeof b, (double)lk_sample_bytes));
@@ -225,7 +227,7 @@ static void write_json(struct lk_out *o, const struct oom_trigger *t, const stru
                (unsigned long long)oom_committed(), (unsigned long long)oom_soft, (unsigned long long)oom_hard,
                (long long)tracked);
     lk_out_fmt(o, ", \"tracking\": \"%s\", \"sample_bytes\": %llu, \"suppressed\": %llu, \"budgets\": [",
-               lk_sample_bytes ? "sampled" : "full", (unsigned long long)lk_sample_bytes,
+               !leak_tracking_mode() ? "off" : lk_sample_bytes ? "sampled" : "full", (unsigned long long)lk_sample_bytes,
                (unsigned long long)oom_stats.suppressed);
     unsigned na = __atomic_load_n(&oom_naccts, __ATOMIC_ACQUIRE), m = 0;
     for (unsigned i = 1; i < na; i++) {

@@ -250,9 +250,13 @@ def case_handler(a):
 def case_threads(a):
     p = run(["threads"], a.lib, a.prog, "budget=runaway_*:1G,oom_sample=0", "threads")
     lines = [l for l in p.out.splitlines() if l.startswith("budget[runaway_*]=")]
-    check(p.returncode == 0 and len(lines) == 2, p, "two budget lines")
+    check(p.returncode == 0 and len(lines) == 4, p, "four budget lines")
     check(lines[0].startswith("budget[runaway_*]=live:%d,blocks:%d," % (96 * MiB, 96 * 1024)), p, "live before")
     check(lines[1].startswith("budget[runaway_*]=live:0,blocks:0,"), p, "frees from another thread must count")
+    # 1 KiB grown by realloc to 4K, 16K, 64K, 256K, 1M (the loop stops at 2 MiB's bound): the account
+    # holds each block's final requested size exactly, then nothing once another thread freed them.
+    check(lines[2].startswith("budget[runaway_*]=live:%d,blocks:32," % (32 * MiB)), p, "reallocs must move the bytes")
+    check(lines[3].startswith("budget[runaway_*]=live:0,blocks:0,"), p, "frees of realloc'ed blocks must count")
 
 
 def case_rate(a):

@@ -5,7 +5,8 @@
  *             blocks; NULLs are counted per site; then bsl_oom_report(argv[2]) and everything is freed
  *   tag       the same, the runaway's allocations made under bsl_tag_push("cache")
  *   api       budget mode with the budget set by bsl_budget_set (argv[3]) instead of the options
- *   threads   the runaway's blocks are freed by another thread; accounting must return to zero
+ *   threads   the runaway's blocks are freed by another thread; accounting must return to zero;
+ *             then 32 blocks grown by realloc from 1 KiB to 2 MiB, through sizes in every layer
  *   reclaim   64 MiB freed (dirty, decay off), then growth past the soft limit: reclaim, then report
  *   hard      1 MiB blocks until NULL under a hard limit, then free and allocate again
  *   handler   budget mode with a handler that frees the runaway's oldest blocks and asks to retry
@@ -33,6 +34,11 @@ static void *well[WELL_MB * 256];
 __attribute__((noinline)) void *runaway_alloc(size_t n)
 {
     return malloc(n); /* RUNAWAY_LINE */
+}
+
+__attribute__((noinline)) void *runaway_realloc(void *p, size_t n)
+{
+    return realloc(p, n);
 }
 
 __attribute__((noinline)) void *well_behaved_alloc(size_t n)
@@ -163,6 +169,17 @@ int main(int argc, char **argv)
         run_sites(0);
         print_budget("runaway_*");
         pthread_t t;
+        pthread_create(&t, NULL, freer, NULL);
+        pthread_join(t, NULL);
+        nblocks = 0;
+        print_budget("runaway_*");
+        for (int i = 0; i < 32; i++) {
+            blocks[i] = runaway_alloc(1024);
+            for (size_t n = 4096; n <= ((size_t)2 << 20); n *= 4)
+                blocks[i] = runaway_realloc(blocks[i], n); /* slab -> large -> huge sizes */
+        }
+        nblocks = 32;
+        print_budget("runaway_*");
         pthread_create(&t, NULL, freer, NULL);
         pthread_join(t, NULL);
         nblocks = 0;
