@@ -157,6 +157,7 @@ static const char *demangle(const char *name)
 static void sym_fill(struct lk_sym *s)
 {
     uintptr_t a = s->pc - 1; /* inside the call instruction */
+    dwfl_refresh();          /* also learns exe_path, the main program's name */
     Dl_info info;
     struct link_map *lm = NULL;
     memset(&info, 0, sizeof(info));
@@ -167,7 +168,6 @@ static void sym_fill(struct lk_sym *s)
         if (info.dli_sname && info.dli_saddr)
             s->func = demangle(info.dli_sname);
     }
-    dwfl_refresh();
     if (dwfl) {
         void *m = dw.addrmodule(dwfl, a);
         if (m) {

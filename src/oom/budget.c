@@ -187,6 +187,7 @@ void oom_apply(void)
         s = *e ? e + 1 : e;
     }
     __atomic_store_n(&oom_limits_on, oom_soft || oom_hard, __ATOMIC_RELEASE);
+    oom_watermarks();
     if (oom_soft || oom_hard)
         __atomic_store_n(&oom_on, 1, __ATOMIC_RELEASE);
 }

@@ -64,6 +64,8 @@ BSL_HIDDEN extern os_lock_t oom_policy_lock;
 BSL_HIDDEN int oom_over_budget(const struct lk_site *s, unsigned acct, int64_t w);
 /* The victim site asks to allocate: 0 when the process is back under the soft limit. */
 BSL_HIDDEN int oom_victim_admit(void);
+/* The zones' dirty-frame watermarks follow the process limits (zones_cap_dirty at 1/8). */
+BSL_HIDDEN void oom_watermarks(void);
 
 /* ---- report.c ---- */
 struct oom_stats_counters {

@@ -44,10 +44,17 @@ static uint64_t backoff(uint32_t *ms, int over, uint64_t now)
 
 uint64_t oom_committed(void) { return (uint64_t)buddy_committed_bytes() + (uint64_t)huge_live_bytes(); }
 
+void oom_watermarks(void)
+{
+    uint64_t lim = oom_soft ? oom_soft : oom_hard;
+    zones_cap_dirty((size_t)(lim / 8));
+}
+
 void oom_set_limits(uint64_t soft, uint64_t hard)
 {
     oom_soft = soft;
     oom_hard = hard;
+    oom_watermarks();
     __atomic_store_n(&oom_limits_on, soft || hard, __ATOMIC_RELEASE);
     if (soft || hard)
         __atomic_store_n(&oom_on, 1, __ATOMIC_RELEASE);

@@ -95,8 +95,19 @@ void zones_init(void)
          * a program that frees and reallocates 150 MiB of large blocks (bench batch_random, size
          * mix) then paid a page fault per page on every round, 3.6x slower than jemalloc. */
         zones[z].wmark_min = 0;
-        zones[z].wmark_low = ((size_t)256 << 20) >> PAGE_SHIFT;
-        zones[z].wmark_high = ((size_t)1 << 30) >> PAGE_SHIFT;
+        zones[z].wmark_low = ZONE_WMARK_LOW_DEFAULT;
+        zones[z].wmark_high = ZONE_WMARK_HIGH_DEFAULT;
+    }
+}
+
+void zones_cap_dirty(size_t max_bytes)
+{
+    size_t cap = max_bytes ? max_bytes >> PAGE_SHIFT : (size_t)-1;
+    for (int z = 0; z < NR_ZONES; z++) {
+        size_t high = ZONE_WMARK_HIGH_DEFAULT < cap ? ZONE_WMARK_HIGH_DEFAULT : cap;
+        size_t low = ZONE_WMARK_LOW_DEFAULT < cap / 2 ? ZONE_WMARK_LOW_DEFAULT : cap / 2;
+        __atomic_store_n(&zones[z].wmark_low, low, __ATOMIC_RELAXED);
+        __atomic_store_n(&zones[z].wmark_high, high, __ATOMIC_RELAXED);
     }
 }
 

@@ -98,6 +98,12 @@ struct zone {
 };
 
 BSL_HIDDEN extern struct zone zones[NR_ZONES];
+#define ZONE_WMARK_LOW_DEFAULT (((size_t)256 << 20) >> PAGE_SHIFT)
+#define ZONE_WMARK_HIGH_DEFAULT (((size_t)1 << 30) >> PAGE_SHIFT)
+/* Cap every zone's dirty-frame watermarks: high at max_bytes, low at half of it (0: the defaults).
+ * The soft OOM policy caps them at 1/8 of the soft limit, so that free frames the allocator keeps
+ * can take at most that share of the limit before the buddy purges them on its own. */
+BSL_HIDDEN void zones_cap_dirty(size_t max_bytes);
 BSL_HIDDEN extern uintptr_t *pagemap_top[1u << (ADDR_BITS - 34)];
 /* One bit per 64 MiB slot of the address space: set while the slot is an arena. Arenas are never
  * unmapped, so a bit once set stays set. 256 KiB of demand-zero .bss; free() tests it with one
