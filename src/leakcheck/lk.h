@@ -123,9 +123,12 @@ struct lk_sym {
     const char *func, *file, *module; /* NULL when unknown */
     int line;
     uintptr_t off; /* from the module's load bias */
+    int lines_done; /* file and line were looked up */
 };
 BSL_HIDDEN extern os_lock_t lk_sym_lock; /* taken by lk_prefork */
 BSL_HIDDEN const struct lk_sym *lk_sym_get(uintptr_t pc);
+/* The same entry with only func, module and off certain (no DWARF line lookup: cheaper). */
+BSL_HIDDEN const struct lk_sym *lk_sym_name(uintptr_t pc);
 BSL_HIDDEN char *lk_str_dup_n(const char *s, size_t n); /* into the symbols' arena (never freed) */
 /* LSan's pattern rules: '*' wildcards, a leading '^' and a trailing '$' anchor; else a substring. */
 BSL_HIDDEN int lk_tmatch(const char *pattern, const char *s);

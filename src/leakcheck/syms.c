@@ -154,7 +154,8 @@ static const char *demangle(const char *name)
     return r;
 }
 
-static void sym_fill(struct lk_sym *s)
+/* The function name and module (symbol tables only: what budget patterns match). */
+static void sym_fill_name(struct lk_sym *s)
 {
     uintptr_t a = s->pc - 1; /* inside the call instruction */
     dwfl_refresh();          /* also learns exe_path, the main program's name */
@@ -174,6 +175,18 @@ static void sym_fill(struct lk_sym *s)
             const char *n = dw.addrname(m, a);
             if (n)
                 s->func = demangle(n);
+        }
+    }
+}
+
+/* File and line from DWARF (line tables: slower, often compressed), for reports. */
+static void sym_fill_lines(struct lk_sym *s)
+{
+    uintptr_t a = s->pc - 1;
+    s->lines_done = 1;
+    if (dwfl) {
+        void *m = dw.addrmodule(dwfl, a);
+        if (m) {
             void *line = dw.getsrc(m, a);
             if (line) {
                 uint64_t addr;
@@ -216,7 +229,7 @@ static int tab_grow(void)
     return 0;
 }
 
-const struct lk_sym *lk_sym_get(uintptr_t pc)
+static const struct lk_sym *sym_lookup(uintptr_t pc, int lines)
 {
     os_lock(&lk_sym_lock);
     const struct lk_sym *r = &sym_none;
@@ -235,15 +248,20 @@ const struct lk_sym *lk_sym_get(uintptr_t pc)
         struct lk_sym *s = ent_chunk++;
         ent_left--;
         s->pc = pc;
-        sym_fill(s);
+        sym_fill_name(s);
         tab[i] = s;
         tab_count++;
     }
+    if (lines && !tab[i]->lines_done)
+        sym_fill_lines(tab[i]);
     r = tab[i];
 out:
     os_unlock(&lk_sym_lock);
     return r;
 }
+
+const struct lk_sym *lk_sym_get(uintptr_t pc) { return sym_lookup(pc, 1); }
+const struct lk_sym *lk_sym_name(uintptr_t pc) { return sym_lookup(pc, 0); }
 
 /* LSan's pattern rules: '*' matches any run of characters, a leading '^' anchors at the start,
  * a trailing '$' at the end; otherwise the pattern may match anywhere in s. */

@@ -316,11 +316,13 @@ static __attribute__((noinline)) void site_resolve(const struct lk_site *s, stru
     os_lock(&oom_acct_lock);
     uint32_t gen = __atomic_load_n(&oom_gen, __ATOMIC_ACQUIRE);
     if (o->gen != gen) {
-        unsigned best = 0, na = oom_naccts;
+        unsigned best = 0, na = oom_naccts, npat = 0;
+        for (unsigned i = 1; i < na; i++)
+            npat += !oom_accts[i].is_tag && oom_accts[i].budget;
         const uintptr_t *fr;
-        unsigned d = lk_site_frames(s, &fr);
+        unsigned d = npat ? lk_site_frames(s, &fr) : 0; /* no pattern budget: nothing to symbolize */
         for (unsigned k = 0; k < d; k++) {
-            const struct lk_sym *sym = lk_sym_get(fr[k]);
+            const struct lk_sym *sym = lk_sym_name(fr[k]);
             if (!sym->func)
                 continue;
             for (unsigned i = 1; i < na && (!best || i < best); i++)
