@@ -52,7 +52,7 @@ static void *(*lk_dlopen_fn)(const char *, int);
 __thread int lk_guard;
 static __thread struct lk_thread *lk_self;
 static __thread int lk_tstate;       /* 0: not set up, 1: set up, 2: exiting (key destructor ran) */
-static __thread int64_t lk_countdown; /* sampling: bytes until the next sampled allocation */
+__thread int64_t lk_countdown; /* sampling: bytes until the next sampled allocation */
 
 uint64_t lk_sample_bytes;
 int lk_force;
@@ -536,15 +536,9 @@ static struct lk_shard shards[LK_SHARDS];
 static inline uint64_t addr_hash(uintptr_t p) { return mix64(p >> 4); }
 static inline struct lk_shard *shard_of(uint64_t h) { return &shards[h >> (64 - LK_SHARD_BITS)]; }
 
-/* Sampling: a counter per hash bucket of 4 KiB pages of the sampled blocks alive, so that free()
- * of an unsampled block (nearly all of them) is a multiply and one load, without a lock. Hashing
- * the page, not the block, keeps neighbouring frees on the same cache line of the filter. */
-#define LK_FILTER_BITS 16
-static uint16_t lk_filter[1u << LK_FILTER_BITS];
-static inline uint16_t *filter_of(uintptr_t p)
-{
-    return &lk_filter[((p >> 12) * 0x9E3779B97F4A7C15ull) >> (64 - LK_FILTER_BITS)];
-}
+/* Sampling's filter of freed blocks: see lk_filter_of in leakcheck.h. */
+uint16_t lk_filter[1u << LK_FILTER_BITS];
+#define filter_of lk_filter_of
 
 static int shard_grow(struct lk_shard *s)
 {

@@ -27,6 +27,41 @@ BSL_HIDDEN void leak_after_alloc(void *p, size_t size, uint64_t ticket);
 BSL_HIDDEN void leak_on_alloc(void *p, size_t size);
 /* The block at p (p != NULL, maybe never tracked) is about to be given back. */
 BSL_HIDDEN void leak_on_free(void *p);
+/* ---- the sampled fast path, inlined into the public entry points ----
+ * With leak_sample (or the soft OOM policy's sampling) nearly every call is not sampled. Deciding
+ * that inline, before the generic hooked path (init check, debug features, Valgrind quieting),
+ * keeps sampled tracking close to the untracked cost. leakcheck.c owns this state. */
+BSL_HIDDEN extern uint64_t lk_sample_bytes; /* 0: full tracking */
+BSL_HIDDEN extern int lk_force;             /* sampling suspended (the soft OOM policy enforcing) */
+BSL_HIDDEN extern __thread int64_t lk_countdown; /* bytes until this thread's next sampled allocation */
+/* A counter per hash bucket of 4 KiB pages holding sampled blocks alive, so that free() of an
+ * unsampled block (nearly all of them) is a multiply and a load, without a lock. Hashing the page,
+ * not the block, keeps neighbouring frees on the same cache line of the filter. */
+#define LK_FILTER_BITS 16
+BSL_HIDDEN extern uint16_t lk_filter[1u << LK_FILTER_BITS];
+static inline uint16_t *lk_filter_of(uintptr_t p)
+{
+    return &lk_filter[((p >> 12) * 0x9E3779B97F4A7C15ull) >> (64 - LK_FILTER_BITS)];
+}
+/* 1: an allocation of n bytes is not sampled (its bytes are taken off the countdown): the caller
+ * may skip the hooks. 0: leak_before_alloc decides (full tracking, a large block, the countdown
+ * running out, or sampling suspended). */
+static inline int leak_unsampled_alloc(size_t n)
+{
+    if (!lk_sample_bytes || n >= lk_sample_bytes || __atomic_load_n(&lk_force, __ATOMIC_RELAXED))
+        return 0;
+    int64_t c = lk_countdown - (int64_t)n;
+    if (unlikely(c <= 0))
+        return 0;
+    lk_countdown = c;
+    return 1;
+}
+/* 1: the block at p cannot be a tracked one (sampled mode, no sampled block alive on its page). */
+static inline int leak_untracked_free(const void *p)
+{
+    return lk_sample_bytes && !__atomic_load_n(lk_filter_of((uintptr_t)p), __ATOMIC_RELAXED);
+}
+
 /* 0: no tracking, 1: every allocation, 2: sampled. */
 BSL_HIDDEN int leak_tracking_mode(void);
 /* At normal process exit (the library destructor): write the report when configured. */

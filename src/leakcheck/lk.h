@@ -42,9 +42,8 @@ BSL_HIDDEN uint32_t lk_site_idx(const struct lk_site *s);
 /* A sampled block of `size` bytes stands for *bytes bytes in *blocks blocks (1 and size when
  * tracking in full, for blocks of at least lk_sample_bytes, and for exact ones: LK_EXACT). */
 BSL_HIDDEN void lk_weigh(uint64_t size, int exact, double *blocks, double *bytes);
-/* Sampling is suspended (every allocation tracked, exactly) while this is nonzero: the soft OOM
- * policy sets it while an account under oom_action=fail is at its budget. */
-BSL_HIDDEN extern int lk_force;
+/* lk_force (leakcheck.h): sampling is suspended (every allocation tracked, exactly) while it is
+ * nonzero; the soft OOM policy sets it while an account under oom_action=fail is at its budget. */
 
 /* ---- block records (leakcheck.c) ---- */
 struct lk_block {
@@ -78,8 +77,7 @@ struct lk_thread_info {
 /* Copy up to max registered threads (live and recently dead) into out; returns the count. */
 BSL_HIDDEN size_t lk_threads_snapshot(struct lk_thread_info *out, size_t max);
 
-/* ---- options as the tracker sees them ---- */
-BSL_HIDDEN extern uint64_t lk_sample_bytes; /* 0: full tracking */
+/* ---- options as the tracker sees them: lk_sample_bytes (leakcheck.h) ---- */
 
 /* ---- stack capture (unwind.c) ---- */
 BSL_HIDDEN void lk_unwind_init(void);

@@ -358,17 +358,28 @@ static __attribute__((noinline, cold)) void *hooked_realloc(void *p, size_t n)
 void *bsl_raw_malloc(size_t n) { return do_malloc(n); }
 void bsl_raw_free(void *p) { do_free(p); }
 
+/* Only sampled site tracking is on, and this call is not sampled: skip the hooks (see
+ * leak_unsampled_alloc). HOOK_LEAK alone implies initialised (HOOK_INIT is clear). */
+#define LEAN_ALLOC(n) (bsl_hooks_on == HOOK_LEAK && leak_unsampled_alloc(n))
+#define LEAN_FREE(p) (bsl_hooks_on == HOOK_LEAK && leak_untracked_free(p))
+
 BSL_EXPORT void *malloc(size_t n)
 {
-    if (unlikely(bsl_hooks_on))
+    if (unlikely(bsl_hooks_on)) {
+        if (LEAN_ALLOC(n))
+            return do_malloc(n);
         return hooked_alloc(HK_MALLOC, 0, n);
+    }
     return do_malloc(n);
 }
 
 BSL_EXPORT void free(void *p)
 {
-    if (unlikely(bsl_hooks_on))
+    if (unlikely(bsl_hooks_on)) {
+        if (LEAN_FREE(p))
+            return do_free(p);
         return hooked_free(p);
+    }
     do_free(p);
 }
 
@@ -396,6 +407,8 @@ BSL_EXPORT void *calloc(size_t nmemb, size_t size)
             errno = ENOMEM;
             return NULL;
         }
+        if (LEAN_ALLOC(n))
+            return do_calloc(1, n);
         return hooked_alloc(HK_CALLOC, 0, n);
     }
     return do_calloc(nmemb, size);
@@ -460,8 +473,11 @@ static void *do_realloc(void *p, size_t n)
 
 BSL_EXPORT void *realloc(void *p, size_t n)
 {
-    if (unlikely(bsl_hooks_on))
+    if (unlikely(bsl_hooks_on)) {
+        if (p && n && LEAN_FREE(p) && LEAN_ALLOC(n))
+            return do_realloc(p, n); /* neither the old block nor the new one is tracked */
         return hooked_realloc(p, n);
+    }
     return do_realloc(p, n);
 }
 
