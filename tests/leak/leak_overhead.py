@@ -95,6 +95,34 @@ def program(cmd):
     return measure
 
 
+def medians(results, name, cfg):
+    """(median value, median cpu) of one workload and configuration, or (None, None)."""
+    rs = results.get((name, cfg))
+    if not rs:
+        return None, None
+    return statistics.median(v for v, _ in rs), statistics.median(c for _, c in rs)
+
+
+def run_interleaved(workloads, configs, reps, lib, tmp, clean_dir):
+    """Every workload, rep and configuration, the configurations interleaved (drifts of the machine hit
+    them alike); files left in clean_dir (reports, traces) are removed after each run.
+    Returns {(workload, configuration): [(value, cpu), ...]}."""
+    results = {}
+    for name, unit, measure in workloads:
+        for r in range(reps):
+            for cfg in configs:
+                try:
+                    v, cpu = measure(cfg, lib, tmp)
+                except (RuntimeError, subprocess.TimeoutExpired) as e:
+                    print("%s / %s: %s" % (name, cfg, e), file=sys.stderr)
+                    continue
+                results.setdefault((name, cfg), []).append((v, cpu))
+                print("%-13s %-18s rep %d: %.4g %s (cpu %.4g)" % (name, cfg, r + 1, v, unit, cpu), flush=True)
+                for f in os.listdir(clean_dir):
+                    os.unlink(os.path.join(clean_dir, f))
+    return results
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default=next((d for d in (os.path.join(ROOT, "build-leak"), os.path.join(ROOT, "build"))
@@ -125,34 +153,17 @@ def main():
     configs = [c for c in a.configs.split(",") if c]
     missing = [t for t in ("valgrind", "heaptrack") if t in configs and not shutil.which(t)]
     configs = [c for c in configs if c not in missing]
-    results = {}
     with tempfile.TemporaryDirectory(prefix="bsl-leak-bench-") as tmp:
-        for name, unit, measure in workloads:
-            for r in range(reps):
-                for cfg in configs:  # interleaved: drifts of the machine hit every configuration alike
-                    try:
-                        v, cpu = measure(cfg, lib, tmp)
-                    except (RuntimeError, subprocess.TimeoutExpired) as e:
-                        print("%s / %s: %s" % (name, cfg, e), file=sys.stderr)
-                        continue
-                    results.setdefault((name, cfg), []).append((v, cpu))
-                    print("%-13s %-11s rep %d: %.4g %s (cpu %.4g)" % (name, cfg, r + 1, v, unit, cpu), flush=True)
-                    for f in os.listdir(tmp):  # reports and traces: keep the disk clean
-                        os.unlink(os.path.join(tmp, f))
+        results = run_interleaved(workloads, configs, reps, lib, tmp, tmp)
     lines = ["| workload | " + " | ".join(configs) + " |", "|---" * (len(configs) + 1) + "|"]
     for name, unit, _ in workloads:
-        base = results.get((name, "buddyslab"))
-        bw = statistics.median(v for v, _ in base) if base else None
-        bc = statistics.median(c for _, c in base) if base else None
+        bw, bc = medians(results, name, "buddyslab")
         cells = []
         for cfg in configs:
-            rs = results.get((name, cfg))
-            if not rs:
+            w, c = medians(results, name, cfg)
+            if w is None:
                 cells.append("n/a")
-                continue
-            w = statistics.median(v for v, _ in rs)
-            c = statistics.median(c for _, c in rs)
-            if bw:
+            elif bw:
                 cells.append("%.4g %s wall (%.2fx), cpu %.2fx" % (w, unit, w / bw, c / bc))
             else:
                 cells.append("%.4g %s wall, cpu %.4g" % (w, unit, c))
