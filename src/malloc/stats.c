@@ -1,5 +1,6 @@
 /* Statistics: the kernel-style views (zoneinfo, buddyinfo, slabinfo) as text and as JSON. */
 #include "malloc/internal.h"
+#include "oom/oom.h"
 
 #include <string.h>
 
@@ -183,6 +184,7 @@ BSL_EXPORT void bsl_stats_print(int fd)
               s.slab_object_bytes ? live_slab * 100 / s.slab_object_bytes : 0, live_slab >> 10, s.cached >> 10,
               s.slab_object_bytes >> 10, s.allocated ? s.rss / s.allocated : 0,
               s.allocated ? (s.rss % s.allocated) * 100 / s.allocated : 0);
+    oom_print(fd, 0);
 }
 
 BSL_EXPORT void bsl_stats_print_json(int fd)
@@ -228,5 +230,7 @@ BSL_EXPORT void bsl_stats_print_json(int fd)
                       kc->nr_partial);
             first = 0;
         }
-    os_printf(fd, "]}\n");
+    os_printf(fd, "]");
+    oom_print(fd, 1);
+    os_printf(fd, "}\n");
 }

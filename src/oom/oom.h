@@ -81,6 +81,9 @@ BSL_HIDDEN const char *oom_tag_name(void);
 BSL_HIDDEN void oom_set_limits(uint64_t soft, uint64_t hard);
 BSL_HIDDEN void oom_handler_set(bsl_oom_handler_fn fn, void *arg);
 BSL_HIDDEN void oom_stats_get(bsl_oom_stats_t *out, int tracking);
+/* The policy's section of the statistics (text, or a JSON member ',"oom":{...}'); nothing when
+ * no limit or budget is set. */
+BSL_HIDDEN void oom_print(int fd, int json);
 /* Write a report now (path: NULL for option oom_report, "" for stderr). */
 BSL_HIDDEN int oom_report_now(const char *path);
 BSL_HIDDEN void oom_prefork(void);

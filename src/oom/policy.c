@@ -339,3 +339,53 @@ void oom_postfork_child(void)
     os_lock_reinit(&oom_policy_lock);
     os_lock_reinit(&oom_acct_lock);
 }
+
+/* The policy's part of bsl_stats_print / bsl_stats_print_json (nothing when no limit or budget). */
+void oom_print(int fd, int json)
+{
+    if (!__atomic_load_n(&oom_on, __ATOMIC_ACQUIRE))
+        return;
+    bsl_oom_stats_t st;
+    oom_stats_get(&st, leak_tracking_mode());
+    static const char *const act[] = {"report", "fail", "abort"};
+    char a[32], b[32], c[32];
+    if (json)
+        os_printf(fd, ",\"oom\":{\"soft_limit\":%zu,\"hard_limit\":%zu,\"committed\":%zu,\"action\":\"%s\","
+                      "\"events\":%llu,\"reclaims\":%llu,\"reclaimed\":%llu,\"background_reclaims\":%llu,"
+                      "\"reports\":%llu,\"reports_suppressed\":%llu,\"failed\":%llu,\"handler_calls\":%llu,"
+                      "\"budgets\":[",
+                  st.soft_limit, st.hard_limit, st.committed, act[oom_action], (unsigned long long)st.events,
+                  (unsigned long long)st.reclaims, (unsigned long long)st.reclaimed_bytes,
+                  (unsigned long long)st.background_reclaims, (unsigned long long)st.reports,
+                  (unsigned long long)st.reports_suppressed, (unsigned long long)st.failed,
+                  (unsigned long long)st.handler_calls);
+    else
+        os_printf(fd, "--- soft OOM ---\nsoft limit %s  hard limit %s  committed %s  action %s  tracking %s\n"
+                      "events %llu  reclaims %llu (%llu KiB)  background reclaims %llu  reports %llu (%llu held back)  "
+                      "refused %llu  handler calls %llu\n",
+                  st.soft_limit ? oom_human(a, sizeof a, (double)st.soft_limit) : "none",
+                  st.hard_limit ? oom_human(b, sizeof b, (double)st.hard_limit) : "none",
+                  oom_human(c, sizeof c, (double)st.committed), act[oom_action],
+                  st.tracking == 1 ? "full" : st.tracking == 2 ? "sampled" : "off", (unsigned long long)st.events,
+                  (unsigned long long)st.reclaims, (unsigned long long)(st.reclaimed_bytes >> 10),
+                  (unsigned long long)st.background_reclaims, (unsigned long long)st.reports,
+                  (unsigned long long)st.reports_suppressed, (unsigned long long)st.failed,
+                  (unsigned long long)st.handler_calls);
+    unsigned na = __atomic_load_n(&oom_naccts, __ATOMIC_ACQUIRE);
+    for (unsigned i = 1, k = 0; i < na; i++) {
+        bsl_budget_info_t bi;
+        oom_acct_info(i, &bi);
+        const struct oom_acct *ac = &oom_accts[i];
+        if (json)
+            os_printf(fd, "%s{\"name\":\"%s%s\",\"budget\":%zu,\"live_bytes\":%zu,\"live_blocks\":%zu,\"failed\":%llu,"
+                          "\"over\":%s}", k++ ? "," : "", ac->is_tag ? "tag:" : "", ac->name, bi.budget, bi.live_bytes,
+                      bi.live_blocks, (unsigned long long)bi.failed, bi.over ? "true" : "false");
+        else
+            os_printf(fd, "%s '%s': %s live in %zu blocks, budget %s%s, %llu refused\n", ac->is_tag ? "tag" : "budget",
+                      ac->name, oom_human(a, sizeof a, (double)bi.live_bytes), bi.live_blocks,
+                      bi.budget ? oom_human(b, sizeof b, (double)bi.budget) : "none", bi.over ? " (OVER)" : "",
+                      (unsigned long long)bi.failed);
+    }
+    if (json)
+        os_printf(fd, "]}");
+}

@@ -171,7 +171,7 @@ def case_report(a, sampled, tag=False):
 def case_fail(a, sampled, tag=False):
     budget = "tag:cache:32M" if tag else "runaway_*:64M"
     limit = (32 if tag else 64) * MiB
-    opts = "budget=%s,oom_action=fail,oom_report=/dev/null%s" % (budget, "" if sampled else ",oom_sample=0")
+    opts = "budget=%s,oom_action=fail,oom_report=/dev/null,stats=1%s" % (budget, "" if sampled else ",oom_sample=0")
     p = run(["tag" if tag else "budget", "/dev/null"], a.lib, a.prog, opts, "fail")
     check(p.returncode == 0, p, "the program must complete")
     check(num(p, "well_fail") == 0, p, "the well-behaved site must never fail")
@@ -184,6 +184,10 @@ def case_fail(a, sampled, tag=False):
     check(num(p, "runaway_fail") == 96 * 1024 - got // 1024, p, "every runaway allocation past the budget fails")
     bi = fields(p, "budget[%s]" % ("tag:cache" if tag else "runaway_*"))
     check(bi["failed"] == num(p, "runaway_fail"), p, "the account counts its refusals: %s" % bi)
+    # stats=1 at exit: the policy's section, the account emptied by the frees, its refusals.
+    line = "%s '%s': 0 B live in 0 blocks, budget %d.0 MiB, %d refused" % (
+        "tag" if tag else "budget", "cache" if tag else "runaway_*", limit // MiB, num(p, "runaway_fail"))
+    check("--- soft OOM ---" in p.err and line in p.err, p, "stats=1 must show: " + line)
 
 
 def case_abort(a):
