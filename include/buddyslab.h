@@ -175,7 +175,8 @@ typedef struct bsl_oom_stats {
 int bsl_oom_stats(bsl_oom_stats_t *out);
 
 /* Write a soft OOM report now (sites ranked by live bytes and budgets): path as option oom_report
- * (NULL: that option; "": stderr). 0, or -1 when tracking is off. */
+ * (NULL: that option; "": stderr). 0, or -1 when no limit or budget is set (live bytes are
+ * counted per site only while the policy is on) or site tracking is unavailable. */
 int bsl_oom_report(const char *path);
 
 #ifdef __cplusplus

@@ -483,7 +483,7 @@ static uint32_t site_find(struct lk_thread *t, const uintptr_t *frames, unsigned
 #define LK_SHARDS (1u << LK_SHARD_BITS)
 struct lk_ent {
     uintptr_t key; /* 0: empty */
-    uint64_t val;  /* LK_EXACT | size << LK_SITE_IDX_BITS | site */
+    uint64_t val;  /* LK_EXACT | LK_CHARGED | size << LK_SITE_IDX_BITS | site */
 };
 /* The shards' lock: a test-and-set lock released with a plain store, so taking and releasing it
  * costs one atomic instruction instead of the futex mutex's two (the hot path does it on every
@@ -645,9 +645,11 @@ static __thread unsigned lk_ndeferred;
 /* A record leaves the map: the block's bytes leave its site's account. */
 static void uncharge(uint64_t val)
 {
+    if (!(val & LK_CHARGED))
+        return;
     const struct lk_site *site = lk_site_get((uint32_t)(val & LK_MAX_SITES));
     if (site)
-        oom_charge(site, (val & ~LK_EXACT) >> LK_SITE_IDX_BITS, -1, !!(val & LK_EXACT));
+        oom_charge(site, (val & ~LK_FLAGS) >> LK_SITE_IDX_BITS, -1, !!(val & LK_EXACT));
 }
 
 static void forget(uintptr_t p, int try_only)
@@ -744,7 +746,7 @@ struct lk_block *lk_blocks_lock_snapshot(size_t *n)
         for (size_t j = 0; j <= s->mask; j++)
             if (s->tab[j].key) {
                 b[k].start = s->tab[j].key;
-                b[k].size = (s->tab[j].val & ~LK_EXACT) >> LK_SITE_IDX_BITS;
+                b[k].size = (s->tab[j].val & ~LK_FLAGS) >> LK_SITE_IDX_BITS;
                 b[k].exact = !!(s->tab[j].val & LK_EXACT);
                 b[k].site = (uint32_t)(s->tab[j].val & LK_MAX_SITES);
                 k++;
@@ -951,10 +953,10 @@ static __attribute__((noinline)) void track_block(void *p, size_t size, uint32_t
     lk_guard = 1;
     uint64_t sz = size > LK_SIZE_MAX ? LK_SIZE_MAX : size;
     uint64_t h = addr_hash((uintptr_t)p), old = 0;
-    uint64_t val = (exact ? LK_EXACT : 0) | sz << LK_SITE_IDX_BITS | site;
+    const struct lk_site *s = __atomic_load_n(&oom_on, __ATOMIC_RELAXED) ? lk_site_get(site) : NULL;
+    uint64_t val = (exact ? LK_EXACT : 0) | (s ? LK_CHARGED : 0) | sz << LK_SITE_IDX_BITS | site;
     int r = map_insert((uintptr_t)p, val, h, &old);
     if (r >= 0) {
-        const struct lk_site *s = lk_site_get(site);
         if (s)
             oom_charge(s, sz, 1, exact);
         if (r == 0)

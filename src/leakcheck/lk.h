@@ -18,11 +18,16 @@
 #include "oom/oom.h"
 
 #define LK_MAX_DEPTH 64
-#define LK_SITE_IDX_BITS 24 /* a block record packs an exact flag (1 bit), its size (39) and site index (24) */
+/* A block record packs two flags, its size (38 bits, clamped) and its site index (24 bits). */
+#define LK_SITE_IDX_BITS 24
 #define LK_MAX_SITES ((1u << LK_SITE_IDX_BITS) - 1)
-#define LK_SIZE_MAX (((uint64_t)1 << (63 - LK_SITE_IDX_BITS)) - 1)
+#define LK_SIZE_MAX (((uint64_t)1 << (62 - LK_SITE_IDX_BITS)) - 1)
 /* The block was tracked outside sampling (the soft OOM policy enforcing a budget): it weighs 1. */
 #define LK_EXACT ((uint64_t)1 << 63)
+/* The block's bytes were charged to its site's accounts (the soft OOM policy was on when it was
+ * allocated): its free takes them off. Without a policy, tracking pays no charging atomics. */
+#define LK_CHARGED ((uint64_t)1 << 62)
+#define LK_FLAGS (LK_EXACT | LK_CHARGED)
 
 /* The per-thread re-entrancy guard: set while the tracker runs code that may allocate. */
 BSL_HIDDEN extern __thread int lk_guard;

@@ -88,7 +88,7 @@ BSL_EXPORT int bsl_oom_stats(bsl_oom_stats_t *out)
 BSL_EXPORT int bsl_oom_report(const char *path)
 {
     bsl_ensure_init();
-    if (!leak_tracking_mode())
+    if (!leak_tracking_mode() || !__atomic_load_n(&oom_on, __ATOMIC_ACQUIRE))
         return -1;
     return oom_report_now(path);
 }

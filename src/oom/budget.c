@@ -296,13 +296,11 @@ void oom_charge(const struct lk_site *s, uint64_t size, int sign, int exact)
     unsigned a = __atomic_load_n(&o->acct, __ATOMIC_RELAXED), t = lk_site_tag(s);
     if (a) {
         int64_t now = __atomic_add_fetch(&oom_accts[a].bytes, w, __ATOMIC_RELAXED);
-        __atomic_fetch_add(&oom_accts[a].blocks_fp, b, __ATOMIC_RELAXED);
         if (unlikely(oom_accts[a].forced) && sign < 0)
             force_maybe_off(a, now);
     }
     if (t) {
         int64_t now = __atomic_add_fetch(&oom_accts[t].bytes, w, __ATOMIC_RELAXED);
-        __atomic_fetch_add(&oom_accts[t].blocks_fp, b, __ATOMIC_RELAXED);
         if (unlikely(oom_accts[t].forced) && sign < 0)
             force_maybe_off(t, now);
     }
@@ -331,20 +329,28 @@ static __attribute__((noinline)) void site_resolve(const struct lk_site *s, stru
         }
         unsigned old = o->acct;
         if (old != best) {
-            int64_t w = __atomic_load_n(&o->bytes, __ATOMIC_RELAXED), b = __atomic_load_n(&o->blocks_fp, __ATOMIC_RELAXED);
-            if (old) {
+            int64_t w = __atomic_load_n(&o->bytes, __ATOMIC_RELAXED);
+            if (old)
                 __atomic_fetch_sub(&oom_accts[old].bytes, w, __ATOMIC_RELAXED);
-                __atomic_fetch_sub(&oom_accts[old].blocks_fp, b, __ATOMIC_RELAXED);
-            }
-            if (best) {
+            if (best)
                 __atomic_fetch_add(&oom_accts[best].bytes, w, __ATOMIC_RELAXED);
-                __atomic_fetch_add(&oom_accts[best].blocks_fp, b, __ATOMIC_RELAXED);
-            }
             __atomic_store_n(&o->acct, (uint16_t)best, __ATOMIC_RELAXED);
         }
         __atomic_store_n(&o->gen, gen, __ATOMIC_RELEASE);
     }
     os_unlock(&oom_acct_lock);
+}
+
+int64_t oom_acct_blocks_fp(unsigned a)
+{
+    int64_t sum = 0;
+    uint32_t n = __atomic_load_n(&lk_nsites, __ATOMIC_ACQUIRE);
+    for (uint32_t i = 1; i <= n; i++) {
+        const struct lk_site *s = lk_site_get(i);
+        if (s && (lk_site_oom(s)->acct == a || lk_site_tag(s) == a))
+            sum += __atomic_load_n(&lk_site_oom(s)->blocks_fp, __ATOMIC_RELAXED);
+    }
+    return sum;
 }
 
 static inline int acct_would_cross(unsigned a, int64_t w)

@@ -17,14 +17,15 @@
  *
  * Locking: accounts are created under oom_acct_lock and never removed; `name` and `is_tag` are
  * written before oom_naccts is raised (release), so readers scan 1 .. oom_naccts without a lock.
- * `budget` changes under the lock (a racy read sees the old or the new value). `bytes`/`blocks_fp`
- * are atomics; `over`, `next_ms` and `reported` are written under oom_policy_lock. */
+ * `budget` changes under the lock (a racy read sees the old or the new value). `bytes` is an
+ * atomic (admission reads it on every tracked allocation; an account's blocks are summed from its
+ * sites when asked: one atomic fewer per malloc and free); `over`, `next_ms` and `reported` are written under oom_policy_lock. */
 struct oom_acct {
     char name[OOM_NAME_MAX];
     const char *lit;          /* tags: the last name pointer bsl_tag_push saw (a fast pointer match) */
     uint8_t is_tag;
     uint64_t budget;          /* bytes; 0: none (accounting only) */
-    int64_t bytes, blocks_fp; /* live, summed over the account's sites */
+    int64_t bytes;            /* live, summed over the account's sites */
     int64_t reported;         /* bytes at the last report */
     uint64_t next_ms;         /* while over: when to re-evaluate */
     uint32_t backoff_ms;      /* the current re-evaluation interval (see OOM_REEVAL_MAX_MS) */
@@ -45,6 +46,8 @@ BSL_HIDDEN extern uint32_t oom_victim;         /* soft limit with fail: the site
 /* One site's live bytes as the account sees them: a tracked block of `size` bytes stands for
  * *bytes bytes and *blocks_fp blocks << OOM_WEIGHT_SHIFT. */
 BSL_HIDDEN void oom_weight(uint64_t size, int exact, int64_t *bytes, int64_t *blocks_fp);
+/* Live blocks << OOM_WEIGHT_SHIFT of account a, summed over its sites (a walk of the site table). */
+BSL_HIDDEN int64_t oom_acct_blocks_fp(unsigned a);
 /* Allocated + cached + dirty: what the process limits measure (racy sums, no lock). */
 BSL_HIDDEN uint64_t oom_committed(void);
 

@@ -294,7 +294,7 @@ int oom_commit_check(size_t n)
 void oom_acct_info(unsigned acct, bsl_budget_info_t *out)
 {
     const struct oom_acct *a = &oom_accts[acct];
-    int64_t b = __atomic_load_n(&a->bytes, __ATOMIC_RELAXED), k = __atomic_load_n(&a->blocks_fp, __ATOMIC_RELAXED);
+    int64_t b = __atomic_load_n(&a->bytes, __ATOMIC_RELAXED), k = oom_acct_blocks_fp(acct);
     out->budget = (size_t)a->budget;
     out->live_bytes = b > 0 ? (size_t)b : 0;
     out->live_blocks = k > 0 ? (size_t)((k + (1 << (OOM_WEIGHT_SHIFT - 1))) >> OOM_WEIGHT_SHIFT) : 0;

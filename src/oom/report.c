@@ -234,7 +234,7 @@ static void write_json(struct lk_out *o, const struct oom_trigger *t, const stru
         const struct oom_acct *ac = &oom_accts[i];
         if (!ac->budget && !ac->is_tag)
             continue;
-        int64_t by = __atomic_load_n(&ac->bytes, __ATOMIC_RELAXED), bl = __atomic_load_n(&ac->blocks_fp, __ATOMIC_RELAXED);
+        int64_t by = __atomic_load_n(&ac->bytes, __ATOMIC_RELAXED), bl = oom_acct_blocks_fp(i);
         acct_label(lab, sizeof lab, ac);
         lk_out_put(o, m++ ? ", {\"name\": " : "{\"name\": ");
         lk_out_json_str(o, lab);
