@@ -21,6 +21,8 @@ Cases:
   rate-limit                    many events, one report (oom_interval_ms)
   fork                          fork() from threads at their budget: no deadlock
   bad-syntax                    bad budget / oom_action / size values: one line naming the key each
+  python                        python3 with a budget on its bytearray buffers under oom_action=fail:
+                                MemoryError near the budget, the rest of the program unaffected
 """
 import argparse
 import json
@@ -289,6 +291,30 @@ def case_fork(a):
     check(num(p, "churn_fails") > 0, p, "the threads must hit their budget while the parent forks")
 
 
+PY_RUNAWAY = r"""
+import sys
+cache = []
+try:
+    for i in range(2000):                     # 200 MB at most
+        cache.append(bytearray(100_000))      # the runaway: 100 KB buffers
+    print("no MemoryError")
+except MemoryError:
+    print("runaway_mb=%d" % (len(cache) * 100_000 // 2**20))
+d = {i: str(i) * 10 for i in range(200_000)}  # everyone else carries on
+print("rest_ok=%d" % len(d))
+"""
+
+
+def case_python(a):
+    # A real program: Python's bytearray buffers get a 64 MiB budget with oom_action=fail. The
+    # pattern matches PyByteArray_Resize or bytearray___init__, whichever frames the build keeps.
+    p = run(["-c", PY_RUNAWAY], a.lib, sys.executable, "budget=*yte*rray*:64M,oom_action=fail,oom_report=/dev/null",
+            "python")
+    check(p.returncode == 0 and "no MemoryError" not in p.out, p, "the runaway must get MemoryError")
+    check(56 <= num(p, "runaway_mb") <= 70, p, "MemoryError near the 64 MiB budget")
+    check(num(p, "rest_ok") == 200000, p, "the rest of the program must carry on")
+
+
 def case_bad(a):
     opts = "budget=foo,budget=bar:12X,budget=tag::1M,oom_action=explode,soft_limit=lots,budget=ok_*:1M"
     p = run(["plain"], a.lib, a.prog, opts, "bad-syntax")
@@ -319,6 +345,7 @@ CASES = {
     "rate-limit": case_rate,
     "fork": case_fork,
     "bad-syntax": case_bad,
+    "python": case_python,
 }
 
 if __name__ == "__main__":
