@@ -143,7 +143,8 @@ const char *bsl_tag_current(void); /* NULL when none */
 typedef enum bsl_oom_kind {
     BSL_OOM_BUDGET = 1,     /* a pattern or tag budget */
     BSL_OOM_SOFT_LIMIT = 2, /* the process soft limit */
-    BSL_OOM_HARD_LIMIT = 3  /* the process hard limit: the allocation fails unless the handler frees */
+    BSL_OOM_HARD_LIMIT = 3, /* the process hard limit: the allocation fails unless the handler frees */
+    BSL_OOM_NO_MEMORY = 4   /* the OS refused memory (mmap failed: RLIMIT_AS, overcommit, cgroup) */
 } bsl_oom_kind;
 typedef struct bsl_oom_event {
     bsl_oom_kind kind;

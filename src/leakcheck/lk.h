@@ -127,7 +127,11 @@ struct lk_sym {
     int line;
     uintptr_t off; /* from the module's load bias */
     int lines_done; /* file and line were looked up */
+    int names_done; /* func was looked up with libdw (not only dladdr1) */
 };
+/* Set by a thread writing a report while the system refuses memory: symbols come from dladdr1
+ * only (libdw crashes when its own malloc fails), and cached entries are used as they are. */
+BSL_HIDDEN extern __thread int lk_sym_lean;
 BSL_HIDDEN extern os_lock_t lk_sym_lock; /* taken by lk_prefork */
 BSL_HIDDEN const struct lk_sym *lk_sym_get(uintptr_t pc);
 /* The same entry with only func, module and off certain (no DWARF line lookup: cheaper). */

@@ -22,6 +22,7 @@
 extern int dladdr1(const void *, Dl_info *, void **, int) __attribute__((weak));
 
 os_lock_t lk_sym_lock = OS_LOCK_INIT;
+__thread int lk_sym_lean;
 
 /* ---- the string arena (sym_lock) ---- */
 struct str_chunk {
@@ -158,7 +159,15 @@ static const char *demangle(const char *name)
 static void sym_fill_name(struct lk_sym *s)
 {
     uintptr_t a = s->pc - 1; /* inside the call instruction */
-    dwfl_refresh();          /* also learns exe_path, the main program's name */
+    if (lk_sym_lean) {       /* dladdr1 only: the entry may be completed later */
+        if (!exe_path[0]) {
+            ssize_t n = readlink("/proc/self/exe", exe_path, sizeof(exe_path) - 1);
+            exe_path[n > 0 ? n : 0] = 0;
+        }
+    } else {
+        dwfl_refresh(); /* also learns exe_path, the main program's name */
+        s->names_done = 1;
+    }
     Dl_info info;
     struct link_map *lm = NULL;
     memset(&info, 0, sizeof(info));
@@ -169,7 +178,7 @@ static void sym_fill_name(struct lk_sym *s)
         if (info.dli_sname && info.dli_saddr)
             s->func = demangle(info.dli_sname);
     }
-    if (dwfl) {
+    if (dwfl && !lk_sym_lean) {
         void *m = dw.addrmodule(dwfl, a);
         if (m) {
             const char *n = dw.addrname(m, a);
@@ -251,8 +260,10 @@ static const struct lk_sym *sym_lookup(uintptr_t pc, int lines)
         sym_fill_name(s);
         tab[i] = s;
         tab_count++;
+    } else if (!tab[i]->names_done && !lk_sym_lean) {
+        sym_fill_name(tab[i]); /* made lean: complete it */
     }
-    if (lines && !tab[i]->lines_done)
+    if (lines && !tab[i]->lines_done && !lk_sym_lean)
         sym_fill_lines(tab[i]);
     r = tab[i];
 out:

@@ -18,6 +18,8 @@ static __attribute__((noinline)) void *small_alloc_slow(unsigned c)
         return NULL;
     }
     void *p = pcp_alloc_slow(c);
+    if (unlikely(!p) && oom_alloc_failed(slab_class_size[c])) /* reclaimed: once more */
+        p = pcp_alloc_slow(c);
     if (unlikely(!p))
         errno = ENOMEM;
     else
@@ -28,12 +30,12 @@ static __attribute__((noinline)) void *small_alloc_slow(unsigned c)
 
 /* Blocks above SLAB_MAX_SIZE: whole frames from the buddy allocator, or a huge mapping.
  * align: 0 or a power of two > 16. zero: the block must read as zeros. */
-static __attribute__((noinline)) void *large_alloc(size_t n, size_t align, int zero)
+static void *large_alloc_try(size_t n, size_t align, int zero, int *limited)
 {
     bsl_ensure_init();
     bsl_tick_maybe();
     if (unlikely(!oom_commit_ok(n))) { /* over the hard limit after reclaim */
-        errno = ENOMEM;
+        *limited = 1;
         return NULL;
     }
     if (n <= MAX_ORDER_BYTES && align <= MAX_ORDER_BYTES) {
@@ -61,7 +63,15 @@ static __attribute__((noinline)) void *large_alloc(size_t n, size_t align, int z
             return p;
         }
     }
-    void *p = huge_alloc(n, align, ZONE_NORMAL); /* fresh mappings read as zero */
+    return huge_alloc(n, align, ZONE_NORMAL); /* fresh mappings read as zero */
+}
+
+static __attribute__((noinline)) void *large_alloc(size_t n, size_t align, int zero)
+{
+    int limited = 0;
+    void *p = large_alloc_try(n, align, zero, &limited);
+    if (unlikely(!p) && !limited && n <= ((size_t)1 << ADDR_BITS) && oom_alloc_failed(n)) /* the OS refused */
+        p = large_alloc_try(n, align, zero, &limited);    /* reclaim freed some: once more */
     if (!p)
         errno = ENOMEM;
     return p;

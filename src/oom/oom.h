@@ -64,6 +64,10 @@ BSL_HIDDEN void oom_charge(const struct lk_site *s, uint64_t size, int sign, int
 /* About to commit up to n more bytes. 0: go on; -1: refuse (the hard limit, after reclaim and the
  * handler): the caller fails with ENOMEM. Over the soft limit: reclaim, then the policy. */
 BSL_HIDDEN int oom_commit_check(size_t n);
+/* The OS refused memory for an allocation of n bytes (the zones could not grow: their min
+ * watermark, in this allocator's terms). Reclaims, then (with a limit or budget set) asks the
+ * handler and reports. 1: something was freed, retry the allocation once; 0: fail with ENOMEM. */
+BSL_HIDDEN int oom_alloc_failed(size_t n);
 static inline int oom_commit_ok(size_t n)
 {
     return likely(!oom_limits_on) || oom_commit_check(n) == 0;

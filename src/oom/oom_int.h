@@ -52,7 +52,7 @@ BSL_HIDDEN int64_t oom_acct_blocks_fp(unsigned a);
 BSL_HIDDEN uint64_t oom_committed(void);
 
 /* ---- policy.c ---- */
-enum oom_kind { OOM_EV_BUDGET = 1, OOM_EV_SOFT = 2, OOM_EV_HARD = 3, OOM_EV_MANUAL = 4 };
+enum oom_kind { OOM_EV_BUDGET = 1, OOM_EV_SOFT = 2, OOM_EV_HARD = 3, OOM_EV_MANUAL = 4, OOM_EV_NOMEM = 5 };
 struct oom_trigger {
     enum oom_kind kind;
     unsigned acct;              /* OOM_EV_BUDGET: the account that crossed */

@@ -77,7 +77,7 @@ static void reclaim(struct oom_trigger *t, uint64_t now)
 {
     t->before = oom_committed();
     t->after = t->before;
-    if (t->kind != OOM_EV_HARD && last_reclaim_ms && now < last_reclaim_ms + OOM_REEVAL_MS) {
+    if (t->kind != OOM_EV_HARD && t->kind != OOM_EV_NOMEM && last_reclaim_ms && now < last_reclaim_ms + OOM_REEVAL_MS) {
         t->reclaimed = 2; /* a moment ago */
         t->reclaim_age_ms = now - last_reclaim_ms;
         t->before = last_reclaim.before;
@@ -105,7 +105,10 @@ static int call_handler(const struct oom_trigger *t, uint64_t live, uint64_t lim
     if (!handler)
         return BSL_OOM_CONTINUE;
     bsl_oom_event ev = {
-        .kind = t->kind == OOM_EV_BUDGET ? BSL_OOM_BUDGET : t->kind == OOM_EV_SOFT ? BSL_OOM_SOFT_LIMIT : BSL_OOM_HARD_LIMIT,
+        .kind = t->kind == OOM_EV_BUDGET ? BSL_OOM_BUDGET
+                : t->kind == OOM_EV_SOFT ? BSL_OOM_SOFT_LIMIT
+                : t->kind == OOM_EV_HARD ? BSL_OOM_HARD_LIMIT
+                                         : BSL_OOM_NO_MEMORY,
         .budget = NULL,
         .live = (size_t)live,
         .limit = (size_t)limit,
@@ -134,6 +137,10 @@ static __attribute__((noreturn)) void oom_abort(const struct oom_trigger *t)
                      "(oom_action=abort)\n", ac->is_tag ? "tag" : "budget", ac->name,
                   oom_human(a, sizeof a, (double)__atomic_load_n(&ac->bytes, __ATOMIC_RELAXED)),
                   oom_human(c, sizeof c, (double)t->request), oom_human(b, sizeof b, (double)ac->budget));
+    } else if (t->kind == OOM_EV_NOMEM) {
+        os_printf(2, "buddyslab: soft OOM: the system refused memory for %s (%s committed): aborting "
+                     "(oom_action=abort)\n", oom_human(a, sizeof a, (double)t->request),
+                  oom_human(b, sizeof b, (double)oom_committed()));
     } else {
         os_printf(2, "buddyslab: soft OOM: %s limit crossed (%s committed > %s): aborting (oom_action=abort)\n",
                   t->kind == OOM_EV_HARD ? "hard" : "soft", oom_human(a, sizeof a, (double)oom_committed()),
@@ -263,6 +270,34 @@ static __attribute__((noinline)) int limit_event(enum oom_kind kind, size_t n, u
         return -1;
     }
     return 0;
+}
+
+int oom_alloc_failed(size_t n)
+{
+    if (oom_busy || lk_guard)
+        return 0;
+    int g = lk_guard;
+    lk_guard = 0;
+    oom_busy = 1;
+    os_lock(&oom_policy_lock);
+    struct oom_trigger t = {.kind = OOM_EV_NOMEM, .request = n};
+    reclaim(&t, os_now_ms());
+    int retry = t.before > t.after && t.before - t.after >= n; /* reclaim released at least the request */
+    int policy = __atomic_load_n(&oom_on, __ATOMIC_ACQUIRE);
+    if (!retry && policy && call_handler(&t, oom_committed(), 0) == BSL_OOM_RETRY) {
+        retry = 1;
+        oom_stats.handler_recovered++;
+    }
+    if (!retry && policy) {
+        oom_stats.events++;
+        oom_report_maybe(&t, oom_action == OOM_ACT_ABORT);
+        if (oom_action == OOM_ACT_ABORT)
+            oom_abort(&t);
+    }
+    os_unlock(&oom_policy_lock);
+    oom_busy = 0;
+    lk_guard = g;
+    return retry;
 }
 
 int oom_commit_check(size_t n)

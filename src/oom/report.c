@@ -35,7 +35,11 @@ struct ranked {
 
 static const char *kind_name(enum oom_kind k)
 {
-    return k == OOM_EV_BUDGET ? "budget" : k == OOM_EV_SOFT ? "soft_limit" : k == OOM_EV_HARD ? "hard_limit" : "request";
+    return k == OOM_EV_BUDGET ? "budget"
+           : k == OOM_EV_SOFT ? "soft_limit"
+           : k == OOM_EV_HARD ? "hard_limit"
+           : k == OOM_EV_NOMEM ? "no_memory"
+                               : "request";
 }
 
 static const char *action_name(void)
@@ -106,8 +110,8 @@ static size_t rank_sites(const struct oom_trigger *t, struct ranked *top, size_t
         if (growth < 0)
             growth = 0;
         struct ranked r = {i, over + growth, over, growth, live, __atomic_load_n(&o->blocks_fp, __ATOMIC_RELAXED)};
-        if (t->kind == OOM_EV_MANUAL)
-            r.badness = over + (double)live; /* on request: who holds the most */
+        if (t->kind == OOM_EV_MANUAL || t->kind == OOM_EV_NOMEM)
+            r.badness = over + (double)live + (t->kind == OOM_EV_NOMEM ? growth : 0); /* who holds the most */
         size_t p = k < max ? k++ : max;
         if (p == max) {
             if (r.badness <= top[max - 1].badness)
@@ -138,6 +142,10 @@ static void write_text(struct lk_out *o, const struct oom_trigger *t, const stru
                    oom_human(c, sizeof c, (double)t->request), oom_human(b, sizeof b, (double)ac->budget), action_name());
     } else if (t->kind == OOM_EV_MANUAL) {
         lk_out_fmt(o, "==%ld== buddyslab soft OOM report (on request)\n", pid);
+    } else if (t->kind == OOM_EV_NOMEM) {
+        lk_out_fmt(o, "==%ld== buddyslab soft OOM: the system refused memory: %s requested with %s committed "
+                      "(oom_action=%s; the allocation fails)\n", pid, oom_human(b, sizeof b, (double)t->request),
+                   oom_human(a, sizeof a, (double)committed), action_name());
     } else {
         uint64_t lim = t->kind == OOM_EV_HARD ? oom_hard : oom_soft;
         lk_out_fmt(o, "==%ld== buddyslab soft OOM: %s limit crossed: %s committed + %s requested > %s (oom_action=%s%s)\n",
@@ -145,14 +153,17 @@ static void write_text(struct lk_out *o, const struct oom_trigger *t, const stru
                    oom_human(b, sizeof b, (double)t->request), oom_human(c, sizeof c, (double)lim), action_name(),
                    t->kind == OOM_EV_HARD ? "; the allocation fails" : "");
     }
+    if (t->kind == OOM_EV_NOMEM)
+        lk_out_fmt(o, "==%ld==   (names from the dynamic symbol table only: symbolizing needs memory)\n", pid);
+    const char *verdict = t->kind == OOM_EV_NOMEM ? "not enough" : "still over";
     if (t->reclaimed == 1)
-        lk_out_fmt(o, "==%ld==   reclaimed first: %s returned to the OS, committed %s -> %s; still over\n", pid,
+        lk_out_fmt(o, "==%ld==   reclaimed first: %s returned to the OS, committed %s -> %s; %s\n", pid,
                    oom_human(a, sizeof a, (double)t->reclaimed_bytes), oom_human(b, sizeof b, (double)t->before),
-                   oom_human(c, sizeof c, (double)t->after));
+                   oom_human(c, sizeof c, (double)t->after), verdict);
     else if (t->reclaimed == 2)
-        lk_out_fmt(o, "==%ld==   reclaimed %llu ms ago: %s returned to the OS, committed %s -> %s; still over\n", pid,
+        lk_out_fmt(o, "==%ld==   reclaimed %llu ms ago: %s returned to the OS, committed %s -> %s; %s\n", pid,
                    (unsigned long long)t->reclaim_age_ms, oom_human(a, sizeof a, (double)t->reclaimed_bytes),
-                   oom_human(b, sizeof b, (double)t->before), oom_human(c, sizeof c, (double)t->after));
+                   oom_human(b, sizeof b, (double)t->before), oom_human(c, sizeof c, (double)t->after), verdict);
     lk_out_fmt(o, "==%ld==   process: committed %s, soft limit %s, hard limit %s; tracked live %s", pid,
                oom_human(a, sizeof a, (double)committed), oom_soft ? oom_human(b, sizeof b, (double)oom_soft) : "none",
                oom_hard ? oom_human(c, sizeof c, (double)oom_hard) : "none", oom_human(d, sizeof d, (double)tracked));
@@ -287,6 +298,8 @@ int oom_report_write(const struct oom_trigger *t, const char *path)
         return -1;
     }
     int json;
+    int lean = lk_sym_lean;
+    lk_sym_lean = t->kind == OOM_EV_NOMEM; /* no libdw while memory is refused */
     o->fd = lk_open_report(path, &json, "soft OOM report", 1);
     if (json) /* oom_report=FILE.json: JSON lines only */
         write_json(o, t, top, k, tracked);
@@ -306,6 +319,7 @@ int oom_report_write(const struct oom_trigger *t, const char *path)
         }
     }
     lk_free(o);
+    lk_sym_lean = lean;
     /* Growth is measured from here on. */
     uint32_t n = __atomic_load_n(&lk_nsites, __ATOMIC_ACQUIRE);
     for (uint32_t i = 1; i <= n; i++) {

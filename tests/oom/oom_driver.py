@@ -21,13 +21,17 @@ Cases:
   rate-limit                    many events, one report (oom_interval_ms)
   fork                          fork() from threads at their budget: no deadlock
   bad-syntax                    bad budget / oom_action / size values: one line naming the key each
+  rlimit                        the system refuses memory (RLIMIT_AS): reclaim, report, ENOMEM; or a
+                                handler frees and the allocation is retried
   python                        python3 with a budget on its bytearray buffers under oom_action=fail:
                                 MemoryError near the budget, the rest of the program unaffected
 """
 import argparse
+import atexit
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,6 +39,12 @@ import tempfile
 
 TIMEOUT = 120
 MiB = 1 << 20
+
+
+def tmpdir():
+    d = tempfile.mkdtemp(prefix="bsl-oom-")
+    atexit.register(shutil.rmtree, d, True)
+    return d
 
 
 def fail(msg):
@@ -119,7 +129,7 @@ def check_runaway_frame(p, site, src, what):
 
 
 def case_report(a, sampled, tag=False):
-    tmp = tempfile.mkdtemp(prefix="bsl-oom-")
+    tmp = tmpdir()
     rep = os.path.join(tmp, "oom.txt")
     budget = "tag:cache:32M" if tag else "runaway_*:64M"
     limit = (32 if tag else 64) * MiB
@@ -207,7 +217,7 @@ def case_abort(a):
 
 
 def case_api(a):
-    final = tempfile.mktemp(prefix="bsl-oom-", suffix=".json")
+    final = os.path.join(tmpdir(), "final.json")
     p = run(["api", final, "runaway_*"], a.lib, a.prog, "oom_report=/dev/null", "api")
     check(p.returncode == 0 and "api_error" not in p.kv, p, "bsl_budget_set must work with no options")
     last = json_lines(final)[-1]
@@ -315,6 +325,30 @@ def case_python(a):
     check(num(p, "rest_ok") == 200000, p, "the rest of the program must carry on")
 
 
+def case_rlimit(a):
+    # The system refusing memory (RLIMIT_AS here; overcommit or a cgroup alike): reclaim, then the
+    # report names who holds the memory, and the allocation fails with ENOMEM.
+    tmp = tmpdir()
+    rep = os.path.join(tmp, "oom.txt")
+    p = run(["rlimit"], a.lib, a.prog, "budget=nothing_matches_this:1G,oom_report=" + rep, "rlimit")
+    check(p.returncode == 0 and num(p, "rlimit_refused") == 1 and p.kv.get("rlimit_errno") == "ENOMEM", p,
+          "under RLIMIT_AS the allocation must fail with ENOMEM")
+    check(100 <= num(p, "rlimit_live_mb") <= 400, p, "MiB held when refused")
+    first = json_lines(rep + ".json")[0]
+    check(first["event"] == "no_memory" and first["reclaim"]["ran"], p, "a no_memory report after reclaim: %s" %
+          {k: first[k] for k in ("event", "reclaim")})
+    # Names come from dladdr only here (symbolizing needs memory): the frame is the program's.
+    top = first["sites"][0]
+    check(top["stack"] and (top["stack"][0]["module"] or "").endswith("oom_runaway"), p, "rank 1: %s" % top)
+    check(within(top["live_bytes"], num(p, "rlimit_live_mb") * MiB, 0.15), p, "the runaway's bytes")
+    check("the system refused memory" in open(rep).read(), p, "the text report says what happened")
+    # A handler that frees memory and asks for a retry: the allocations go on.
+    p = run(["rlimit", "handler"], a.lib, a.prog, "budget=nothing_matches_this:1G,oom_report=/dev/null", "rlimit")
+    st = fields(p, "stats")
+    check(p.returncode == 0 and "handler=kind:4," in p.out, p, "the handler sees BSL_OOM_NO_MEMORY")
+    check(st["handler_recovered"] >= 1 and st["events"] == 0, p, "the retries succeed: %s" % st)
+
+
 def case_bad(a):
     opts = "budget=foo,budget=bar:12X,budget=tag::1M,oom_action=explode,soft_limit=lots,budget=ok_*:1M"
     p = run(["plain"], a.lib, a.prog, opts, "bad-syntax")
@@ -346,6 +380,7 @@ CASES = {
     "fork": case_fork,
     "bad-syntax": case_bad,
     "python": case_python,
+    "rlimit": case_rlimit,
 }
 
 if __name__ == "__main__":

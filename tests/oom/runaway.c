@@ -13,12 +13,15 @@
  *   handler   budget mode with a handler that frees the runaway's oldest blocks and asks to retry
  *   fork      4 threads allocate under a tag while the main thread forks 20 children that allocate
  *             and write a report; no deadlock, every child exits 0
+ *   rlimit    RLIMIT_AS 256 MiB above the start: 1 MiB blocks until the system refuses; with argv[2]
+ *             "handler", a handler frees 16 of them and asks for a retry
  *   plain     a few allocations (for option syntax checks) */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -147,6 +150,15 @@ static void *churn(void *arg)
     return (void *)fails;
 }
 
+static int free_some(const bsl_oom_event *ev, void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 16 && oldest < nblocks; i++)
+        free(blocks[oldest++]);
+    printf("handler=kind:%d,request:%zu\n", (int)ev->kind, ev->request);
+    return BSL_OOM_RETRY;
+}
+
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "plain";
@@ -272,6 +284,32 @@ int main(int argc, char **argv)
         printf("fork_bad=%d\nchurn_fails=%zu\n", bad, fails);
         print_budget("tag:cache");
         print_stats();
+        return 0;
+    }
+    if (!strcmp(mode, "rlimit")) {
+        FILE *f = fopen("/proc/self/statm", "r");
+        unsigned long vm = 0;
+        if (!f || fscanf(f, "%lu", &vm) != 1)
+            return 2;
+        fclose(f);
+        struct rlimit rl = {(vm << 12) + ((size_t)256 << 20), (vm << 12) + ((size_t)256 << 20)};
+        setrlimit(RLIMIT_AS, &rl);
+        if (!strcmp(report, "handler"))
+            bsl_oom_set_handler(free_some, NULL);
+        int refused = 0;
+        while (nblocks < 1024) {
+            void *p = runaway_alloc(1 << 20);
+            if (!p) {
+                printf("rlimit_errno=%s\n", errno == ENOMEM ? "ENOMEM" : "other");
+                refused = 1;
+                break;
+            }
+            memset(p, 7, 4096);
+            blocks[nblocks++] = p;
+        }
+        printf("rlimit_refused=%d\nrlimit_live_mb=%zu\n", refused, nblocks - oldest);
+        print_stats();
+        free_all();
         return 0;
     }
     /* plain */
