@@ -220,10 +220,29 @@ static uint32_t pick_victim(void)
     return best;
 }
 
+/* A victim under sampled tracking: sampling is suspended (lk_force) while it is chosen, so that
+ * every one of its allocations is seen and refused, not only the sampled ones. */
+static int victim_forced;
+
+static void victim_set(uint32_t site)
+{
+    os_lock(&oom_acct_lock);
+    __atomic_store_n(&oom_victim, site, __ATOMIC_RELAXED);
+    int want = site && lk_sample_bytes;
+    if (want != victim_forced) {
+        victim_forced = want;
+        if (want)
+            __atomic_add_fetch(&lk_force, 1, __ATOMIC_RELEASE);
+        else
+            __atomic_sub_fetch(&lk_force, 1, __ATOMIC_RELEASE);
+    }
+    os_unlock(&oom_acct_lock);
+}
+
 int oom_victim_admit(void)
 {
     if (oom_busy || !oom_soft || oom_committed() <= oom_soft) {
-        __atomic_store_n(&oom_victim, 0, __ATOMIC_RELAXED);
+        victim_set(0);
         return 0;
     }
     if (oom_action != OOM_ACT_FAIL)
@@ -257,7 +276,7 @@ static __attribute__((noinline)) int limit_event(enum oom_kind kind, size_t n, u
     if (over) {
         oom_stats.events++;
         if (kind == OOM_EV_SOFT && oom_action == OOM_ACT_FAIL)
-            __atomic_store_n(&oom_victim, pick_victim(), __ATOMIC_RELAXED);
+            victim_set(pick_victim());
         oom_report_maybe(&t, oom_action == OOM_ACT_ABORT);
         if (oom_action == OOM_ACT_ABORT)
             oom_abort(&t);
@@ -314,6 +333,8 @@ int oom_commit_check(size_t n)
         return limit_event(OOM_EV_SOFT, n, os_now_ms());
     if (__atomic_load_n(&soft_over, __ATOMIC_RELAXED))
         __atomic_store_n(&soft_over, 0, __ATOMIC_RELAXED);
+    if (unlikely(__atomic_load_n(&oom_victim, __ATOMIC_RELAXED)))
+        victim_set(0); /* back under the soft limit */
     if (c + n > soft - soft / 8) { /* past the low watermark: purge dirty frames, kswapd-style */
         uint64_t now = os_now_ms();
         if (now >= __atomic_load_n(&last_bg_ms, __ATOMIC_RELAXED) + OOM_REEVAL_MS && os_trylock(&oom_policy_lock)) {

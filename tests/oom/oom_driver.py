@@ -10,6 +10,7 @@ Cases:
                                 its file:line, ranks it first, with bytes within 10 % of the truth
   fail-full, fail-sampled       oom_action=fail: only the runaway's allocations fail, at the budget
   abort                         oom_action=abort: the report, the message, death by SIGABRT
+  soft-fail-full, -sampled      the soft limit under oom_action=fail: the biggest site is the victim
   tag-report, tag-fail          a budget on bsl_tag_push("cache") instead of a function pattern
   api                           the budget set from code (bsl_budget_set), no options
   reclaim                       the soft limit: reclaim runs first (stats and purged bytes prove it)
@@ -202,6 +203,17 @@ def case_fail(a, sampled, tag=False):
     check("--- soft OOM ---" in p.err and line in p.err, p, "stats=1 must show: " + line)
 
 
+def case_soft_fail(a, sampled):
+    # No budget: past the 64 MiB soft limit (after reclaim) the site with the most live bytes is the
+    # victim and its allocations fail until the process is back under; the well-behaved site goes on.
+    opts = "soft_limit=64M,oom_action=fail,oom_report=/dev/null" + ("" if sampled else ",oom_sample=0")
+    p = run(["budget", "/dev/null"], a.lib, a.prog, opts, "soft-fail")
+    check(p.returncode == 0 and num(p, "well_fail") == 0, p, "the well-behaved site must not fail")
+    check(40 * MiB <= num(p, "runaway_bytes") <= 64 * MiB and num(p, "runaway_fail") > 0, p,
+          "the runaway (the victim) must stop below the soft limit")
+    check("bad_errno" not in p.kv, p, "ENOMEM")
+
+
 def case_abort(a):
     opts = "budget=runaway_*:64M,oom_action=abort"
     p = run(["budget", ""], a.lib, a.prog, opts, "abort")
@@ -368,6 +380,8 @@ CASES = {
     "fail-full": lambda a: case_fail(a, False),
     "fail-sampled": lambda a: case_fail(a, True),
     "abort": case_abort,
+    "soft-fail-full": lambda a: case_soft_fail(a, False),
+    "soft-fail-sampled": lambda a: case_soft_fail(a, True),
     "tag-report": lambda a: case_report(a, True, tag=True),
     "tag-fail": lambda a: case_fail(a, False, tag=True),
     "api": case_api,
