@@ -156,7 +156,8 @@ typedef struct bsl_oom_event {
 #define BSL_OOM_CONTINUE 0 /* handler: go on with oom_action */
 #define BSL_OOM_RETRY 1    /* handler: memory was freed, check again */
 /* Called (after reclaim, before oom_action) in the allocating thread, one event at a time; it may
- * allocate and free (its own allocations are never refused). NULL removes it. */
+ * allocate and free (its own allocations are never refused), set budgets, write a report
+ * (bsl_oom_report) or replace itself. NULL removes it. */
 typedef int (*bsl_oom_handler_fn)(const bsl_oom_event *ev, void *arg);
 void bsl_oom_set_handler(bsl_oom_handler_fn fn, void *arg);
 

@@ -63,6 +63,8 @@ struct oom_trigger {
     uint64_t reclaimed_bytes;   /* returned to the OS by it */
 };
 BSL_HIDDEN extern os_lock_t oom_policy_lock;
+/* 1 in a thread evaluating an event (it holds oom_policy_lock: the handler runs there). */
+BSL_HIDDEN int oom_in_policy(void);
 /* An account of site s would go over budget with w more bytes (called from oom_admit). */
 BSL_HIDDEN int oom_over_budget(const struct lk_site *s, unsigned acct, int64_t w);
 /* The victim site asks to allocate: 0 when the process is back under the soft limit. */

@@ -60,12 +60,17 @@ void oom_set_limits(uint64_t soft, uint64_t hard)
         __atomic_store_n(&oom_on, 1, __ATOMIC_RELEASE);
 }
 
+int oom_in_policy(void) { return oom_busy; }
+
 void oom_handler_set(bsl_oom_handler_fn fn, void *arg)
 {
-    os_lock(&oom_policy_lock);
+    int held = oom_busy; /* called from the handler: this thread holds the policy lock */
+    if (!held)
+        os_lock(&oom_policy_lock);
     handler = fn;
     handler_arg = arg;
-    os_unlock(&oom_policy_lock);
+    if (!held)
+        os_unlock(&oom_policy_lock);
 }
 
 /* Direct reclaim (oom_policy_lock held). For a budget or the soft limit at most once per

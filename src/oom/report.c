@@ -348,9 +348,12 @@ void oom_report_maybe(const struct oom_trigger *t, int force)
 
 int oom_report_now(const char *path)
 {
-    os_lock(&oom_policy_lock);
+    int held = oom_in_policy(); /* from the handler: the lock is this thread's already */
+    if (!held)
+        os_lock(&oom_policy_lock);
     struct oom_trigger t = {.kind = OOM_EV_MANUAL};
     int r = oom_report_write(&t, path);
-    os_unlock(&oom_policy_lock);
+    if (!held)
+        os_unlock(&oom_policy_lock);
     return r;
 }

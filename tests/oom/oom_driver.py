@@ -283,8 +283,9 @@ def case_handler(a):
     st = fields(p, "stats")
     check(num(p, "runaway_fail") == 0 and num(p, "well_fail") == 0, p, "the handler freed memory: nothing fails")
     check(st["handler_calls"] >= 1 and st["handler_recovered"] == st["handler_calls"], p, "handler stats: %s" % st)
-    check(st["reports"] == 0 and st["events"] == 0, p, "the handler resolved every crossing: %s" % st)
+    check(st["reports"] == 1 and st["events"] == 0, p, "the handler resolved every crossing (one report: its own): %s" % st)
     check("handler=kind:1,budget:runaway_*,live:" in p.out, p, "the handler sees the budget event")
+    check(num(p, "handler_report") == 0, p, "bsl_oom_report from the handler must work (no deadlock)")
 
 
 def case_threads(a):

@@ -130,6 +130,9 @@ static int handler(const bsl_oom_event *ev, void *arg)
         free(blocks[oldest++]);
     printf("handler=kind:%d,budget:%s,live:%zu,limit:%zu\n", (int)ev->kind, ev->budget ? ev->budget : "-", ev->live,
            ev->limit);
+    static int reported;
+    if (!reported++) /* the API may be used from the handler (it holds the policy's lock) */
+        printf("handler_report=%d\n", bsl_oom_report("/dev/null"));
     return BSL_OOM_RETRY;
 }
 
