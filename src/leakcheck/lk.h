@@ -137,6 +137,15 @@ BSL_HIDDEN const struct lk_sym *lk_sym_get(uintptr_t pc);
 /* The same entry with only func, module and off certain (no DWARF line lookup: cheaper). */
 BSL_HIDDEN const struct lk_sym *lk_sym_name(uintptr_t pc);
 BSL_HIDDEN char *lk_str_dup_n(const char *s, size_t n); /* into the symbols' arena (never freed) */
+/* Call fn for every function symbol (with a size) of every loaded module that module(base) wants:
+ * its address range and its (demangled) name. *adds: the dynamic loader's load count the walk
+ * reflects (see lk_syms_adds). 0, or -1 when libdw is unavailable. Call with lk_guard set; the
+ * callbacks must not call lk_sym_*. */
+BSL_HIDDEN int lk_syms_walk(int (*module)(uintptr_t base, void *arg),
+                            void (*fn)(uintptr_t lo, uintptr_t hi, const char *name, void *arg), void *arg,
+                            unsigned long long *adds);
+/* The dynamic loader's count of objects loaded so far (dl_iterate_phdr's dlpi_adds). */
+BSL_HIDDEN unsigned long long lk_syms_adds(void);
 /* LSan's pattern rules: '*' wildcards, a leading '^' and a trailing '$' anchor; else a substring. */
 BSL_HIDDEN int lk_tmatch(const char *pattern, const char *s);
 

@@ -14,6 +14,7 @@
 #include "leakcheck/lk.h"
 
 #include <dlfcn.h>
+#include <elf.h>
 #include <link.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,6 +82,9 @@ static struct {
     const char *(*lineinfo)(void *, uint64_t *, int *, int *, uint64_t *, uint64_t *);
     lk_dwfl_callbacks cb;
     char *(*demangle)(const char *, char *, size_t *, int *);
+    long (*getmodules)(void *, int (*)(void *, void **, const char *, uint64_t, void *), void *, long);
+    int (*getsymtab)(void *);
+    const char *(*getsym_info)(void *, int, Elf64_Sym *, uint64_t *, uint32_t *, void **, uint64_t *);
 } dw;
 
 static void dw_load(void)
@@ -100,6 +104,9 @@ static void dw_load(void)
     *(void **)&dw.addrname = lk_dlsym(h, "dwfl_module_addrname");
     *(void **)&dw.getsrc = lk_dlsym(h, "dwfl_module_getsrc");
     *(void **)&dw.lineinfo = lk_dlsym(h, "dwfl_lineinfo");
+    *(void **)&dw.getmodules = lk_dlsym(h, "dwfl_getmodules");
+    *(void **)&dw.getsymtab = lk_dlsym(h, "dwfl_module_getsymtab");
+    *(void **)&dw.getsym_info = lk_dlsym(h, "dwfl_module_getsym_info");
     dw.cb.find_elf = lk_dlsym(h, "dwfl_linux_proc_find_elf");
     dw.cb.find_debuginfo = lk_dlsym(h, "dwfl_standard_find_debuginfo");
     dw.ok = dw.begin && dw.end && dw.proc_report && dw.report_end && dw.addrmodule && dw.addrname && dw.getsrc &&
@@ -325,4 +332,58 @@ int lk_tmatch(const char *t, const char *s)
         i = j + 1;
     }
     return 1;
+}
+
+/* ---- every function symbol of every loaded module (for the soft OOM policy's pattern index) ---- */
+struct walk {
+    int (*module)(uintptr_t base, void *arg);
+    void (*fn)(uintptr_t lo, uintptr_t hi, const char *name, void *arg);
+    void *arg;
+};
+
+static int walk_module(void *mod, void **userdata, const char *name, uint64_t base, void *arg)
+{
+    (void)userdata;
+    (void)name;
+    struct walk *w = arg;
+    if (!w->module((uintptr_t)base, w->arg))
+        return 0;
+    int n = dw.getsymtab(mod);
+    for (int i = 1; i < n; i++) {
+        Elf64_Sym sym;
+        uint64_t addr = 0;
+        const char *sname = dw.getsym_info(mod, i, &sym, &addr, NULL, NULL, NULL);
+        if (!sname || !*sname || ELF64_ST_TYPE(sym.st_info) != STT_FUNC || !sym.st_size || !addr)
+            continue;
+        char *d = NULL;
+        int status = -1;
+        if (sname[0] == '_' && sname[1] == 'Z' && dw.demangle)
+            d = dw.demangle(sname, NULL, NULL, &status);
+        w->fn((uintptr_t)addr, (uintptr_t)(addr + sym.st_size), d && status == 0 ? d : sname, w->arg);
+        free(d); /* the demangler's malloc: ours, guarded */
+    }
+    return 0; /* DWARF_CB_OK */
+}
+
+int lk_syms_walk(int (*module)(uintptr_t base, void *arg),
+                 void (*fn)(uintptr_t lo, uintptr_t hi, const char *name, void *arg), void *arg,
+                 unsigned long long *adds)
+{
+    os_lock(&lk_sym_lock);
+    dwfl_refresh();
+    int ok = dwfl && dw.getmodules && dw.getsymtab && dw.getsym_info;
+    if (ok) {
+        struct walk w = {module, fn, arg};
+        dw.getmodules(dwfl, walk_module, &w, 0);
+        *adds = dwfl_adds;
+    }
+    os_unlock(&lk_sym_lock);
+    return ok ? 0 : -1;
+}
+
+unsigned long long lk_syms_adds(void)
+{
+    unsigned long long adds = 0;
+    dl_iterate_phdr(adds_cb, &adds);
+    return adds;
 }

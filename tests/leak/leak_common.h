@@ -20,10 +20,11 @@ static NOINLINE void scrub_stack(void)
     __asm__ volatile("" : : "r"(buf) : "memory");
 }
 
-/* Keep the compiler from proving a block unused. */
+/* Keep the compiler from proving a block unused. (NULL: a refused allocation, for tests/oom.) */
 static inline void touch(void *p, size_t n)
 {
-    memset(p, 0x5a, n);
+    if (p)
+        memset(p, 0x5a, n);
     __asm__ volatile("" : : "r"(p) : "memory");
 }
 

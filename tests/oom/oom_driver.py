@@ -24,6 +24,7 @@ Cases:
   bad-syntax                    bad budget / oom_action / size values: one line naming the key each
   rlimit                        the system refuses memory (RLIMIT_AS): reclaim, report, ENOMEM; or a
                                 handler frees and the allocation is retried
+  dlopen                        a budget on a function of a library dlopen'ed after the first crossing
   python                        python3 with a budget on its bytearray buffers under oom_action=fail:
                                 MemoryError near the budget, the rest of the program unaffected
 """
@@ -362,6 +363,17 @@ def case_rlimit(a):
     check(st["handler_recovered"] >= 1 and st["events"] == 0, p, "the retries succeed: %s" % st)
 
 
+def case_dlopen(a):
+    # Budgets match code loaded after they were set (and after the index of function ranges was
+    # built): lk_lib_leak in a dlopen'ed library is refused at its 16 MiB budget, exactly.
+    lib = os.path.join(os.path.dirname(os.path.dirname(a.prog)), "leak", "libleaky.so")
+    p = run(["dlopen", lib], a.lib, a.prog, "budget=runaway_*:2M,budget=lk_lib_*:16M,oom_action=fail,oom_sample=0,"
+            "oom_report=/dev/null", "dlopen")
+    check(p.returncode == 0 and num(p, "early_ok") == 2048, p, "runaway_alloc refused at its 2 MiB budget")
+    check(num(p, "lib_ok") == 16 * 1024 and p.kv.get("lib_errno") == "ENOMEM", p,
+          "lk_lib_leak (dlopen'ed) refused at its 16 MiB budget")
+
+
 def case_bad(a):
     opts = "budget=foo,budget=bar:12X,budget=tag::1M,oom_action=explode,soft_limit=lots,budget=ok_*:1M"
     p = run(["plain"], a.lib, a.prog, opts, "bad-syntax")
@@ -396,6 +408,7 @@ CASES = {
     "bad-syntax": case_bad,
     "python": case_python,
     "rlimit": case_rlimit,
+    "dlopen": case_dlopen,
 }
 
 if __name__ == "__main__":

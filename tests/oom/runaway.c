@@ -15,7 +15,10 @@
  *             and write a report; no deadlock, every child exits 0
  *   rlimit    RLIMIT_AS 256 MiB above the start: 1 MiB blocks until the system refuses; with argv[2]
  *             "handler", a handler frees 16 of them and asks for a retry
+ *   dlopen    after a first budget crossing, loads argv[2] (tests/leak's libleaky.so) and allocates
+ *             through its lk_lib_leak until refused: budgets match functions of code loaded later
  *   plain     a few allocations (for option syntax checks) */
+#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -313,6 +316,24 @@ int main(int argc, char **argv)
         printf("rlimit_refused=%d\nrlimit_live_mb=%zu\n", refused, nblocks - oldest);
         print_stats();
         free_all();
+        return 0;
+    }
+    if (!strcmp(mode, "dlopen")) {
+        /* First, sites resolved against the modules loaded at start (the index gets built). */
+        size_t early = 0;
+        while (early < 4096 && runaway_alloc(1024))
+            early++;
+        void *h = dlopen(report, RTLD_NOW);
+        void *(*lib_alloc)(size_t) = h ? (void *(*)(size_t))dlsym(h, "lk_lib_leak") : NULL;
+        if (!lib_alloc) {
+            printf("dlopen_error=%s\n", dlerror());
+            return 2;
+        }
+        size_t ok = 0;
+        while (ok < 64 * 1024 && lib_alloc(1024))
+            ok++;
+        printf("early_ok=%zu\nlib_ok=%zu\nlib_errno=%s\n", early, ok, errno == ENOMEM ? "ENOMEM" : "other");
+        print_budget("lk_lib_*");
         return 0;
     }
     /* plain */
