@@ -15,10 +15,12 @@
 #include <stdint.h>
 
 #define BSL_SHM_MAGIC 0x42534c53484d3031ull /* "BSLSHM01" */
-#define BSL_SHM_VERSION 1
+#define BSL_SHM_VERSION 2 /* 2: the soft OOM section */
 #define BSL_SHM_ZONES 2    /* LOW32, NORMAL (HUGE has no buddy lists) */
 #define BSL_SHM_ORDERS 11  /* orders 0..10 */
 #define BSL_SHM_CLASSES 40
+#define BSL_SHM_BUDGETS 16      /* the first accounts (budgets and tags) of the soft OOM policy */
+#define BSL_SHM_BUDGET_NAME 56
 
 struct bsl_shm_class {
     uint32_t size;     /* object size */
@@ -27,6 +29,13 @@ struct bsl_shm_class {
     uint64_t slabs;    /* slabs */
     uint64_t objs_per_slab;
     uint64_t refills, drains;
+};
+
+struct bsl_shm_budget {
+    char name[BSL_SHM_BUDGET_NAME]; /* "PATTERN" or "tag:NAME", NUL-terminated (cut to fit) */
+    uint64_t budget;                /* bytes; 0: none (a tag without a budget) */
+    uint64_t live;                  /* live bytes charged to it (an estimate when sampled) */
+    uint64_t failed;                /* allocations refused (oom_action=fail) */
 };
 
 struct bsl_shm_page {
@@ -44,6 +53,12 @@ struct bsl_shm_page {
     /* buddyinfo: free blocks per order, summed over shards */
     uint64_t nr_free[BSL_SHM_ZONES][BSL_SHM_ORDERS];
     struct bsl_shm_class classes[BSL_SHM_CLASSES];
+    /* soft OOM policy (docs/OOM.md): limits (0: none), counters as in bsl_oom_stats_t */
+    uint64_t soft_limit, hard_limit;
+    uint64_t oom_events, oom_reclaims, oom_reports, oom_failed;
+    uint32_t oom_tracking; /* 0: off, 1: every allocation, 2: sampled */
+    uint32_t nbudgets;     /* entries of budgets[] in use */
+    struct bsl_shm_budget budgets[BSL_SHM_BUDGETS];
 };
 
 #endif

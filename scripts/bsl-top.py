@@ -42,7 +42,9 @@ SHM_PREFIX = "buddyslab."
 # struct bsl_shm_page, field by field (little-endian x86-64/aarch64 natural alignment; no padding
 # is needed anywhere in this layout). Keep in step with the header: the 'layout' test checks it.
 SHM_MAGIC = 0x42534C53484D3031  # "BSLSHM01"
-SHM_VERSION = 1
+SHM_VERSION = 2
+SHM_BUDGETS = 16
+SHM_BUDGET_NAME = 56
 SHM_ZONES = 2     # LOW32, NORMAL
 SHM_ORDERS = 11   # orders 0..10
 SHM_CLASSES = 40
@@ -59,12 +61,20 @@ HEADER_FIELDS = [  # (name, struct code)
 CLASS_FIELDS = [("size", "I"), ("order", "I"), ("inuse", "Q"), ("slabs", "Q"), ("objs_per_slab", "Q"),
                 ("refills", "Q"), ("drains", "Q")]
 
+OOM_FIELDS = [("soft_limit", "Q"), ("hard_limit", "Q"), ("oom_events", "Q"), ("oom_reclaims", "Q"),
+              ("oom_reports", "Q"), ("oom_failed", "Q"), ("oom_tracking", "I"), ("nbudgets", "I")]
+BUDGET_FIELDS = [("name", "%ds" % SHM_BUDGET_NAME), ("budget", "Q"), ("live", "Q"), ("failed", "Q")]
+
 HEADER = struct.Struct("<" + "".join(c for _, c in HEADER_FIELDS))
 NR_FREE = struct.Struct("<%dQ" % (SHM_ZONES * SHM_ORDERS))
 CLASS = struct.Struct("<" + "".join(c for _, c in CLASS_FIELDS))
+OOM = struct.Struct("<" + "".join(c for _, c in OOM_FIELDS))
+BUDGET = struct.Struct("<" + "".join(c for _, c in BUDGET_FIELDS))
 OFF_NR_FREE = HEADER.size
 OFF_CLASSES = OFF_NR_FREE + NR_FREE.size
-PAGE_BYTES = OFF_CLASSES + SHM_CLASSES * CLASS.size
+OFF_OOM = OFF_CLASSES + SHM_CLASSES * CLASS.size
+OFF_BUDGETS = OFF_OOM + OOM.size
+PAGE_BYTES = OFF_BUDGETS + SHM_BUDGETS * BUDGET.size
 
 
 def field_offset(name):
@@ -92,10 +102,20 @@ def print_layout():
         print("class.%s %d" % (n, off))
         off += struct.calcsize("<" + c)
     print("sizeof_class %d" % CLASS.size)
+    off = OFF_OOM
+    for n, c in OOM_FIELDS:
+        print("%s %d" % (n, off))
+        off += struct.calcsize("<" + c)
+    print("budgets %d" % OFF_BUDGETS)
+    off = 0
+    for n, c in BUDGET_FIELDS:
+        print("budget.%s %d" % (n, off))
+        off += struct.calcsize("<" + c)
+    print("sizeof_budget %d" % BUDGET.size)
     print("sizeof_page %d" % PAGE_BYTES)
     print("magic_value %#x" % SHM_MAGIC)
     print("version_value %d" % SHM_VERSION)
-    print("zones %d orders %d classes %d" % (SHM_ZONES, SHM_ORDERS, SHM_CLASSES))
+    print("zones %d orders %d classes %d budgets %d" % (SHM_ZONES, SHM_ORDERS, SHM_CLASSES, SHM_BUDGETS))
 
 
 def decode(buf):
@@ -105,6 +125,13 @@ def decode(buf):
     names = [n for n, _ in CLASS_FIELDS]
     page["classes"] = [dict(zip(names, CLASS.unpack_from(buf, OFF_CLASSES + i * CLASS.size)))
                        for i in range(SHM_CLASSES)]
+    page.update(zip([n for n, _ in OOM_FIELDS], OOM.unpack_from(buf, OFF_OOM)))
+    names = [n for n, _ in BUDGET_FIELDS]
+    page["budgets"] = []
+    for i in range(min(page["nbudgets"], SHM_BUDGETS)):
+        b = dict(zip(names, BUDGET.unpack_from(buf, OFF_BUDGETS + i * BUDGET.size)))
+        b["name"] = b["name"].split(b"\0", 1)[0].decode(errors="replace")
+        page["budgets"].append(b)
     return page
 
 
@@ -381,6 +408,20 @@ def render(page, pid, name, refresh, count, now_ms, exact, max_rows=None):
                                                                    c["drains"]))
     if len(shown) < len(classes):
         out.append("  ... %d more (a taller terminal shows them)" % (len(classes) - len(shown)))
+    if page["soft_limit"] or page["hard_limit"] or page["budgets"]:
+        track = {0: "off", 1: "every allocation", 2: "sampled"}.get(page["oom_tracking"], "?")
+        out.append("")
+        out.append("Soft OOM (soft limit %s, hard limit %s; tracking %s)  events %d  reclaims %d  reports %d  "
+                   "refused %d" % (size(page["soft_limit"]) if page["soft_limit"] else "none",
+                                   size(page["hard_limit"]) if page["hard_limit"] else "none", track,
+                                   page["oom_events"], page["oom_reclaims"], page["oom_reports"], page["oom_failed"]))
+        if page["budgets"]:
+            out.append("  %-32s %12s %12s %5s %10s" % ("BUDGET", "LIVE", "LIMIT", "USE%", "REFUSED"))
+            for b in page["budgets"]:
+                use = "%d%%" % (b["live"] * 100 // b["budget"]) if b["budget"] else "-"
+                out.append("  %-32s %12s %12s %5s %10d" % (b["name"][:32], size(b["live"]),
+                                                          size(b["budget"]) if b["budget"] else "none", use,
+                                                          b["failed"]))
     return out
 
 

@@ -1,6 +1,7 @@
 /* The statistics page for `buddyslab top` (layout and protocol: include/buddyslab_shm.h). */
 #include "buddyslab_shm.h"
 #include "malloc/internal.h"
+#include "oom/oom.h"
 
 #include <string.h>
 
@@ -62,6 +63,7 @@ void publish_update(uint64_t now)
     page->rss = s.rss;
     memcpy(page->nr_free, nr_free, sizeof(nr_free));
     memcpy(page->classes, cls, sizeof(cls));
+    oom_publish(page);
     __atomic_store_n(&page->seq, seq + 2, __ATOMIC_RELEASE); /* even: consistent */
 }
 

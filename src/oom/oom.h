@@ -85,6 +85,9 @@ BSL_HIDDEN const char *oom_tag_name(void);
 BSL_HIDDEN void oom_set_limits(uint64_t soft, uint64_t hard);
 BSL_HIDDEN void oom_handler_set(bsl_oom_handler_fn fn, void *arg);
 BSL_HIDDEN void oom_stats_get(bsl_oom_stats_t *out, int tracking);
+/* The policy's section of the published statistics page (inside its seqlock write). */
+struct bsl_shm_page;
+BSL_HIDDEN void oom_publish(struct bsl_shm_page *pg);
 /* The policy's section of the statistics (text, or a JSON member ',"oom":{...}'); nothing when
  * no limit or budget is set. */
 BSL_HIDDEN void oom_print(int fd, int json);

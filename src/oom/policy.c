@@ -17,6 +17,7 @@
 #include "oom/oom_int.h"
 
 #include "buddy/buddy.h"
+#include "buddyslab_shm.h"
 #include "slab/pcp.h"
 
 #include <errno.h>
@@ -449,4 +450,28 @@ void oom_print(int fd, int json)
     }
     if (json)
         os_printf(fd, "]}");
+}
+
+void oom_publish(struct bsl_shm_page *pg)
+{
+    bsl_oom_stats_t st;
+    oom_stats_get(&st, leak_tracking_mode());
+    pg->soft_limit = st.soft_limit;
+    pg->hard_limit = st.hard_limit;
+    pg->oom_events = st.events;
+    pg->oom_reclaims = st.reclaims;
+    pg->oom_reports = st.reports;
+    pg->oom_failed = st.failed;
+    pg->oom_tracking = (uint32_t)st.tracking;
+    unsigned na = __atomic_load_n(&oom_naccts, __ATOMIC_ACQUIRE), k = 0;
+    for (unsigned i = 1; i < na && k < BSL_SHM_BUDGETS; i++, k++) {
+        const struct oom_acct *ac = &oom_accts[i];
+        struct bsl_shm_budget *b = &pg->budgets[k];
+        int64_t live = __atomic_load_n(&ac->bytes, __ATOMIC_RELAXED);
+        os_snprintf(b->name, sizeof(b->name), "%s%s", ac->is_tag ? "tag:" : "", ac->name);
+        b->budget = ac->budget;
+        b->live = live > 0 ? (uint64_t)live : 0;
+        b->failed = __atomic_load_n(&ac->failed, __ATOMIC_RELAXED);
+    }
+    pg->nbudgets = k;
 }

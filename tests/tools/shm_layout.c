@@ -8,6 +8,7 @@
 
 #define F(name) printf("%s %zu\n", #name, offsetof(struct bsl_shm_page, name))
 #define C(name) printf("class.%s %zu\n", #name, offsetof(struct bsl_shm_class, name))
+#define B(name) printf("budget.%s %zu\n", #name, offsetof(struct bsl_shm_budget, name))
 
 int main(void)
 {
@@ -18,9 +19,15 @@ int main(void)
     F(classes);
     C(size); C(order); C(inuse); C(slabs); C(objs_per_slab); C(refills); C(drains);
     printf("sizeof_class %zu\n", sizeof(struct bsl_shm_class));
+    F(soft_limit); F(hard_limit); F(oom_events); F(oom_reclaims); F(oom_reports); F(oom_failed);
+    F(oom_tracking); F(nbudgets);
+    F(budgets);
+    B(name); B(budget); B(live); B(failed);
+    printf("sizeof_budget %zu\n", sizeof(struct bsl_shm_budget));
     printf("sizeof_page %zu\n", sizeof(struct bsl_shm_page));
     printf("magic_value %#llx\n", (unsigned long long)BSL_SHM_MAGIC);
     printf("version_value %d\n", BSL_SHM_VERSION);
-    printf("zones %d orders %d classes %d\n", BSL_SHM_ZONES, BSL_SHM_ORDERS, BSL_SHM_CLASSES);
+    printf("zones %d orders %d classes %d budgets %d\n", BSL_SHM_ZONES, BSL_SHM_ORDERS, BSL_SHM_CLASSES,
+           BSL_SHM_BUDGETS);
     return 0;
 }

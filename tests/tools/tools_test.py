@@ -15,6 +15,7 @@ CHECK is one of:
   top            `buddyslab top PID --count 2 --interval 0.3 --bytes` on a live program: the numbers
                  shown are the program's own bsl_stats_get / buddyinfo / slab classes; the watcher
                  count goes back to 0 after it ends and after Ctrl-C
+  top-budgets    with a budget: top's soft OOM section shows it with the live bytes the program reports
   top-errors     a process that does not publish, no such process, another user's page
   top-layout     the page layout top reads is the C structure's (offsetof)
   report         folded output equals the expected file; the SVG is well-formed XML with frame
@@ -357,7 +358,7 @@ def parse_top(text):
     blocks = [b for b in re.split(r"(?m)^(?=buddyslab top - pid )", text) if b.strip()]
     out = []
     for b in blocks:
-        blk = {"totals": {}, "buddy": {}, "classes": {}}
+        blk = {"totals": {}, "buddy": {}, "classes": {}, "budgets": {}, "oom": None}
         m = re.match(r"buddyslab top - pid (\d+) \((.*?)\)  refresh (\d+)/(\d+)  page updated (\d+) ms ago, "
                      r"update #(\d+)", b)
         check(m, "top: unexpected header:\n" + b)
@@ -371,6 +372,13 @@ def parse_top(text):
                 section = "buddy"
             elif line.startswith("Size classes"):
                 section = "classes"
+            elif line.startswith("Soft OOM ("):
+                section = "oom"
+                blk["oom"] = line
+            elif section == "oom" and re.match(r"  \S+ +\d+ +(\d+|none) +(\d+%|-) +\d+$", line):
+                p = line.split()
+                blk["budgets"][p[0]] = {"live": int(p[1]), "budget": 0 if p[2] == "none" else int(p[2]),
+                                        "failed": int(p[4])}
             elif section == "mem" and line.startswith("  "):
                 for k, v in re.findall(r"(free dirty|free clean|[A-Za-z]+) (\d+)", line):
                     blk["totals"][TOP_TOTALS[k]] = int(v)
@@ -449,6 +457,7 @@ def t_top():
                                   sz, (r["inuse"], r["slabs"], r["order"]), (c["inuse"], c["slabs"], c["order"])), p)
                 else:
                     check(row["inuse"] >= n, "rseq: 3072 class in use", p)
+            check(blocks[-1]["oom"] is None, "no soft OOM section without a limit or budget", p)
             mems = [c["mem"] for c in blocks[-1]["classes"].values()]
             check(mems == sorted(mems, reverse=True), "classes are not sorted by memory: %s" % mems, p)
 
@@ -473,6 +482,30 @@ def t_top():
         check(p.returncode == 1 and "no process" in p.stderr, "top on an exited process", p)
     print("ok: top shows the program's own numbers (exact with per-thread caches; totals, classes and "
           "consistency with rseq), two refreshes, watcher count released")
+
+
+def t_top_budgets():
+    # The soft OOM section: a budget on 'main' (every block of the target is allocated under main),
+    # full tracking so that the numbers are exact, compared with the program's own JSON statistics.
+    n, size = 2000, 3000
+    proc, lines = start_target(["--top", "--no-rseq", "--budget", "main:1G", "--options", "decay_ms=-1,oom_sample=0"],
+                               n, size)
+    try:
+        info = parse_target(lines)
+        pid = info["pid"]
+        p = launcher("top", str(pid), "--count", "1", "--bytes", timeout=30)
+        check(p.returncode == 0, "top failed", p)
+        blk = parse_top(p.stdout)[0]
+        check(blk["oom"] and "tracking every allocation" in blk["oom"], "top shows the soft OOM section", p)
+        mine = {b["name"]: b for b in info["json"]["oom"]["budgets"]}
+        check("main" in blk["budgets"] and "main" in mine, "budget 'main' shown: %s" % blk["budgets"], p)
+        got, want = blk["budgets"]["main"], mine["main"]
+        check(got["budget"] == 1 << 30 and got["live"] == want["live_bytes"] and got["live"] >= n * size,
+              "budget 'main': top %s, the program's statistics %s" % (got, want), p)
+    finally:
+        rc, out, err = stop_target(proc)
+    check(rc == 0, "the test program exited with %d:\n%s" % (rc, err))
+    print("ok: top shows the soft OOM section; budget 'main' holds %d bytes, as the program says" % got["live"])
 
 
 def t_top_errors():
@@ -709,7 +742,7 @@ def t_install():
     print("ok: meson install puts the launcher in bin/ and its scripts in share/buddyslab; it finds both")
 
 
-CHECKS = {"run-status": t_run_status, "run-usage": t_run_usage, "run-publish": t_run_publish,
+CHECKS = {"top-budgets": t_top_budgets, "run-status": t_run_status, "run-usage": t_run_usage, "run-publish": t_run_publish,
           "run-reports": t_run_reports, "top": t_top, "top-errors": t_top_errors, "top-layout": t_top_layout,
           "report": t_report, "install": t_install}
 
