@@ -61,7 +61,7 @@ void bsl_init_slow(void)
         pthread_atfork(prefork, postfork_parent, postfork_child);
         if (opt_publish)
             publish_init();
-        if ((opt_leak || opt_leak_sample || oom_init()) && leak_init())
+        if ((opt_leak || opt_leak_sample || oom_wants_tracking()) && leak_init())
             __atomic_fetch_or(&bsl_hooks_on, HOOK_LEAK, __ATOMIC_RELEASE);
         /* Registered last so that it runs first: the policy's locks come before the tracker's and
          * the allocator's (a handler may allocate while the policy lock is held). */

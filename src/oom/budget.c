@@ -192,7 +192,7 @@ void oom_apply(void)
         __atomic_store_n(&oom_on, 1, __ATOMIC_RELEASE);
 }
 
-int oom_init(void) { return oom_on || oom_limits_on; }
+int oom_wants_tracking(void) { return oom_on || oom_limits_on; }
 
 uint64_t oom_sample_bytes(void) { return (uint64_t)opt_oom_sample; }
 

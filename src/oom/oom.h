@@ -38,9 +38,9 @@ BSL_HIDDEN extern int oom_limits_on;
 /* The calling thread's current tag (an account index; 0: none). Part of a site's identity. */
 BSL_HIDDEN extern __thread uint16_t oom_tag;
 
-/* Once, at init, after the options were parsed (outside every lock): parse the budget options.
- * Returns 1 when site tracking is needed (a budget, a limit or option oom_track). */
-BSL_HIDDEN int oom_init(void);
+/* At init, after oom_apply took in the options: 1 when the policy needs site tracking (a budget
+ * or a limit is set). */
+BSL_HIDDEN int oom_wants_tracking(void);
 /* Option checks (options.c calls them on every value; one line naming the option when bad). */
 BSL_HIDDEN int oom_budget_check(const char *val, size_t n);
 BSL_HIDDEN int oom_action_check(const char *val, size_t n);
