@@ -18,6 +18,10 @@ Configurations (LD_PRELOAD=libbuddyslab.so and BUDDYSLAB_OPTIONS unless said oth
   budget-full         budget=main:16G,oom_sample=0: every allocation tracked and charged, exactly
   leak-sample-64K     leak_sample=64K: the leak tracker alone at the same rate (report at exit to a file)
   leak-full           leak=1: every allocation tracked by the leak tracker (report at exit to a file)
+Then a second table (bench/oom_enforce.c, bsl-oom-enforce): what a budget at its limit under
+oom_action=fail costs the rest of the program, untagged malloc(64)/free pairs timed: no budget, a tag
+budget enforced (only allocations under the tag are tracked in full), a pattern budget enforced
+(every allocation is). Left out with --no-enforce.
 The library is copied once at start, so a rebuild during the run does not mix versions. Before
 measuring, the options are checked to take effect (a bad budget must complain on stderr, a tiny
 budget on 'main' must be crossed, and no configuration may print anything at all).
@@ -30,6 +34,7 @@ import importlib.util
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -100,6 +105,30 @@ def check_options(lib, tmp, configs):
     print("options checked: bad budget rejected, budget on 'main' enforced, configurations silent", flush=True)
 
 
+def enforce_table(exe, reps, pairs):
+    """bsl-oom-enforce in its three modes, interleaved: ns per untagged pair, median."""
+    if not os.path.exists(exe):
+        return "(bsl-oom-enforce not built: no enforcement table)\n"
+    modes = [("no budget", 0), ("tag budget at its limit", 1), ("pattern budget at its limit", 2)]
+    got = {m: [] for _, m in modes}
+    env = dict(os.environ)
+    for k in ("LD_PRELOAD", "BUDDYSLAB_OPTIONS"):
+        env.pop(k, None)
+    for _ in range(reps):
+        for _, m in modes:
+            out = subprocess.run([exe, str(m), str(pairs)], env=env, stdout=subprocess.PIPE, text=True,
+                                 timeout=300).stdout.split()
+            got[m].append(float(out[out.index("ns_per_pair") + 1]))
+            print("enforce mode %d: %s ns/pair (refused %s)" % (m, got[m][-1], out[out.index("refused") + 1]),
+                  flush=True)
+    base = statistics.median(got[0])
+    rows = ["| untagged malloc(64)/free | %s |" % " | ".join(
+        "%.1f ns (%.2fx)" % (statistics.median(got[m]), statistics.median(got[m]) / base) for _, m in modes)]
+    return ("Enforcing a budget exactly (oom_action=fail, 1 MiB budget filled with 4 MiB asked), what the rest of "
+            "the program pays; median of %d reps:\n\n| | %s |\n|---|---|---|---|\n%s\n"
+            % (reps, " | ".join(n for n, _ in modes), "\n".join(rows)))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default=os.path.join(ROOT, "build"),
@@ -110,6 +139,7 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated workloads")
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--out", default="")
+    ap.add_argument("--no-enforce", action="store_true", help="skip the enforcement table")
     a = ap.parse_args()
     bench = find(a.build, os.path.join("bench", "bsl-bench"))
     cxx = find(a.build, os.path.join("tests", "preload", "preload_cxx_workload"))
@@ -166,6 +196,9 @@ def main():
                                        "`%s`" % CONFIGS[c].replace(",leak_report={rep}", "") if CONFIGS[c]
                                        else "no options") for c in configs)
     text = head + "\n" + "\n".join(lines) + "\n\n" + legend + "\n"
+    if not a.no_enforce:
+        text += "\n" + enforce_table(find(a.build, os.path.join("bench", "bsl-oom-enforce")), reps,
+                                     500000 if a.quick else 5000000)
     print("\n" + text)
     if a.out:
         os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)

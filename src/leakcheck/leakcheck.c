@@ -975,7 +975,7 @@ uint64_t leak_before_alloc(size_t size)
     if (lk_guard || unlikely(lk_done))
         return 0;
     if (lk_sample_bytes && size < lk_sample_bytes) {
-        if (unlikely(__atomic_load_n(&lk_force, __ATOMIC_RELAXED)))
+        if (unlikely(__atomic_load_n(&lk_force, __ATOMIC_RELAXED) || oom_force_here()))
             return track_site(size, 1); /* a budget is being enforced: no sampling */
         int64_t c = lk_countdown - (int64_t)size;
         lk_countdown = c;

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "oom/oom.h"
 #include "os/os.h"
 
 /* Called once after the allocator is initialised, outside every allocator lock, when option leak
@@ -48,7 +49,8 @@ static inline uint16_t *lk_filter_of(uintptr_t p)
  * running out, or sampling suspended). */
 static inline int leak_unsampled_alloc(size_t n)
 {
-    if (!lk_sample_bytes || n >= lk_sample_bytes || __atomic_load_n(&lk_force, __ATOMIC_RELAXED))
+    if (!lk_sample_bytes || n >= lk_sample_bytes || __atomic_load_n(&lk_force, __ATOMIC_RELAXED) ||
+        oom_force_here())
         return 0;
     int64_t c = lk_countdown - (int64_t)n;
     if (unlikely(c <= 0))

@@ -12,6 +12,7 @@ static __thread uint16_t tag_stack[OOM_TAG_DEPTH];
 static __thread unsigned tag_depth;
 
 struct oom_acct oom_accts[OOM_MAX_ACCTS];
+uint8_t oom_forced[OOM_MAX_ACCTS];
 unsigned oom_naccts = 1;
 uint32_t oom_gen = 1;
 os_lock_t oom_acct_lock = OS_LOCK_INIT;
@@ -232,18 +233,21 @@ const char *oom_tag_name(void) { return oom_tag ? oom_accts[oom_tag].name : NULL
 /* ---- enforcing a budget exactly while sampling ----
  * Sampled tracking sees about one allocation per oom_sample bytes, so under oom_action=fail a
  * runaway site would get only its sampled allocations refused. When an account comes within
- * OOM_FORCE_SAMPLES samples of its budget, sampling is suspended (lk_force): every allocation is
- * tracked and weighs 1, so the account's live bytes grow exactly from there and every allocation
- * from an over-budget site is refused. Sampling resumes when the account falls twice that far below
- * its budget (hysteresis: no flapping). While suspended, every allocation pays for full tracking. */
+ * OOM_FORCE_SAMPLES samples of its budget, its allocations are tracked in full (oom_forced[a]): each
+ * weighs 1, so the account's live bytes grow exactly from there and every allocation from an
+ * over-budget site is refused. Sampling resumes when the account falls twice that far below its
+ * budget (hysteresis: no flapping). For a tag only the allocations made under that tag pay for
+ * full tracking (the thread knows its tag); for a pattern, the site is known only after capturing
+ * the stack, so sampling is suspended process-wide (lk_force) and every allocation pays. */
 #define OOM_FORCE_SAMPLES 16
 
 static void force_on(unsigned a)
 {
     os_lock(&oom_acct_lock);
-    if (!oom_accts[a].forced) {
-        oom_accts[a].forced = 1;
-        __atomic_add_fetch(&lk_force, 1, __ATOMIC_RELEASE);
+    if (!oom_forced[a]) {
+        __atomic_store_n(&oom_forced[a], 1, __ATOMIC_RELEASE);
+        if (!oom_accts[a].is_tag)
+            __atomic_add_fetch(&lk_force, 1, __ATOMIC_RELEASE);
     }
     os_unlock(&oom_acct_lock);
 }
@@ -253,9 +257,10 @@ static __attribute__((noinline)) void force_maybe_off(unsigned a, int64_t bytes)
     int64_t margin = (int64_t)(2 * OOM_FORCE_SAMPLES * lk_sample_bytes);
     if (bytes + margin > (int64_t)oom_accts[a].budget || !os_trylock(&oom_acct_lock))
         return;
-    if (oom_accts[a].forced) {
-        oom_accts[a].forced = 0;
-        __atomic_sub_fetch(&lk_force, 1, __ATOMIC_RELEASE);
+    if (oom_forced[a]) {
+        __atomic_store_n(&oom_forced[a], 0, __ATOMIC_RELEASE);
+        if (!oom_accts[a].is_tag)
+            __atomic_sub_fetch(&lk_force, 1, __ATOMIC_RELEASE);
     }
     os_unlock(&oom_acct_lock);
 }
@@ -264,7 +269,7 @@ static __attribute__((noinline)) void force_maybe_off(unsigned a, int64_t bytes)
 static inline void force_check(unsigned a, int64_t w)
 {
     uint64_t b = oom_accts[a].budget;
-    if (b && lk_sample_bytes && oom_action == OOM_ACT_FAIL && !oom_accts[a].forced &&
+    if (b && lk_sample_bytes && oom_action == OOM_ACT_FAIL && !oom_forced[a] &&
         __atomic_load_n(&oom_accts[a].bytes, __ATOMIC_RELAXED) + w + (int64_t)(OOM_FORCE_SAMPLES * lk_sample_bytes) >
             (int64_t)b)
         force_on(a);
@@ -296,12 +301,12 @@ void oom_charge(const struct lk_site *s, uint64_t size, int sign, int exact)
     unsigned a = __atomic_load_n(&o->acct, __ATOMIC_RELAXED), t = lk_site_tag(s);
     if (a) {
         int64_t now = __atomic_add_fetch(&oom_accts[a].bytes, w, __ATOMIC_RELAXED);
-        if (unlikely(oom_accts[a].forced) && sign < 0)
+        if (unlikely(oom_forced[a]) && sign < 0)
             force_maybe_off(a, now);
     }
     if (t) {
         int64_t now = __atomic_add_fetch(&oom_accts[t].bytes, w, __ATOMIC_RELAXED);
-        if (unlikely(oom_accts[t].forced) && sign < 0)
+        if (unlikely(oom_forced[t]) && sign < 0)
             force_maybe_off(t, now);
     }
 }

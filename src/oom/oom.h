@@ -37,6 +37,13 @@ BSL_HIDDEN extern int oom_on;
 BSL_HIDDEN extern int oom_limits_on;
 /* The calling thread's current tag (an account index; 0: none). Part of a site's identity. */
 BSL_HIDDEN extern __thread uint16_t oom_tag;
+/* Per account (256): its allocations are tracked in full, sampling or not (a budget enforced
+ * exactly, see budget.c). For a tag this needs no global switch: the thread knows its tag. */
+BSL_HIDDEN extern uint8_t oom_forced[];
+static inline int oom_force_here(void)
+{
+    return oom_tag && __atomic_load_n(&oom_forced[oom_tag], __ATOMIC_RELAXED);
+}
 
 /* At init, after oom_apply took in the options: 1 when the policy needs site tracking (a budget
  * or a limit is set). */

@@ -30,7 +30,6 @@ struct oom_acct {
     uint64_t next_ms;         /* while over: when to re-evaluate */
     uint32_t backoff_ms;      /* the current re-evaluation interval (see OOM_REEVAL_MAX_MS) */
     int over;                 /* over budget at the last evaluation (after reclaim and the handler) */
-    int forced;               /* sampling suspended for it (lk_force counts these): see budget.c */
     uint64_t failed;          /* allocations refused (oom_action=fail) */
 };
 BSL_HIDDEN extern struct oom_acct oom_accts[OOM_MAX_ACCTS];
