@@ -22,6 +22,12 @@
 
 #include <errno.h>
 
+/* The policy's state. Under oom_policy_lock: handler, handler_arg, last_reclaim_ms (and
+ * last_reclaim below), soft_backoff_ms, and oom_stats except `failed` (an atomic: refusals are
+ * counted outside the lock). Read and written with relaxed atomics, outside the lock, by the
+ * checks on the allocation paths: soft_over, soft_next_ms, last_bg_ms (the background purge takes
+ * the lock with a trylock). oom_victim and victim_forced change under oom_acct_lock (they move
+ * lk_force); oom_victim is read without it. oom_busy: this thread is evaluating an event. */
 os_lock_t oom_policy_lock = OS_LOCK_INIT;
 uint32_t oom_victim;
 struct oom_stats_counters oom_stats;
