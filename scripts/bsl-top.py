@@ -77,13 +77,17 @@ OFF_BUDGETS = OFF_OOM + OOM.size
 PAGE_BYTES = OFF_BUDGETS + SHM_BUDGETS * BUDGET.size
 
 
-def field_offset(name):
-    off = 0
-    for n, c in HEADER_FIELDS:
-        if n == name:
-            return off
+def offsets(fields, base=0):
+    """(name, offset) of each field of a packed struct starting at base."""
+    out, off = [], base
+    for n, c in fields:
+        out.append((n, off))
         off += struct.calcsize("<" + c)
-    raise KeyError(name)
+    return out
+
+
+def field_offset(name):
+    return dict(offsets(HEADER_FIELDS))[name]
 
 
 OFF_SEQ = field_offset("seq")
@@ -93,24 +97,18 @@ OFF_UPDATES = field_offset("updates")
 
 def print_layout():
     """The offsets used here, in the format the tools test compares with offsetof()."""
-    for n, _ in HEADER_FIELDS:
-        print("%s %d" % (n, field_offset(n)))
+    for n, off in offsets(HEADER_FIELDS):
+        print("%s %d" % (n, off))
     print("nr_free %d" % OFF_NR_FREE)
     print("classes %d" % OFF_CLASSES)
-    off = 0
-    for n, c in CLASS_FIELDS:
+    for n, off in offsets(CLASS_FIELDS):
         print("class.%s %d" % (n, off))
-        off += struct.calcsize("<" + c)
     print("sizeof_class %d" % CLASS.size)
-    off = OFF_OOM
-    for n, c in OOM_FIELDS:
+    for n, off in offsets(OOM_FIELDS, OFF_OOM):
         print("%s %d" % (n, off))
-        off += struct.calcsize("<" + c)
     print("budgets %d" % OFF_BUDGETS)
-    off = 0
-    for n, c in BUDGET_FIELDS:
+    for n, off in offsets(BUDGET_FIELDS):
         print("budget.%s %d" % (n, off))
-        off += struct.calcsize("<" + c)
     print("sizeof_budget %d" % BUDGET.size)
     print("sizeof_page %d" % PAGE_BYTES)
     print("magic_value %#x" % SHM_MAGIC)

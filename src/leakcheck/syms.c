@@ -132,10 +132,6 @@ static void dwfl_refresh(void)
     dl_iterate_phdr(adds_cb, &adds);
     if (dwfl && adds == dwfl_adds)
         return;
-    if (!exe_path[0]) {
-        ssize_t n = readlink("/proc/self/exe", exe_path, sizeof(exe_path) - 1);
-        exe_path[n > 0 ? n : 0] = 0;
-    }
     dw_load();
     if (!dw.ok)
         return;
@@ -166,13 +162,12 @@ static const char *demangle(const char *name)
 static void sym_fill_name(struct lk_sym *s)
 {
     uintptr_t a = s->pc - 1; /* inside the call instruction */
-    if (lk_sym_lean) {       /* dladdr1 only: the entry may be completed later */
-        if (!exe_path[0]) {
-            ssize_t n = readlink("/proc/self/exe", exe_path, sizeof(exe_path) - 1);
-            exe_path[n > 0 ? n : 0] = 0;
-        }
-    } else {
-        dwfl_refresh(); /* also learns exe_path, the main program's name */
+    if (!exe_path[0]) {      /* the main program's name (dladdr1 gives it as "") */
+        ssize_t n = readlink("/proc/self/exe", exe_path, sizeof(exe_path) - 1);
+        exe_path[n > 0 ? n : 0] = 0;
+    }
+    if (!lk_sym_lean) { /* lean: dladdr1 only, and the entry may be completed later */
+        dwfl_refresh();
         s->names_done = 1;
     }
     Dl_info info;

@@ -151,20 +151,29 @@ int oom_budget_set_spec(const char *spec, size_t n)
     return budget_set(b.name, b.n, b.is_tag, (uint64_t)b.size);
 }
 
+/* A name as the API takes it, "pattern" or "tag:NAME": the account's name (*n bytes) and kind. */
+static const char *api_name(const char *s, size_t *n, int *is_tag)
+{
+    size_t len = s ? strlen(s) : 0;
+    *is_tag = len > 4 && memcmp(s, "tag:", 4) == 0;
+    *n = len - (*is_tag ? 4 : 0);
+    return s + (*is_tag ? 4 : 0);
+}
+
 /* "pattern" or "tag:NAME" -> the account (0: none). */
 unsigned oom_acct_named(const char *name)
 {
-    size_t n = strlen(name);
-    int is_tag = n > 4 && memcmp(name, "tag:", 4) == 0;
-    return acct_find(name + (is_tag ? 4 : 0), n - (is_tag ? 4 : 0), is_tag);
+    size_t n;
+    int is_tag;
+    const char *nm = api_name(name, &n, &is_tag);
+    return acct_find(nm, n, is_tag);
 }
 
 int oom_budget_set(const char *pattern, uint64_t bytes)
 {
-    size_t n = pattern ? strlen(pattern) : 0;
-    int is_tag = n > 4 && memcmp(pattern, "tag:", 4) == 0;
-    const char *name = pattern + (is_tag ? 4 : 0);
-    size_t nn = n - (is_tag ? 4 : 0);
+    size_t nn;
+    int is_tag;
+    const char *name = api_name(pattern, &nn, &is_tag);
     if (nn == 0 || nn >= OOM_NAME_MAX || memchr(name, ';', nn)) {
         errno = EINVAL;
         return -1;
@@ -472,12 +481,6 @@ int64_t oom_acct_blocks_fp(unsigned a)
     return sum;
 }
 
-static inline int acct_would_cross(unsigned a, int64_t w)
-{
-    uint64_t b = __atomic_load_n(&oom_accts[a].budget, __ATOMIC_RELAXED);
-    return b && __atomic_load_n(&oom_accts[a].bytes, __ATOMIC_RELAXED) + w > (int64_t)b;
-}
-
 int oom_admit(const struct lk_site *s, uint64_t size, int exact)
 {
     struct oom_site *o = lk_site_oom(s);
@@ -490,9 +493,9 @@ int oom_admit(const struct lk_site *s, uint64_t size, int exact)
         force_check(a, w);
     if (t)
         force_check(t, w);
-    if (a && acct_would_cross(a, w) && oom_over_budget(s, a, w) != 0)
+    if (a && oom_acct_would_cross(a, w) && oom_over_budget(s, a, w) != 0)
         return -1;
-    if (t && acct_would_cross(t, w) && oom_over_budget(s, t, w) != 0)
+    if (t && oom_acct_would_cross(t, w) && oom_over_budget(s, t, w) != 0)
         return -1;
     if (unlikely(oom_victim) && oom_victim == lk_site_idx(s))
         return oom_victim_admit();

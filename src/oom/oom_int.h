@@ -45,6 +45,20 @@ BSL_HIDDEN extern uint32_t oom_victim;         /* soft limit with fail: the site
 /* One site's live bytes as the account sees them: a tracked block of `size` bytes stands for
  * *bytes bytes and *blocks_fp blocks << OOM_WEIGHT_SHIFT. */
 BSL_HIDDEN void oom_weight(uint64_t size, int exact, int64_t *bytes, int64_t *blocks_fp);
+/* Would w more bytes take account a past its budget? (0 for an account without one.) */
+static inline int oom_acct_would_cross(unsigned a, int64_t w)
+{
+    uint64_t b = __atomic_load_n(&oom_accts[a].budget, __ATOMIC_RELAXED);
+    return b && __atomic_load_n(&oom_accts[a].bytes, __ATOMIC_RELAXED) + w > (int64_t)b;
+}
+/* A fixed-point block count (<< OOM_WEIGHT_SHIFT), rounded to blocks. */
+static inline int64_t oom_blocks(int64_t fp) { return (fp + (1 << (OOM_WEIGHT_SHIFT - 1))) >> OOM_WEIGHT_SHIFT; }
+/* An account's name as users write it: "PATTERN" or "tag:NAME". */
+static inline const char *oom_acct_label(char *buf, size_t cap, const struct oom_acct *a)
+{
+    os_snprintf(buf, cap, "%s%s", a->is_tag ? "tag:" : "", a->name);
+    return buf;
+}
 /* Live blocks << OOM_WEIGHT_SHIFT of account a, summed over its sites (a walk of the site table). */
 BSL_HIDDEN int64_t oom_acct_blocks_fp(unsigned a);
 /* Allocated + cached + dirty: what the process limits measure (racy sums, no lock). */

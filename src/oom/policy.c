@@ -127,11 +127,8 @@ static int call_handler(const struct oom_trigger *t, uint64_t live, uint64_t lim
         .request = (size_t)t->request,
     };
     char name[OOM_NAME_MAX + 8];
-    if (t->kind == OOM_EV_BUDGET) {
-        const struct oom_acct *a = &oom_accts[t->acct];
-        os_snprintf(name, sizeof(name), "%s%s", a->is_tag ? "tag:" : "", a->name);
-        ev.budget = name;
-    }
+    if (t->kind == OOM_EV_BUDGET)
+        ev.budget = oom_acct_label(name, sizeof(name), &oom_accts[t->acct]);
     oom_stats.handler_calls++;
     int saved = errno;
     int r = handler(&ev, handler_arg);
@@ -161,10 +158,42 @@ static __attribute__((noreturn)) void oom_abort(const struct oom_trigger *t)
     os_abort();
 }
 
-static inline int acct_over(unsigned a, int64_t w)
+/* An evaluation (reclaim, handler, report) runs under the policy lock, with the tracker's guard
+ * clear (the handler's and the report's allocations are the program's) and the thread marked busy
+ * (they are never refused and start no evaluation of their own). Returns the guard to restore. */
+static int policy_enter(void)
 {
-    uint64_t b = oom_accts[a].budget;
-    return b && __atomic_load_n(&oom_accts[a].bytes, __ATOMIC_RELAXED) + w > (int64_t)b;
+    int g = lk_guard;
+    lk_guard = 0;
+    oom_busy = 1;
+    os_lock(&oom_policy_lock);
+    return g;
+}
+
+static void policy_leave(int g)
+{
+    os_unlock(&oom_policy_lock);
+    oom_busy = 0;
+    lk_guard = g;
+}
+
+/* Still over after reclaim and the handler (policy lock held): count the event, report it
+ * (always under oom_action=abort), and abort when that is the action. */
+static void still_over(const struct oom_trigger *t)
+{
+    oom_stats.events++;
+    oom_report_maybe(t, oom_action == OOM_ACT_ABORT);
+    if (oom_action == OOM_ACT_ABORT)
+        oom_abort(t);
+}
+
+/* An allocation refused (of account ac, or NULL for a process-wide reason): count it. */
+static int refuse(struct oom_acct *ac)
+{
+    if (ac)
+        __atomic_fetch_add(&ac->failed, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&oom_stats.failed, 1, __ATOMIC_RELAXED);
+    return -1;
 }
 
 int oom_over_budget(const struct lk_site *s, unsigned acct, int64_t w)
@@ -175,40 +204,22 @@ int oom_over_budget(const struct lk_site *s, unsigned acct, int64_t w)
     struct oom_acct *ac = &oom_accts[acct];
     uint64_t now = os_now_ms();
     /* Evaluated a moment ago and found over: reuse that decision (no reclaim storm). */
-    if (__atomic_load_n(&ac->over, __ATOMIC_RELAXED) && now < __atomic_load_n(&ac->next_ms, __ATOMIC_RELAXED)) {
-        if (oom_action != OOM_ACT_FAIL)
-            return 0;
-        __atomic_fetch_add(&ac->failed, 1, __ATOMIC_RELAXED);
-        __atomic_fetch_add(&oom_stats.failed, 1, __ATOMIC_RELAXED);
-        return -1;
-    }
-    int g = lk_guard;
-    lk_guard = 0;
-    oom_busy = 1;
-    os_lock(&oom_policy_lock);
+    if (__atomic_load_n(&ac->over, __ATOMIC_RELAXED) && now < __atomic_load_n(&ac->next_ms, __ATOMIC_RELAXED))
+        return oom_action == OOM_ACT_FAIL ? refuse(ac) : 0;
+    int g = policy_enter();
     struct oom_trigger t = {.kind = OOM_EV_BUDGET, .acct = acct, .request = (uint64_t)w};
     reclaim(&t, now);
-    int over = acct_over(acct, w);
+    int over = oom_acct_would_cross(acct, w);
     if (over && call_handler(&t, (uint64_t)__atomic_load_n(&ac->bytes, __ATOMIC_RELAXED), ac->budget) == BSL_OOM_RETRY) {
-        over = acct_over(acct, w);
+        over = oom_acct_would_cross(acct, w);
         oom_stats.handler_recovered += !over;
     }
     __atomic_store_n(&ac->next_ms, backoff(&ac->backoff_ms, over, now), __ATOMIC_RELAXED);
     __atomic_store_n(&ac->over, over, __ATOMIC_RELAXED);
-    if (over) {
-        oom_stats.events++;
-        oom_report_maybe(&t, oom_action == OOM_ACT_ABORT);
-        if (oom_action == OOM_ACT_ABORT)
-            oom_abort(&t);
-    }
-    os_unlock(&oom_policy_lock);
-    oom_busy = 0;
-    lk_guard = g;
-    if (!over || oom_action != OOM_ACT_FAIL)
-        return 0;
-    __atomic_fetch_add(&ac->failed, 1, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&oom_stats.failed, 1, __ATOMIC_RELAXED);
-    return -1;
+    if (over)
+        still_over(&t);
+    policy_leave(g);
+    return over && oom_action == OOM_ACT_FAIL ? refuse(ac) : 0;
 }
 
 /* The OOM killer's choice, inside the process: the site with the most live bytes plus growth
@@ -257,10 +268,7 @@ int oom_victim_admit(void)
         victim_set(0);
         return 0;
     }
-    if (oom_action != OOM_ACT_FAIL)
-        return 0;
-    __atomic_fetch_add(&oom_stats.failed, 1, __ATOMIC_RELAXED);
-    return -1;
+    return oom_action == OOM_ACT_FAIL ? refuse(NULL) : 0;
 }
 
 /* Over a process limit (the slow path of oom_commit_check). Returns 0 or -1 (hard limit: refuse). */
@@ -270,10 +278,7 @@ static __attribute__((noinline)) int limit_event(enum oom_kind kind, size_t n, u
     if (kind == OOM_EV_SOFT && __atomic_load_n(&soft_over, __ATOMIC_RELAXED) &&
         now < __atomic_load_n(&soft_next_ms, __ATOMIC_RELAXED))
         return 0; /* decided a moment ago: the victim (if any) is already failing */
-    int g = lk_guard;
-    lk_guard = 0;
-    oom_busy = 1;
-    os_lock(&oom_policy_lock);
+    int g = policy_enter();
     struct oom_trigger t = {.kind = kind, .request = n};
     reclaim(&t, now);
     int over = oom_committed() + n > limit;
@@ -286,31 +291,19 @@ static __attribute__((noinline)) int limit_event(enum oom_kind kind, size_t n, u
         __atomic_store_n(&soft_over, over, __ATOMIC_RELAXED);
     }
     if (over) {
-        oom_stats.events++;
         if (kind == OOM_EV_SOFT && oom_action == OOM_ACT_FAIL)
             victim_set(pick_victim());
-        oom_report_maybe(&t, oom_action == OOM_ACT_ABORT);
-        if (oom_action == OOM_ACT_ABORT)
-            oom_abort(&t);
+        still_over(&t);
     }
-    os_unlock(&oom_policy_lock);
-    oom_busy = 0;
-    lk_guard = g;
-    if (over && kind == OOM_EV_HARD) {
-        __atomic_fetch_add(&oom_stats.failed, 1, __ATOMIC_RELAXED);
-        return -1;
-    }
-    return 0;
+    policy_leave(g);
+    return over && kind == OOM_EV_HARD ? refuse(NULL) : 0;
 }
 
 int oom_alloc_failed(size_t n)
 {
     if (oom_busy || lk_guard)
         return 0;
-    int g = lk_guard;
-    lk_guard = 0;
-    oom_busy = 1;
-    os_lock(&oom_policy_lock);
+    int g = policy_enter();
     struct oom_trigger t = {.kind = OOM_EV_NOMEM, .request = n};
     reclaim(&t, os_now_ms());
     int retry = t.before > t.after && t.before - t.after >= n; /* reclaim released at least the request */
@@ -319,15 +312,9 @@ int oom_alloc_failed(size_t n)
         retry = 1;
         oom_stats.handler_recovered++;
     }
-    if (!retry && policy) {
-        oom_stats.events++;
-        oom_report_maybe(&t, oom_action == OOM_ACT_ABORT);
-        if (oom_action == OOM_ACT_ABORT)
-            oom_abort(&t);
-    }
-    os_unlock(&oom_policy_lock);
-    oom_busy = 0;
-    lk_guard = g;
+    if (!retry && policy)
+        still_over(&t);
+    policy_leave(g);
     return retry;
 }
 
@@ -365,7 +352,7 @@ void oom_acct_info(unsigned acct, bsl_budget_info_t *out)
     int64_t b = __atomic_load_n(&a->bytes, __ATOMIC_RELAXED), k = oom_acct_blocks_fp(acct);
     out->budget = (size_t)a->budget;
     out->live_bytes = b > 0 ? (size_t)b : 0;
-    out->live_blocks = k > 0 ? (size_t)((k + (1 << (OOM_WEIGHT_SHIFT - 1))) >> OOM_WEIGHT_SHIFT) : 0;
+    out->live_blocks = k > 0 ? (size_t)oom_blocks(k) : 0;
     out->failed = __atomic_load_n(&a->failed, __ATOMIC_RELAXED);
     out->over = a->budget && b > (int64_t)a->budget;
 }
@@ -444,10 +431,11 @@ void oom_print(int fd, int json)
         bsl_budget_info_t bi;
         oom_acct_info(i, &bi);
         const struct oom_acct *ac = &oom_accts[i];
+        char lab[OOM_NAME_MAX + 8];
         if (json)
-            os_printf(fd, "%s{\"name\":\"%s%s\",\"budget\":%zu,\"live_bytes\":%zu,\"live_blocks\":%zu,\"failed\":%llu,"
-                          "\"over\":%s}", k++ ? "," : "", ac->is_tag ? "tag:" : "", ac->name, bi.budget, bi.live_bytes,
-                      bi.live_blocks, (unsigned long long)bi.failed, bi.over ? "true" : "false");
+            os_printf(fd, "%s{\"name\":\"%s\",\"budget\":%zu,\"live_bytes\":%zu,\"live_blocks\":%zu,\"failed\":%llu,"
+                          "\"over\":%s}", k++ ? "," : "", oom_acct_label(lab, sizeof lab, ac), bi.budget,
+                      bi.live_bytes, bi.live_blocks, (unsigned long long)bi.failed, bi.over ? "true" : "false");
         else
             os_printf(fd, "%s '%s': %s live in %zu blocks, budget %s%s, %llu refused\n", ac->is_tag ? "tag" : "budget",
                       ac->name, oom_human(a, sizeof a, (double)bi.live_bytes), bi.live_blocks,
@@ -474,7 +462,7 @@ void oom_publish(struct bsl_shm_page *pg)
         const struct oom_acct *ac = &oom_accts[i];
         struct bsl_shm_budget *b = &pg->budgets[k];
         int64_t live = __atomic_load_n(&ac->bytes, __ATOMIC_RELAXED);
-        os_snprintf(b->name, sizeof(b->name), "%s%s", ac->is_tag ? "tag:" : "", ac->name);
+        oom_acct_label(b->name, sizeof(b->name), ac);
         b->budget = ac->budget;
         b->live = live > 0 ? (uint64_t)live : 0;
         b->failed = __atomic_load_n(&ac->failed, __ATOMIC_RELAXED);

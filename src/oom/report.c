@@ -59,11 +59,6 @@ static double rel_err_pct(double S, double B)
     return 100 * r;
 }
 
-static void acct_label(char *buf, size_t cap, const struct oom_acct *a)
-{
-    os_snprintf(buf, cap, "%s%s", a->is_tag ? "tag:" : "", a->name);
-}
-
 /* Rank the sites (oom_policy_lock held). Returns how many went into top[]. */
 static size_t rank_sites(const struct oom_trigger *t, struct ranked *top, size_t max, int64_t *tracked_total)
 {
@@ -135,7 +130,7 @@ static void write_text(struct lk_out *o, const struct oom_trigger *t, const stru
     uint64_t committed = oom_committed();
     if (t->kind == OOM_EV_BUDGET) {
         const struct oom_acct *ac = &oom_accts[t->acct];
-        acct_label(lab, sizeof lab, ac);
+        oom_acct_label(lab, sizeof lab, ac);
         lk_out_fmt(o, "==%ld== buddyslab soft OOM: budget '%s' crossed: %s live + %s requested > budget %s "
                       "(oom_action=%s)\n", pid, lab,
                    oom_human(a, sizeof a, (double)__atomic_load_n(&ac->bytes, __ATOMIC_RELAXED)),
@@ -181,7 +176,7 @@ static void write_text(struct lk_out *o, const struct oom_trigger *t, const stru
         int64_t by = __atomic_load_n(&ac->bytes, __ATOMIC_RELAXED);
         if (!ac->budget)
             continue;
-        acct_label(lab, sizeof lab, ac);
+        oom_acct_label(lab, sizeof lab, ac);
         lk_out_fmt(o, "==%ld==   budget '%s': %s live of %s%s", pid, lab, oom_human(a, sizeof a, (double)by),
                    oom_human(b, sizeof b, (double)ac->budget), by > (int64_t)ac->budget ? " OVER" : "");
         if (ac->failed)
@@ -200,9 +195,9 @@ static void write_text(struct lk_out *o, const struct oom_trigger *t, const stru
         lk_out_fmt(o, "==%ld== #%zu badness %s: %s%s live in %s%llu blocks", pid, i + 1,
                    oom_human(a, sizeof a, r->badness), lk_sample_bytes ? "about " : "",
                    oom_human(b, sizeof b, (double)r->bytes), lk_sample_bytes ? "about " : "",
-                   (unsigned long long)((r->blocks_fp + (1 << (OOM_WEIGHT_SHIFT - 1))) >> OOM_WEIGHT_SHIFT));
+                   (unsigned long long)oom_blocks(r->blocks_fp));
         if (os->acct) {
-            acct_label(lab, sizeof lab, &oom_accts[os->acct]);
+            oom_acct_label(lab, sizeof lab, &oom_accts[os->acct]);
             lk_out_fmt(o, ", budget %s ('%s')", oom_human(c, sizeof c, (double)oom_accts[os->acct].budget), lab);
         }
         unsigned tg = lk_site_tag(s);
@@ -225,7 +220,7 @@ static void write_json(struct lk_out *o, const struct oom_trigger *t, const stru
     lk_out_fmt(o, "{\"tool\": \"buddyslab-oom\", \"format\": 1, \"pid\": %ld, \"time_ms\": %llu, \"event\": \"%s\"",
                os_getpid(), (unsigned long long)os_now_ms(), kind_name(t->kind));
     if (t->kind == OOM_EV_BUDGET) {
-        acct_label(lab, sizeof lab, &oom_accts[t->acct]);
+        oom_acct_label(lab, sizeof lab, &oom_accts[t->acct]);
         lk_out_put(o, ", \"budget\": ");
         lk_out_json_str(o, lab);
     }
@@ -246,12 +241,12 @@ static void write_json(struct lk_out *o, const struct oom_trigger *t, const stru
         if (!ac->budget && !ac->is_tag)
             continue;
         int64_t by = __atomic_load_n(&ac->bytes, __ATOMIC_RELAXED), bl = oom_acct_blocks_fp(i);
-        acct_label(lab, sizeof lab, ac);
+        oom_acct_label(lab, sizeof lab, ac);
         lk_out_put(o, m++ ? ", {\"name\": " : "{\"name\": ");
         lk_out_json_str(o, lab);
         lk_out_fmt(o, ", \"tag\": %s, \"budget\": %llu, \"live_bytes\": %lld, \"live_blocks\": %lld, \"over\": %s, "
                       "\"failed\": %llu}", ac->is_tag ? "true" : "false", (unsigned long long)ac->budget, (long long)by,
-                   (long long)((bl + (1 << (OOM_WEIGHT_SHIFT - 1))) >> OOM_WEIGHT_SHIFT),
+                   (long long)oom_blocks(bl),
                    ac->budget && by > (int64_t)ac->budget ? "true" : "false", (unsigned long long)ac->failed);
     }
     lk_out_put(o, "], \"sites\": [");
@@ -262,9 +257,9 @@ static void write_json(struct lk_out *o, const struct oom_trigger *t, const stru
         lk_out_fmt(o, "%s{\"rank\": %zu, \"site\": %u, \"badness\": %lld, \"over\": %lld, \"growth\": %lld, "
                       "\"live_bytes\": %lld, \"live_blocks\": %lld, \"budget\": ",
                    i ? ", " : "", i + 1, r->site, (long long)r->badness, (long long)r->over, (long long)r->growth,
-                   (long long)r->bytes, (long long)((r->blocks_fp + (1 << (OOM_WEIGHT_SHIFT - 1))) >> OOM_WEIGHT_SHIFT));
+                   (long long)r->bytes, (long long)oom_blocks(r->blocks_fp));
         if (os->acct) {
-            acct_label(lab, sizeof lab, &oom_accts[os->acct]);
+            oom_acct_label(lab, sizeof lab, &oom_accts[os->acct]);
             lk_out_fmt(o, "%llu, \"budget_name\": ", (unsigned long long)oom_accts[os->acct].budget);
             lk_out_json_str(o, lab);
         } else {

@@ -88,14 +88,19 @@ def num(p, key):
     return int(p.kv[key])
 
 
-def fields(p, key):
-    """'stats=events:1,reclaims:2' -> {'events': 1, ...} (numbers where they are)."""
-    check(key in p.kv, p, "no %s= line" % key)
+def parse_fields(value):
+    """'events:1,reclaims:2' -> {'events': 1, ...} (numbers where they are)."""
     d = {}
-    for part in p.kv[key].split(","):
+    for part in value.split(","):
         k, v = part.split(":", 1)
         d[k] = int(v) if re.fullmatch(r"-?\d+", v) else v
     return d
+
+
+def fields(p, key):
+    """The fields of the program's last key= line."""
+    check(key in p.kv, p, "no %s= line" % key)
+    return parse_fields(p.kv[key])
 
 
 def within(x, truth, tol=0.10):
@@ -258,8 +263,7 @@ def case_reclaim(a):
     check(p.returncode == 0 and num(p, "h_ok") == 1, p, "oom_action=report: nothing fails")
     stats = [l for l in p.out.splitlines() if l.startswith("stats=")]
     check(len(stats) == 2, p, "two stats lines")
-    s1 = dict((k, int(v)) for k, v in (x.split(":") for x in stats[0][6:].split(",")))
-    s2 = dict((k, int(v)) for k, v in (x.split(":") for x in stats[1][6:].split(",")))
+    s1, s2 = (parse_fields(line[len("stats="):]) for line in stats)
     check(num(p, "dirty_before") >= 55 * MiB, p, "60 MiB freed must stay dirty with decay_ms=-1")
     check(s1["reclaims"] >= 1 and s1["reclaimed"] >= 48 * MiB and num(p, "purged_step1") >= 48 * MiB, p,
           "crossing the soft limit must first return the dirty frames: %s" % s1)
