@@ -476,25 +476,11 @@ int buddy_check(void)
     return 0;
 }
 
-void buddy_prefork(void)
+void buddy_fork_locks(os_lock_visit_fn visit)
 {
     for (int z = 0; z < NR_ZONES; z++)
         for (unsigned s = 0; s < BUDDY_MAX_SHARDS; s++)
-            os_lock(&buddy_shards[z][s].lock);
-}
-
-void buddy_postfork_parent(void)
-{
-    for (int z = NR_ZONES - 1; z >= 0; z--)
-        for (int s = BUDDY_MAX_SHARDS - 1; s >= 0; s--)
-            os_unlock(&buddy_shards[z][s].lock);
-}
-
-void buddy_postfork_child(void)
-{
-    for (int z = 0; z < NR_ZONES; z++)
-        for (unsigned s = 0; s < BUDDY_MAX_SHARDS; s++)
-            os_lock_reinit(&buddy_shards[z][s].lock);
+            visit(&buddy_shards[z][s].lock);
 }
 
 size_t buddy_committed_bytes(void)

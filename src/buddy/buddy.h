@@ -62,9 +62,8 @@ BSL_HIDDEN size_t buddy_committed_bytes(void);
  * wrong and returns -1. Walks every frame: for tests and debugging. */
 BSL_HIDDEN int buddy_check(void);
 
-BSL_HIDDEN void buddy_prefork(void);
-BSL_HIDDEN void buddy_postfork_parent(void);
-BSL_HIDDEN void buddy_postfork_child(void);
+/* fork(): every shard lock, for src/malloc/fork.c's table. */
+BSL_HIDDEN void buddy_fork_locks(os_lock_visit_fn visit);
 
 static inline unsigned order_for_pages(size_t npages)
 {

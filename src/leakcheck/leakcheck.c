@@ -6,8 +6,8 @@
  * registry takes treg_lock; a report takes report_lock, then every shard in index order. Nothing
  * here holds one of these while waiting for another thread, except the shard -> allocator order
  * (a shard grows its table with bsl_raw_malloc while locked); the hooks run outside every
- * allocator lock, so the order is never reversed. fork(): lk_prefork takes them all (and liburcu's
- * own locks), registered after the allocator's handlers so that it runs first. */
+ * allocator lock, so the order is never reversed. fork(): leak_fork_prepare takes them all (and liburcu's
+ * own locks), after the soft OOM policy's locks and before the allocator's (src/malloc/fork.c). */
 #include "leakcheck/lk.h"
 
 #include <dlfcn.h>
@@ -496,19 +496,8 @@ typedef struct {
 static __attribute__((noinline)) void lk_lock_slow(lk_lock_t *l)
 {
     for (unsigned n = 0;; n++) {
-        while (__atomic_load_n(&l->v, __ATOMIC_RELAXED)) {
-            if (n < 64) {
-#if defined(__x86_64__) || defined(__i386__)
-                __asm__ volatile("pause");
-#endif
-            } else if (n < 256) {
-                sched_yield();
-            } else {
-                struct timespec ts = {0, 50000};
-                nanosleep(&ts, NULL);
-            }
-            n++;
-        }
+        while (__atomic_load_n(&l->v, __ATOMIC_RELAXED))
+            os_backoff(n < 1000 ? n++ : n);
         if (!__atomic_exchange_n(&l->v, 1, __ATOMIC_ACQUIRE))
             return;
     }
@@ -1016,54 +1005,76 @@ void leak_on_free(void *p)
     lk_guard = 0;
 }
 
-/* ---- fork ---- */
+/* ---- fork (called by src/malloc/fork.c's table) ---- */
 static os_lock_t report_lock = OS_LOCK_INIT;
+static int lk_forking; /* leak_fork_prepare ran (the forking thread only) */
 
-static void lk_prefork(void)
+/* The tracker's outer locks, in their order: their holders may symbolize (libdw reads files with
+ * stdio), so fork takes them in its first phase (fork.c). */
+void leak_fork_locks(os_lock_visit_fn visit)
+{
+    visit(&report_lock);
+    visit(&resize_lock);
+    visit(&site_lock);
+    visit(&lk_sym_lock);
+}
+
+/* A shard lock: taken; in careful mode (the forking thread may hold one: lk_guard, or some
+ * allocator lock) given up after about a second. */
+static unsigned char shard_given_up[LK_SHARDS];
+
+void leak_fork_prepare(int careful)
 {
     if (!lk_on)
         return;
-    os_lock(&report_lock);
-    os_lock(&resize_lock);
-    os_lock(&site_lock);
-    os_lock(&lk_sym_lock);
-    for (unsigned i = 0; i < LK_SHARDS; i++)
-        lk_lock(&shards[i].lock);
-    os_lock(&treg_lock);
+    careful = careful || lk_guard;
+    for (unsigned i = 0; i < LK_SHARDS; i++) {
+        shard_given_up[i] = 0;
+        if (!careful) {
+            lk_lock(&shards[i].lock);
+            continue;
+        }
+        unsigned n = 0;
+        while (!lk_trylock(&shards[i].lock) && n < 20000)
+            os_backoff(n++);
+        shard_given_up[i] = n >= 20000;
+    }
+    os_fork_lock(&treg_lock, careful);
     urcu.before_fork();
+    lk_forking = 1;
 }
 
-static void lk_postfork_parent(void)
+void leak_fork_parent(void)
 {
-    if (!lk_on)
+    if (!lk_forking)
         return;
+    lk_forking = 0;
     urcu.after_fork_parent();
-    os_unlock(&treg_lock);
+    os_fork_unlock_parent(&treg_lock);
     for (unsigned i = LK_SHARDS; i-- > 0;)
-        lk_unlock(&shards[i].lock);
-    os_unlock(&lk_sym_lock);
-    os_unlock(&site_lock);
-    os_unlock(&resize_lock);
-    os_unlock(&report_lock);
+        if (!shard_given_up[i])
+            lk_unlock(&shards[i].lock);
 }
 
-static void lk_postfork_child(void)
+void leak_fork_child(void)
 {
     if (!lk_on)
         return;
-    urcu.after_fork_child();
+    if (lk_forking) {
+        lk_forking = 0;
+        urcu.after_fork_child();
+        os_fork_reset_child(&treg_lock);
+        /* A shard given up is held by a thread that is gone, unless this thread was inside the
+         * tracker (lk_guard): then its own interrupted frame holds it and releases it. */
+        for (unsigned i = 0; i < LK_SHARDS; i++)
+            if (!shard_given_up[i] || !lk_guard)
+                shards[i].lock.v = 0;
+    }
     /* Only the forking thread survives: the others' stacks are still mapped, as dead threads'. */
     for (struct lk_treg *x = treg_head; x; x = x->next)
         x->info.tid = 0;
     if (lk_self)
         lk_self->reg->info.tid = syscall(SYS_gettid);
-    os_lock_reinit(&treg_lock);
-    for (unsigned i = 0; i < LK_SHARDS; i++)
-        shards[i].lock.v = 0;
-    os_lock_reinit(&lk_sym_lock);
-    os_lock_reinit(&site_lock);
-    os_lock_reinit(&resize_lock);
-    os_lock_reinit(&report_lock);
 }
 
 /* ---- start, reports ---- */
@@ -1092,7 +1103,6 @@ int leak_init(void)
     if (!why) {
         lk_unwind_init();
         lk_scan_init();
-        pthread_atfork(lk_prefork, lk_postfork_parent, lk_postfork_child);
         lk_on = 1;
         ok = 1;
         /* The first thread: set it up now, while nothing else runs. */

@@ -68,5 +68,12 @@ static inline int leak_untracked_free(const void *p)
 BSL_HIDDEN int leak_tracking_mode(void);
 /* At normal process exit (the library destructor): write the report when configured. */
 BSL_HIDDEN void leak_at_exit(void);
+/* fork(): src/malloc/fork.c's table calls these (the locks and prepare only when the process has
+ * threads): the outer locks (report, resize, site, symbols), then the block map shards, the thread
+ * registry and liburcu's locks. */
+BSL_HIDDEN void leak_fork_locks(os_lock_visit_fn visit);
+BSL_HIDDEN void leak_fork_prepare(int careful);
+BSL_HIDDEN void leak_fork_parent(void);
+BSL_HIDDEN void leak_fork_child(void);
 
 #endif

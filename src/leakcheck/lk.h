@@ -132,7 +132,7 @@ struct lk_sym {
 /* Set by a thread writing a report while the system refuses memory: symbols come from dladdr1
  * only (libdw crashes when its own malloc fails), and cached entries are used as they are. */
 BSL_HIDDEN extern __thread int lk_sym_lean;
-BSL_HIDDEN extern os_lock_t lk_sym_lock; /* taken by lk_prefork */
+BSL_HIDDEN extern os_lock_t lk_sym_lock; /* taken by leak_fork_prepare */
 BSL_HIDDEN const struct lk_sym *lk_sym_get(uintptr_t pc);
 /* The same entry with only func, module and off certain (no DWARF line lookup: cheaper). */
 BSL_HIDDEN const struct lk_sym *lk_sym_name(uintptr_t pc);

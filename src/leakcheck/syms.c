@@ -10,7 +10,7 @@
  * The cache lives as long as the process: one entry per distinct return address, its strings in
  * an arena that only grows (sites are immortal, so are their symbols). Locking: sym_lock protects
  * the table, the arena and the libdw session; callers hold lk_guard (libdw, dladdr1 and the
- * demangler call malloc). fork(): lk_prefork takes sym_lock. */
+ * demangler call malloc). fork(): leak_fork_prepare takes sym_lock. */
 #include "leakcheck/lk.h"
 
 #include <dlfcn.h>

@@ -178,3 +178,5 @@ void debug_vg_quiet(int on)
     else
         VALGRIND_ENABLE_ERROR_REPORTING;
 }
+
+void debug_fork_locks(os_lock_visit_fn visit) { visit(&q_lock); }

@@ -30,5 +30,8 @@ BSL_HIDDEN size_t debug_requested(const void *p, size_t usable);
 BSL_HIDDEN void debug_vg_quiet(int on);
 /* Empty the quarantine (malloc_trim, exit). */
 BSL_HIDDEN void debug_flush_quarantine(void (*really_free)(void *));
+/* fork(): the quarantine's lock (taken before the allocator's: released blocks are freed outside it,
+ * but its ring comes from meta_alloc under it). */
+BSL_HIDDEN void debug_fork_locks(os_lock_visit_fn visit);
 
 #endif

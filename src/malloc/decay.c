@@ -72,9 +72,10 @@ void bsl_tick_maybe(void)
     }
 }
 
-void bsl_tick_postfork_child(void)
+void bsl_tick_fork_locks(os_lock_visit_fn visit) { visit(&tick_lock); }
+
+void bsl_tick_fork_child(void)
 {
-    publish_postfork_child();
-    os_lock_reinit(&tick_lock);
     bg_state = 0; /* the thread did not survive fork(): the next slow path restarts it */
+    publish_postfork_child();
 }

@@ -1,41 +1,20 @@
-/* Initialisation on the first allocation (no constructor-order assumptions), fork handlers,
+/* Initialisation on the first allocation (no constructor-order assumptions),
  * the report at exit, and misuse reports. */
 #include "leakcheck/leakcheck.h"
 #include "malloc/debug.h"
 #include "malloc/internal.h"
 #include "oom/oom.h"
 
-#include <pthread.h>
 
 int bsl_inited;
 uintptr_t bsl_free_key;
 static os_lock_t init_lock = OS_LOCK_INIT;
-static int atfork_state; /* 0 not registered, 1 registering, 2 registered */
+static int atfork_state; /* 0 not started, 1 starting, 2 fork handlers and hooks set up */
 
-/* Lock order for fork: pcp -> kmem_caches -> buddy shards -> zones (-> pagemap -> meta, huge). */
-static void prefork(void)
+void bsl_init_fork_locks(os_lock_visit_fn visit)
 {
-    pcp_prefork();
-    slab_prefork();
-    buddy_prefork();
-    zones_prefork();
-}
-
-static void postfork_parent(void)
-{
-    zones_postfork_parent();
-    buddy_postfork_parent();
-    slab_postfork_parent();
-    pcp_postfork_parent();
-}
-
-static void postfork_child(void)
-{
-    bsl_tick_postfork_child();
-    zones_postfork_child();
-    buddy_postfork_child();
-    slab_postfork_child();
-    pcp_postfork_child();
+    visit(&bsl_tracking_lock);
+    visit(&init_lock);
 }
 
 void bsl_init_slow(void)
@@ -58,14 +37,11 @@ void bsl_init_slow(void)
      * outside the lock, once. */
     int expect = 0;
     if (__atomic_compare_exchange_n(&atfork_state, &expect, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
-        pthread_atfork(prefork, postfork_parent, postfork_child);
+        bsl_fork_register();
         if (opt_publish)
             publish_init();
         if ((opt_leak || opt_leak_sample || oom_wants_tracking()) && leak_init())
             __atomic_fetch_or(&bsl_hooks_on, HOOK_LEAK, __ATOMIC_RELEASE);
-        /* Registered last so that it runs first: the policy's locks come before the tracker's and
-         * the allocator's (a handler may allocate while the policy lock is held). */
-        pthread_atfork(oom_prefork, oom_postfork_parent, oom_postfork_child);
         __atomic_store_n(&atfork_state, 2, __ATOMIC_RELEASE);
     }
 }

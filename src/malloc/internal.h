@@ -66,7 +66,15 @@ BSL_HIDDEN int bsl_tracking_start(void);
 
 /* Periodic maintenance (decay.c): call from slow paths; cheap when it is not yet time. */
 BSL_HIDDEN void bsl_tick_maybe(void);
-BSL_HIDDEN void bsl_tick_postfork_child(void);
+/* fork(): the tick's lock (held while it flushes, shrinks and purges: before the allocator's), and
+ * the child's restart of the background thread and the published page. */
+BSL_HIDDEN void bsl_tick_fork_locks(os_lock_visit_fn visit);
+BSL_HIDDEN void bsl_tick_fork_child(void);
+/* fork(): the first-use initialisation's and the late tracking start's locks (outermost). */
+BSL_HIDDEN void bsl_init_fork_locks(os_lock_visit_fn visit);
+BSL_HIDDEN extern os_lock_t bsl_tracking_lock;
+/* Register the fork handlers (fork.c), once, at first use. */
+BSL_HIDDEN void bsl_fork_register(void);
 /* The published statistics page (publish.c): created at start with option publish, refreshed
  * by the tick while someone watches, removed at exit. */
 BSL_HIDDEN void publish_init(void);

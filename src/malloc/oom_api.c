@@ -9,6 +9,8 @@
 #include <errno.h>
 #include <string.h>
 
+os_lock_t bsl_tracking_lock = OS_LOCK_INIT; /* serializes the start below */
+
 /* Budgets need sites: start tracking now if it was not started at init (sampled per oom_sample
  * unless leak/leak_sample say otherwise). Returns 0, or -1 when tracking is unavailable. */
 int bsl_tracking_start(void)
@@ -16,16 +18,15 @@ int bsl_tracking_start(void)
     bsl_ensure_init();
     if (__atomic_load_n(&bsl_hooks_on, __ATOMIC_ACQUIRE) & HOOK_LEAK)
         return 0;
-    static os_lock_t start_lock = OS_LOCK_INIT;
     static int state; /* 0: not tried, 1: on, -1: unavailable */
-    os_lock(&start_lock);
+    os_lock(&bsl_tracking_lock);
     if (state == 0) {
         state = leak_init() ? 1 : -1;
         if (state == 1)
             __atomic_fetch_or(&bsl_hooks_on, HOOK_LEAK, __ATOMIC_RELEASE);
     }
     int r = state;
-    os_unlock(&start_lock);
+    os_unlock(&bsl_tracking_lock);
     return r > 0 ? 0 : -1;
 }
 

@@ -100,8 +100,8 @@ BSL_HIDDEN void oom_publish(struct bsl_shm_page *pg);
 BSL_HIDDEN void oom_print(int fd, int json);
 /* Write a report now (path: NULL for option oom_report, "" for stderr). */
 BSL_HIDDEN int oom_report_now(const char *path);
-BSL_HIDDEN void oom_prefork(void);
-BSL_HIDDEN void oom_postfork_parent(void);
-BSL_HIDDEN void oom_postfork_child(void);
+/* fork(): the policy lock, then the accounts' lock (their order everywhere: a policy evaluation
+ * moves the victim under oom_acct_lock). */
+BSL_HIDDEN void oom_fork_locks(os_lock_visit_fn visit);
 
 #endif

@@ -377,22 +377,10 @@ void oom_stats_get(bsl_oom_stats_t *out, int tracking)
     out->sample_bytes = tracking == 2 ? (size_t)lk_sample_bytes : 0;
 }
 
-void oom_prefork(void)
+void oom_fork_locks(os_lock_visit_fn visit)
 {
-    os_lock(&oom_acct_lock);
-    os_lock(&oom_policy_lock);
-}
-
-void oom_postfork_parent(void)
-{
-    os_unlock(&oom_policy_lock);
-    os_unlock(&oom_acct_lock);
-}
-
-void oom_postfork_child(void)
-{
-    os_lock_reinit(&oom_policy_lock);
-    os_lock_reinit(&oom_acct_lock);
+    visit(&oom_policy_lock);
+    visit(&oom_acct_lock);
 }
 
 /* The policy's part of bsl_stats_print / bsl_stats_print_json (nothing when no limit or budget). */

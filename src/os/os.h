@@ -34,6 +34,8 @@ BSL_HIDDEN uint64_t os_now_ms(void);
 /* 64 random bits (getrandom, falling back to the clock and addresses). */
 BSL_HIDDEN uint64_t os_random64(void);
 BSL_HIDDEN void os_sleep_ms(uint64_t ms);
+/* The n-th wait of a spinning waiter: pause (n < 64), yield (n < 256), then sleep 50 us. */
+BSL_HIDDEN void os_backoff(unsigned n);
 BSL_HIDDEN unsigned os_ncpus(void);
 /* Value of environment variable `name`, read from the process environment without allocating. */
 BSL_HIDDEN const char *os_getenv(const char *name);
@@ -62,11 +64,21 @@ BSL_HIDDEN void os_printf(int fd, const char *fmt, ...) __attribute__((format(pr
  * glibc.pthread.rseq=0, old kernel). */
 BSL_HIDDEN int os_rseq_probe(long *tp_offset, int *has_mm_cid);
 
-/* ---- Locks: a futex mutex (Drepper's three-state mutex). 0 unlocked, 1 locked, 2 contended. ---- */
+/* ---- Locks: a futex mutex (Drepper's three-state mutex). 0 unlocked, 1 locked, 2 contended. ----
+ * `owner` is the holder's thread pointer (0 when free), written after the lock is taken and
+ * cleared before it is released, so only the holder ever reads its own value there: fork() uses it
+ * to see that its caller already holds a lock (fork from an OOM handler, or from a signal handler
+ * that interrupted this thread inside the allocator). `fork_kept`: set by os_fork_lock for such a
+ * lock, read by the post-fork calls (only the forking thread touches it). */
 typedef struct os_lock {
     int state;
+    int fork_kept;
+    uintptr_t owner;
 } os_lock_t;
-#define OS_LOCK_INIT {0}
+#define OS_LOCK_INIT {0, 0, 0}
+
+/* This thread's identity: its thread pointer (the TCB address, unique among live threads). */
+static inline uintptr_t os_self(void) { return (uintptr_t)__builtin_thread_pointer(); }
 
 BSL_HIDDEN void os_lock_slow(os_lock_t *l);
 BSL_HIDDEN void os_unlock_wake(os_lock_t *l);
@@ -74,17 +86,21 @@ BSL_HIDDEN void os_unlock_wake(os_lock_t *l);
 static inline void os_lock(os_lock_t *l)
 {
     int zero = 0;
-    if (likely(__atomic_compare_exchange_n(&l->state, &zero, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)))
-        return;
-    os_lock_slow(l);
+    if (unlikely(!__atomic_compare_exchange_n(&l->state, &zero, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)))
+        os_lock_slow(l);
+    __atomic_store_n(&l->owner, os_self(), __ATOMIC_RELAXED);
 }
 static inline int os_trylock(os_lock_t *l)
 {
     int zero = 0;
-    return __atomic_compare_exchange_n(&l->state, &zero, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
+    if (!__atomic_compare_exchange_n(&l->state, &zero, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+        return 0;
+    __atomic_store_n(&l->owner, os_self(), __ATOMIC_RELAXED);
+    return 1;
 }
 static inline void os_unlock(os_lock_t *l)
 {
+    __atomic_store_n(&l->owner, 0, __ATOMIC_RELAXED);
     if (unlikely(__atomic_exchange_n(&l->state, 0, __ATOMIC_RELEASE) == 2))
         os_unlock_wake(l);
 }
@@ -92,7 +108,28 @@ static inline int os_lock_held(const os_lock_t *l)
 {
     return __atomic_load_n(&l->state, __ATOMIC_RELAXED) != 0;
 }
+/* Whether this thread holds l (exact for the caller's own locks). */
+static inline int os_lock_mine(const os_lock_t *l)
+{
+    return __atomic_load_n(&l->owner, __ATOMIC_RELAXED) == os_self();
+}
 /* After fork() in the child: only the forking thread exists, every lock it held is released. */
-static inline void os_lock_reinit(os_lock_t *l) { l->state = 0; }
+static inline void os_lock_reinit(os_lock_t *l)
+{
+    l->state = 0;
+    l->owner = 0;
+}
+
+/* ---- fork(): the calls the fork handler table (src/malloc/fork.c) makes on every lock ----
+ * os_fork_lock: take l for fork, unless this thread holds it already (then it is marked kept: the
+ * frame that holds it goes on, in the parent and in the child, and releases it itself).
+ * `careful`: the caller holds some allocator lock, so taking l in rank order is not guaranteed to
+ * be deadlock-free (a signal handler forking on a thread that was inside the allocator): try for
+ * about a second, then go on without l (the child re-initialises it; see fork.c).
+ * os_fork_unlock_parent / os_fork_reset_child: undo, in the parent and in the child. */
+typedef void (*os_lock_visit_fn)(os_lock_t *l);
+BSL_HIDDEN void os_fork_lock(os_lock_t *l, int careful);
+BSL_HIDDEN void os_fork_unlock_parent(os_lock_t *l);
+BSL_HIDDEN void os_fork_reset_child(os_lock_t *l);
 
 #endif

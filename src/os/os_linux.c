@@ -1,4 +1,9 @@
-/* Linux implementation of the platform layer. */
+/* Linux implementation of the platform layer.
+ *
+ * Cancellation: glibc's write, open, read, close and nanosleep are cancellation points. Everything
+ * here goes through syscall() instead, which never acts on a cancellation request: a report or
+ * malloc_stats() is never cut short by pthread_cancel (glibc bug 22830's scenario), and no lock is
+ * left held by a thread cancelled inside the allocator. */
 #include "os/os.h"
 
 #include <errno.h>
@@ -132,7 +137,7 @@ void os_sleep_ms(uint64_t ms)
 {
     struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
     int saved = errno;
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+    while (syscall(SYS_nanosleep, &ts, &ts) != 0 && errno == EINTR) /* raw: not a cancellation point */
         ;
     errno = saved;
 }
@@ -172,7 +177,7 @@ void os_write_all(int fd, const char *buf, size_t len)
 {
     int saved = errno;
     while (len > 0) {
-        ssize_t w = write(fd, buf, len);
+        ssize_t w = syscall(SYS_write, fd, buf, len); /* raw: never a cancellation point */
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)
@@ -186,7 +191,7 @@ void os_write_all(int fd, const char *buf, size_t len)
 int os_open_write(const char *path)
 {
     int saved = errno;
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     errno = saved;
     return fd;
 }
@@ -194,12 +199,17 @@ int os_open_write(const char *path)
 int os_open_append(const char *path)
 {
     int saved = errno;
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    int fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     errno = saved;
     return fd;
 }
 
-void os_close(int fd) { close(fd); }
+void os_close(int fd)
+{
+    int saved = errno;
+    syscall(SYS_close, fd);
+    errno = saved;
+}
 
 void *os_map_shared_file(const char *path, size_t size)
 {
@@ -239,12 +249,12 @@ long os_getpid(void) { return (long)syscall(SYS_getpid); }
 size_t os_rss(void)
 {
     int saved = errno;
-    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    int fd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/statm", O_RDONLY | O_CLOEXEC);
     size_t rss = 0;
     if (fd >= 0) {
         char buf[128];
-        ssize_t n = read(fd, buf, sizeof(buf) - 1);
-        close(fd);
+        ssize_t n = syscall(SYS_read, fd, buf, sizeof(buf) - 1);
+        syscall(SYS_close, fd);
         if (n > 0) {
             buf[n] = 0;
             const char *s = buf;
@@ -294,4 +304,55 @@ void os_unlock_wake(os_lock_t *l)
     int saved = errno;
     syscall(SYS_futex, &l->state, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
     errno = saved;
+}
+
+void os_backoff(unsigned n)
+{
+    if (n < 64) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    } else if (n < 256) {
+        syscall(SYS_sched_yield);
+    } else {
+        int saved = errno;
+        struct timespec ts = {0, 50000};
+        syscall(SYS_nanosleep, &ts, NULL); /* raw: not a cancellation point */
+        errno = saved;
+    }
+}
+
+/* fork_kept: 0 taken for fork, 1 already held by the forking thread (left to it), 2 not taken
+ * (careful mode gave up: its holder waits, directly or not, for a lock the forking thread holds). */
+void os_fork_lock(os_lock_t *l, int careful)
+{
+    l->fork_kept = 0;
+    if (os_lock_mine(l)) {
+        l->fork_kept = 1;
+        return;
+    }
+    if (!careful) {
+        os_lock(l);
+        return;
+    }
+    for (unsigned i = 0; i < 20000; i++) { /* about a second */
+        if (os_trylock(l))
+            return;
+        os_backoff(i);
+    }
+    l->fork_kept = 2;
+}
+
+void os_fork_unlock_parent(os_lock_t *l)
+{
+    if (l->fork_kept == 0)
+        os_unlock(l);
+    l->fork_kept = 0;
+}
+
+void os_fork_reset_child(os_lock_t *l)
+{
+    if (l->fork_kept != 1)
+        os_lock_reinit(l);
+    l->fork_kept = 0;
 }

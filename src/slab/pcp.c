@@ -329,6 +329,4 @@ int pcp_holds(const void *obj, unsigned c)
     return 0;
 }
 
-void pcp_prefork(void) { os_lock(&pcp_lock); }
-void pcp_postfork_parent(void) { os_unlock(&pcp_lock); }
-void pcp_postfork_child(void) { os_lock_reinit(&pcp_lock); }
+void pcp_fork_locks(os_lock_visit_fn visit) { visit(&pcp_lock); }

@@ -107,8 +107,6 @@ BSL_HIDDEN void pcp_flush_classes(uint64_t classes);
 BSL_HIDDEN void pcp_cached(size_t *objs, size_t *bytes);
 /* Whether obj sits in a per-CPU cache or this thread's cache (racy scan: for debugging). */
 BSL_HIDDEN int pcp_holds(const void *obj, unsigned c);
-BSL_HIDDEN void pcp_prefork(void);
-BSL_HIDDEN void pcp_postfork_parent(void);
-BSL_HIDDEN void pcp_postfork_child(void);
+BSL_HIDDEN void pcp_fork_locks(os_lock_visit_fn visit);
 
 #endif

@@ -409,23 +409,9 @@ int slab_check(void)
     return 0;
 }
 
-void slab_prefork(void)
+void slab_fork_locks(os_lock_visit_fn visit)
 {
     for (int z = 0; z < NR_ZONES; z++)
         for (unsigned c = 0; c < SLAB_NR_CLASSES; c++)
-            os_lock(&kmem_caches[z][c].lock);
-}
-
-void slab_postfork_parent(void)
-{
-    for (int z = NR_ZONES - 1; z >= 0; z--)
-        for (int c = SLAB_NR_CLASSES - 1; c >= 0; c--)
-            os_unlock(&kmem_caches[z][c].lock);
-}
-
-void slab_postfork_child(void)
-{
-    for (int z = 0; z < NR_ZONES; z++)
-        for (unsigned c = 0; c < SLAB_NR_CLASSES; c++)
-            os_lock_reinit(&kmem_caches[z][c].lock);
+            visit(&kmem_caches[z][c].lock);
 }

@@ -91,9 +91,8 @@ BSL_HIDDEN void slab_release_spares(void);
 BSL_HIDDEN int slab_object_is_free(const void *obj);
 /* Verify every slab of every cache; 0 or -1 with a message. */
 BSL_HIDDEN int slab_check(void);
-BSL_HIDDEN void slab_prefork(void);
-BSL_HIDDEN void slab_postfork_parent(void);
-BSL_HIDDEN void slab_postfork_child(void);
+/* fork(): every kmem_cache lock, for src/malloc/fork.c's table. */
+BSL_HIDDEN void slab_fork_locks(os_lock_visit_fn visit);
 
 static inline void *slab_base(const struct page *head) { return page_address(head); }
 

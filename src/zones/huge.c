@@ -267,9 +267,7 @@ void *huge_realloc(struct huge_block *hb, size_t size)
     return p;
 }
 
-void huge_prefork(void) { os_lock(&huge_lock); }
-void huge_postfork_parent(void) { os_unlock(&huge_lock); }
-void huge_postfork_child(void) { os_lock_reinit(&huge_lock); }
+void huge_fork_locks(os_lock_visit_fn visit) { visit(&huge_lock); }
 
 void huge_stats(size_t *bytes, size_t *count, size_t *cached)
 {

@@ -143,29 +143,11 @@ struct arena *zone_arena_of(const void *addr)
     return (e && !(e & PAGEMAP_HUGE_TAG)) ? (struct arena *)e : NULL;
 }
 
-void zones_prefork(void)
+void zones_fork_locks(os_lock_visit_fn visit)
 {
     for (int z = 0; z < NR_ZONES; z++)
-        os_lock(&zones[z].lock);
-    huge_prefork();
-    os_lock(&pagemap_lock);
-    os_lock(&meta_lock);
-}
-
-void zones_postfork_parent(void)
-{
-    os_unlock(&meta_lock);
-    os_unlock(&pagemap_lock);
-    huge_postfork_parent();
-    for (int z = NR_ZONES - 1; z >= 0; z--)
-        os_unlock(&zones[z].lock);
-}
-
-void zones_postfork_child(void)
-{
-    os_lock_reinit(&meta_lock);
-    os_lock_reinit(&pagemap_lock);
-    huge_postfork_child();
-    for (int z = 0; z < NR_ZONES; z++)
-        os_lock_reinit(&zones[z].lock);
+        visit(&zones[z].lock);
+    huge_fork_locks(visit);
+    visit(&pagemap_lock);
+    visit(&meta_lock);
 }

@@ -125,9 +125,8 @@ BSL_HIDDEN void zones_init(void);
 BSL_HIDDEN struct arena *zone_grow(int zone, unsigned shard);
 /* The arena holding `addr`, or NULL when the address is not in an arena. */
 BSL_HIDDEN struct arena *zone_arena_of(const void *addr);
-BSL_HIDDEN void zones_prefork(void);
-BSL_HIDDEN void zones_postfork_parent(void);
-BSL_HIDDEN void zones_postfork_child(void);
+/* fork(): the zone locks, huge_lock, pagemap_lock and meta_lock, in that (lock) order. */
+BSL_HIDDEN void zones_fork_locks(os_lock_visit_fn visit);
 
 /* Pagemap entry of the section holding `addr` (see above), 0 for a foreign address. */
 static inline uintptr_t pagemap_entry(const void *addr)
@@ -207,10 +206,8 @@ BSL_HIDDEN void huge_stats(size_t *bytes, size_t *count, size_t *cached);
 BSL_HIDDEN void huge_tick(uint64_t now, uint64_t age_ms);
 /* Bytes of live huge blocks, read without the lock (for limits: may be a moment stale). */
 BSL_HIDDEN size_t huge_live_bytes(void);
-/* fork(): huge_lock is taken after the zone locks (see zones_prefork). */
-BSL_HIDDEN void huge_prefork(void);
-BSL_HIDDEN void huge_postfork_parent(void);
-BSL_HIDDEN void huge_postfork_child(void);
+/* fork(): huge_lock (visited by zones_fork_locks, after the zone locks). */
+BSL_HIDDEN void huge_fork_locks(os_lock_visit_fn visit);
 #define HUGE_XBASE ((uintptr_t)0xb5a1000000000000ull) /* makes the value non-canonical */
 static inline uintptr_t huge_base(const struct huge_block *hb) { return hb->xbase ^ HUGE_XBASE; }
 /* Unmap every cached freed mapping now (address space is short: RLIMIT_AS). Returns bytes freed. */
