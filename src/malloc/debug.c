@@ -40,6 +40,8 @@ unsigned debug_init(void)
     return (opt_junk || opt_canary || opt_quarantine || debug_valgrind) ? HOOK_DEBUG : 0;
 }
 
+size_t debug_user_size(size_t n) { return n == 0 && canary_check ? 1 : n; }
+
 size_t debug_size(size_t n)
 {
     /* Canary layout in the usable block: [0, n) caller, [n, n + 8) canary bytes, and the last
@@ -54,13 +56,13 @@ static size_t *size_word(const void *p, size_t usable)
     return (size_t *)((char *)p + ((usable - sizeof(size_t)) & ~(sizeof(size_t) - 1)));
 }
 
-size_t debug_requested(const void *p, size_t usable)
+size_t debug_requested(const void *p, size_t usable, const char *func)
 {
     if (!opt_canary)
         return usable;
     size_t n = *size_word(p, usable) ^ canary_key;
     if (n + CANARY_LEN + sizeof(size_t) > usable)
-        bsl_misuse("free()", "heap overflow: the block's size word after its end was overwritten", p);
+        bsl_misuse(func, "heap overflow: the block's size word after its end was overwritten", p);
     return n;
 }
 
@@ -91,35 +93,37 @@ static os_lock_t q_lock = OS_LOCK_INIT;
 static struct qent *q; /* ring of QCAP entries, from metadata pages */
 static size_t q_head, q_len, q_bytes;
 
-static void check_junk(const struct qent *e)
+/* A quarantined block still holds the free pattern, but for its second word (the free key). */
+static void check_junk(const struct qent *e, const char *func)
 {
     const unsigned char *b = e->p;
     size_t n = e->usable < JUNK_MAX ? e->usable : JUNK_MAX;
-    for (size_t i = sizeof(void *) * 2; i < n; i++) /* the first two words are the allocator's */
-        if (b[i] != JUNK_FREE)
-            bsl_misuse("free()", "write after free detected (a quarantined block changed)", e->p);
+    for (size_t i = 0; i < n; i++)
+        if (b[i] != JUNK_FREE && (i < sizeof(void *) || i >= 2 * sizeof(void *)))
+            bsl_misuse(func, "write after free detected (a quarantined block changed)", e->p);
 }
 
-static void release(struct qent *e, void (*really_free)(void *))
+static void release(struct qent *e, void (*really_free)(void *), const char *func)
 {
     debug_vg_quiet(1); /* the block is no-access to the program since it was freed */
-    if (opt_junk)
-        check_junk(e);
+    check_junk(e, func);
+    ((uintptr_t *)e->p)[1] = 0; /* no longer free in the quarantine's sense: the allocator takes it */
     debug_vg_quiet(0);
     really_free(e->p);
 }
 
-int debug_on_free(void *p, size_t usable, void (*really_free)(void *))
+int debug_on_free(void *p, size_t usable, void (*really_free)(void *), const char *func)
 {
     debug_vg_quiet(1); /* the canary and size word are no-access to the program, not to us */
-    size_t n = debug_requested(p, usable);
+    size_t n = debug_requested(p, usable, func);
     if (canary_check) {
         const unsigned char *c = (const unsigned char *)p + n;
         for (int i = 0; i < CANARY_LEN; i++)
             if (c[i] != CANARY)
-                bsl_misuse("free()", "heap overflow detected (the canary after the block was overwritten)", p);
+                bsl_misuse(func, "heap overflow detected (the canary after the block was overwritten)", p);
     }
-    if (opt_junk)
+    /* junk=1, and every quarantined block: a write after free changes the pattern */
+    if (opt_junk || opt_quarantine)
         memset(p, JUNK_FREE, usable < JUNK_MAX ? usable : JUNK_MAX);
     debug_vg_quiet(0);
     if (debug_valgrind)
@@ -135,6 +139,9 @@ int debug_on_free(void *p, size_t usable, void (*really_free)(void *))
         os_unlock(&q_lock);
         return 0;
     }
+    debug_vg_quiet(1);
+    ((uintptr_t *)p)[1] = bsl_free_key ^ (uintptr_t)p; /* a second free finds it (debug_quarantined) */
+    debug_vg_quiet(0);
     q[(q_head + q_len) % QCAP] = (struct qent){p, usable};
     q_len++;
     q_bytes += usable;
@@ -147,11 +154,35 @@ int debug_on_free(void *p, size_t usable, void (*really_free)(void *))
     }
     os_unlock(&q_lock);
     for (int i = 0; i < nout; i++)
-        release(&out[i], really_free);
+        release(&out[i], really_free, func);
     return 1;
 }
 
-void debug_flush_quarantine(void (*really_free)(void *))
+int debug_quarantined(const void *p)
+{
+    int found = 0;
+    os_lock(&q_lock);
+    for (size_t i = 0; i < q_len && !found; i++)
+        found = q[(q_head + i) % QCAP].p == p;
+    os_unlock(&q_lock);
+    return found;
+}
+
+/* At exit, a write after free into a block still in the quarantine is found too (the blocks stay
+ * where they are: other threads may still run). */
+__attribute__((destructor)) static void debug_at_exit(void)
+{
+    if (!opt_quarantine)
+        return;
+    os_lock(&q_lock);
+    debug_vg_quiet(1);
+    for (size_t i = 0; i < q_len; i++)
+        check_junk(&q[(q_head + i) % QCAP], "exit()");
+    debug_vg_quiet(0);
+    os_unlock(&q_lock);
+}
+
+void debug_flush_quarantine(void (*really_free)(void *), const char *func)
 {
     for (;;) {
         struct qent e;
@@ -165,7 +196,7 @@ void debug_flush_quarantine(void (*really_free)(void *))
         q_len--;
         q_bytes -= e.usable;
         os_unlock(&q_lock);
-        release(&e, really_free);
+        release(&e, really_free, func);
     }
 }
 

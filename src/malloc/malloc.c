@@ -85,6 +85,13 @@ static inline void *small_out(void *p)
     return p;
 }
 
+/* What a call did to a block that is free already: free, realloc and the sized frees free it a
+ * second time; malloc_usable_size reads it. */
+static const char *freed_what(const char *func)
+{
+    return func[0] == 'm' ? "use after free detected (the block is free)" : "double free detected";
+}
+
 /* free() found the free key in a small object: a double free, unless the program happened to
  * store exactly that value there. Decide exactly: is the object free (in a cache, a transfer cache
  * or free in its slab's bitmap)? */
@@ -92,7 +99,7 @@ static __attribute__((noinline, cold)) void free_key_hit(void *p, const char *fu
 {
     struct page *pg = arena_page(p);
     if (pcp_holds(p, pg->size_class) || slab_object_is_free(p))
-        bsl_misuse(func, "double free detected", p);
+        bsl_misuse(func, freed_what(func), p);
 }
 
 /* Misuse checks on a small object about to be freed: a pointer that is not the start of an object
@@ -151,7 +158,7 @@ static void classify(void *p, const char *func, struct blk *b)
         if (unlikely((uintptr_t)p != huge_base(hb)))
             bsl_misuse(func, "invalid pointer (inside a huge block)", p);
         if (unlikely(!hb->live))
-            bsl_misuse(func, "double free detected", p);
+            bsl_misuse(func, freed_what(func), p);
         b->kind = K_HUGE;
         b->hb = hb;
         b->usable = hb->usable;
@@ -164,7 +171,7 @@ static void classify(void *p, const char *func, struct blk *b)
         struct page *head = pg->head;
         uint32_t size = slab_class_size[pg->size_class];
         if (unlikely((size_t)((char *)p - (char *)slab_base(head)) % size))
-            bsl_misuse(func, "invalid pointer (not the start of a block)", p);
+            small_bad_pointer(p, func); /* the same words as the fast path's check */
         b->kind = K_SLAB;
         b->usable = size;
         return;
@@ -176,7 +183,7 @@ static void classify(void *p, const char *func, struct blk *b)
         return;
     }
     if ((f & PG_BUDDY) && at_head)
-        bsl_misuse(func, "double free detected", p);
+        bsl_misuse(func, freed_what(func), p);
     bsl_misuse(func, "invalid pointer (not the start of a block)", p);
 }
 
@@ -230,19 +237,146 @@ static inline void do_free(void *p)
     free_slow(p);
 }
 
-/* A class whose size is a multiple of align (<= PAGE_SIZE): its objects are all aligned. */
+/* The class do_memalign serves (align, n) from (the first class whose size is a multiple of the
+ * alignment: every object of it is aligned), or SLAB_NR_CLASSES when it maps whole frames. */
+static unsigned memalign_class(size_t align, size_t n)
+{
+    if (n > SLAB_MAX_SIZE || align > PAGE_SIZE)
+        return SLAB_NR_CLASSES;
+    unsigned c = slab_class_of(n);
+    while (c < SLAB_NR_CLASSES && slab_class_size[c] % align)
+        c++;
+    return c;
+}
+
+/* ---- sized deallocation: free_sized, free_aligned_sized, sized and aligned operator delete ----
+ * The size and alignment given must fit the block. By default the check is what the free path
+ * knows anyway: a size the block's class (small), frame count (large) or section count (huge)
+ * can have been asked for, allowing for what realloc keeps in place (a small block down to half its
+ * class, any size up to 64 bytes; a huge block down to half its mapping, and a cached mapping of up
+ * to twice the size reused). With canary=1 the exact size asked for is known: it must match. */
+#define SIZE_NONE SIZE_MAX /* a free without a size (aligned operator delete) */
+
+static inline int pow2(size_t x) { return x && !(x & (x - 1)); }
+
+/* The sizes malloc, calloc or realloc can have been asked for to give a block of b's shape. */
+static void size_range(const struct blk *b, size_t *lo, size_t *hi)
+{
+    size_t u = b->usable, half;
+    *hi = u;
+    *lo = 0;
+    switch (b->kind) {
+    case K_SLAB:
+        *lo = u <= 64 ? 0 : u / 2;
+        break;
+    case K_LARGE: /* whole frames, resized exactly by realloc */
+        *lo = u == PAGE_SIZE ? 0 : u - PAGE_SIZE + 1;
+        break;
+    case K_HUGE: /* whole sections, kept by realloc down to half; a cached mapping of up to twice */
+        half = ((u / 2) + SECTION_SIZE - 1) & ~(SECTION_SIZE - 1);
+        *lo = half <= SECTION_SIZE ? 0 : half - SECTION_SIZE + 1;
+        break;
+    }
+}
+
+static __attribute__((noinline, cold, noreturn)) void size_mismatch(void *p, const char *func, size_t size, size_t lo,
+                                                                    size_t hi)
+{
+    char what[160];
+    if (lo == hi)
+        os_snprintf(what, sizeof(what), "size mismatch (size given %zu, size allocated %zu)", size, lo);
+    else
+        os_snprintf(what, sizeof(what), "size mismatch (size given %zu, size allocated %zu..%zu)", size, lo, hi);
+    bsl_misuse(func, what, p);
+}
+
+/* A block about to be freed (or read by malloc_usable_size) that carries the free key in its second
+ * word is free already when it waits in the quarantine or, for a small object, sits in a cache or
+ * free in its slab. */
+static void check_live(void *p, const struct blk *b, const char *func)
+{
+    if (likely(((uintptr_t *)p)[1] != (bsl_free_key ^ (uintptr_t)p)))
+        return;
+    if (opt_quarantine && debug_quarantined(p))
+        bsl_misuse(func, freed_what(func), p);
+    if (b->kind == K_SLAB)
+        free_key_hit(p, func);
+}
+
+/* Every check of a free that was given a size and/or an alignment (size SIZE_NONE, align 0: none):
+ * a foreign or interior pointer, a block free already, then the size and alignment. */
+static void check_free(void *p, struct blk *b, size_t size, size_t align, const char *func)
+{
+    classify(p, func, b);
+    check_live(p, b, func);
+    if (align > 1 && ((uintptr_t)p & (align - 1))) {
+        char what[96];
+        os_snprintf(what, sizeof(what), "alignment mismatch (alignment given %zu, the block is not aligned to it)",
+                    align);
+        bsl_misuse(func, what, p);
+    }
+    if (size == SIZE_NONE)
+        return;
+    if (opt_canary) { /* the exact size asked for (malloc(0) asked for 1: either is right) */
+        size_t n = debug_requested(p, b->usable, func);
+        if (size != n && !(size == 0 && n == 1))
+            size_mismatch(p, func, size, n, n);
+        return;
+    }
+    size_t lo, hi;
+    size_range(b, &lo, &hi);
+    if (size >= lo && size <= hi)
+        return;
+    if (align > 16 && b->kind == K_SLAB && memalign_class(align, size) == b->pg->size_class)
+        return;
+    /* A block from memalign, posix_memalign or aligned_alloc freed with free_sized (C23 wants
+     * free_aligned_sized there, but real programs mix them): any alignment the pointer has may have
+     * been asked for, and picked a bigger class. No false alarm on such a program; the check keeps
+     * its teeth for pointers that are not that aligned. */
+    if (align <= 16 && b->kind == K_SLAB)
+        for (size_t a = 32; a <= PAGE_SIZE && !((uintptr_t)p & (a - 1)); a <<= 1)
+            if (memalign_class(a, size) == b->pg->size_class)
+                return;
+    size_mismatch(p, func, size, lo, hi);
+}
+
+static __attribute__((noinline)) void sized_free_slow(void *p, size_t size, size_t align, const char *func)
+{
+    if (!p)
+        return;
+    struct blk b;
+    check_free(p, &b, size, align, func);
+    free_slow(p);
+}
+
+/* free() with the size (and alignment) the caller gives: the fast path of free plus one compare. */
+static inline void do_free_sized(void *p, size_t size, size_t align, const char *func)
+{
+    if (likely(addr_in_arena(p))) {
+        struct page *pg = arena_page(p);
+        if (likely(pg->flags == PG_SLAB)) {
+            unsigned c = pg->size_class;
+            size_t s = slab_class_size[c]; /* sizes in [s/2, s] fit, any up to s when s <= 64 */
+            if (unlikely(size > s || (size < s / 2 && s > 64) || ((uintptr_t)p & (align ? align - 1 : 0))))
+                return sized_free_slow(p, size, align, func); /* the full check, which may still pass */
+            if (unlikely(small_in(p, pg, func)))
+                return sized_free_slow(p, size, align, func); /* the free key was there */
+            if (likely(pcp_push(p, c)))
+                return;
+            return small_free_slow(p, c);
+        }
+    }
+    sized_free_slow(p, size, align, func);
+}
+
 static void *do_memalign(size_t align, size_t n)
 {
     if (align <= 16)
         return do_malloc(n);
-    if (n <= SLAB_MAX_SIZE && align <= PAGE_SIZE) {
-        unsigned c = slab_class_of(n);
-        while (c < SLAB_NR_CLASSES && slab_class_size[c] % align)
-            c++;
-        if (c < SLAB_NR_CLASSES) {
-            void *p = pcp_pop(c);
-            return p ? small_out(p) : small_alloc_slow(c);
-        }
+    unsigned c = memalign_class(align, n);
+    if (c < SLAB_NR_CLASSES) {
+        void *p = pcp_pop(c);
+        return p ? small_out(p) : small_alloc_slow(c);
     }
     if (n > ((size_t)1 << ADDR_BITS) || align > ((size_t)1 << 40)) {
         errno = ENOMEM;
@@ -280,6 +414,8 @@ static __attribute__((noinline, cold)) void *hooked_alloc(enum hook_kind k, size
             return NULL;
         }
     }
+    if (h & HOOK_DEBUG)
+        n = debug_user_size(n);
     size_t m = (h & HOOK_DEBUG) ? debug_size(n) : n;
     debug_vg_quiet(1);
     void *p = k == HK_MALLOC   ? do_malloc(m)
@@ -304,25 +440,37 @@ static void quiet_free(void *p)
     debug_vg_quiet(0);
 }
 
-static __attribute__((noinline, cold)) void hooked_free(void *p)
+/* free, realloc's free of the old block, and the sized frees (size SIZE_NONE, align 0: not given).
+ * With debugging features every check runs before the block is touched: a free of a block that is
+ * free already (waiting in the quarantine, or in a cache) is reported as such before the canary
+ * check or the junk fill could read or erase what shows it. */
+static __attribute__((noinline, cold)) void hooked_free_f(void *p, const char *func, size_t size, size_t align)
 {
     if (!p)
         return;
     bsl_ensure_init();
     unsigned h = __atomic_load_n(&bsl_hooks_on, __ATOMIC_ACQUIRE);
     if (h & HOOK_DEBUG) {
+        struct blk b;
         debug_vg_quiet(1);
-        size_t usable = usable_of(p, "free()");
+        check_free(p, &b, size, align, func);
         debug_vg_quiet(0);
         if (h & HOOK_LEAK)
             leak_on_free(p);
-        if (debug_on_free(p, usable, quiet_free))
+        if (debug_on_free(p, b.usable, quiet_free, func))
             return; /* quarantined */
-    } else if (h & HOOK_LEAK) {
-        leak_on_free(p);
+    } else {
+        if (size != SIZE_NONE || align) {
+            struct blk b;
+            check_free(p, &b, size, align, func);
+        }
+        if (h & HOOK_LEAK)
+            leak_on_free(p);
     }
     quiet_free(p);
 }
+
+static void hooked_free(void *p) { hooked_free_f(p, "free()", SIZE_NONE, 0); }
 
 /* With debugging features a realloc always moves (catching use after realloc, and keeping
  * canaries simple). With only leak tracking, the hooks forget the old block before it can be
@@ -338,14 +486,16 @@ static __attribute__((noinline, cold)) void *hooked_realloc(void *p, size_t n)
     bsl_ensure_init();
     unsigned h = __atomic_load_n(&bsl_hooks_on, __ATOMIC_ACQUIRE);
     if (h & HOOK_DEBUG) {
+        struct blk b;
         debug_vg_quiet(1);
-        size_t old = debug_requested(p, usable_of(p, "realloc()"));
+        check_free(p, &b, SIZE_NONE, 0, "realloc()");
+        size_t old = debug_requested(p, b.usable, "realloc()");
         debug_vg_quiet(0);
         void *q = hooked_alloc(HK_MALLOC, 0, n);
         if (!q)
             return NULL;
         memcpy(q, p, old < n ? old : n);
-        hooked_free(p);
+        hooked_free_f(p, "realloc()", SIZE_NONE, 0);
         return q;
     }
     if (!(h & HOOK_LEAK))
@@ -501,8 +651,6 @@ BSL_EXPORT void *reallocarray(void *p, size_t nmemb, size_t size)
     return realloc(p, n);
 }
 
-static inline int pow2(size_t x) { return x && !(x & (x - 1)); }
-
 BSL_EXPORT int posix_memalign(void **out, size_t align, size_t n)
 {
     if (!pow2(align) || align < sizeof(void *))
@@ -527,7 +675,7 @@ BSL_EXPORT void *aligned_alloc(size_t align, size_t n)
 
 BSL_EXPORT void *memalign(size_t align, size_t n)
 {
-    if (align > ((size_t)1 << 40)) {
+    if (align > SIZE_MAX / 2 + 1) { /* glibc: no power of two to round up to */
         errno = EINVAL;
         return NULL;
     }
@@ -555,33 +703,74 @@ BSL_EXPORT size_t malloc_usable_size(void *p)
     if (!p)
         return 0;
     struct blk b;
-    classify(p, "malloc_usable_size()", &b);
     if (unlikely(bsl_hooks_on & HOOK_DEBUG)) { /* with canaries the slack is not the caller's */
         debug_vg_quiet(1);
-        size_t n = debug_requested(p, b.usable);
+        check_free(p, &b, SIZE_NONE, 0, "malloc_usable_size()");
+        size_t n = debug_requested(p, b.usable, "malloc_usable_size()");
         debug_vg_quiet(0);
         return n;
     }
+    check_free(p, &b, SIZE_NONE, 0, "malloc_usable_size()");
     return b.usable;
 }
 
 BSL_EXPORT void free_sized(void *p, size_t size)
 {
-    (void)size;
-    free(p);
+    if (unlikely(bsl_hooks_on))
+        return hooked_free_f(p, "free_sized()", size, 0);
+    do_free_sized(p, size, 0, "free_sized()");
+}
+
+static __attribute__((noinline, cold)) void bad_alignment(void *p, size_t align, const char *func)
+{
+    char what[64];
+    os_snprintf(what, sizeof(what), "invalid alignment %zu", align);
+    bsl_misuse(func, what, p);
+}
+
+/* The sized operator delete (new.cc). */
+BSL_HIDDEN void bsl_free_sized_checked(void *p, size_t size, const char *func);
+void bsl_free_sized_checked(void *p, size_t size, const char *func)
+{
+    if (unlikely(bsl_hooks_on))
+        return hooked_free_f(p, func, size, 0);
+    do_free_sized(p, size, 0, func);
+}
+
+/* The aligned operator delete (new.cc): size SIZE_NONE when not given. */
+BSL_HIDDEN void bsl_free_checked(void *p, size_t size, size_t align, const char *func);
+void bsl_free_checked(void *p, size_t size, size_t align, const char *func)
+{
+    if (unlikely(align && !pow2(align)) && p)
+        bad_alignment(p, align, func);
+    if (unlikely(bsl_hooks_on))
+        return hooked_free_f(p, func, size, align);
+    do_free_sized(p, size, align, func);
 }
 
 BSL_EXPORT void free_aligned_sized(void *p, size_t align, size_t size)
 {
-    (void)align;
-    (void)size;
-    free(p);
+    if (unlikely(!pow2(align)) && p) /* aligned_alloc accepts only powers of two */
+        bad_alignment(p, align, "free_aligned_sized()");
+    bsl_free_checked(p, size, align, "free_aligned_sized()");
+}
+
+static size_t purge(const char *func)
+{
+    bsl_ensure_init();
+    if (bsl_hooks_on & HOOK_DEBUG)
+        debug_flush_quarantine(quiet_free, func); /* checks every block it releases */
+    huge_tick(os_now_ms(), 0); /* cached huge mappings go back to the kernel */
+    pcp_flush_all();
+    slab_flush_transfer();
+    slab_release_spares();
+    return buddy_purge(0);
 }
 
 BSL_EXPORT int malloc_trim(size_t pad)
 {
     (void)pad;
-    return bsl_purge() > 0;
+    return purge("malloc_trim()") > 0;
 }
 
 BSL_EXPORT int mallopt(int param, int value)
@@ -733,17 +922,7 @@ BSL_EXPORT int bsl_using_rseq(void)
     return pcp_use_rseq;
 }
 
-BSL_EXPORT size_t bsl_purge(void)
-{
-    bsl_ensure_init();
-    if (bsl_hooks_on & HOOK_DEBUG)
-        debug_flush_quarantine(quiet_free);
-    huge_tick(os_now_ms(), 0); /* cached huge mappings go back to the kernel */
-    pcp_flush_all();
-    slab_flush_transfer();
-    slab_release_spares();
-    return buddy_purge(0);
-}
+BSL_EXPORT size_t bsl_purge(void) { return purge("bsl_purge()"); }
 
 BSL_EXPORT int bsl_check_heap(void)
 {

@@ -1,9 +1,17 @@
 // C++ operator new / delete, so that C++ programs reach the allocator directly.
 // new honours the new-handler and throws std::bad_alloc; nothrow variants return nullptr.
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <malloc.h>
 #include <new>
+
+// Sized and aligned delete check the size and alignment they are given against the block
+// (malloc.c: free_sized's check; SIZE_MAX: no size). noexcept, so that delete tail-calls them.
+extern "C" __attribute__((visibility("hidden"))) void bsl_free_sized_checked(void *p, std::size_t size,
+                                                                              const char *func) noexcept;
+extern "C" __attribute__((visibility("hidden"))) void bsl_free_checked(void *p, std::size_t size, std::size_t align,
+                                                                        const char *func) noexcept;
 
 #pragma GCC visibility push(default)
 
@@ -49,13 +57,34 @@ void operator delete(void *p) noexcept { std::free(p); }
 void operator delete[](void *p) noexcept { std::free(p); }
 void operator delete(void *p, const std::nothrow_t &) noexcept { std::free(p); }
 void operator delete[](void *p, const std::nothrow_t &) noexcept { std::free(p); }
-void operator delete(void *p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void *p, std::size_t) noexcept { std::free(p); }
-void operator delete(void *p, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void *p, std::align_val_t) noexcept { std::free(p); }
-void operator delete(void *p, std::align_val_t, const std::nothrow_t &) noexcept { std::free(p); }
-void operator delete[](void *p, std::align_val_t, const std::nothrow_t &) noexcept { std::free(p); }
-void operator delete(void *p, std::size_t, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void *p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+namespace {
+constexpr std::size_t no_size = SIZE_MAX;
+std::size_t align_of(std::align_val_t a) { return static_cast<std::size_t>(a); }
+} // namespace
+
+void operator delete(void *p, std::size_t n) noexcept { bsl_free_sized_checked(p, n, "operator delete()"); }
+void operator delete[](void *p, std::size_t n) noexcept { bsl_free_sized_checked(p, n, "operator delete[]()"); }
+void operator delete(void *p, std::align_val_t a) noexcept { bsl_free_checked(p, no_size, align_of(a), "operator delete()"); }
+void operator delete[](void *p, std::align_val_t a) noexcept
+{
+    bsl_free_checked(p, no_size, align_of(a), "operator delete[]()");
+}
+void operator delete(void *p, std::align_val_t a, const std::nothrow_t &) noexcept
+{
+    bsl_free_checked(p, no_size, align_of(a), "operator delete()");
+}
+void operator delete[](void *p, std::align_val_t a, const std::nothrow_t &) noexcept
+{
+    bsl_free_checked(p, no_size, align_of(a), "operator delete[]()");
+}
+// Aligned new of 0 bytes asks memalign for 1 (alloc_or_handle): either size is right here.
+void operator delete(void *p, std::size_t n, std::align_val_t a) noexcept
+{
+    bsl_free_checked(p, n, align_of(a), "operator delete()");
+}
+void operator delete[](void *p, std::size_t n, std::align_val_t a) noexcept
+{
+    bsl_free_checked(p, n, align_of(a), "operator delete[]()");
+}
 
 #pragma GCC visibility pop

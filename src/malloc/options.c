@@ -28,12 +28,13 @@ const struct bsl_option bsl_options[] = {
         "publish statistics in /dev/shm/buddyslab.<pid> for `buddyslab top` (refreshed only while watched) "
         "(read at start only)"),
     NUM("junk", OPT_BOOL, 0, 0, 1, opt_junk,
-        "fill new blocks with 0xa5 and freed blocks with 0x5a (with quarantine: report writes after free) "
-        "(read at start only)"),
+        "fill new blocks with 0xa5 and freed blocks with 0x5a (read at start only)"),
     NUM("canary", OPT_BOOL, 0, 0, 1, opt_canary,
-        "8 canary bytes after every block, checked on free: reports heap overflows (read at start only)"),
+        "8 canary bytes after every block, checked on free: reports heap overflows; free_sized and sized "
+        "operator delete must then give the exact size (read at start only)"),
     NUM("quarantine", OPT_SIZE, 0, 0, 1L << 40, opt_quarantine,
-        "bytes of freed blocks held back before reuse (0: off), to catch use after free (read at start only)"),
+        "bytes of freed blocks held back before reuse (0: off), filled with 0x5a: a write after free is "
+        "reported when the block leaves, at malloc_trim and at exit; a second free at once (read at start only)"),
     NUM("guard", OPT_BOOL, 0, 0, 1, opt_guard,
         "an inaccessible guard page after every large block (32 KiB .. 4 MiB) (read at start only)"),
     NUM("leak", OPT_BOOL, 0, 0, 1, opt_leak, "track every allocation and report leaks at exit (read at start only)"),

@@ -19,6 +19,12 @@
  * paged (MAP_NORESERVE): nothing is committed until touched. `low32`: below 4 GiB.
  * pre: size and align are page multiples. Returns NULL on failure. */
 BSL_HIDDEN void *os_reserve(size_t size, size_t align, int low32);
+/* The same for memory the caller will use as a whole (a huge block): mapped without MAP_NORESERVE,
+ * so the kernel's overcommit policy judges it at once, as it does glibc's mmap'd chunks: in the
+ * heuristic mode (vm.overcommit_memory=0) a mapping larger than RAM + swap is refused, in strict
+ * mode (2) one beyond the commit limit; mode 1 accepts everything. Still demand-paged. Only the
+ * block itself is charged, not the slack reserved to align it. NULL (errno kept) when refused. */
+BSL_HIDDEN void *os_map_committed(size_t size, size_t align, int low32);
 BSL_HIDDEN void os_release(void *addr, size_t size);
 /* Return the frames of [addr, addr+size) to the OS; they read as zero afterwards. */
 BSL_HIDDEN int os_purge(void *addr, size_t size);

@@ -71,6 +71,53 @@ out:
     return p;
 }
 
+void *os_map_committed(size_t size, size_t align, int low32)
+{
+    int saved = errno;
+    int extra = 0;
+#ifdef MAP_32BIT
+    if (low32)
+        extra = MAP_32BIT;
+#else
+    if (low32)
+        return NULL;
+#endif
+    /* Private writable mappings without MAP_NORESERVE are charged (and checked) when made. */
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | extra, -1, 0);
+    if (p == MAP_FAILED) {
+        p = NULL;
+        goto out;
+    }
+    if (((uintptr_t)p & (align - 1)) == 0)
+        goto out;
+    munmap(p, size);
+    /* Over-reserve inaccessible (PROT_NONE is not charged), trim to the alignment, then make the
+     * block writable: mprotect charges and checks it then. */
+    p = mmap(NULL, size + align, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | extra, -1, 0);
+    if (p == MAP_FAILED) {
+        p = NULL;
+        goto out;
+    }
+    uintptr_t base = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
+    if (base > (uintptr_t)p)
+        munmap(p, base - (uintptr_t)p);
+    uintptr_t end = (uintptr_t)p + size + align;
+    if (end > base + size)
+        munmap((void *)(base + size), end - (base + size));
+    p = (void *)base;
+    if (mprotect(p, size, PROT_READ | PROT_WRITE) != 0) {
+        munmap(p, size);
+        p = NULL;
+    }
+out:
+    if (p && low32 && (uintptr_t)p + size > ((uintptr_t)1 << 32)) {
+        munmap(p, size);
+        p = NULL;
+    }
+    errno = saved;
+    return p;
+}
+
 void os_release(void *addr, size_t size) { munmap(addr, size); }
 
 int os_purge(void *addr, size_t size)

@@ -113,9 +113,12 @@ void *huge_alloc(size_t size, size_t align, int zone)
     hb = desc_get();
     if (!hb)
         return NULL;
-    void *p = os_reserve(map, align, zone == ZONE_LOW32);
+    /* Charged to the kernel's overcommit accounting: a block that cannot possibly be backed (in the
+     * heuristic mode, more than RAM + swap) fails here with ENOMEM, as glibc's would, instead of
+     * succeeding and getting the program OOM-killed when it is touched. */
+    void *p = os_map_committed(map, align, zone == ZONE_LOW32);
     if (!p && huge_release_cache()) /* a cached mapping of another size may be in the way */
-        p = os_reserve(map, align, zone == ZONE_LOW32);
+        p = os_map_committed(map, align, zone == ZONE_LOW32);
     if (!p) {
         desc_put(hb);
         return NULL;

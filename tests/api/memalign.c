@@ -36,9 +36,11 @@ static void test_posix_memalign(void)
     size_t bad[] = {0, 1, 2, 4, 3, 12, 24, 48, 100, 4095, 4097, 3 * 4096, ((size_t)1 << 20) + 8, SIZE_MAX};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         p = sentinel;
+        errno = 4321;
         int rc = posix_memalign(&p, bad[i], 64);
         CHECKF(rc == EINVAL, "posix_memalign(align=%zu) returned %d, want EINVAL", bad[i], rc);
         CHECKF(p == sentinel, "posix_memalign(align=%zu) wrote *memptr on failure", bad[i]);
+        CHECKF(errno == 4321, "posix_memalign(align=%zu) set errno to %d", bad[i], errno); /* glibc keeps it */
     }
     /* valid alignments from sizeof(void*) up to 4 MiB, sizes around the alignment */
     for (size_t a = sizeof(void *); a <= 64 * MiB; a *= 2) {
@@ -78,12 +80,29 @@ static void test_posix_memalign(void)
     size_t huge[] = {SIZE_MAX, SIZE_MAX - 100, SIZE_MAX - MiB, SIZE_MAX / 2 + 1};
     for (size_t i = 0; i < sizeof huge / sizeof *huge; i++) {
         p = sentinel;
+        errno = 4321;
         int rc = posix_memalign(&p, MiB, huge[i]);
         CHECKF(rc == ENOMEM, "posix_memalign(1 MiB, %zu) returned %d, want ENOMEM", huge[i], rc);
         CHECK(p == sentinel);
         rc = posix_memalign(&p, 64, huge[i]);
         CHECKF(rc == ENOMEM, "posix_memalign(64, %zu) returned %d, want ENOMEM", huge[i], rc);
         CHECK(p == sentinel);
+        CHECKF(errno == 4321, "posix_memalign(.., %zu) set errno to %d on failure", huge[i], errno);
+    }
+    /* a valid alignment too large to be had: ENOMEM, never EINVAL (glibc's tst-malloc-too-large) */
+    for (unsigned sh = 41; sh < 64; sh++) {
+        size_t a = (size_t)1 << sh;
+        p = sentinel;
+        errno = 4321;
+        int rc = posix_memalign(&p, a, 16);
+        CHECKF(rc == ENOMEM && p == sentinel && errno == 4321, "posix_memalign(2^%u, 16)=%d errno=%d", sh, rc,
+               errno);
+        errno = 0;
+        void *m = memalign(a, 16);
+        CHECKF(m == NULL && errno == ENOMEM, "memalign(2^%u, 16)=%p errno=%d, want ENOMEM", sh, m, errno);
+        errno = 0;
+        m = aligned_alloc(a, a);
+        CHECKF(m == NULL && errno == ENOMEM, "aligned_alloc(2^%u, 2^%u)=%p errno=%d, want ENOMEM", sh, sh, m, errno);
     }
 }
 
@@ -190,6 +209,44 @@ static void test_free_sized(void)
     void *c = calloc(100, 24);
     free_sized(c, 2400);
     CHECK(bsl_owns(c) == 0);
+    /* The size of the last realloc is right whatever realloc did (kept the block in its class,
+     * shrank or grew large blocks in place, kept or remapped huge ones); also huge blocks served
+     * from the cache of freed mappings (a mapping up to twice the size). */
+    static const size_t steps[] = {0, 1, 16, 17, 64, 100, 60, 33, 500, 300, 257, 4000, 2100, 20000, 10001,
+                                   16385, 40000, 33000, 70000, 36000, 5 * MiB, 9 * MiB, 4 * MiB + 1,
+                                   20 * MiB, 11 * MiB, 3 * MiB, 1000, 0};
+    for (unsigned from = 0; from < sizeof steps / sizeof *steps; from++)
+        for (unsigned to = 0; to < sizeof steps / sizeof *steps; to += 3) {
+            void *q = malloc(steps[from]);
+            CHECK(q != NULL);
+            void *r = steps[to] ? realloc(q, steps[to]) : q;
+            CHECK(r != NULL);
+            free_sized(r, steps[to] ? steps[to] : steps[from]);
+        }
+    void *h8 = malloc(8 * MiB); /* freed into the huge cache, then served for 4 MiB + 1 */
+    free(h8);
+    for (size_t n = 4 * MiB + 1; n <= 8 * MiB; n += MiB) {
+        void *q = malloc(n);
+        CHECK(q != NULL);
+        free_sized(q, n);
+    }
+    /* aligned blocks: the class an alignment picks, frames, sections (memalign, posix_memalign and
+     * aligned_alloc, freed with free_aligned_sized) */
+    for (size_t a = 32; a <= 16 * MiB; a *= 4)
+        for (size_t n = 0; n <= 3 * a; n += a / 2 + 1) {
+            void *q = memalign(a, n);
+            CHECK(q != NULL);
+            free_aligned_sized(q, a, n);
+            CHECK(posix_memalign(&q, a, n) == 0);
+            free_aligned_sized(q, a, n);
+            q = aligned_alloc(a, n);
+            CHECK(q != NULL);
+            free_aligned_sized(q, a, n);
+        }
+    void *z = bsl_zone_malloc(BSL_ZONE_HUGE, 100); /* whole sections for any size */
+    free_sized(z, 100);
+    z = bsl_zone_malloc(BSL_ZONE_LOW32, 40000);
+    free_sized(z, 40000);
 }
 
 int main(void)

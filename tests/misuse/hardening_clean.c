@@ -10,6 +10,10 @@
 #include <malloc.h>
 #include <pthread.h>
 
+/* C23 (glibc 2.36 does not declare them) */
+void free_sized(void *ptr, size_t size);
+void free_aligned_sized(void *ptr, size_t alignment, size_t size);
+
 #define KiB ((size_t)1 << 10)
 #define MiB ((size_t)1 << 20)
 
@@ -67,7 +71,7 @@ static void realloc_chain(uint64_t seed)
         p = q;
         n = m;
     }
-    free(p);
+    free_sized(p, n);
 }
 
 static void aligned_calls(bsl_rng *r)
@@ -90,7 +94,7 @@ static void aligned_calls(bsl_rng *r)
         CHECK(bsl_check(c, n, align + 2) == (size_t)-1);
         free(a);
         free(b);
-        free(c);
+        free_aligned_sized(c, align, n);
     }
     unsigned char *v = valloc(5000);
     CHECK(v != NULL && ((uintptr_t)v & 4095) == 0);
@@ -102,8 +106,9 @@ static void aligned_calls(bsl_rng *r)
 #define SLOTS 512
 typedef struct blk {
     unsigned char *p;
-    size_t n;
+    size_t n; /* usable size, filled */
     uint64_t seed;
+    size_t req; /* the size asked for (free_sized must be given it) */
 } blk;
 static blk mailbox[SLOTS];
 static pthread_mutex_t mbox_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -130,7 +135,7 @@ static void *worker(void *arg)
         CHECKF(us >= n, "usable %zu < %zu", us, n);
         uint64_t seed = ((uint64_t)id << 40) ^ (uint64_t)i;
         bsl_fill(p, us, seed);
-        blk mine = {p, us, seed}, theirs = {0};
+        blk mine = {p, us, seed, n}, theirs = {0};
         unsigned s = (unsigned)bsl_rand_below(&r, SLOTS);
         pthread_mutex_lock(&mbox_lock);
         theirs = mailbox[s];
@@ -145,8 +150,12 @@ static void *worker(void *arg)
                 CHECK(q != NULL);
                 CHECK(bsl_check(q, theirs.n / 2, theirs.seed) == (size_t)-1);
                 theirs.p = q;
+                theirs.req = theirs.n / 2;
             }
-            free(theirs.p);
+            if (i & 1) /* sized: checked against the block (exactly with canary=1) */
+                free_sized(theirs.p, theirs.req);
+            else
+                free(theirs.p);
         }
         ops++;
     }

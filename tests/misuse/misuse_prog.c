@@ -4,7 +4,11 @@
  * Before the misuse the program prints "PTR 0x..." on stdout: the pointer the allocator's message
  * must name. A case that is not caught falls through to the end and prints "SURVIVED <case>"
  * (exit status 0), which the driver reports as a failure: every case fails if its check is missing.
- * Cases that must run on (junk, uaf-scribble) print "OK <case>" after their own checks and exit 0. */
+ * Cases that must run on (junk, uaf-scribble) print "OK <case>" after their own checks and exit 0.
+ * write-after-free-large returns from main: the check at exit must catch it. A case that needs a
+ * function the allocator lacks (free_sized under glibc) prints "UNSUPPORTED <function>", exits 3.
+ * Built twice: linked with libbuddyslab.a (misuse_prog), and plain (misuse_plain, -DMISUSE_PLAIN)
+ * for misuse_table.py, which preloads each allocator. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -15,7 +19,25 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#ifdef MISUSE_PLAIN
+/* Built without buddyslab (misuse_table.py preloads each allocator): its functions may be missing. */
+int bsl_owns(const void *p) __attribute__((weak));
+int bsl_check_heap(void) __attribute__((weak));
+#define HAVE_BSL(fn) ((fn) != NULL)
+#else
 #include "buddyslab.h"
+#define HAVE_BSL(fn) 1
+#endif
+/* C23; glibc 2.36 has neither: missing under some allocators (the case then exits 3, "n/a"). */
+void free_sized(void *p, size_t size) __attribute__((weak));
+void free_aligned_sized(void *p, size_t align, size_t size) __attribute__((weak));
+/* misuse_cxx.cc */
+void *cxx_new(size_t n);
+void *cxx_new_array(size_t n);
+void *cxx_new_aligned(size_t n, size_t a);
+void cxx_delete_sized(void *p, size_t n);
+void cxx_delete_array_sized(void *p, size_t n);
+void cxx_delete_aligned(void *p, size_t a);
 
 #define KiB ((size_t)1 << 10)
 #define MiB ((size_t)1 << 20)
@@ -47,6 +69,34 @@ static void fail(const char *what)
     fflush(stdout);
     exit(2);
 }
+
+static void need(const void *fn, const char *name)
+{
+    if (!fn) {
+        printf("UNSUPPORTED %s\n", name);
+        fflush(stdout);
+        exit(3);
+    }
+}
+
+/* A block of the aligned allocation function that is not aligned to 4096 (so that freeing it with
+ * an alignment of 4096 is wrong, whatever the allocator does with the rest). */
+static void *not_page_aligned(void *(*alloc)(size_t, size_t), size_t align, size_t n)
+{
+    void *held[8];
+    for (int i = 0; i < 8; i++) {
+        held[i] = alloc(align, n);
+        if ((uintptr_t)held[i] & 4095) {
+            for (int k = 0; k < i; k++)
+                free(held[k]);
+            return held[i];
+        }
+    }
+    fail("8 blocks in a row were page aligned");
+    return NULL;
+}
+static void *aligned_alloc_ab(size_t a, size_t n) { return aligned_alloc(a, n); }
+static void *cxx_new_aligned_ab(size_t a, size_t n) { return cxx_new_aligned(n, a); }
 
 /* A 1-byte overflow: the byte right after the caller's n bytes. */
 static void overflow_by_one(size_t n)
@@ -81,7 +131,7 @@ static void uaf_scribble(size_t size, int nobj)
         memset(launder(v[i]), 0x41, size);
     for (int i = 0; i < nobj; i++) {
         w[i] = malloc(size);
-        if (!w[i] || bsl_owns(w[i]) != 1)
+        if (!w[i] || (HAVE_BSL(bsl_owns) && bsl_owns(w[i]) != 1))
             fail("malloc after the scribbling");
         memset(w[i], 0x42, size);
     }
@@ -90,13 +140,13 @@ static void uaf_scribble(size_t size, int nobj)
     for (int i = 1; i < nobj; i++)
         if (w[i] == w[i - 1] || (char *)w[i] < (char *)w[i - 1] + size)
             fail("an object was handed out twice (overlapping blocks)");
-    if (bsl_check_heap() != 0)
+    if (HAVE_BSL(bsl_check_heap) && bsl_check_heap() != 0)
         fail("bsl_check_heap after the scribbling");
     for (int i = 0; i < nobj; i++)
         free(w[i]);
     free(v);
     free(w);
-    if (bsl_check_heap() != 0)
+    if (HAVE_BSL(bsl_check_heap) && bsl_check_heap() != 0)
         fail("bsl_check_heap at the end");
 }
 
@@ -175,13 +225,15 @@ int main(int argc, char **argv)
         free(launder(p));
     } else if (!strcmp(c, "double-free-small-reused-key")) {
         /* The block was freed, handed out again (malloc clears its free key) and freed: a third free
-         * is the double free. Allocate until the freed block comes back (it is usually the first). */
-        void *held[256];
+         * is the double free. Allocate until the freed block comes back (it is usually the first;
+         * malloc_trim lets it out of a quarantine). */
+        static void *held[4096];
         int nheld = 0;
         p = malloc(32);
         free(p);
+        malloc_trim(0);
         void *q = malloc(32);
-        while (q != p && nheld < 256) {
+        while (q != p && nheld < 4096) {
             held[nheld++] = q;
             q = malloc(32);
         }
@@ -264,6 +316,43 @@ int main(int argc, char **argv)
         p = launder(buf);
         show(p);
         p = realloc(p, 100);
+    } else if (!strcmp(c, "usable-size-freed-small") || !strcmp(c, "usable-size-freed-large") ||
+               !strcmp(c, "usable-size-freed-huge")) {
+        p = malloc(c[18] == 's' ? 24 : c[18] == 'l' ? 100 * KiB : 8 * MiB);
+        show(p);
+        free(p);
+        printf("usable %zu\n", malloc_usable_size(launder(p)));
+    }
+    /* ---- sized deallocation with the wrong size or alignment ---- */
+    else if (!strcmp(c, "free-sized-small") || !strcmp(c, "free-sized-large") || !strcmp(c, "free-sized-huge")) {
+        need((void *)free_sized, "free_sized");
+        size_t n = c[11] == 's' ? 24 : c[11] == 'l' ? 100000 : 8 * MiB;
+        p = malloc(n);
+        show(p);
+        free_sized(launder(p), n == 24 ? 4000 : n == 100000 ? n / 2 : n / 8);
+    } else if (!strcmp(c, "free-sized-freed")) {
+        need((void *)free_sized, "free_sized");
+        p = malloc(24);
+        show(p);
+        free(p);
+        free_sized(launder(p), 24);
+    } else if (!strcmp(c, "free-aligned-sized-align")) {
+        need((void *)free_aligned_sized, "free_aligned_sized");
+        p = not_page_aligned(aligned_alloc_ab, 64, 64);
+        show(p);
+        free_aligned_sized(launder(p), 4096, 64);
+    } else if (!strcmp(c, "delete-sized")) {
+        p = cxx_new(24);
+        show(p);
+        cxx_delete_sized(launder(p), 4000);
+    } else if (!strcmp(c, "delete-array-sized")) {
+        p = cxx_new_array(100000);
+        show(p);
+        cxx_delete_array_sized(launder(p), 24);
+    } else if (!strcmp(c, "delete-aligned")) {
+        p = not_page_aligned(cxx_new_aligned_ab, 64, 64);
+        show(p);
+        cxx_delete_aligned(launder(p), 4096);
     } else if (!strcmp(c, "usable-size-foreign")) {
         char buf[64] __attribute__((aligned(16)));
         p = launder(buf);
@@ -296,13 +385,33 @@ int main(int argc, char **argv)
         for (int i = 0; i < 4000; i++)
             free(malloc(1000)); /* 4 MB through a 1 MiB quarantine */
         malloc_trim(0);         /* flushes the quarantine: the last chance to find it */
+    } else if (!strcmp(c, "write-after-free-large")) {
+        /* Nothing pushes the block out of the quarantine: the check at exit finds the write. */
+        unsigned char *b = malloc(100 * KiB);
+        show(b);
+        free(b);
+        launder(b);
+        b[5000] = 1; /* write after free */
+        printf("EXIT %s\n", c); /* not caught: exit status 0 */
+        return 0;
+    } else if (!strcmp(c, "usable-zero")) {
+        /* malloc(0) has a usable size above 0, whatever the options (canary=1 gave 0) */
+        p = malloc(0);
+        size_t u = malloc_usable_size(p);
+        printf("usable %zu\n", u);
+        if (!p || u == 0)
+            fail("malloc(0): usable size 0");
+        memset(p, 1, u);
+        free(p);
+        printf("OK usable-zero\n");
+        return 0;
     } else if (!strcmp(c, "guard")) {
         /* guard=1: the page after a large block is inaccessible; writing just past the usable size
          * faults at once (SIGSEGV). Without the guard the write lands in mapped memory. */
         unsigned char *b = malloc(40 * KiB);
         size_t u = malloc_usable_size(b);
         printf("usable %zu\n", u);
-        show(b + u);
+        printf("PTR any\n"); /* a fault names no pointer; with canary=1 the report names the block */
         b = launder(b);
         b[u] = 1;
         free(b);

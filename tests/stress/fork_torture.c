@@ -318,10 +318,13 @@ int main(int argc, char **argv)
     double end = bsl_now() + secs;
     unsigned seed = 1;
     while (bsl_now() < end) {
-        if (seed % 16 == 0) { /* a signal phase: the handlers fork, this thread spawns */
+        if (seed % 16 == 1) { /* a signal phase (the first iteration has one): handlers fork, this
+                               * thread spawns, for 20 ms and until a signal has been handled (a
+                               * loaded machine may not run the signaller at once), 2 s at most */
             sig_phase = sigforks;
-            double until = bsl_now() + 0.02;
-            while (bsl_now() < until) {
+            unsigned long handled0 = n_handled;
+            double start = bsl_now();
+            while (bsl_now() < start + 0.02 || (sigforks && n_handled == handled0 && bsl_now() < start + 2)) {
                 char *args[] = {"/bin/true", NULL};
                 pid_t sp;
                 CHECK(posix_spawn(&sp, "/bin/true", NULL, NULL, args, environ) == 0);
