@@ -40,6 +40,22 @@
  * holders never use stdio and never wait for an outer lock (the outer ones nest outside them), so
  * its locks are taken in order, each waited for.
  *
+ * Single-threaded processes (glibc's __libc_single_threaded): nothing is taken. No other thread
+ * can be inside the allocator, and the only code that can be is the forking thread's own, when a
+ * signal handler forks on top of an interrupted malloc (glibc's tst-mallocfork2): its locks must
+ * not be waited for (they would never be released), and the interrupted frame carries on and
+ * releases them, in the parent and in the child alike. glibc skips its malloc locks the same way.
+ *
+ * A forking thread that holds allocator locks, or is taking one (fork from a soft OOM handler,
+ * which runs under oom_policy_lock, or from a signal handler on a thread interrupted inside the
+ * allocator while other threads exist; os_lock_depth counts them): each lock it holds is kept
+ * (os_fork_lock: left to the frame that holds it, in both processes), the list lock is left alone,
+ * and the others are taken in "careful" mode: a lock whose holder does not let go within about a
+ * second (it waits, directly or not, for one of ours, or it is this thread between its
+ * compare-and-swap and its owner store) is given up and re-initialised in the child. That last
+ * case cannot be made exact (glibc's fork is not async-signal-safe in a threaded process either:
+ * it holds its own atfork lock across fork); it only must not hang.
+ *
  * vfork() and posix_spawn() run no fork handlers and need none: the child only execs. */
 #include "leakcheck/leakcheck.h"
 #include "malloc/debug.h"
@@ -141,7 +157,7 @@ static void prefork(void)
     for (unsigned i = 0; i < NR_FORK_ENTRIES; i++)
         if (fork_table[i].locks)
             fork_table[i].locks(find_mine);
-    fork_careful = fork_mine;
+    fork_careful = fork_mine || os_lock_depth > 0; /* see os_lock_depth */
     if (!fork_careful)
         take_outer();
     /* In careful mode the list lock is left alone (a thread holding it may wait for us; fork()

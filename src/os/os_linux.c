@@ -353,6 +353,8 @@ void os_unlock_wake(os_lock_t *l)
     errno = saved;
 }
 
+__thread int os_lock_depth __attribute__((tls_model("initial-exec")));
+
 void os_backoff(unsigned n)
 {
     if (n < 64) {
@@ -399,6 +401,8 @@ void os_fork_unlock_parent(os_lock_t *l)
 
 void os_fork_reset_child(os_lock_t *l)
 {
+    if (l->fork_kept == 0)
+        os_lock_depth--; /* taken by this thread's prepare handler */
     if (l->fork_kept != 1)
         os_lock_reinit(l);
     l->fork_kept = 0;

@@ -11,11 +11,14 @@
  *    a time, whose handler forks (the child _exits at once: after a fork from a signal handler in a
  *    threaded process only async-signal-safe calls are allowed);
  *  - posix_spawn of /bin/true and vfork + _exit.
- * The forking thread and the signal-forks take turns (phases of about 20 ms): glibc holds its own
- * atfork lock across fork(), so a handler forking on a thread interrupted inside the allocator,
- * while another thread is inside fork() waiting for that thread's allocator lock, deadlocks in
- * glibc whatever the allocator does (glibc's fork is async-signal-safe only when single-threaded).
- * The signalled threads never call fork() themselves, for the same reason.
+ * The forking thread and the signal-forks take turns (phases of about 20 ms), and the stdio
+ * threads pause during the signal phases. glibc's fork() is async-signal-safe only in a
+ * single-threaded process: it holds its own atfork lock across fork(), and it takes the stdio list
+ * lock. So a handler forking on a thread interrupted while it holds an allocator lock deadlocks in
+ * glibc whatever the allocator does, if another thread is inside fork() waiting for that lock, or
+ * if a thread in fflush(NULL) holds the list lock and waits for a FILE whose holder waits in malloc
+ * for that lock (glibc's own malloc deadlocks in both). The signalled threads never call fork()
+ * themselves, for the same reason.
  * Every child is waited for; any child not exiting 0 fails the run. A hang is caught by alarm(),
  * set to the run time plus a margin: it prints HANG and exits 3.
  * usage: fork_torture [seconds=5] [allocating threads=3] [signal-forks: 1, or 0 to compare with an
@@ -44,6 +47,19 @@ static volatile unsigned long n_sent, n_handled;
 static unsigned long n_fork, n_sigfork, n_spawn, n_vfork, n_stdio, n_ops;
 static int pipefd[2];
 static volatile int reader_done; /* the feeder writes until the reader has stopped reading */
+static volatile int stdio_pause;  /* the stdio threads stop between calls (signal phases) */
+static volatile int stdio_paused; /* ... and how many have */
+
+/* A stdio thread between two calls: wait while a signal phase runs. */
+static void stdio_break(void)
+{
+    if (!stdio_pause)
+        return;
+    BSL_ATOMIC_ADD(&stdio_paused, 1);
+    while (stdio_pause && !stop)
+        usleep(200);
+    BSL_ATOMIC_ADD(&stdio_paused, -1);
+}
 
 struct slot {
     unsigned char *p;
@@ -177,6 +193,7 @@ static void *flusher(void *arg)
 {
     (void)arg;
     while (!stop) {
+        stdio_break();
         fflush(NULL);
         BSL_ATOMIC_ADD(&n_stdio, 1);
     }
@@ -205,7 +222,7 @@ static void *reader(void *arg)
     CHECK(in != NULL);
     char *buf = NULL;
     size_t cap = 0;
-    while (!stop && getline(&buf, &cap, in) > 0) {
+    while (!stop && (stdio_break(), getline(&buf, &cap, in) > 0)) {
         free(buf); /* a fresh buffer each time: getline allocates while holding the FILE lock */
         buf = NULL;
         cap = 0;
@@ -224,6 +241,7 @@ static void *filer(void *arg)
     CHECK(fd >= 0);
     close(fd);
     while (!stop) {
+        stdio_break();
         FILE *f = fopen(path, "w");
         CHECK(f != NULL);
         for (int i = 0; i < 50; i++)
@@ -321,6 +339,9 @@ int main(int argc, char **argv)
         if (seed % 16 == 1) { /* a signal phase (the first iteration has one): handlers fork, this
                                * thread spawns, for 20 ms and until a signal has been handled (a
                                * loaded machine may not run the signaller at once), 2 s at most */
+            stdio_pause = sigforks;
+            while (sigforks && stdio_paused < 3) /* flusher, reader, filer */
+                usleep(100);
             sig_phase = sigforks;
             unsigned long handled0 = n_handled;
             double start = bsl_now();
@@ -337,6 +358,7 @@ int main(int argc, char **argv)
             __atomic_thread_fence(__ATOMIC_SEQ_CST);
             while (!sig_idle)
                 usleep(100);
+            stdio_pause = 0;
         }
         pid_t p = fork();
         if (p == 0) {
