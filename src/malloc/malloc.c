@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <string.h>
 
 /* ---- helpers ---- */
@@ -817,12 +818,18 @@ BSL_EXPORT struct mallinfo mallinfo(void)
 
 BSL_EXPORT void malloc_stats(void)
 {
+    /* Not cancellable (glibc bug 22830's scenario): an asynchronous cancellation inside
+     * bsl_stats_get would leave a kmem_cache or shard lock held for good. Its writes are raw
+     * syscalls, no cancellation point either. */
+    int cancel_state;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
     bsl_stats_t s;
     bsl_stats_get(&s);
     os_printf(2, "Arena 0:\nsystem bytes     = %10zu\nin use bytes     = %10zu\n", s.committed, s.allocated);
     os_printf(2, "Total (incl. mmap):\nsystem bytes     = %10zu\nin use bytes     = %10zu\n",
               s.committed + s.huge_bytes, s.allocated);
     os_printf(2, "max mmap regions = %10zu\nmax mmap bytes   = %10zu\n", (size_t)0, s.huge_bytes);
+    pthread_setcancelstate(cancel_state, NULL);
 }
 
 #if !defined(__clang__)
