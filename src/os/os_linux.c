@@ -28,94 +28,75 @@ extern char **environ;
 extern const ptrdiff_t __rseq_offset __attribute__((weak));
 extern const unsigned int __rseq_size __attribute__((weak));
 
-static void *map_at(void *hint, size_t size, int extra)
+/* One anonymous private mapping; NULL on failure. `noreserve`: address space only, not charged. */
+static void *map_anon(size_t size, int prot, int noreserve, int extra)
 {
-    void *p = mmap(hint, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | extra,
-                   -1, 0);
+    void *p = mmap(NULL, size, prot, MAP_PRIVATE | MAP_ANONYMOUS | (noreserve ? MAP_NORESERVE : 0) | extra, -1, 0);
     return p == MAP_FAILED ? NULL : p;
+}
+
+/* The extra mmap flag for `low32` (MAP_32BIT), or -1 where there is none. */
+static int low32_flag(int low32)
+{
+#ifdef MAP_32BIT
+    return low32 ? MAP_32BIT : 0;
+#else
+    return low32 ? -1 : 0;
+#endif
+}
+
+/* [p, p + size + align), over-reserved: keep the aligned [base, base + size), unmap the rest. */
+static void *trim_to_align(void *p, size_t size, size_t align)
+{
+    uintptr_t base = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
+    if (base > (uintptr_t)p)
+        munmap(p, base - (uintptr_t)p);
+    uintptr_t end = (uintptr_t)p + size + align;
+    if (end > base + size)
+        munmap((void *)(base + size), end - (base + size));
+    return (void *)base;
+}
+
+/* A mapping of `size` bytes aligned to `align`: tried as is, else over-reserved with `over_prot`
+ * and trimmed, then given PROT_READ|PROT_WRITE if it was not (mprotect charges it then). A low32
+ * mapping that ended above 4 GiB is dropped. */
+static void *map_aligned(size_t size, size_t align, int low32, int noreserve, int over_prot)
+{
+    int saved = errno;
+    int extra = low32_flag(low32);
+    if (extra < 0)
+        return NULL;
+    void *p = map_anon(size, PROT_READ | PROT_WRITE, noreserve, extra);
+    if (!p || ((uintptr_t)p & (align - 1)) == 0)
+        goto out;
+    munmap(p, size);
+    p = map_anon(size + align, over_prot, noreserve, extra);
+    if (!p)
+        goto out;
+    p = trim_to_align(p, size, align);
+    if (over_prot != (PROT_READ | PROT_WRITE) && mprotect(p, size, PROT_READ | PROT_WRITE) != 0) {
+        munmap(p, size);
+        p = NULL;
+    }
+out:
+    if (p && low32 && (uintptr_t)p + size > ((uintptr_t)1 << 32)) {
+        munmap(p, size);
+        p = NULL;
+    }
+    errno = saved;
+    return p;
 }
 
 void *os_reserve(size_t size, size_t align, int low32)
 {
-    int saved = errno;
-    int extra = 0;
-#ifdef MAP_32BIT
-    if (low32)
-        extra = MAP_32BIT;
-#else
-    if (low32)
-        return NULL;
-#endif
-    void *p = map_at(NULL, size, extra);
-    if (p && ((uintptr_t)p & (align - 1)) == 0)
-        goto out;
-    if (p)
-        munmap(p, size);
-    /* Over-reserve and trim to the alignment. */
-    p = map_at(NULL, size + align, extra);
-    if (!p)
-        goto out;
-    uintptr_t base = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
-    if (base > (uintptr_t)p)
-        munmap(p, base - (uintptr_t)p);
-    uintptr_t end = (uintptr_t)p + size + align;
-    if (end > base + size)
-        munmap((void *)(base + size), end - (base + size));
-    p = (void *)base;
-out:
-    if (p && low32 && (uintptr_t)p + size > ((uintptr_t)1 << 32)) {
-        munmap(p, size);
-        p = NULL;
-    }
-    errno = saved;
-    return p;
+    return map_aligned(size, align, low32, 1, PROT_READ | PROT_WRITE);
 }
 
+/* Private writable mappings without MAP_NORESERVE are charged (and checked) when made; the
+ * over-reservation for alignment is PROT_NONE (not charged) until trimmed. */
 void *os_map_committed(size_t size, size_t align, int low32)
 {
-    int saved = errno;
-    int extra = 0;
-#ifdef MAP_32BIT
-    if (low32)
-        extra = MAP_32BIT;
-#else
-    if (low32)
-        return NULL;
-#endif
-    /* Private writable mappings without MAP_NORESERVE are charged (and checked) when made. */
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | extra, -1, 0);
-    if (p == MAP_FAILED) {
-        p = NULL;
-        goto out;
-    }
-    if (((uintptr_t)p & (align - 1)) == 0)
-        goto out;
-    munmap(p, size);
-    /* Over-reserve inaccessible (PROT_NONE is not charged), trim to the alignment, then make the
-     * block writable: mprotect charges and checks it then. */
-    p = mmap(NULL, size + align, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | extra, -1, 0);
-    if (p == MAP_FAILED) {
-        p = NULL;
-        goto out;
-    }
-    uintptr_t base = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
-    if (base > (uintptr_t)p)
-        munmap(p, base - (uintptr_t)p);
-    uintptr_t end = (uintptr_t)p + size + align;
-    if (end > base + size)
-        munmap((void *)(base + size), end - (base + size));
-    p = (void *)base;
-    if (mprotect(p, size, PROT_READ | PROT_WRITE) != 0) {
-        munmap(p, size);
-        p = NULL;
-    }
-out:
-    if (p && low32 && (uintptr_t)p + size > ((uintptr_t)1 << 32)) {
-        munmap(p, size);
-        p = NULL;
-    }
-    errno = saved;
-    return p;
+    return map_aligned(size, align, low32, 0, PROT_NONE);
 }
 
 void os_release(void *addr, size_t size) { munmap(addr, size); }
