@@ -97,17 +97,11 @@ static const struct fork_entry fork_table[] = {
  * prepare handler and its parent or child handler (glibc's atfork lock serializes forks). */
 static int fork_locked;       /* prepare took the locks (the process had threads) */
 static int fork_stdio;        /* prepare took the stdio list lock */
-static int fork_careful;      /* the forking thread held an allocator lock */
-static int fork_mine;         /* found while scanning */
+static int fork_careful;      /* the forking thread holds or is taking an allocator lock */
 static os_lock_t *fork_busy;  /* outer phase: the lock found busy (NULL: none yet) */
 static os_lock_t *fork_outer[32]; /* outer phase: the locks taken so far */
 static unsigned fork_nr_outer;
 
-static void find_mine(os_lock_t *l)
-{
-    if (os_lock_mine(l))
-        fork_mine = 1;
-}
 static void take(os_lock_t *l) { os_fork_lock(l, fork_careful); }
 
 static void try_outer(os_lock_t *l)
@@ -153,11 +147,8 @@ static void prefork(void)
     fork_stdio = 0;
     if (!fork_locked)
         return;
-    fork_mine = 0;
-    for (unsigned i = 0; i < NR_FORK_ENTRIES; i++)
-        if (fork_table[i].locks)
-            fork_table[i].locks(find_mine);
-    fork_careful = fork_mine || os_lock_depth > 0; /* see os_lock_depth */
+    /* A lock this thread owns counts in its os_lock_depth too: no scan of the table is needed. */
+    fork_careful = os_lock_depth > 0;
     if (!fork_careful)
         take_outer();
     /* In careful mode the list lock is left alone (a thread holding it may wait for us; fork()

@@ -337,18 +337,6 @@ void slab_shrink(uint64_t classes)
             release_spare(&kmem_caches[ZONE_LOW32][c]);
 }
 
-void slab_transfer_cached(size_t *objs, size_t *bytes)
-{
-    size_t o = 0, b = 0;
-    for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
-        uint32_t n = __atomic_load_n(&kmem_caches[ZONE_NORMAL][c].nr_xfer, __ATOMIC_RELAXED);
-        o += n;
-        b += (size_t)n * slab_class_size[c];
-    }
-    *objs = o;
-    *bytes = b;
-}
-
 int slab_object_is_free(const void *obj)
 {
     struct page *head = arena_page(obj)->head;

@@ -83,8 +83,6 @@ BSL_HIDDEN void slab_wipe_stale(void);
  * LOW32 spare) back to the buddy allocator, so an idle class pins no pages. */
 BSL_HIDDEN uint64_t slab_idle_classes(void);
 BSL_HIDDEN void slab_shrink(uint64_t classes);
-/* Objects and bytes held in transfer caches, for statistics. */
-BSL_HIDDEN void slab_transfer_cached(size_t *objs, size_t *bytes);
 /* Give every cache's spare empty slab back to the buddy allocator (malloc_trim). */
 BSL_HIDDEN void slab_release_spares(void);
 /* Whether obj is free in its slab's bitmap or in its transfer cache (under the cache lock). */
