@@ -15,10 +15,10 @@
 #include <stdint.h>
 
 #define BSL_SHM_MAGIC 0x42534c53484d3031ull /* "BSLSHM01" */
-#define BSL_SHM_VERSION 2 /* 2: the soft OOM section */
+#define BSL_SHM_VERSION 3 /* 2: the soft OOM section; 3: 64 size classes */
 #define BSL_SHM_ZONES 2    /* LOW32, NORMAL (HUGE has no buddy lists) */
 #define BSL_SHM_ORDERS 11  /* orders 0..10 */
-#define BSL_SHM_CLASSES 40
+#define BSL_SHM_CLASSES 64
 #define BSL_SHM_BUDGETS 16      /* the first accounts (budgets and tags) of the soft OOM policy */
 #define BSL_SHM_BUDGET_NAME 56
 

@@ -14,7 +14,9 @@ nobody watches it is not written at all.
   --once         one refresh, printed without clearing the screen (same as --count 1)
   --bytes        exact byte counts instead of KiB/MiB/GiB
 
-On a terminal the screen is redrawn at every refresh (q or Ctrl-C quits). Otherwise each refresh
+A History section draws reserved, resident, live (allocated) and dirty-free memory over the last
+refreshes (up to 240), one character per refresh. On a terminal the screen is redrawn at every
+refresh (q or Ctrl-C quits). Otherwise each refresh
 is printed as one block of lines that ends with an empty line, for scripts and logs.
 
 Exit status: 0 after the last refresh or when the process exits, 1 when the process cannot be
@@ -22,6 +24,7 @@ watched (not running, not publishing, another user's, not a buddyslab page), 2 f
 The page's layout and protocol are in include/buddyslab_shm.h: `--layout` prints the offsets
 this script uses (the tests compare them with the C structure).
 """
+import collections
 import errno
 import fcntl
 import glob
@@ -42,12 +45,12 @@ SHM_PREFIX = "buddyslab."
 # struct bsl_shm_page, field by field (little-endian x86-64/aarch64 natural alignment; no padding
 # is needed anywhere in this layout). Keep in step with the header: the 'layout' test checks it.
 SHM_MAGIC = 0x42534C53484D3031  # "BSLSHM01"
-SHM_VERSION = 2
+SHM_VERSION = 3
 SHM_BUDGETS = 16
 SHM_BUDGET_NAME = 56
 SHM_ZONES = 2     # LOW32, NORMAL
 SHM_ORDERS = 11   # orders 0..10
-SHM_CLASSES = 40
+SHM_CLASSES = 64
 ZONE_NAMES = ("LOW32", "NORMAL")
 PAGE_SIZE = 4096
 
@@ -358,7 +361,32 @@ def human(n):
         n /= 1024.0
 
 
-def render(page, pid, name, refresh, count, now_ms, exact, max_rows=None):
+SPARKS = "\u2581\u2582\u2583\u2584\u2585\u2586\u2587\u2588"
+HISTORY = (("reserved", "reserved"), ("resident", "rss"), ("live", "allocated"), ("dirty free", "free_dirty"))
+
+
+def spark(values, top):
+    """One character per value, scaled to 0 .. top."""
+    if top <= 0:
+        return SPARKS[0] * len(values)
+    return "".join(SPARKS[min(len(SPARKS) - 1, int(v * len(SPARKS) / (top + 1)))] for v in values)
+
+
+def render_history(history, size, width):
+    """Reserved, resident, live and free-dirty memory over the last refreshes, one line each, all on
+    the scale of the largest reserved figure seen (oldest on the left)."""
+    width = max(8, width)
+    h = list(history)[-width:]
+    top = max(max(s[f] for s in h) for _, f in HISTORY)
+    out = ["History (last %d refreshes, oldest left; scale 0 .. %s)" % (len(h), size(top))]
+    for label, f in HISTORY:
+        vals = [s[f] for s in h]
+        out.append("  %-10s %s  now %s, max %s" % (label, spark(vals, top).ljust(width), size(vals[-1]),
+                                                 size(max(vals))))
+    return out
+
+
+def render(page, pid, name, refresh, count, now_ms, exact, max_rows=None, history=None, width=60):
     size = (lambda n: str(n)) if exact else human
     out = []
     age = now_ms - page["updated_ms"] if page["updated_ms"] else None
@@ -420,6 +448,9 @@ def render(page, pid, name, refresh, count, now_ms, exact, max_rows=None):
                 out.append("  %-32s %12s %12s %5s %10d" % (b["name"][:32], size(b["live"]),
                                                           size(b["budget"]) if b["budget"] else "none", use,
                                                           b["failed"]))
+    if history:
+        out.append("")
+        out += render_history(history, size, width)
     return out
 
 
@@ -556,9 +587,11 @@ def main(argv):
             sys.stderr.write("%s: process %d did not refresh its statistics page within 1.5 s (is it "
                              "stopped?); showing the last copy\n" % (PROG, pid))
         n = 0
+        history = collections.deque(maxlen=240)
         while True:
             n += 1
             page = w.read()
+            history.append({f: page[f] for _, f in HISTORY})
             now_ms = int(time.monotonic() * 1000)
             if tty:
                 try:
@@ -567,12 +600,13 @@ def main(argv):
                     cols, rows = 0, 0
                 cols = cols if cols >= 40 else 200  # 0: a terminal that does not know its size
                 rows = rows if rows >= 10 else 60
-                lines = render(page, pid, name, n, count, now_ms, exact, max_rows=max(3, rows - 20))
+                lines = render(page, pid, name, n, count, now_ms, exact, max_rows=max(3, rows - 26),
+                               history=history, width=min(120, cols - 40))
                 lines = [line[:cols] for line in lines]
                 sys.stdout.write("\x1b[H\x1b[2J" + "\n".join(lines) + "\n" +
                                  ("(q or Ctrl-C quits)\n" if stdin_fd is not None else ""))
             else:
-                lines = render(page, pid, name, n, count, now_ms, exact)
+                lines = render(page, pid, name, n, count, now_ms, exact, history=history)
                 sys.stdout.write("\n".join(lines) + "\n\n")
             sys.stdout.flush()
             if count is not None and n >= count:

@@ -71,7 +71,8 @@ def _meson_build(build_dir):
                          "-Dbench=true", "-Dtests=false"])
         if not ok:
             return None
-    if not _run_quiet(["meson", "compile", "-C", build_dir, "bsl-bench", "bsl-glibc-shim"]):
+    if not _run_quiet(["meson", "compile", "-C", build_dir, "bsl-bench", "bsl-glibc-shim",
+                       "bsl-mstress", "bsl-large-churn", "bsl-tiny"]):
         return None
     harness = os.path.join(build_dir, "bench", "bsl-bench")
     shim = os.path.join(build_dir, "bench", "libbsl-glibc-shim.so")

@@ -189,6 +189,35 @@ class Redis(Program):
         return srv, digest, None
 
 
+class Filtered(Program):
+    """A program whose stdout carries timings: only the lines matching `keep` (a regex, its
+    first group when it has one) are hashed."""
+
+    def __init__(self, *a, keep, **kw):
+        super().__init__(*a, **kw)
+        self.keep = re.compile(keep)
+
+    def run(self, preload, raw_prefix, timeout):
+        res, h, err = super().run(preload, raw_prefix, timeout)
+        if err:
+            return res, h, err
+        kept = []
+        with open(raw_prefix + ".out", errors="replace") as f:
+            for m in self.keep.finditer(f.read()):
+                kept.append(m.group(1) if m.groups() else m.group(0))
+        if not kept:
+            return res, None, "no checked line in the output"
+        return res, hashlib.sha256("\n".join(kept).encode()).hexdigest()[:16], None
+
+
+def bench_bin(name):
+    """A program of the macro suite built with the harness (bench/meson.build)."""
+    return os.path.join(os.path.dirname(BUILD.harness), name) if BUILD else name
+
+
+BUILD = None
+
+
 def programs(workdir, scale):
     os.makedirs(workdir, exist_ok=True)
 
@@ -220,6 +249,29 @@ def programs(workdir, scale):
         progs.append(r)
     lua = os.path.join(MACRO_DIR, "tables_strings.lua")
     progs.append(Program("lua5.4", "lua5.4 (tables + strings)", ["lua5.4", lua, str(scale)]))
+    perl = os.path.join(MACRO_DIR, "hash_churn.pl")
+    progs.append(Program("perl", "perl (big nested hashes: build, delete, sort, split/join)",
+                         ["perl", perl, str(scale)],
+                         env={"PERL_HASH_SEED": "0", "PERL_PERTURB_KEYS": "0"}))
+    if shutil_which("db_bench"):
+        db = os.path.join(workdir, "rocksdb")
+        p = Filtered("rocksdb", "rocksdb db_bench (fillrandom + 2 readers)",
+                     ["db_bench", "--benchmarks=fillrandom,readrandom", "--db=" + db,
+                      f"--num={int(200_000 * scale)}", f"--reads={int(100_000 * scale)}",
+                      "--threads=2", "--value_size=100", "--seed=42", "--compression_type=none",
+                      "--disable_wal=1", "--cache_size=8388608", "--write_buffer_size=4194304",
+                      "--histogram=0"],
+                     keep=r"(\d+ operations;|\(\d+ of \d+ found\))")
+        p.note = "db_bench prints timings: only the operation and found counts are checked"
+        progs.append(p)
+    progs.append(Program("mstress", "mstress-like (2 threads, mixed lifetimes, restarted)",
+                         [bench_bin("bsl-mstress"), "2", str(int(100 * scale)), "40"]))
+    progs.append(Program("large-churn", "large-block churn (20 x 5-25 MiB, zero-filled)",
+                         [bench_bin("bsl-large-churn"), str(int(400 * scale))]))
+    progs.append(Program("tiny-simple", "tiny: malloc/free of small sizes, 100 live",
+                         [bench_bin("bsl-tiny"), "simple", str(int(200_000 * scale))]))
+    progs.append(Program("tiny-bignum", "tiny: bignum factorials and Fibonacci",
+                         [bench_bin("bsl-tiny"), "bignum", str(int(100 * scale))]))
     cfile = gen("cfile", "c")
     obj = os.path.join(workdir, "cfile.o")
     progs.append(Program("gcc", "gcc -O2 -c (large generated file)",
@@ -249,7 +301,8 @@ def main(argv):
     scale = args.scale or (0.25 if args.quick else 1.0)
     out_dir = os.path.abspath(args.out or os.path.join(common.RESULTS_DIR, "latest"))
 
-    b = common.build(args)
+    global BUILD
+    b = BUILD = common.build(args)
     allocs = common.allocators(b, args.allocators)
     if not allocs:
         sys.exit("bench: no allocator to run")

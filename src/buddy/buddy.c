@@ -1,5 +1,6 @@
-/* The buddy allocator proper. See buddy.h for the model and the locking rules. */
-#include "buddy/buddy.h"
+/* The buddy allocator proper: split, coalesce, pageblock kinds, extend and shrink. See buddy.h for
+ * the model and the locking rules; the dirty-memory policy is in purge.c, buddy_check in check.c. */
+#include "buddy/buddy_int.h"
 
 struct buddy_shard buddy_shards[NR_ZONES][BUDDY_MAX_SHARDS];
 unsigned buddy_nr_shards = 1;
@@ -19,56 +20,7 @@ void buddy_init(unsigned nr_shards)
         }
 }
 
-static inline struct buddy_shard *shard_of(const struct arena *ar) { return &buddy_shards[ar->zone][ar->shard]; }
-
-/* ---- list helpers (shard lock held) ---- */
-static void area_add_locked(struct free_area *fa, struct page *pg)
-{
-    pg->prev = NULL;
-    pg->next = fa->head;
-    if (fa->head)
-        fa->head->prev = pg;
-    fa->head = pg;
-    fa->nr_free++;
-}
-
-static void area_del_locked(struct free_area *fa, struct page *pg)
-{
-    if (pg->prev)
-        pg->prev->next = pg->next;
-    else
-        fa->head = pg->next;
-    if (pg->next)
-        pg->next->prev = pg->prev;
-    fa->nr_free--;
-}
-
-static void dirty_add_locked(struct buddy_shard *sh, struct page *pg)
-{
-    pg->dnext = NULL;
-    pg->dprev = sh->dirty_tail;
-    if (sh->dirty_tail)
-        sh->dirty_tail->dnext = pg;
-    else
-        sh->dirty_head = pg;
-    sh->dirty_tail = pg;
-    sh->nr_dirty_pages += (size_t)1 << pg->order;
-}
-
-static void dirty_del_locked(struct buddy_shard *sh, struct page *pg)
-{
-    if (pg->dprev)
-        pg->dprev->dnext = pg->dnext;
-    else
-        sh->dirty_head = pg->dnext;
-    if (pg->dnext)
-        pg->dnext->dprev = pg->dprev;
-    else
-        sh->dirty_tail = pg->dprev;
-    sh->nr_dirty_pages -= (size_t)1 << pg->order;
-}
-
-/* Put a block on the free lists as is (no coalescing). */
+/* Put a block on the free lists as is (no coalescing), on its pageblock kind's list. */
 static void set_free_locked(struct buddy_shard *sh, struct arena *ar, struct page *pg, unsigned order, int dirty,
                             uint64_t ms)
 {
@@ -76,7 +28,7 @@ static void set_free_locked(struct buddy_shard *sh, struct arena *ar, struct pag
     pg->order = (uint8_t)order;
     pg->zone = ar->zone;
     pg->arena = ar;
-    area_add_locked(&sh->free_area[order], pg);
+    area_add_locked(sh, pg, list_of(order, pb_type_of(ar, page_to_pfn(ar, pg))), dirty);
     sh->nr_free_pages += (size_t)1 << order;
     if (dirty) {
         /* Keep the dirty list sorted: a block re-freed with an older stamp takes the newest. */
@@ -91,7 +43,7 @@ static void set_free_locked(struct buddy_shard *sh, struct arena *ar, struct pag
 static int take_free_locked(struct buddy_shard *sh, struct page *pg)
 {
     int dirty = pg->flags & PG_DIRTY;
-    area_del_locked(&sh->free_area[pg->order], pg);
+    area_del_locked(sh, pg);
     if (dirty)
         dirty_del_locked(sh, pg);
     sh->nr_free_pages -= (size_t)1 << pg->order;
@@ -144,27 +96,65 @@ static void free_range_locked(struct buddy_shard *sh, struct arena *ar, size_t p
     }
 }
 
-/* fresh: may carve never-used arena space when no free block fits (else NULL). */
-static struct page *alloc_locked(struct buddy_shard *sh, size_t npages, unsigned order, int *zeroed, int fresh)
+/* The smallest block of order >= `order` on list `list`: the smallest dirty one when want_dirty,
+ * else the smallest of any. */
+static struct page *find_locked(struct buddy_shard *sh, unsigned order, unsigned list, int want_dirty)
 {
-    struct page *pg = NULL;
-    unsigned o;
-    for (o = order; o <= MAX_ORDER; o++)
-        if (sh->free_area[o].head) {
-            pg = sh->free_area[o].head;
-            break;
+    for (unsigned o = order; o < MAX_ORDER; o++) {
+        struct page *pg = sh->free_area[o].head[list];
+        if (pg && (!want_dirty || (pg->flags & PG_DIRTY)))
+            return pg;
+    }
+    return NULL;
+}
+
+/* The largest block of order >= `order` on list `list` (a fallback steals big: fewer fallbacks). */
+static struct page *find_largest_locked(struct buddy_shard *sh, unsigned order, unsigned list)
+{
+    for (unsigned o = MAX_ORDER; o-- > order;)
+        if (sh->free_area[o].head[list])
+            return sh->free_area[o].head[list];
+    return NULL;
+}
+
+/* Where alloc_locked may look: free blocks of its kind and whole pageblocks (0), never-used arena
+ * space (1), the other kind's blocks (2). */
+enum { FROM_FREE = 0, FROM_FRESH = 1, FROM_OTHER = 2 };
+
+static struct page *alloc_locked(struct buddy_shard *sh, size_t npages, unsigned order, unsigned type, int *zeroed,
+                                 int from)
+{
+    struct page *pg = NULL, *whole = sh->free_area[MAX_ORDER].head[0];
+    struct arena *ar;
+    if (from == FROM_FREE) {
+        /* Resident frames first: a dirty block of this kind, a dirty whole pageblock; then clean. */
+        pg = find_locked(sh, order, type, 1);
+        if (!pg && whole && (whole->flags & PG_DIRTY))
+            pg = whole;
+        if (!pg)
+            pg = find_locked(sh, order, type, 0);
+        if (!pg)
+            pg = whole;
+    } else if (from == FROM_OTHER) {
+        pg = find_largest_locked(sh, order, type ^ 1);
+        if (pg) {
+            sh->nr_fallback++;
+            if (pg->order >= MAX_ORDER - 1) /* most of the pageblock: it changes kind */
+                pg->arena->pb_type[page_to_pfn(pg->arena, pg) >> MAX_ORDER] = (uint8_t)type;
         }
+    }
     int dirty = 0;
     uint64_t ms = 0;
-    struct arena *ar;
+    unsigned o;
     if (pg) {
         ar = pg->arena;
+        o = pg->order;
         ms = pg->freed_ms;
         dirty = take_free_locked(sh, pg);
     } else {
-        /* Carve a fresh MAX_ORDER block from an arena: never touched, so clean. */
-        if (!fresh)
+        if (from != FROM_FRESH)
             return NULL;
+        /* Carve a fresh MAX_ORDER block from an arena: never touched, so clean. */
         for (ar = sh->arenas; ar; ar = ar->next)
             if (ar->fresh < ARENA_PAGES)
                 break;
@@ -176,6 +166,8 @@ static struct page *alloc_locked(struct buddy_shard *sh, size_t npages, unsigned
         o = MAX_ORDER;
     }
     size_t pfn = page_to_pfn(ar, pg);
+    if (o == MAX_ORDER) /* a whole pageblock: it takes the request's kind */
+        ar->pb_type[pfn >> MAX_ORDER] = (uint8_t)type;
     while (o > order) { /* split: the upper halves go back, the lower half is kept */
         o--;
         set_free_locked(sh, ar, &ar->pages[pfn + ((size_t)1 << o)], o, dirty, ms);
@@ -190,13 +182,15 @@ static struct page *alloc_locked(struct buddy_shard *sh, size_t npages, unsigned
     return pg;
 }
 
-/* A new arena: its first MAX_ORDER block minus the descriptor frames goes on the free lists;
- * the rest is carved lazily (fresh), so an arena costs nothing until used. */
+/* A new arena: its first MAX_ORDER block minus the descriptor frames goes on the free lists (a
+ * slab pageblock: the first requests are small); the rest is carved lazily (fresh), so an arena
+ * costs nothing until used. */
 static void add_arena_locked(struct buddy_shard *sh, struct arena *ar)
 {
     ar->next = sh->arenas;
     sh->arenas = ar;
     ar->fresh = MAX_ORDER_PAGES;
+    ar->pb_type[0] = PB_SLAB;
     sh->nr_pages += MAX_ORDER_PAGES - ARENA_META_PAGES;
     free_range_locked(sh, ar, ARENA_META_PAGES, MAX_ORDER_PAGES - ARENA_META_PAGES, 0, 0);
 }
@@ -207,28 +201,58 @@ static const int zonelist[NR_ZONES][3] = {
     [ZONE_HUGE] = {-1, -1, -1},
 };
 
-struct page *buddy_alloc(int zone, size_t npages, unsigned min_order, unsigned cpu, int *zeroed)
+/* Growth is RSS-neutral (buddy.h): `need` clean frames were just handed out in zone z; purge as
+ * many dirty frames, oldest first, from shard `first` (its lock held by the caller and released
+ * here), then from the zone's other shards. */
+static void offset_growth(int z, struct buddy_shard *first, size_t need)
+{
+    size_t got = first->nr_dirty_pages ? purge_oldest_locked(first, need) : 0;
+    os_unlock(&first->lock);
+    for (unsigned k = 0; got < need && k < buddy_nr_shards; k++) {
+        struct buddy_shard *sh = &buddy_shards[z][k];
+        if (sh == first || !__atomic_load_n(&sh->nr_dirty_pages, __ATOMIC_RELAXED))
+            continue;
+        os_lock(&sh->lock);
+        got += purge_oldest_locked(sh, need - got);
+        os_unlock(&sh->lock);
+    }
+}
+
+/* Whether any shard of zone z holds dirty frames (racy: a hint). */
+static int zone_has_dirty(int z)
+{
+    for (unsigned k = 0; k < buddy_nr_shards; k++)
+        if (__atomic_load_n(&buddy_shards[z][k].nr_dirty_pages, __ATOMIC_RELAXED))
+            return 1;
+    return 0;
+}
+
+struct page *buddy_alloc_type(int zone, size_t npages, unsigned min_order, unsigned cpu, unsigned type, int *zeroed)
 {
     unsigned order = order_for_pages(npages);
     if (order < min_order)
         order = min_order;
-    if (order > MAX_ORDER || npages == 0)
+    if (order > MAX_ORDER || npages == 0 || type >= PB_NR)
         return NULL;
     unsigned home = cpu % buddy_nr_shards;
     for (int i = 0; i < 3 && zonelist[zone][i] >= 0; i++) {
         int z = zonelist[zone][i];
         /* Free blocks of any shard first (their frames are likely resident already), then
-         * never-used arena space, home shard first; only then a new arena. Carving fresh space
-         * while another shard held free blocks made a thread that migrates between CPUs grow its
-         * RSS: bench batch_lifo (100k mixed blocks) peaked at 2.6x jemalloc's. */
-        for (int fresh = 0; fresh <= 1; fresh++)
+         * never-used arena space, home shard first, then the other kind's blocks; only then a new
+         * arena. Carving fresh space while another shard held free blocks made a thread that
+         * migrates between CPUs grow its RSS: bench batch_lifo (100k mixed blocks) peaked at 2.6x
+         * jemalloc's. */
+        for (int from = FROM_FREE; from <= FROM_OTHER; from++)
             for (unsigned k = 0; k < buddy_nr_shards; k++) {
                 struct buddy_shard *sh = &buddy_shards[z][(home + k) % buddy_nr_shards];
                 os_lock(&sh->lock);
-                struct page *pg = alloc_locked(sh, npages, order, zeroed, fresh);
+                struct page *pg = alloc_locked(sh, npages, order, type, zeroed, from);
                 if (pg && k)
                     sh->nr_steal++;
-                os_unlock(&sh->lock);
+                if (pg && *zeroed && zone_has_dirty(z))
+                    offset_growth(z, sh, npages);
+                else
+                    os_unlock(&sh->lock);
                 if (pg)
                     return pg;
             }
@@ -237,73 +261,27 @@ struct page *buddy_alloc(int zone, size_t npages, unsigned min_order, unsigned c
         os_lock(&sh->lock);
         if (ar)
             add_arena_locked(sh, ar);
-        struct page *pg = alloc_locked(sh, npages, order, zeroed, 1);
-        os_unlock(&sh->lock);
+        struct page *pg = alloc_locked(sh, npages, order, type, zeroed, FROM_FRESH);
+        if (pg && zone_has_dirty(z))
+            offset_growth(z, sh, npages);
+        else
+            os_unlock(&sh->lock);
         if (pg)
             return pg;
     }
     return NULL;
 }
 
-/* The metadata of a free block's frames other than its head (their descriptors and slab bitmaps)
- * holds nothing while the block is free: every field is written again before a frame is used (a
- * descriptor read after a purge is all zero, which is what a tail frame holds). Give back the whole
- * pages of it: after a 1 GiB peak this is most of what stays resident. */
-static void purge_block_meta(struct page *pg)
+int buddy_can_serve(int zone, unsigned order)
 {
-    size_t n = (size_t)1 << pg->order;
-    uintptr_t d0 = ((uintptr_t)(pg + 1) + PAGE_SIZE - 1) & ~(uintptr_t)(PAGE_SIZE - 1);
-    uintptr_t d1 = (uintptr_t)(pg + n) & ~(uintptr_t)(PAGE_SIZE - 1);
-    if (d1 > d0)
-        os_purge((void *)d0, d1 - d0);
-    uintptr_t b0 = ((uintptr_t)slab_bitmap(pg) + PAGE_SIZE - 1) & ~(uintptr_t)(PAGE_SIZE - 1);
-    uintptr_t b1 = (uintptr_t)(slab_bitmap(pg) + n * (SLAB_BITMAP_BYTES / 8)) & ~(uintptr_t)(PAGE_SIZE - 1);
-    if (b1 > b0)
-        os_purge((void *)b0, b1 - b0);
-}
-
-static void purge_block_locked(struct buddy_shard *sh, struct page *pg)
-{
-    os_purge(page_address(pg), (size_t)PAGE_SIZE << pg->order);
-    if (pg->order >= 6)
-        purge_block_meta(pg);
-    dirty_del_locked(sh, pg);
-    pg->flags &= (uint8_t)~PG_DIRTY;
-    sh->purged_pages += (size_t)1 << pg->order;
-}
-
-/* Purge blocks freed at or before `cutoff`, and, above the high watermark, the oldest blocks
- * until the shard is back under its low watermark. */
-static size_t decay_locked(struct buddy_shard *sh, uint64_t cutoff, int all)
-{
-    size_t before = sh->purged_pages;
-    struct zone *z = &zones[sh->zone];
-    size_t high = z->wmark_high / buddy_nr_shards, low = z->wmark_low / buddy_nr_shards;
-    int over = sh->nr_dirty_pages > high;
-    struct page *pg;
-    while ((pg = sh->dirty_head) != NULL) {
-        if (!all && pg->freed_ms > cutoff && !(over && sh->nr_dirty_pages > low))
-            break;
-        purge_block_locked(sh, pg);
-    }
-    return (sh->purged_pages - before) << PAGE_SHIFT;
-}
-
-static void maybe_decay_locked(struct buddy_shard *sh, uint64_t now)
-{
-    struct zone *z = &zones[sh->zone];
-    if (sh->nr_dirty_pages > z->wmark_high / buddy_nr_shards) {
-        decay_locked(sh, 0, 0);
-        return;
-    }
-    if (buddy_decay_ms < 0 || !sh->dirty_head)
-        return;
-    uint64_t step = (uint64_t)buddy_decay_ms / 8;
-    if (now - sh->last_decay_ms < step)
-        return;
-    sh->last_decay_ms = now;
-    if (now >= (uint64_t)buddy_decay_ms)
-        decay_locked(sh, now - (uint64_t)buddy_decay_ms, 0);
+    for (int i = 0; i < 3 && zonelist[zone][i] >= 0; i++)
+        for (unsigned k = 0; k < buddy_nr_shards; k++) {
+            const struct buddy_shard *sh = &buddy_shards[zonelist[zone][i]][k];
+            for (unsigned o = order; o <= MAX_ORDER; o++)
+                if (__atomic_load_n(&sh->free_area[o].nr_free, __ATOMIC_RELAXED))
+                    return 1;
+        }
+    return 0;
 }
 
 void buddy_free(struct page *head, size_t npages)
@@ -353,18 +331,26 @@ int buddy_extend(struct page *head, size_t old_n, size_t new_n)
         q = page_to_pfn(ar, b) + ((size_t)1 << b->order);
     }
     uint64_t now = os_now_ms();
+    size_t clean = 0;
     for (size_t q = start; q < end;) { /* second pass: claim, giving back what sticks out */
         struct page *b = free_block_of_locked(ar, q);
         size_t h = page_to_pfn(ar, b), bend = h + ((size_t)1 << b->order);
         uint64_t ms = b->freed_ms;
+        if (b->order == MAX_ORDER) /* a whole pageblock joins the block's kind */
+            ar->pb_type[h >> MAX_ORDER] = pb_type_of(ar, pfn);
         int dirty = take_free_locked(sh, b);
         if (h < q)
             free_range_locked(sh, ar, h, q - h, dirty, dirty ? ms : now);
         if (bend > end)
             free_range_locked(sh, ar, end, bend - end, dirty, dirty ? ms : now);
+        if (!dirty)
+            clean += (bend < end ? bend : end) - (h > q ? h : q);
         q = bend;
     }
-    os_unlock(&sh->lock);
+    if (clean && zone_has_dirty(ar->zone))
+        offset_growth(ar->zone, sh, clean);
+    else
+        os_unlock(&sh->lock);
     return 1;
 }
 
@@ -378,122 +364,9 @@ void buddy_shrink(struct page *head, size_t old_n, size_t new_n)
     os_unlock(&sh->lock);
 }
 
-size_t buddy_purge(uint64_t age_ms)
-{
-    size_t total = 0;
-    uint64_t now = os_now_ms();
-    for (int z = 0; z < NR_ZONES; z++)
-        for (unsigned s = 0; s < buddy_nr_shards; s++) {
-            struct buddy_shard *sh = &buddy_shards[z][s];
-            os_lock(&sh->lock);
-            if (age_ms == 0)
-                total += decay_locked(sh, 0, 1);
-            else if (now >= age_ms)
-                total += decay_locked(sh, now - age_ms, 0);
-            os_unlock(&sh->lock);
-        }
-    return total;
-}
-
-static int fail(const char *what, unsigned z, unsigned s, size_t v)
-{
-    os_printf(2, "buddyslab: buddy_check: zone %u shard %u: %s (%zu)\n", z, s, what, v);
-    return -1;
-}
-
-int buddy_check(void)
-{
-    for (unsigned z = 0; z < NR_ZONES; z++)
-        for (unsigned s = 0; s < buddy_nr_shards; s++) {
-            struct buddy_shard *sh = &buddy_shards[z][s];
-            os_lock(&sh->lock);
-            size_t free_pages = 0, dirty_pages = 0, nr_pages = 0, heads = 0;
-            int rc = 0;
-            for (unsigned o = 0; o <= MAX_ORDER && !rc; o++) {
-                size_t n = 0;
-                for (struct page *pg = sh->free_area[o].head; pg; pg = pg->next, n++) {
-                    struct arena *ar = pg->arena;
-                    size_t pfn = page_to_pfn(ar, pg);
-                    if (!(pg->flags & PG_BUDDY) || pg->order != o)
-                        rc = fail("free list entry not a free block of its order", z, s, pfn);
-                    else if (pfn & (((size_t)1 << o) - 1))
-                        rc = fail("free block not naturally aligned", z, s, pfn);
-                    else if (pfn + ((size_t)1 << o) > ar->fresh || ar->shard != s)
-                        rc = fail("free block outside the shard's carved arena", z, s, pfn);
-                    else if (pg->next && pg->next->prev != pg)
-                        rc = fail("broken free list link", z, s, pfn);
-                    if (rc)
-                        break;
-                    free_pages += (size_t)1 << o;
-                }
-                if (!rc && n != sh->free_area[o].nr_free)
-                    rc = fail("nr_free does not match the list", z, s, o);
-            }
-            for (struct page *pg = sh->dirty_head; pg && !rc; pg = pg->dnext) {
-                if ((pg->flags & (PG_BUDDY | PG_DIRTY)) != (PG_BUDDY | PG_DIRTY))
-                    rc = fail("clean or busy block on the dirty list", z, s, 0);
-                else if (pg->dnext && pg->dnext->freed_ms < pg->freed_ms)
-                    rc = fail("dirty list not oldest first", z, s, 0);
-                dirty_pages += (size_t)1 << pg->order;
-            }
-            /* Every frame is in at most one free block: count heads covering each frame. */
-            for (struct arena *ar = sh->arenas; ar && !rc; ar = ar->next) {
-                nr_pages += ar->fresh - ARENA_META_PAGES;
-                for (size_t q = 0; q < ARENA_META_PAGES && !rc; q++)
-                    if (ar->pages[q].flags)
-                        rc = fail("descriptor of a metadata frame in use", z, s, q);
-                for (size_t pfn = ARENA_META_PAGES; pfn < ar->fresh && !rc;) {
-                    struct page *pg = &ar->pages[pfn];
-                    if (pg->flags & PG_BUDDY) {
-                        heads++;
-                        size_t end = pfn + ((size_t)1 << pg->order);
-                        for (size_t q = pfn + 1; q < end; q++)
-                            if (ar->pages[q].flags & (PG_BUDDY | PG_LARGE | PG_SLAB)) {
-                                rc = fail("frame of a free block is also in use or free twice", z, s, q);
-                                break;
-                            }
-                        pfn = end;
-                    } else {
-                        pfn++;
-                    }
-                }
-            }
-            if (!rc && free_pages != sh->nr_free_pages)
-                rc = fail("nr_free_pages does not match the lists", z, s, free_pages);
-            if (!rc && dirty_pages != sh->nr_dirty_pages)
-                rc = fail("nr_dirty_pages does not match the dirty list", z, s, dirty_pages);
-            if (!rc && nr_pages != sh->nr_pages)
-                rc = fail("nr_pages does not match the carved arenas", z, s, nr_pages);
-            size_t listed = 0;
-            for (unsigned o = 0; o <= MAX_ORDER; o++)
-                listed += sh->free_area[o].nr_free;
-            if (!rc && listed != heads)
-                rc = fail("a free block is missing from the free lists", z, s, heads);
-            os_unlock(&sh->lock);
-            if (rc)
-                return rc;
-        }
-    return 0;
-}
-
 void buddy_fork_locks(os_lock_visit_fn visit)
 {
     for (int z = 0; z < NR_ZONES; z++)
         for (unsigned s = 0; s < BUDDY_MAX_SHARDS; s++)
             visit(&buddy_shards[z][s].lock);
-}
-
-size_t buddy_committed_bytes(void)
-{
-    size_t pages = 0;
-    for (int z = 0; z < NR_ZONES; z++)
-        for (unsigned i = 0; i < buddy_nr_shards; i++) {
-            const struct buddy_shard *sh = &buddy_shards[z][i];
-            size_t n = __atomic_load_n(&sh->nr_pages, __ATOMIC_RELAXED),
-                   f = __atomic_load_n(&sh->nr_free_pages, __ATOMIC_RELAXED),
-                   d = __atomic_load_n(&sh->nr_dirty_pages, __ATOMIC_RELAXED);
-            if (f <= n) /* racy reads: skip a torn moment rather than wrap */
-                pages += n - f + d;
-        }
-    return pages << PAGE_SHIFT;
 }

@@ -6,10 +6,28 @@
  * along the zonelist (NORMAL -> LOW32). Requests are exact: a block of 2^order frames is split
  * down and its unused tail goes straight back to the free lists (the kernel's alloc_pages_exact).
  *
+ * Anti-fragmentation (the kernel's grouping of pageblocks by mobility): every MAX_ORDER block of
+ * an arena (4 MiB, a *pageblock*) serves one kind of request, slabs (PB_SLAB) or large blocks
+ * (PB_LARGE), fixed when the pageblock is first split and forgotten when it coalesces whole again.
+ * Free blocks below MAX_ORDER sit on the list of their pageblock's kind, whole free pageblocks on
+ * one shared list. A request takes, in this order: a block of its own kind, a whole free pageblock,
+ * never-used arena space, and only then a block of the other kind (stealing the largest one, and
+ * the pageblock with it when that block is at least half of it). So a long-lived slab does not land
+ * in the hole a large block left and pin it, and large blocks freed next to each other coalesce.
+ *
  * Free blocks are dirty (their frames may be resident) or clean (purged or never touched). Dirty
- * blocks sit on the shard's dirty list, oldest first; they are purged (madvise) once they have been
- * free for decay_ms, when the shard holds more dirty frames than its zone's high watermark, and
- * by buddy_purge(). A clean block reads as zeros, which calloc exploits. */
+ * blocks sit on the shard's dirty list, oldest first, and at the head of their free list (clean
+ * ones at the tail), so resident frames are reused first. The dirty-memory policy (purge.c):
+ *  - growth is RSS-neutral: a request served with clean frames while dirty frames are held purges
+ *    as many dirty frames, oldest first (in its shard, then the zone's others). Free frames that
+ *    could not serve the request that needed new ones are resident for nothing: give them back.
+ *    So frames in use plus free dirty frames only grow while no dirty frame is held, and the
+ *    resident footprint of the buddy never exceeds the peak of its frames in use;
+ *  - frames free longer than decay_ms are purged (the tick and buddy_free check);
+ *  - the tick keeps free dirty frames within a share of the frames in use (the live heap, with a
+ *    floor), and the zone's high watermark (a share of the machine's memory) purges at once;
+ *  - buddy_purge(0) (malloc_trim) purges everything.
+ * A clean block reads as zeros, which calloc exploits. */
 #ifndef BSL_BUDDY_H
 #define BSL_BUDDY_H
 
@@ -17,13 +35,20 @@
 
 #define BUDDY_MAX_SHARDS 16
 
+/* Pageblock kinds: what a pageblock's blocks are handed out for. */
+enum pb_type { PB_SLAB = 0, PB_LARGE = 1, PB_NR = 2 };
+
+/* The free blocks of one order: one list per pageblock kind (order MAX_ORDER: list 0 only, whole
+ * pageblocks have no kind), dirty blocks at the head, clean ones at the tail. A free block's head
+ * descriptor keeps the list it is on in `size_class` (unused while PG_BUDDY). */
 struct free_area {
-    struct page *head; /* doubly linked through page.next/prev, NULL terminated */
-    size_t nr_free;    /* blocks on the list */
+    struct page *head[PB_NR], *tail[PB_NR]; /* doubly linked through page.next/prev */
+    size_t nr_free;                         /* blocks on the lists, every kind */
 };
 
-/* Locking: lock protects every field, the buddy state of every frame of the shard's arenas, and
- * each of its arenas' `fresh`. Lock order: kmem_cache lock -> shard lock -> zone lock. */
+/* Locking: lock protects every field, the buddy state of every frame of the shard's arenas, each
+ * of its arenas' `fresh` and `pb_type`. Lock order: kmem_cache lock -> shard lock -> zone lock;
+ * never two shard locks at once. */
 struct buddy_shard {
     os_lock_t lock;
     uint8_t zone, id;
@@ -35,6 +60,8 @@ struct buddy_shard {
     size_t nr_pages;                      /* frames in owned arenas handed to the buddy */
     uint64_t last_decay_ms;
     uint64_t nr_alloc, nr_free_calls, nr_steal, purged_pages;
+    uint64_t nr_fallback;                 /* requests served from the other kind's pageblocks */
+    uint64_t offset_pages;                /* dirty frames purged to offset clean growth */
 } __attribute__((aligned(64)));
 
 BSL_HIDDEN extern struct buddy_shard buddy_shards[NR_ZONES][BUDDY_MAX_SHARDS];
@@ -46,7 +73,16 @@ BSL_HIDDEN void buddy_init(unsigned nr_shards);
 /* Allocate exactly `npages` frames from `zone` (or its fallbacks), aligned to 2^min_order frames.
  * Returns the head frame (arena and zone set, flags 0: the caller marks it), or NULL.
  * *zeroed: 1 when every frame of the block is known to read as zero. */
-BSL_HIDDEN struct page *buddy_alloc(int zone, size_t npages, unsigned min_order, unsigned cpu, int *zeroed);
+BSL_HIDDEN struct page *buddy_alloc_type(int zone, size_t npages, unsigned min_order, unsigned cpu, unsigned type,
+                                         int *zeroed);
+/* A large block (PB_LARGE pageblocks). */
+static inline struct page *buddy_alloc(int zone, size_t npages, unsigned min_order, unsigned cpu, int *zeroed)
+{
+    return buddy_alloc_type(zone, npages, min_order, cpu, PB_LARGE, zeroed);
+}
+/* Whether zone (or its fallbacks) holds a free block of at least `order` (racy reads: a hint, for
+ * the OOM policy's retry after a reclaim that coalesced free blocks). */
+BSL_HIDDEN int buddy_can_serve(int zone, unsigned order);
 /* Give back the `npages` frames starting at `head` (they become dirty). */
 BSL_HIDDEN void buddy_free(struct page *head, size_t npages);
 /* Grow a block in place to new_n frames when the frames after it are free: 1 on success. */
@@ -55,6 +91,12 @@ BSL_HIDDEN int buddy_extend(struct page *head, size_t old_n, size_t new_n);
 BSL_HIDDEN void buddy_shrink(struct page *head, size_t old_n, size_t new_n);
 /* Purge dirty blocks free since before now - age_ms (age 0: all). Returns bytes purged. */
 BSL_HIDDEN size_t buddy_purge(uint64_t age_ms);
+/* The tick: purge each shard's oldest dirty blocks down to its share of the live heap (free dirty
+ * frames at most 1/BUDDY_DIRTY_LIVE_DIV of the frames in use, with a floor of BUDDY_DIRTY_FLOOR
+ * per zone). Returns bytes purged. */
+BSL_HIDDEN size_t buddy_trim_to_live(void);
+#define BUDDY_DIRTY_LIVE_DIV 8
+#define BUDDY_DIRTY_FLOOR (((size_t)8 << 20) >> PAGE_SHIFT)
 /* Frames that may be resident (in use, or free and dirty) in every shard, in bytes: read without
  * the locks (for the soft OOM limits: a moment stale at worst). */
 BSL_HIDDEN size_t buddy_committed_bytes(void);

@@ -36,8 +36,10 @@ static void tick(uint64_t now)
     pcp_flush_classes(idle);
     slab_shrink(idle);
     long d = buddy_decay_ms;
-    if (d >= 0)
+    if (d >= 0) {
         buddy_purge(d > 0 ? (uint64_t)d : 1);
+        buddy_trim_to_live(); /* free dirty frames within a share of the live heap */
+    }
     huge_tick(now, d < 0 ? UINT64_MAX / 2 : (uint64_t)d);
     publish_update(now);
     os_unlock(&tick_lock);

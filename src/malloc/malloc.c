@@ -64,7 +64,7 @@ static void *large_alloc_try(size_t n, size_t align, int zero, int *limited)
             return p;
         }
     }
-    return huge_alloc(n, align, ZONE_NORMAL); /* fresh mappings read as zero */
+    return huge_alloc(n, align, ZONE_NORMAL, zero); /* a reused dirty mapping is purged for calloc */
 }
 
 static __attribute__((noinline)) void *large_alloc(size_t n, size_t align, int zero)
@@ -853,7 +853,7 @@ static void *zone_malloc(bsl_zone_id zone, size_t size)
     case BSL_ZONE_NORMAL:
         return do_malloc(size);
     case BSL_ZONE_HUGE: {
-        void *p = huge_alloc(size ? size : 1, SECTION_SIZE, ZONE_HUGE);
+        void *p = huge_alloc(size ? size : 1, SECTION_SIZE, ZONE_HUGE, 1);
         if (!p)
             errno = ENOMEM;
         return p;
@@ -874,7 +874,7 @@ static void *zone_malloc(bsl_zone_id zone, size_t size)
                 p = page_address(pg);
             }
         } else {
-            p = huge_alloc(size, SECTION_SIZE, ZONE_LOW32);
+            p = huge_alloc(size, SECTION_SIZE, ZONE_LOW32, 1);
         }
         if (!p)
             errno = ENOMEM;

@@ -8,13 +8,14 @@
 static struct bsl_shm_page *page;
 static char path[64];
 
-_Static_assert(sizeof(struct bsl_shm_page) <= 4096, "the statistics page is one page");
+#define SHM_BYTES 8192 /* two pages since version 3 (64 size classes) */
+_Static_assert(sizeof(struct bsl_shm_page) <= SHM_BYTES, "the statistics page fits its mapping");
 _Static_assert(BSL_SHM_CLASSES == SLAB_NR_CLASSES && BSL_SHM_ORDERS == MAX_ORDER + 1, "shm layout matches");
 
 void publish_init(void)
 {
     os_snprintf(path, sizeof(path), "/dev/shm/buddyslab.%ld", os_getpid());
-    page = os_map_shared_file(path, 4096);
+    page = os_map_shared_file(path, SHM_BYTES);
     if (!page) {
         os_printf(2, "buddyslab: option 'publish': cannot create %s; statistics are not published\n", path);
         return;

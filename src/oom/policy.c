@@ -305,8 +305,18 @@ int oom_alloc_failed(size_t n)
         return 0;
     int g = policy_enter();
     struct oom_trigger t = {.kind = OOM_EV_NOMEM, .request = n};
+    /* The buddy order the request needs (n <= 4 MiB), to tell whether reclaim made room for it. */
+    int order = n > MAX_ORDER_BYTES ? -1
+                : n <= SLAB_MAX_SIZE ? (int)kmem_caches[ZONE_NORMAL][slab_class_of(n ? n : 1)].order
+                                     : (int)order_for_pages((n + PAGE_SIZE - 1) >> PAGE_SHIFT);
+    int fit_before = order >= 0 && buddy_can_serve(ZONE_NORMAL, (unsigned)order);
     reclaim(&t, os_now_ms());
-    int retry = t.before > t.after && t.before - t.after >= n; /* reclaim released at least the request */
+    /* Retry when reclaim released at least the request, or when it made a free block big enough
+     * for it where there was none: under RLIMIT_AS the address space is what runs out, and
+     * emptying the caches lets the free blocks around their slabs coalesce (tests/exhaust: after a
+     * fill of 3 MiB blocks, 48 B objects left in the caches pinned 9 of 57 pageblocks). */
+    int retry = (t.before > t.after && t.before - t.after >= n) ||
+                (order >= 0 && !fit_before && buddy_can_serve(ZONE_NORMAL, (unsigned)order));
     int policy = __atomic_load_n(&oom_on, __ATOMIC_ACQUIRE);
     if (!retry && policy && call_handler(&t, oom_committed(), 0) == BSL_OOM_RETRY) {
         retry = 1;

@@ -25,17 +25,12 @@ struct slot_array {
 };
 static struct slot_array *free_slots; /* slot arrays of exited threads, reused */
 
+/* A bin holds at most 128 objects and about 32 KiB of them (at least 4): with 64 classes, a cache
+ * full of big objects would otherwise pin megabytes per CPU. */
 static uint32_t cap_for(uint32_t size)
 {
-    if (size <= 128)
-        return 128;
-    if (size <= 512)
-        return 64;
-    if (size <= 2048)
-        return 32;
-    if (size <= 8192)
-        return 16;
-    return 4;
+    uint32_t n = (32u << 10) / size;
+    return n > 128 ? 128 : n < 4 ? 4 : n;
 }
 
 static inline unsigned batch_of(unsigned c)

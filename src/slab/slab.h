@@ -1,7 +1,9 @@
 /* Slab layer: size classes, slabs (kmem_cache), and the per-CPU caches in front of them.
  *
- * Size classes are 16 bytes apart up to 128 B, then four per power of two up to 32 KiB, so
- * internal waste stays under 25 %. A slab is an order-k buddy block carved into objects of one
+ * Size classes are 16 bytes apart up to 256 B, then eight per power of two up to 8 KiB and four up
+ * to 32 KiB, so internal waste stays under 12.5 % up to 8 KiB (25 % above): page-sized buffers
+ * with a header (sqlite's 4 KiB pages + 136 B, perl's 4080 B arenas) land in a class at most 512 B
+ * bigger. A slab is an order-k buddy block carved into objects of one
  * class; its head frame's descriptor holds the slab state (inuse, total) and a 256-bit free-object
  * bitmap in the arena's metadata frames holds which objects are free. The slab layer never reads
  * or writes an object: a new slab costs no touching of its memory, a refill walks one bitmap line
@@ -17,7 +19,7 @@
 
 #include "buddy/buddy.h"
 
-#define SLAB_NR_CLASSES 40
+#define SLAB_NR_CLASSES 64
 #define SLAB_MAX_SIZE 32768u
 
 BSL_HIDDEN extern const uint32_t slab_class_size[SLAB_NR_CLASSES];
@@ -35,7 +37,9 @@ static inline unsigned slab_class_of(size_t n) /* pre: n <= SLAB_MAX_SIZE */
     if (likely(n <= 1024))
         return slab_small_class[(n + 15) >> 4];
     unsigned lg = 63u - (unsigned)__builtin_clzl(n - 1);
-    return 8 + (lg - 7) * 4 + (unsigned)(((n - 1) >> (lg - 2)) & 3);
+    if (lg < 13) /* 1 KiB < n <= 8 KiB: eight classes per power of two */
+        return 32 + (lg - 10) * 8 + (unsigned)(((n - 1) >> (lg - 3)) & 7);
+    return 56 + (lg - 13) * 4 + (unsigned)(((n - 1) >> (lg - 2)) & 3);
 }
 
 /* One cache per (zone, class), the kernel's kmem_cache.

@@ -6,9 +6,14 @@
  * this machine a 2 MiB THP fault on touch made first-touch of 1 GiB 2-4x slower (1.2-2.5 s vs
  * 0.55 s) while random reads over a long-lived 1 GiB heap got 22 % faster (0.67-0.78 vs 0.88-1.0 s).
  *
- * Freed mappings are kept in a small cache (up to HUGE_CACHE blocks, HUGE_CACHE_BYTES in all),
- * purged at once so they cost no RSS and read as zero (calloc needs no memset), and reused for a
- * request that fits in [map/2, map]; the tick unmaps those unused for decay_ms.
+ * Freed mappings are kept in a small cache (up to HUGE_CACHE blocks, HUGE_CACHE_BYTES in all) and
+ * reused for any request: the closest in size is resized with mremap (a shrink gives the tail back,
+ * a growth keeps the resident pages and moves them if it must, never copying), so a program that
+ * frees a 20 MiB buffer and asks for another (mimalloc-bench's malloc-large) does not fault its
+ * pages in again. They stay resident (dirty) while the dirty ones add up to at most
+ * max(HUGE_DIRTY_MIN, live huge bytes / 4); past that a freed mapping is purged at once (no RSS,
+ * reads as zero). A calloc that gets a dirty one purges it. The tick unmaps those unused for
+ * decay_ms.
  *
  * Locking: huge_lock protects the descriptor free list, the cache, the live list and the counters;
  * a block's other fields belong to whoever holds the block. */
@@ -20,8 +25,9 @@ static struct huge_block *free_descs;
 static size_t huge_bytes_total, huge_count;
 #define HUGE_CACHE 8
 #define HUGE_CACHE_BYTES ((size_t)512 << 20)
-static struct huge_block *cache; /* freed, purged mappings, newest first */
-static size_t cache_bytes, cache_count;
+static struct huge_block *cache; /* freed mappings, newest first */
+static size_t cache_bytes, cache_count, cache_dirty; /* cache_dirty: bytes of the dirty ones */
+#define HUGE_DIRTY_MIN ((size_t)64 << 20)
 static struct huge_block *live_head;
 
 static void live_add_locked(struct huge_block *hb)
@@ -43,20 +49,32 @@ static void live_del_locked(struct huge_block *hb)
         hb->next_live->prev_live = hb->prev_live;
 }
 
-/* A cached mapping for `map` bytes of `zone` aligned to `align`, taken out of the cache. */
+/* The cached mapping of `zone` aligned to `align` closest to `map` bytes (the smallest at least
+ * that big, else the biggest), taken out of the cache. */
 static struct huge_block *cache_take(size_t map, size_t align, int zone)
 {
-    struct huge_block **pp, *hb = NULL;
+    struct huge_block **pp, **best = NULL;
     os_lock(&huge_lock);
     for (pp = &cache; *pp; pp = &(*pp)->next_free) {
         struct huge_block *c = *pp;
-        if (c->zone == zone && c->map_size >= map && c->map_size / 2 <= map && (huge_base(c) & (align - 1)) == 0) {
-            *pp = c->next_free;
-            cache_bytes -= c->map_size;
-            cache_count--;
-            hb = c;
-            break;
+        if (c->zone != zone || (huge_base(c) & (align - 1)) != 0)
+            continue;
+        if (!best) {
+            best = pp;
+            continue;
         }
+        size_t b = (*best)->map_size;
+        if (c->map_size >= map ? (b < map || c->map_size < b) : (b < map && c->map_size > b))
+            best = pp;
+    }
+    struct huge_block *hb = NULL;
+    if (best) {
+        hb = *best;
+        *best = hb->next_free;
+        cache_bytes -= hb->map_size;
+        cache_count--;
+        if (hb->dirty)
+            cache_dirty -= hb->map_size;
     }
     os_unlock(&huge_lock);
     return hb;
@@ -92,7 +110,7 @@ static void account(long bytes, long count)
 
 static size_t section_round(size_t size) { return (size + SECTION_SIZE - 1) & ~(SECTION_SIZE - 1); }
 
-void *huge_alloc(size_t size, size_t align, int zone)
+void *huge_alloc(size_t size, size_t align, int zone, int zero)
 {
     if (size > ((size_t)1 << ADDR_BITS))
         return NULL;
@@ -100,7 +118,7 @@ void *huge_alloc(size_t size, size_t align, int zone)
     if (align < SECTION_SIZE)
         align = SECTION_SIZE;
     struct huge_block *hb = cache_take(map, align, zone);
-    if (hb) { /* purged when cached: reads as zero, costs no RSS until touched */
+    if (hb) {
         account((long)hb->map_size, 1);
         hb->live = 1;
         hb->usable = hb->map_size;
@@ -108,7 +126,15 @@ void *huge_alloc(size_t size, size_t align, int zone)
         os_lock(&huge_lock);
         live_add_locked(hb);
         os_unlock(&huge_lock);
-        return (void *)huge_base(hb);
+        /* To the size asked for; an alignment above a section needs a block that stays put. */
+        void *p = hb->map_size == map || align > SECTION_SIZE ? (void *)huge_base(hb) : huge_realloc(hb, map);
+        if (p && hb->map_size >= map && hb->map_size / 2 <= map) { /* usable: at most twice the request */
+            if (zero && hb->dirty)
+                os_purge(p, hb->map_size);
+            hb->dirty = 0;
+            return p;
+        }
+        huge_free(hb); /* could not resize: back to the cache, and a fresh mapping */
     }
     hb = desc_get();
     if (!hb)
@@ -129,6 +155,7 @@ void *huge_alloc(size_t size, size_t align, int zone)
     hb->zone = (uint8_t)zone;
     hb->live = 1;
     hb->advised = 0;
+    hb->dirty = 0;
     hb->stamp_ms = os_now_ms();
     if (pagemap_set(huge_base(hb), map, (uintptr_t)hb | PAGEMAP_HUGE_TAG) != 0) {
         os_release(p, map);
@@ -156,16 +183,24 @@ void huge_free(struct huge_block *hb)
     os_lock(&huge_lock);
     live_del_locked(hb);
     int keep = cache_count < HUGE_CACHE && cache_bytes + hb->map_size <= HUGE_CACHE_BYTES;
+    /* Resident free huge memory follows the live heap: dirty while it stays within a quarter of
+     * the live huge bytes (or HUGE_DIRTY_MIN), purged otherwise. */
+    size_t dirty_max = huge_bytes_total / 4 > HUGE_DIRTY_MIN ? huge_bytes_total / 4 : HUGE_DIRTY_MIN;
+    int dirty = keep && cache_dirty + hb->map_size <= dirty_max;
     if (keep) {
         cache_count++;
         cache_bytes += hb->map_size;
+        if (dirty)
+            cache_dirty += hb->map_size;
     }
     os_unlock(&huge_lock);
     if (!keep) {
         unmap_block(hb);
         return;
     }
-    os_purge((void *)huge_base(hb), hb->map_size);
+    if (!dirty)
+        os_purge((void *)huge_base(hb), hb->map_size);
+    hb->dirty = (uint8_t)dirty;
     hb->stamp_ms = os_now_ms();
     os_lock(&huge_lock);
     hb->next_free = cache;
@@ -200,6 +235,8 @@ void huge_tick(uint64_t now, uint64_t age_ms)
             *pp = c->next_free;
             cache_bytes -= c->map_size;
             cache_count--;
+            if (c->dirty)
+                cache_dirty -= c->map_size;
             c->next_free = old;
             old = c;
         } else {

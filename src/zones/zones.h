@@ -77,13 +77,16 @@ struct page {
 _Static_assert(sizeof(struct page) == 64, "struct page is one cache line");
 
 /* An arena: ARENA_SIZE bytes owned by one buddy shard of one zone. The struct lives in metadata;
- * the descriptors live at the arena's base. Immutable after creation except `fresh`. */
+ * the descriptors live at the arena's base. Immutable after creation except `fresh` and
+ * `pb_type` (both protected by the owning shard's lock). */
 struct arena {
     uintptr_t base;      /* aligned to ARENA_SIZE; == (uintptr_t)pages */
     struct page *pages;  /* ARENA_PAGES descriptors; [0, ARENA_META_PAGES) describe themselves */
     uint8_t zone;
     uint8_t shard;
     size_t fresh;        /* first pfn never given to the buddy lists (protected by the shard lock) */
+    /* Kind (enum pb_type) of each MAX_ORDER pageblock while it is split (shard lock). */
+    uint8_t pb_type[ARENA_PAGES >> MAX_ORDER];
     struct arena *next;  /* owning shard's arena list (shard lock) */
 };
 
@@ -189,13 +192,15 @@ struct huge_block {
     uint8_t zone;        /* the zone it was asked from: HUGE, or NORMAL/LOW32 above MAX_ORDER */
     uint8_t live;        /* 1 while allocated: catches double frees */
     uint8_t advised;     /* MADV_HUGEPAGE given (once it proved long-lived) */
+    uint8_t dirty;       /* cached: not purged (its pages may be resident); huge_lock */
     uint64_t stamp_ms;   /* live: when allocated; cached: when freed */
     struct huge_block *next_free; /* descriptor free list, or the cache of freed mappings */
     struct huge_block *next_live, *prev_live; /* live blocks (huge_lock), for lazy THP advice */
 };
 BSL_HIDDEN extern int huge_thp; /* advise MADV_HUGEPAGE (option thp) */
-/* A huge block for `zone` (the zone bsl_zone_of reports; LOW32 maps below 4 GiB). */
-BSL_HIDDEN void *huge_alloc(size_t size, size_t align, int zone);
+/* A huge block for `zone` (the zone bsl_zone_of reports; LOW32 maps below 4 GiB); with `zero`, one
+ * that reads as zeros (a reused dirty mapping is purged). */
+BSL_HIDDEN void *huge_alloc(size_t size, size_t align, int zone, int zero);
 BSL_HIDDEN void huge_free(struct huge_block *hb);
 /* Resize in place or by mremap; NULL when it cannot (the block is unchanged). */
 BSL_HIDDEN void *huge_realloc(struct huge_block *hb, size_t size);

@@ -372,6 +372,8 @@ def parse_top(text):
                 section = "buddy"
             elif line.startswith("Size classes"):
                 section = "classes"
+            elif line.startswith("History ("):
+                section = "history"
             elif line.startswith("Soft OOM ("):
                 section = "oom"
                 blk["oom"] = line

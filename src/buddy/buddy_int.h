@@ -1,0 +1,86 @@
+/* Internals shared by buddy.c (split, coalesce, kinds), purge.c (the dirty-memory policy) and
+ * check.c (buddy_check). Every function here runs with the shard's lock held. */
+#ifndef BSL_BUDDY_INT_H
+#define BSL_BUDDY_INT_H
+
+#include "buddy/buddy.h"
+
+static inline struct buddy_shard *shard_of(const struct arena *ar) { return &buddy_shards[ar->zone][ar->shard]; }
+
+/* The list a free block of `order` in a pageblock of kind `type` belongs on. */
+static inline unsigned list_of(unsigned order, unsigned type) { return order == MAX_ORDER ? 0 : type; }
+
+/* The kind of the pageblock holding pfn. */
+static inline unsigned pb_type_of(const struct arena *ar, size_t pfn) { return ar->pb_type[pfn >> MAX_ORDER]; }
+
+/* Free lists: dirty blocks at the head (reused first), clean ones at the tail. */
+static inline void area_add_locked(struct buddy_shard *sh, struct page *pg, unsigned list, int dirty)
+{
+    struct free_area *fa = &sh->free_area[pg->order];
+    pg->size_class = (uint8_t)list;
+    if (dirty || !fa->head[list]) {
+        pg->prev = NULL;
+        pg->next = fa->head[list];
+        if (fa->head[list])
+            fa->head[list]->prev = pg;
+        else
+            fa->tail[list] = pg;
+        fa->head[list] = pg;
+    } else {
+        pg->next = NULL;
+        pg->prev = fa->tail[list];
+        fa->tail[list]->next = pg;
+        fa->tail[list] = pg;
+    }
+    fa->nr_free++;
+}
+
+static inline void area_del_locked(struct buddy_shard *sh, struct page *pg)
+{
+    struct free_area *fa = &sh->free_area[pg->order];
+    unsigned list = pg->size_class;
+    if (pg->prev)
+        pg->prev->next = pg->next;
+    else
+        fa->head[list] = pg->next;
+    if (pg->next)
+        pg->next->prev = pg->prev;
+    else
+        fa->tail[list] = pg->prev;
+    fa->nr_free--;
+}
+
+static inline void dirty_add_locked(struct buddy_shard *sh, struct page *pg)
+{
+    pg->dnext = NULL;
+    pg->dprev = sh->dirty_tail;
+    if (sh->dirty_tail)
+        sh->dirty_tail->dnext = pg;
+    else
+        sh->dirty_head = pg;
+    sh->dirty_tail = pg;
+    sh->nr_dirty_pages += (size_t)1 << pg->order;
+}
+
+static inline void dirty_del_locked(struct buddy_shard *sh, struct page *pg)
+{
+    if (pg->dprev)
+        pg->dprev->dnext = pg->dnext;
+    else
+        sh->dirty_head = pg->dnext;
+    if (pg->dnext)
+        pg->dnext->dprev = pg->dprev;
+    else
+        sh->dirty_tail = pg->dprev;
+    sh->nr_dirty_pages -= (size_t)1 << pg->order;
+}
+
+/* purge.c */
+/* Purge one dirty free block (it stays on its free list, now clean: moved to the list's tail). */
+BSL_HIDDEN void purge_block_locked(struct buddy_shard *sh, struct page *pg);
+/* After a free: purge what decay_ms and the high watermark ask for (rate-limited). */
+BSL_HIDDEN void maybe_decay_locked(struct buddy_shard *sh, uint64_t now);
+/* Purge the oldest dirty blocks until at least `need` frames are purged; returns the frames purged. */
+BSL_HIDDEN size_t purge_oldest_locked(struct buddy_shard *sh, size_t need);
+
+#endif
