@@ -182,8 +182,9 @@ static void junk_case(void)
         unsigned char *r = realloc(p, 2 * n);
         if (!r || !all_bytes(r, 0, n, 1) || (us < 2 * n && !all_bytes(r, us, 2 * n, 0xa5)))
             fail("realloc: old bytes not kept or new tail not junk-filled");
-        /* Reading a freed block is fine here: slab and buddy memory stays mapped. The first 16
-         * bytes of a freed small object belong to the allocator (free key). */
+        /* Reading a freed block is fine here: slab and buddy memory stays mapped (and resident:
+         * the test runs with decay_ms=-1, else the dirty-memory policy may purge a freed large
+         * block at once). The first 16 bytes of a freed small object belong to the allocator. */
         size_t keep = n < 4096 ? n : 4096;
         free(z);
         free(a);
