@@ -1,7 +1,9 @@
 /* Periodic maintenance (the "tick"): shrink idle transfer caches and spare slabs, and purge the
  * buddy blocks that have been free longer than decay_ms, in every shard of every zone.
  *
- * The ticking thread also empties its own per-CPU (or per-thread) cache of idle classes.
+ * The ticking thread also empties its own per-CPU (or per-thread) cache of idle classes, and
+ * every per-CPU cache that was not touched since the last tick (a sleeping program's, or one whose
+ * threads exited).
  *
  * Without a background thread, the tick runs from the allocation slow paths (refills, drains, large
  * and huge blocks) at most once per tick interval, like jemalloc's decay ticks: a program that
@@ -30,10 +32,11 @@ static void tick(uint64_t now)
     if (!os_trylock(&tick_lock))
         return; /* someone else is ticking */
     __atomic_store_n(&next_tick_ms, now + tick_interval_ms(), __ATOMIC_RELAXED);
-    /* Classes idle centrally: this thread's (or CPU's) cache gives them back too. Another CPU's
-     * cache cannot be touched from here; it shrinks when a thread ticks on that CPU. */
+    /* Classes idle centrally: this thread's (or CPU's) cache gives them back too. Caches of
+     * other CPUs that nobody has touched for a tick interval give back everything (rseq mode). */
     uint64_t idle = slab_idle_classes();
     pcp_flush_classes(idle);
+    pcp_drain_idle();
     slab_shrink(idle);
     long d = buddy_decay_ms;
     if (d >= 0) {

@@ -69,6 +69,11 @@ BSL_HIDDEN void os_printf(int fd, const char *fmt, ...) __attribute__((format(pr
  * mm_cid (Linux 6.3+). Returns 0 when rseq is usable, -1 when it is not (not registered: valgrind,
  * glibc.pthread.rseq=0, old kernel). */
 BSL_HIDDEN int os_rseq_probe(long *tp_offset, int *has_mm_cid);
+/* Restart every restartable sequence of this process that is in flight on any CPU (membarrier
+ * PRIVATE_EXPEDITED_RSEQ, Linux 5.10+): when it returns, no thread is inside a critical section
+ * that began before the call. Registers the process on first use (again after fork()). Returns 0,
+ * or -1 when the kernel cannot do it. */
+BSL_HIDDEN int os_rseq_fence(void);
 
 /* ---- Locks: a futex mutex (Drepper's three-state mutex). 0 unlocked, 1 locked, 2 contended. ----
  * `owner` is the holder's thread pointer (0 when free), written after the lock is taken and

@@ -310,6 +310,20 @@ int os_rseq_probe(long *tp_offset, int *has_mm_cid)
     return 0;
 }
 
+#define MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ_ (1 << 7)
+#define MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ_ (1 << 8)
+
+int os_rseq_fence(void)
+{
+    int saved = errno;
+    long r = syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ_, 0, 0);
+    if (r != 0 && errno == EPERM && /* not registered yet (or a forked child's new mm) */
+        syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ_, 0, 0) == 0)
+        r = syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ_, 0, 0);
+    errno = saved;
+    return r == 0 ? 0 : -1;
+}
+
 void os_lock_slow(os_lock_t *l)
 {
     for (int spin = 0; spin < 100; spin++) {

@@ -1,6 +1,21 @@
 /* Per-CPU cache slow paths: creating caches, refilling from and draining to the kmem_caches,
- * and the per-thread fallback's lifecycle. Locking: pcp_lock protects pcp_table creation and the
- * free list of slot arrays; a cache's bins are never locked (see pcp.h). */
+ * draining other CPUs' caches, and the per-thread fallback's lifecycle.
+ *
+ * Locking: pcp_lock protects cache creation (pcp_slots[]) and the free list of slot arrays; a
+ * cache's bins are never locked (see pcp.h). drain_lock serialises the drainers of other CPUs'
+ * caches (and idle_sig[]); it is taken before any slab lock, never under one.
+ *
+ * Draining a cache another thread may be using (pcp_drain_cids), in rseq mode:
+ *   1. stop its bins: base_lo = 0xffffffff, end_lo = 0, so every pop and push (single or bulk)
+ *      fails over to the slow path, whose refills and drains then go straight to the slabs;
+ *   2. os_rseq_fence(): a sequence that read the old bounds and had not committed is restarted and
+ *      sees the stopped ones; a sequence that committed did so before the fence returned, so the
+ *      drainer now reads every bin's final top and owns the bins;
+ *   3. give the objects back to their slabs and set top = base;
+ *   4. fence again, so that no sequence still holds the old top when the bounds come back (one
+ *      that loaded top before step 3 and the restored bounds after it would commit a stale top);
+ *   5. restore the bounds from pcp_slots[cid].
+ * No cost on the fast path: the stopped state is the bounds the fast path compares anyway. */
 #include "slab/pcp.h"
 
 #include <pthread.h>
@@ -11,8 +26,13 @@ int pcp_use_rseq;
 long bsl_rseq_tp_off, bsl_rseq_cid_off;
 
 static os_lock_t pcp_lock = OS_LOCK_INIT;
+static os_lock_t drain_lock = OS_LOCK_INIT;
 static uint32_t bin_cap[SLAB_NR_CLASSES];
+static uint32_t bin_first[SLAB_NR_CLASSES]; /* bin c's slots start at slot bin_first[c] of the array */
 static size_t slots_per_cache;
+static void **pcp_slots[PCP_MAX_CID];  /* each id's slot array, set once under pcp_lock */
+static uint64_t idle_sig[PCP_MAX_CID]; /* sum of the bins' tops at the last pcp_drain_idle */
+static int fence_broken;               /* os_rseq_fence failed once: drain the caller's cache only */
 static int rseq_live; /* rseq registered by glibc, whether or not we use it */
 #define PCP_MAX_BATCH 64
 
@@ -49,6 +69,7 @@ void pcp_init(int rseq_wanted)
     slots_per_cache = 0;
     for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
         bin_cap[c] = cap_for(slab_class_size[c]);
+        bin_first[c] = (uint32_t)slots_per_cache;
         slots_per_cache += bin_cap[c];
     }
     long off;
@@ -79,6 +100,20 @@ unsigned pcp_cpu_hint(void)
     return 0;
 }
 
+/* A slot array from meta_alloc that does not cross a 4 GiB line, so the low 32 bits of its
+ * addresses are ordered as the addresses are (the bins compare them with < and >, see pcp.h). */
+static void **slots_alloc(void)
+{
+    size_t bytes = slots_per_cache * sizeof(void *);
+    for (int tries = 0; tries < 4; tries++) {
+        void **s = meta_alloc(bytes);
+        if (!s || (uint64_t)(uint32_t)(uintptr_t)s + bytes < ((uint64_t)1 << 32))
+            return s;
+        /* crosses the line (odds bytes / 4 GiB): leave it, metadata is never freed */
+    }
+    return NULL;
+}
+
 static void **slots_get(void)
 {
     os_lock(&pcp_lock);
@@ -88,7 +123,7 @@ static void **slots_get(void)
     os_unlock(&pcp_lock);
     if (s)
         return (void **)s;
-    return meta_alloc(slots_per_cache * sizeof(void *));
+    return slots_alloc();
 }
 
 static void slots_put(void **slots)
@@ -138,10 +173,11 @@ static int rseq_ensure_cache(void)
     os_lock(&pcp_lock);
     int ok = 1;
     if (!pcp_is_setup(pc)) {
-        void **slots = meta_alloc(slots_per_cache * sizeof(void *));
-        if (slots)
+        void **slots = slots_alloc();
+        if (slots) {
+            pcp_slots[pc - pcp_cpus] = slots;
             pcp_setup(pc, slots);
-        else
+        } else
             ok = 0;
     }
     os_unlock(&pcp_lock);
@@ -281,7 +317,81 @@ void pcp_wipe_stale(void)
     slab_wipe_stale();
 }
 
-void pcp_flush_all(void) { pcp_flush_classes(~(uint64_t)0); }
+/* Steps 1-5 of the comment at the top, for the ids in cids[0, n). Caller holds drain_lock.
+ * Returns 0, or -1 when the kernel cannot fence (nothing was drained). */
+static int drain_cids(const unsigned *cids, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
+            struct pcp_bin *b = &pcp_cpus[cids[i]].bins[c];
+            __atomic_store_n(&b->base_lo, 0xffffffffu, __ATOMIC_RELAXED);
+            __atomic_store_n(&b->end_lo, 0u, __ATOMIC_RELAXED);
+        }
+    int ok = os_rseq_fence() == 0;
+    for (unsigned i = 0; ok && i < n; i++)
+        for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
+            struct pcp_bin *b = &pcp_cpus[cids[i]].bins[c];
+            void **base = pcp_slots[cids[i]] + bin_first[c];
+            void **top = __atomic_load_n(&b->top, __ATOMIC_ACQUIRE);
+            if (top > base)
+                slab_free_bulk(base, (unsigned)(top - base));
+            __atomic_store_n(&b->top, base, __ATOMIC_RELEASE);
+        }
+    if (ok && os_rseq_fence() != 0)
+        ok = 0; /* cannot happen after one fence worked; restoring is still safe: nothing raced */
+    for (unsigned i = 0; i < n; i++)
+        for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
+            struct pcp_bin *b = &pcp_cpus[cids[i]].bins[c];
+            void **base = pcp_slots[cids[i]] + bin_first[c];
+            __atomic_store_n(&b->base_lo, (uint32_t)(uintptr_t)base, __ATOMIC_RELEASE);
+            __atomic_store_n(&b->end_lo, (uint32_t)(uintptr_t)(base + bin_cap[c]), __ATOMIC_RELEASE);
+        }
+    if (!ok)
+        fence_broken = 1;
+    return ok ? 0 : -1;
+}
+
+/* Drain every cache whose ids are selected by `want` (all set-up ones, or only those idle since
+ * the last call). */
+static void drain_where(int idle_only)
+{
+    static unsigned cids[PCP_MAX_CID]; /* under drain_lock */
+    unsigned n = 0;
+    os_lock(&drain_lock);
+    for (unsigned cid = 0; cid < PCP_MAX_CID; cid++) {
+        struct pcp *pc = &pcp_cpus[cid];
+        if (!pcp_is_setup(pc))
+            continue;
+        uint64_t sig = 0;
+        size_t held = 0;
+        for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
+            sig += (uintptr_t)__atomic_load_n(&pc->bins[c].top, __ATOMIC_RELAXED);
+            held += pcp_bin_count(&pc->bins[c]);
+        }
+        int idle = sig == idle_sig[cid];
+        idle_sig[cid] = sig;
+        if (held && (!idle_only || idle))
+            cids[n++] = cid;
+    }
+    int fenced = n == 0 || (!fence_broken && drain_cids(cids, n) == 0);
+    os_unlock(&drain_lock);
+    if (!fenced && !idle_only)
+        pcp_flush_classes(~(uint64_t)0); /* no fence: the caller's own cache is all it can reach */
+}
+
+void pcp_flush_all(void)
+{
+    if (pcp_use_rseq)
+        drain_where(0);
+    else
+        pcp_flush_classes(~(uint64_t)0);
+}
+
+void pcp_drain_idle(void)
+{
+    if (pcp_use_rseq)
+        drain_where(1);
+}
 
 void pcp_cached(size_t *objs, size_t *bytes)
 {
@@ -305,7 +415,7 @@ static int bin_holds(const struct pcp_bin *b, const void *obj)
     void **top = __atomic_load_n(&b->top, __ATOMIC_RELAXED);
     if (!top)
         return 0;
-    uint32_t n = (uint32_t)((uint32_t)(uintptr_t)top - b->base_lo) / 8u;
+    uint32_t n = pcp_bin_count(b);
     for (uint32_t i = 1; i <= n; i++)
         if (__atomic_load_n(&top[-(long)i], __ATOMIC_RELAXED) == obj)
             return 1;
@@ -324,4 +434,8 @@ int pcp_holds(const void *obj, unsigned c)
     return 0;
 }
 
-void pcp_fork_locks(os_lock_visit_fn visit) { visit(&pcp_lock); }
+void pcp_fork_locks(os_lock_visit_fn visit)
+{
+    visit(&drain_lock);
+    visit(&pcp_lock);
+}

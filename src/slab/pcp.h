@@ -10,8 +10,11 @@
  * A bin is a stack of object pointers in its own slot array [base, base + cap): `top` points past
  * the last cached object. To keep the bin at 16 bytes, only the low 32 bits of base and of
  * base + cap are kept: comparing them with the low 32 bits of `top` is exact, because the array
- * is far smaller than 4 GiB (jemalloc's cache_bin trick). Pop and push are then one load of `top`,
- * one compare, one load or store of the slot, and one store of `top` that commits.
+ * never crosses a 4 GiB line (jemalloc's cache_bin trick, with ordered compares: pop fails when
+ * lo32(top) <= base_lo, push when lo32(top) >= end_lo). Pop and push are then one load of `top`,
+ * one compare, one load or store of the slot, and one store of `top` that commits. A bin is
+ * stopped (every operation fails) by base_lo = 0xffffffff, end_lo = 0: another thread drains a
+ * CPU's cache that way (pcp.c), at no cost to the fast path.
  * (A count plus a slots pointer made a malloc/free pair ~3x slower: the slot address then depends
  * on two loads, one of them store-forwarded from the previous operation.)
  *
@@ -33,9 +36,12 @@ struct pcp_bin {
     uint32_t end_lo;  /* offset 12: low 32 bits of its end (top == end: full) */
 };
 
+/* Objects in the bin; 0 while it is stopped for a drain (a racy reader may see that state). */
 static inline uint32_t pcp_bin_count(const struct pcp_bin *b)
 {
-    return (uint32_t)((uint32_t)(uintptr_t)__atomic_load_n(&b->top, __ATOMIC_RELAXED) - b->base_lo) / 8u;
+    uint32_t t = (uint32_t)(uintptr_t)__atomic_load_n(&b->top, __ATOMIC_RELAXED);
+    uint32_t lo = __atomic_load_n(&b->base_lo, __ATOMIC_RELAXED);
+    return t > lo ? (t - lo) / 8u : 0;
 }
 static inline void **pcp_bin_base(const struct pcp_bin *b)
 {
@@ -96,8 +102,12 @@ BSL_HIDDEN void pcp_free_slow(void *p, unsigned c);
 BSL_HIDDEN void pcp_init(int rseq_wanted);
 /* The current CPU (or concurrency id) as a shard hint. */
 BSL_HIDDEN unsigned pcp_cpu_hint(void);
-/* Give back every object cached in every per-CPU cache (and this thread's TLS cache). */
+/* Give back every object cached in every per-CPU cache (rseq mode, where the kernel can fence
+ * restartable sequences; otherwise the caller's cache only), or in this thread's TLS cache. */
 BSL_HIDDEN void pcp_flush_all(void);
+/* rseq mode: give back the contents of every per-CPU cache that no thread has touched since the
+ * last call (the tick's, every tick interval). */
+BSL_HIDDEN void pcp_drain_idle(void);
 /* Zero the slots above each bin's top in this thread's cache and the transfer caches' unused
  * slots: copies of pointers to blocks now in use (for memcheck's leak scan at exit). */
 BSL_HIDDEN void pcp_wipe_stale(void);

@@ -51,8 +51,8 @@ static inline void *pcp_rseq_pop(unsigned c)
     uintptr_t bin, t;
     __asm__ volatile(PCP_RSEQ_ENTER
                      "mov (%[bin]), %[t]\n"    /* t = bin->top */
-                     "cmp 8(%[bin]), %k[t]\n"  /* if (lo32(t) == bin->base_lo) fail: empty */
-                     "je .Lfail%=\n"
+                     "cmp 8(%[bin]), %k[t]\n"  /* if (lo32(t) <= bin->base_lo) fail: empty, stopped */
+                     "jbe .Lfail%=\n"
                      "mov -8(%[t]), %[ret]\n"  /* ret = t[-1] */
                      "sub $8, %[t]\n"
                      "mov %[t], (%[bin])\n"    /* commit: bin->top = t - 1 */
@@ -73,8 +73,8 @@ static inline int pcp_rseq_push(void *p, unsigned c)
     uintptr_t bin, t;
     __asm__ volatile(PCP_RSEQ_ENTER
                      "mov (%[bin]), %[t]\n"     /* t = bin->top */
-                     "cmp 12(%[bin]), %k[t]\n"  /* if (lo32(t) == bin->end_lo) fail: full */
-                     "je .Lfail%=\n"
+                     "cmp 12(%[bin]), %k[t]\n"  /* if (lo32(t) >= bin->end_lo) fail: full, stopped */
+                     "jae .Lfail%=\n"
                      "mov %[p], (%[t])\n"       /* *t = p: invisible until the commit */
                      "add $8, %[t]\n"
                      "mov %[t], (%[bin])\n"     /* commit: bin->top = t + 1 */
@@ -97,6 +97,7 @@ static inline unsigned pcp_rseq_pop_bulk(void **out, unsigned n, unsigned c)
                      "mov (%[bin]), %[t]\n"     /* t = bin->top */
                      "mov %k[t], %k[k]\n"       /* k = min(n, (lo32(t) - base_lo) / 8) */
                      "sub 8(%[bin]), %k[k]\n"
+                     "jbe .Lfail%=\n"           /* empty, or stopped (base_lo above t) */
                      "shr $3, %k[k]\n"
                      "cmp %k[nn], %k[k]\n"
                      "jbe 1f\n"
@@ -131,6 +132,7 @@ static inline unsigned pcp_rseq_push_bulk(void *const *in, unsigned n, unsigned 
                      "mov (%[bin]), %[t]\n"     /* t = bin->top */
                      "mov 12(%[bin]), %k[k]\n"  /* k = min(n, (end_lo - lo32(t)) / 8) */
                      "sub %k[t], %k[k]\n"
+                     "jbe .Lfail%=\n"           /* full, or stopped (end_lo below t) */
                      "shr $3, %k[k]\n"
                      "cmp %k[nn], %k[k]\n"
                      "jbe 1f\n"
