@@ -423,7 +423,7 @@ static void meta_exclude(struct rvec *ex, const struct maps *m, const struct lk_
             prev = e;
         }
     }
-    for (size_t cid = 0; cid < PCP_MAX_CID; cid++)
+    for (size_t cid = 0, end = pcp_cids_used(); cid < end; cid++)
         for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
             const struct pcp_bin *b = &pcp_cpus[cid].bins[c];
             if (__atomic_load_n(&b->top, __ATOMIC_RELAXED))

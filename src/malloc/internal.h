@@ -7,6 +7,11 @@
 
 #define BSL_EXPORT __attribute__((visibility("default")))
 
+/* free() with the size (SIZE_MAX: none) and alignment a sized or aligned deallocation was given,
+ * checked against the block (malloc.c); the C++ operators delete (new.c) call them. */
+BSL_HIDDEN void bsl_free_sized_checked(void *p, size_t size, const char *func);
+BSL_HIDDEN void bsl_free_checked(void *p, size_t size, size_t align, const char *func);
+
 BSL_HIDDEN extern int bsl_inited;
 BSL_HIDDEN void bsl_init_slow(void);
 static inline void bsl_ensure_init(void)

@@ -729,8 +729,7 @@ static __attribute__((noinline, cold)) void bad_alignment(void *p, size_t align,
     bsl_misuse(func, what, p);
 }
 
-/* The sized operator delete (new.cc). */
-BSL_HIDDEN void bsl_free_sized_checked(void *p, size_t size, const char *func);
+/* The sized operator delete (new.c). */
 void bsl_free_sized_checked(void *p, size_t size, const char *func)
 {
     if (unlikely(bsl_hooks_on))
@@ -738,8 +737,7 @@ void bsl_free_sized_checked(void *p, size_t size, const char *func)
     do_free_sized(p, size, 0, func);
 }
 
-/* The aligned operator delete (new.cc): size SIZE_NONE when not given. */
-BSL_HIDDEN void bsl_free_checked(void *p, size_t size, size_t align, const char *func);
+/* The aligned operator delete (new.c): size SIZE_NONE when not given. */
 void bsl_free_checked(void *p, size_t size, size_t align, const char *func)
 {
     if (unlikely(align && !pow2(align)) && p)

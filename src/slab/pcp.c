@@ -31,6 +31,7 @@ static uint32_t bin_cap[SLAB_NR_CLASSES];
 static uint32_t bin_first[SLAB_NR_CLASSES]; /* bin c's slots start at slot bin_first[c] of the array */
 static size_t slots_per_cache;
 static void **pcp_slots[PCP_MAX_CID];  /* each id's slot array, set once under pcp_lock */
+unsigned pcp_cid_end;                  /* ids at or above this never had a cache (pcp_lock to raise) */
 static uint64_t idle_sig[PCP_MAX_CID]; /* sum of the bins' tops at the last pcp_drain_idle */
 static int fence_broken;               /* os_rseq_fence failed once: drain the caller's cache only */
 static int rseq_live; /* rseq registered by glibc, whether or not we use it */
@@ -175,8 +176,11 @@ static int rseq_ensure_cache(void)
     if (!pcp_is_setup(pc)) {
         void **slots = slots_alloc();
         if (slots) {
-            pcp_slots[pc - pcp_cpus] = slots;
+            unsigned cid = (unsigned)(pc - pcp_cpus);
+            pcp_slots[cid] = slots;
             pcp_setup(pc, slots);
+            if (cid >= pcp_cid_end) /* after the setup: a scan below the end sees a set-up cache */
+                __atomic_store_n(&pcp_cid_end, cid + 1, __ATOMIC_RELEASE);
         } else
             ok = 0;
     }
@@ -358,7 +362,7 @@ static void drain_where(int idle_only)
     static unsigned cids[PCP_MAX_CID]; /* under drain_lock */
     unsigned n = 0;
     os_lock(&drain_lock);
-    for (unsigned cid = 0; cid < PCP_MAX_CID; cid++) {
+    for (unsigned cid = 0, end = pcp_cids_used(); cid < end; cid++) {
         struct pcp *pc = &pcp_cpus[cid];
         if (!pcp_is_setup(pc))
             continue;
@@ -396,7 +400,7 @@ void pcp_drain_idle(void)
 void pcp_cached(size_t *objs, size_t *bytes)
 {
     size_t o = 0, b = 0;
-    for (unsigned cid = 0; cid < PCP_MAX_CID; cid++) {
+    for (unsigned cid = 0, end = pcp_cids_used(); cid < end; cid++) {
         struct pcp *pc = &pcp_cpus[cid];
         if (!pcp_is_setup(pc))
             continue;
@@ -426,7 +430,7 @@ int pcp_holds(const void *obj, unsigned c)
 {
     if (!pcp_use_rseq)
         return tls_state == 1 && bin_holds(&pcp_tls.bins[c], obj);
-    for (unsigned cid = 0; cid < PCP_MAX_CID; cid++) {
+    for (unsigned cid = 0, end = pcp_cids_used(); cid < end; cid++) {
         const struct pcp *pc = &pcp_cpus[cid];
         if (pcp_is_setup(pc) && bin_holds(&pc->bins[c], obj))
             return 1;
