@@ -374,7 +374,11 @@ static void drain_where(int idle_only)
         }
         int idle = sig == idle_sig[cid];
         idle_sig[cid] = sig;
-        if (held && (!idle_only || idle))
+        /* The tick leaves the caller's own cache alone: tick() already gave back its idle
+         * classes, and stopping the cache of the thread that runs the tick made tests/exhaust
+         * corrupt a slab's partial list (a slab unlinked with a stale prev): not understood yet,
+         * see the note in DESIGN.md. */
+        if (held && (!idle_only || (idle && pc != rseq_current_pcp())))
             cids[n++] = cid;
     }
     int fenced = n == 0 || (!fence_broken && drain_cids(cids, n) == 0);
