@@ -811,6 +811,11 @@ def main():
     ap.add_argument("--builddir")
     ap.add_argument("--meson")
     ARGS = ap.parse_args()
+    # Every command here forks and waits: stdin from /dev/null (meson passes the terminal's down),
+    # except where a check gives a program its own input.
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
     CHECKS[ARGS.check]()
 
 
