@@ -84,6 +84,12 @@ size_t bsl_purge(void);
 /* Set one option as BUDDYSLAB_OPTIONS would ("key", "value"). Returns 0, or -1 (and prints one
  * line naming the key) when the key is unknown or the value is bad; the old value is kept. */
 int bsl_option_set(const char *key, const char *value);
+/* Read an options string as BUDDYSLAB_OPTIONS is read at start, without changing the live options
+ * and without initialising the allocator: write every option's resolved value on fd, one
+ * "key=value" line each (sizes in bytes; a list option one line per value, none when empty), and
+ * the usual one line on stderr for each bad entry. Returns the number of bad entries. The launcher
+ * calls it (through ctypes) so that the library is the one parser of option strings. */
+int bsl_options_explain(const char *options, int fd);
 
 /* Walk the whole heap (zones, buddy free lists, dirty lists, slabs, transfer caches) and verify
  * its invariants. Returns 0, or -1 after printing what is wrong on stderr. Takes each lock in turn:

@@ -30,6 +30,11 @@ import re
 import sys
 import zlib
 
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bsltools.py: beside us (python3 -I)
+from bsltools import flag_value, human  # noqa: E402
+import bsltools  # noqa: E402
+
 PROG = "buddyslab report"
 USAGE = ("usage: buddyslab report FILE.json [--format text|folded|svg] [--output FILE] [--limit N] "
          "[--kind KINDS] [--title TEXT] [--width PIXELS]")
@@ -252,12 +257,6 @@ def is_sampled(meta):
     return pick(meta, "mode") == "sampled" or bool(pick(meta, "sample_bytes"))
 
 
-def human(n):
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return ("%d B" % n) if unit == "B" else ("%.1f %s" % (n, unit))
-        n /= 1024.0
 
 
 def describe_source(meta):
@@ -439,8 +438,7 @@ def render_svg(meta, sites, title=None, width=1200):
 
 # ---- main ---------------------------------------------------------------------------------------
 def usage_error(msg):
-    sys.stderr.write("%s: %s\n%s\n" % (PROG, msg, USAGE))
-    sys.exit(2)
+    bsltools.usage_error(PROG, USAGE, msg)
 
 
 def main(argv):
@@ -453,13 +451,9 @@ def main(argv):
         if a in ("-h", "--help"):
             sys.stdout.write(__doc__)
             return 0
-        name, eq, val = a.partition("=")
+        name = a.split("=", 1)[0]
         if name in ("--format", "-f", "--output", "-o", "--limit", "--kind", "--title", "--width") and a.startswith("-"):
-            if not eq:
-                if i + 1 >= len(argv):
-                    usage_error("%s needs a value" % a)
-                i += 1
-                val = argv[i]
+            val, i = flag_value(argv, i, usage_error)
             if name in ("--format", "-f"):
                 if val not in ("text", "folded", "svg"):
                     usage_error("--format: '%s' is not one of text, folded, svg" % val)

@@ -36,6 +36,11 @@ import struct
 import sys
 import time
 
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bsltools.py: beside us (python3 -I)
+from bsltools import flag_value, human  # noqa: E402
+import bsltools  # noqa: E402
+
 PROG = "buddyslab top"
 USAGE = "usage: buddyslab top PID [--interval SECONDS] [--count N] [--once] [--bytes]"
 SHM_DIR = "/dev/shm"
@@ -170,11 +175,11 @@ def maps_buddyslab(pid):
 
 
 def launcher_children(pid):
-    """The children of pid when it is the supervisor of `buddyslab run` (bsl-run.py), else []."""
+    """The children of pid when it is the supervisor of `buddyslab run` (bsl-cli.py), else []."""
     try:
         with open("/proc/%d/cmdline" % pid, "rb") as f:
             argv = f.read().split(b"\0")
-        if not any(a.endswith(b"bsl-run.py") for a in argv):
+        if not any(a.endswith(b"bsl-cli.py") for a in argv):
             return []
         with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
             return [int(x) for x in f.read().split()]
@@ -353,12 +358,6 @@ class Watch:
 
 
 # ---- rendering ----------------------------------------------------------------------------------
-def human(n):
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return ("%d B" % n) if unit == "B" else ("%.1f %s" % (n, unit))
-        n /= 1024.0
 
 
 SPARKS = "\u2581\u2582\u2583\u2584\u2585\u2586\u2587\u2588"
@@ -479,8 +478,7 @@ def list_published():
 
 # ---- main ---------------------------------------------------------------------------------------
 def usage_error(msg):
-    sys.stderr.write("%s: %s\n%s\n" % (PROG, msg, USAGE))
-    sys.exit(2)
+    bsltools.usage_error(PROG, USAGE, msg)
 
 
 def parse_args(argv):
@@ -490,12 +488,7 @@ def parse_args(argv):
     i = 0
 
     def value(i):
-        a = argv[i]
-        if "=" in a and a.startswith("--"):
-            return a.split("=", 1)[1], i
-        if i + 1 >= len(argv):
-            usage_error("%s needs a value" % a)
-        return argv[i + 1], i + 1
+        return flag_value(argv, i, usage_error)
 
     while i < len(argv):
         a = argv[i]

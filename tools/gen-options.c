@@ -39,8 +39,8 @@ int main(void)
             snprintf(def, sizeof def, "(empty)");
             snprintf(ex, sizeof ex, "`%s=PATH`", o->name);
         }
-        if (o->kind == OPT_STR && o->str[0])
-            snprintf(def, sizeof def, "%s", o->str);
+        if (o->kind == OPT_STR && o->sdef[0])
+            snprintf(def, sizeof def, "%s", o->sdef);
         if (o->example)
             snprintf(ex, sizeof ex, "%s", o->example);
         printf("| `%s` | %s | %s | %s | %s |\n", o->name, kind, def, o->help, ex);

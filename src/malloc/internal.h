@@ -35,6 +35,7 @@ struct bsl_option {
     long *value;        /* OPT_STR: NULL */
     char *str;          /* OPT_STR: the buffer, "" by default */
     size_t strcap;
+    const char *sdef;   /* OPT_STR, OPT_LIST: the default (what str holds at start) */
     const char *help;
     /* OPT_STR, OPT_LIST: validates one value (prints one line naming the option and returns -1
      * when it is bad); NULL: anything goes. */

@@ -9,9 +9,9 @@ long opt_junk = 0, opt_canary = 0, opt_quarantine = 0, opt_guard = 0, opt_publis
 long opt_soft_limit = 0, opt_hard_limit = 0, opt_oom_interval_ms = 1000, opt_oom_sample = 64 << 10;
 char opt_budget[4096], opt_oom_action[16] = "report", opt_oom_report[256];
 
-#define NUM(n, k, d, lo, hi, var, help) {n, k, d, lo, hi, &var, NULL, 0, help, NULL, NULL}
-#define STR(n, buf, help) {n, OPT_STR, 0, 0, 0, NULL, buf, sizeof(buf), help, NULL, NULL}
-#define STRC(n, kind, buf, check, ex, help) {n, kind, 0, 0, 0, NULL, buf, sizeof(buf), help, check, ex}
+#define NUM(n, k, d, lo, hi, var, help) {n, k, d, lo, hi, &var, NULL, 0, NULL, help, NULL, NULL}
+#define STR(n, buf, help) {n, OPT_STR, 0, 0, 0, NULL, buf, sizeof(buf), "", help, NULL, NULL}
+#define STRC(n, kind, buf, sdef, check, ex, help) {n, kind, 0, 0, 0, NULL, buf, sizeof(buf), sdef, help, check, ex}
 const struct bsl_option bsl_options[] = {
     NUM("stats", OPT_BOOL, 0, 0, 1, opt_stats, "print zone, buddy and slab statistics to stderr at exit"),
     NUM("rseq", OPT_BOOL, 1, 0, 1, opt_rseq,
@@ -55,11 +55,11 @@ const struct bsl_option bsl_options[] = {
     NUM("hard_limit", OPT_SIZE, 0, 0, 1L << 50, opt_hard_limit,
         "soft OOM: allocations that would commit memory beyond this fail with ENOMEM after reclaim and the "
         "handler (0: no limit)"),
-    STRC("budget", OPT_LIST, opt_budget, oom_budget_check, "`budget=parse_*:64M,budget=tag:cache:256M`",
+    STRC("budget", OPT_LIST, opt_budget, "", oom_budget_check, "`budget=parse_*:64M,budget=tag:cache:256M`",
          "soft OOM: a budget PATTERN:SIZE for the live bytes of every site with a frame whose function matches "
          "PATTERN ('*' wildcards, '^'/'$' anchors), or tag:NAME:SIZE for blocks allocated under bsl_tag_push(NAME); "
          "repeatable"),
-    STRC("oom_action", OPT_STR, opt_oom_action, oom_action_check, "`oom_action=fail`",
+    STRC("oom_action", OPT_STR, opt_oom_action, "report", oom_action_check, "`oom_action=fail`",
          "soft OOM: what happens past a limit or budget, after reclaim: report (nothing fails), fail "
          "(allocations from the over-budget sites and tags return NULL with ENOMEM), abort (report, then abort)"),
     STR("oom_report", opt_oom_report, "soft OOM: append reports (text) to this file and JSON lines to FILE.json "
@@ -132,55 +132,72 @@ static int parse_long(const char *s, size_t n, long *out)
     return 0;
 }
 
-/* Set option `key` (length klen) to `val` (length vlen). 0, or -1 after printing one line. */
-static int option_set_n(const char *key, size_t klen, const char *val, size_t vlen)
+/* Where option values are written: the live options (the table's own variables and buffers), or
+ * a scratch copy that bsl_options_explain fills and prints without changing the live ones. */
+#define OPT_SCRATCH_MAX 48
+struct opt_scratch {
+    long num[OPT_SCRATCH_MAX];
+    char *str[OPT_SCRATCH_MAX];
+    char pool[8192]; /* str[i] points here: the options' buffers, each o->strcap bytes */
+};
+
+/* Set option `o` to `val` (length vlen) in `sc` (NULL: the live options). 0, or -1 after printing
+ * one line naming the option; the value it had is kept. */
+static int option_set_in(const struct bsl_option *o, struct opt_scratch *sc, const char *val, size_t vlen)
 {
-    for (unsigned i = 0; i < bsl_nr_options; i++) {
-        const struct bsl_option *o = &bsl_options[i];
-        if (!str_eq_n(key, klen, o->name))
-            continue;
-        if (o->kind == OPT_STR || o->kind == OPT_LIST) {
-            size_t at = 0;
-            if (o->kind == OPT_LIST)
-                while (o->str[at])
-                    at++;
-            size_t need = at + (at ? 1 : 0) + vlen;
-            if (need >= o->strcap) {
-                os_printf(2, "buddyslab: option '%s': value too long (%zu bytes at most in all); ignored\n", o->name,
-                          o->strcap - 1);
-                return -1;
-            }
-            if (o->check && o->check(val, vlen) != 0)
-                return -1; /* it printed why */
-            if (at)
-                o->str[at++] = ';';
-            for (size_t k = 0; k < vlen; k++)
-                o->str[at + k] = val[k];
-            o->str[at + vlen] = 0;
-            return 0;
-        }
-        long v;
-        int bad = o->kind == OPT_SIZE ? bsl_parse_size(val, vlen, &v) : parse_long(val, vlen, &v);
-        if (bad != 0 || v < o->min || v > o->max) {
-            char vb[64];
-            size_t n = vlen < sizeof(vb) - 1 ? vlen : sizeof(vb) - 1;
-            for (size_t k = 0; k < n; k++)
-                vb[k] = val[k];
-            vb[n] = 0;
-            if (o->kind == OPT_BOOL)
-                os_printf(2, "buddyslab: option '%s': bad value '%s' (expected 0 or 1); keeping %ld\n", o->name, vb,
-                          *o->value);
-            else if (o->kind == OPT_SIZE)
-                os_printf(2, "buddyslab: option '%s': bad value '%s' (expected a size like 4096, 512K, 64M, 2G); "
-                          "keeping %ld\n", o->name, vb, *o->value);
-            else
-                os_printf(2, "buddyslab: option '%s': bad value '%s' (expected an integer %ld..%ld); keeping %ld\n",
-                          o->name, vb, o->min, o->max, *o->value);
+    unsigned i = (unsigned)(o - bsl_options);
+    if (o->kind == OPT_STR || o->kind == OPT_LIST) {
+        char *str = sc ? sc->str[i] : o->str;
+        size_t at = 0;
+        if (o->kind == OPT_LIST)
+            while (str[at])
+                at++;
+        size_t need = at + (at ? 1 : 0) + vlen;
+        if (need >= o->strcap) {
+            os_printf(2, "buddyslab: option '%s': value too long (%zu bytes at most in all); ignored\n", o->name,
+                      o->strcap - 1);
             return -1;
         }
-        *o->value = v;
+        if (o->check && o->check(val, vlen) != 0)
+            return -1; /* it printed why */
+        if (at)
+            str[at++] = ';';
+        for (size_t k = 0; k < vlen; k++)
+            str[at + k] = val[k];
+        str[at + vlen] = 0;
         return 0;
     }
+    long *value = sc ? &sc->num[i] : o->value;
+    long v;
+    int bad = o->kind == OPT_SIZE ? bsl_parse_size(val, vlen, &v) : parse_long(val, vlen, &v);
+    if (bad != 0 || v < o->min || v > o->max) {
+        char vb[64];
+        size_t n = vlen < sizeof(vb) - 1 ? vlen : sizeof(vb) - 1;
+        for (size_t k = 0; k < n; k++)
+            vb[k] = val[k];
+        vb[n] = 0;
+        if (o->kind == OPT_BOOL)
+            os_printf(2, "buddyslab: option '%s': bad value '%s' (expected 0 or 1); keeping %ld\n", o->name, vb,
+                      *value);
+        else if (o->kind == OPT_SIZE)
+            os_printf(2, "buddyslab: option '%s': bad value '%s' (expected a size like 4096, 512K, 64M, 2G); "
+                      "keeping %ld\n", o->name, vb, *value);
+        else
+            os_printf(2, "buddyslab: option '%s': bad value '%s' (expected an integer %ld..%ld); keeping %ld\n",
+                      o->name, vb, o->min, o->max, *value);
+        return -1;
+    }
+    *value = v;
+    return 0;
+}
+
+/* Set option `key` (length klen) to `val` (length vlen) in `sc` (NULL: live). 0, or -1 after
+ * printing one line. */
+static int option_set_n(struct opt_scratch *sc, const char *key, size_t klen, const char *val, size_t vlen)
+{
+    for (unsigned i = 0; i < bsl_nr_options; i++)
+        if (str_eq_n(key, klen, bsl_options[i].name))
+            return option_set_in(&bsl_options[i], sc, val, vlen);
     char kb[64];
     size_t n = klen < sizeof(kb) - 1 ? klen : sizeof(kb) - 1;
     for (size_t k = 0; k < n; k++)
@@ -190,11 +207,11 @@ static int option_set_n(const char *key, size_t klen, const char *val, size_t vl
     return -1;
 }
 
-void options_parse_env(void)
+/* The one parser of an options string: "key=value,key=value", a bare key means key=1, later
+ * entries override earlier ones (a list option appends). Returns the number of bad entries. */
+static unsigned options_parse_into(struct opt_scratch *sc, const char *s)
 {
-    const char *s = os_getenv("BUDDYSLAB_OPTIONS");
-    if (!s)
-        return;
+    unsigned bad = 0;
     while (*s) {
         const char *e = s;
         while (*e && *e != ',')
@@ -204,12 +221,79 @@ void options_parse_env(void)
             while (eq < e && *eq != '=')
                 eq++;
             if (eq == e) /* a bare key means key=1 */
-                option_set_n(s, (size_t)(e - s), "1", 1);
+                bad += option_set_n(sc, s, (size_t)(e - s), "1", 1) != 0;
             else
-                option_set_n(s, (size_t)(eq - s), eq + 1, (size_t)(e - eq - 1));
+                bad += option_set_n(sc, s, (size_t)(eq - s), eq + 1, (size_t)(e - eq - 1)) != 0;
         }
         s = *e ? e + 1 : e;
     }
+    return bad;
+}
+
+void options_parse_env(void)
+{
+    const char *s = os_getenv("BUDDYSLAB_OPTIONS");
+    if (s)
+        options_parse_into(NULL, s);
+}
+
+/* One "name=value" line (value of length n) on fd. */
+static void explain_line(int fd, const char *name, const char *v, size_t n)
+{
+    size_t nl = 0;
+    while (name[nl])
+        nl++;
+    os_write_all(fd, name, nl);
+    os_write_all(fd, "=", 1);
+    os_write_all(fd, v, n);
+    os_write_all(fd, "\n", 1);
+}
+
+/* For tools (the launcher calls it through ctypes on the library it preloads): needs no
+ * initialisation and changes no live option. */
+BSL_EXPORT int bsl_options_explain(const char *options, int fd)
+{
+    struct opt_scratch sc;
+    size_t used = 0;
+    if (bsl_nr_options > OPT_SCRATCH_MAX)
+        return -1;
+    for (unsigned i = 0; i < bsl_nr_options; i++) {
+        const struct bsl_option *o = &bsl_options[i];
+        sc.num[i] = o->def;
+        sc.str[i] = NULL;
+        if (o->kind != OPT_STR && o->kind != OPT_LIST)
+            continue;
+        if (used + o->strcap > sizeof(sc.pool))
+            return -1;
+        sc.str[i] = sc.pool + used;
+        used += o->strcap;
+        size_t k = 0;
+        for (; o->sdef[k] && k + 1 < o->strcap; k++)
+            sc.str[i][k] = o->sdef[k];
+        sc.str[i][k] = 0;
+    }
+    unsigned bad = options ? options_parse_into(&sc, options) : 0;
+    for (unsigned i = 0; i < bsl_nr_options; i++) {
+        const struct bsl_option *o = &bsl_options[i];
+        if (o->kind == OPT_LIST) { /* one line per value, so that the lines joined by ',' read back */
+            const char *v = sc.str[i];
+            while (*v) {
+                size_t n = 0;
+                while (v[n] && v[n] != ';')
+                    n++;
+                explain_line(fd, o->name, v, n);
+                v += n + (v[n] == ';');
+            }
+        } else if (o->kind == OPT_STR) {
+            size_t n = 0;
+            while (sc.str[i][n])
+                n++;
+            explain_line(fd, o->name, sc.str[i], n);
+        } else {
+            os_printf(fd, "%s=%ld\n", o->name, sc.num[i]);
+        }
+    }
+    return (int)bad;
 }
 
 void options_apply(void)
@@ -235,7 +319,7 @@ BSL_EXPORT int bsl_option_set(const char *key, const char *value)
     long before[sizeof(fixed) / sizeof(fixed[0])];
     for (unsigned i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
         before[i] = *fixed[i];
-    if (option_set_n(key, kl, value, vl) != 0)
+    if (option_set_n(NULL, key, kl, value, vl) != 0)
         return -1;
     for (unsigned i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
         if (*fixed[i] != before[i]) {

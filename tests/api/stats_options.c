@@ -1,4 +1,5 @@
-/* bsl_stats_get / bsl_stats_print / bsl_stats_print_json / bsl_purge / bsl_option_set / bsl_version. */
+/* bsl_stats_get / bsl_stats_print / bsl_stats_print_json / bsl_purge / bsl_option_set / bsl_options_explain /
+ * bsl_version. */
 #include "bsl_test.h"
 
 #include <ctype.h>
@@ -409,6 +410,45 @@ static void test_options(void)
     CHECK(bsl_option_set("decay_ms", "1000") == 0);
 }
 
+/* bsl_options_explain: the resolved value of every option, the library's one line per bad entry,
+ * and the live options untouched. */
+static void test_options_explain(void)
+{
+    int out = tmpfd(), err = tmpfd();
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(err, 2);
+    int bad = bsl_options_explain("leak_sample=64K,decay_ms=abc,stats,budget=f_*:1M,budget=tag:c:2G,"
+                                  "oom_action=explode,soft_limit=3m,leak_report=/tmp/x%p.json,nope=1,,thp=0",
+                                  out);
+    int empty = bsl_options_explain("", out);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    size_t n, en;
+    char *txt = read_all(out, &n), *etxt = read_all(err, &en);
+    CHECKF(bad == 3, "bsl_options_explain: %d bad entries, want 3 (decay_ms, oom_action, nope): %s", bad, etxt);
+    CHECKF(empty == 0, "bsl_options_explain(\"\") = %d", empty);
+    CHECKF(count_lines(etxt) == 3 && strstr(etxt, "option 'decay_ms': bad value 'abc'") &&
+               strstr(etxt, "option 'oom_action': bad value 'explode'") && strstr(etxt, "unknown option 'nope'"),
+           "bsl_options_explain's error lines: '%s'", etxt);
+    const char *want[] = {"\nleak_sample=65536\n", "\ndecay_ms=10000\n", "stats=1\n", "\nbudget=f_*:1M\n",
+                          "\nbudget=tag:c:2G\n", "\noom_action=report\n", "\nsoft_limit=3145728\n",
+                          "\nleak_report=/tmp/x%p.json\n", "\nthp=0\n", "\nrseq=1\n", "\noom_report=\n"};
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++)
+        CHECKF(strstr(txt, want[i]) != NULL, "bsl_options_explain output lacks '%s':\n%s", want[i], txt);
+    /* The second call (empty string) printed the defaults: one line per option, no budget. */
+    const char *second = strstr(txt + 1, "stats=0\n");
+    CHECKF(second && !strstr(second, "budget="), "bsl_options_explain(\"\") output:\n%s", second ? second : txt);
+    /* The live options did not change: setting a start-only option to its live value succeeds (any
+     * other value is refused), so leak_sample is still 0 and rseq still as started. */
+    CHECKF(bsl_option_set("leak_sample", "0") == 0, "bsl_options_explain changed the live leak_sample");
+    free(txt);
+    free(etxt);
+    close(out);
+    close(err);
+}
+
 static void test_version(void)
 {
     const char *v = bsl_version();
@@ -453,6 +493,7 @@ int main(void)
     test_purge();
     test_stats_print();
     test_options();
+    test_options_explain();
     test_stats_concurrent();
     snap("end");
     return bsl_test_end();

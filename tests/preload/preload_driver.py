@@ -15,7 +15,7 @@
   preload_driver.py options --lib SO -- CMD...
       BUDDYSLAB_OPTIONS=bogus=1 (and other bad settings) print exactly one line on stderr, naming the
       key, and CMD still works (same stdout as without the library).
-  preload_driver.py static --archive LIBA --include DIR --src FILE -- CC...
+  preload_driver.py static --archive LIBA --include DIR... --src FILE -- CC...
       Link FILE with `CC -static` against LIBA and run it.
 
 Command lines and outputs are printed on failure so that the test log explains itself.
@@ -258,7 +258,7 @@ def cmd_static(a):
     cc = a.cmd
     with tempfile.TemporaryDirectory(prefix="bsl-static-") as d:
         exe = os.path.join(d, "static_prog")
-        link = cc + ["-static", "-O2", "-I", a.include, a.src, a.archive, "-pthread", "-o", exe]
+        link = cc + ["-static", "-O2"] + ["-I" + inc for inc in a.include] + [a.src, a.archive, "-pthread", "-o", exe]
         print("link: " + " ".join(link), flush=True)
         p = subprocess.run(link, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=TIMEOUT)
         if p.returncode != 0:
@@ -305,7 +305,7 @@ def main():
     o.add_argument("cmd", nargs="+")
     st = sub.add_parser("static")
     st.add_argument("--archive", required=True)
-    st.add_argument("--include", required=True)
+    st.add_argument("--include", required=True, action="append")
     st.add_argument("--src", required=True)
     st.add_argument("cmd", nargs="+")
     a = ap.parse_args()

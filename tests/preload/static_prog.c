@@ -9,16 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "buddyslab.h"
-
-static int failures;
-#define CHECK(e)                                                                                                   \
-    do {                                                                                                           \
-        if (!(e)) {                                                                                                \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #e);                                  \
-            failures++;                                                                                            \
-        }                                                                                                          \
-    } while (0)
+#include "bsl_test.h" /* CHECK, as in every suite (tests/common/) */
 
 static void *thread_main(void *arg)
 {
@@ -82,10 +73,8 @@ int main(void)
         fprintf(f, "hello %d\n", 1);
         fclose(f);
     }
-    if (failures) {
-        fprintf(stderr, "static: %d checks failed\n", failures);
-        return 1;
-    }
+    if (bsl_test_nfailed) /* only with BSL_TEST_KEEP_GOING=1: a failed CHECK exits otherwise */
+        return bsl_test_end();
     printf("static: ok (rseq=%d)\n", bsl_using_rseq());
     return 0;
 }

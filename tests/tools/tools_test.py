@@ -7,7 +7,8 @@
 CHECK is one of:
   run-status     exit statuses 0 and 3 kept, 128+N after a signal (also when the signal is sent to
                  the launcher and passed on), stdin and stdout pass through, --stats output
-  run-usage      bad flags and commands: a usage line and exit status 2; unknown program: 127
+  run-usage      bad flags and commands: a usage line and exit status 2; unknown program: 127; bad
+                 option values refused with the library's own message; `options` lists them all
   run-publish    --top: /dev/shm/buddyslab.<pid> exists (mode 0600) while the program runs and is
                  gone after, also when the program is killed by a signal
   run-reports    --leaks --report FILE.json: the summary says where the report went (or that the
@@ -16,7 +17,8 @@ CHECK is one of:
                  shown are the program's own bsl_stats_get / buddyinfo / slab classes; the watcher
                  count goes back to 0 after it ends and after Ctrl-C
   top-budgets    with a budget: top's soft OOM section shows it with the live bytes the program reports
-  top-errors     a process that does not publish, no such process, another user's page
+  top-errors     a process that does not publish, the launcher's own pid, no such process, another
+                 user's page
   top-layout     the page layout top reads is the C structure's (offsetof)
   report         folded output equals the expected file; the SVG is well-formed XML with frame
                  widths proportional to bytes; text output sorted; bad files rejected clearly
@@ -202,6 +204,35 @@ def t_run_usage():
     for sub in ("top", "report"):
         p = launcher(sub, "--help")
         check(p.returncode == 0 and ("buddyslab %s" % sub) in p.stdout, "%s --help" % sub, p)
+    # One parser of options, the library's: a bad value is refused with the library's own line
+    # (the one a program prints at start), before anything runs.
+    for args, line in ((("--sample", "12Q"), "option 'leak_sample': bad value '12Q' (expected a size"),
+                       (("--soft-limit", "lots"), "option 'soft_limit': bad value 'lots'"),
+                       (("--budget", "nosize"), "option 'budget': bad value 'nosize'"),
+                       (("--oom-action", "explode"), "option 'oom_action': bad value 'explode'"),
+                       (("--options", "decay_ms=soon"), "option 'decay_ms': bad value 'soon'"),
+                       (("--options", "no_such_key=1"), "unknown option 'no_such_key'")):
+        with tempfile.TemporaryDirectory() as d:
+            mark = os.path.join(d, "ran")
+            p = launcher("run", *args, "--", "touch", mark)
+            check(p.returncode == 2 and line in p.stderr and not os.path.exists(mark),
+                  "run %s: status 2, the library's line '%s', and the program not started" % (" ".join(args), line), p)
+    p = launcher("run", "-q", "--", "true", env=env_base({"BUDDYSLAB_OPTIONS": "thp=maybe"}))
+    check(p.returncode == 2 and "option 'thp': bad value 'maybe'" in p.stderr,
+          "a bad value already in BUDDYSLAB_OPTIONS is refused by the library", p)
+    # `options`: every option of docs/OPTIONS.md resolved by the library, sizes in bytes, lists
+    # one line per value; the caller's BUDDYSLAB_OPTIONS by default.
+    p = launcher("options", "leak_sample=64K,budget=f:1M,stats,budget=tag:t:2G,oom_action=fail")
+    got = dict(l.split("=", 1) for l in p.stdout.splitlines() if not l.startswith("budget="))
+    documented = set(re.findall(r"^\| `(\w+)` \|", open(os.path.join(ARGS.data, "..", "..", "docs", "OPTIONS.md")).read(),
+                                re.M))
+    check(p.returncode == 0 and p.stderr == "" and set(got) | {"budget"} == documented and
+          got["leak_sample"] == "65536" and got["stats"] == "1" and got["oom_action"] == "fail" and
+          [l for l in p.stdout.splitlines() if l.startswith("budget=")] == ["budget=f:1M", "budget=tag:t:2G"],
+          "options: every documented option (%s) with its value" % sorted(documented), p)
+    p = launcher("options", env=env_base({"BUDDYSLAB_OPTIONS": "decay_ms=5,bogus"}))
+    check(p.returncode == 1 and "\ndecay_ms=5\n" in p.stdout and "unknown option 'bogus'" in p.stderr,
+          "options reads BUDDYSLAB_OPTIONS by default; a bad entry: the library's line, status 1", p)
     # --sample accepts the library's size syntax.
     p = launcher("run", "-q", "--sample", "64K", "--", py, "-c", "pass")
     check(p.returncode == 0, "--sample 64K should be accepted", p)
@@ -525,6 +556,17 @@ def t_top_errors():
     finally:
         stop_target(proc)
 
+    # The launcher's own pid (it loads the library to read options, and publishes nothing): top
+    # names the program it runs instead.
+    proc, lines = start_target(["--top"], 10, 64)
+    try:
+        pid = parse_target(lines)["pid"]
+        p = launcher("top", str(proc.pid), "--once")
+        check(p.returncode == 1 and "`buddyslab run` launcher" in p.stderr and ("pid %d" % pid) in p.stderr,
+              "top on the launcher's pid %d: status 1, names the program's pid %d" % (proc.pid, pid), p)
+    finally:
+        stop_target(proc)
+
     # A process that does not run buddyslab at all.
     sleeper = subprocess.Popen(["sleep", "30"], env=env_base())
     try:
@@ -717,7 +759,7 @@ def t_install():
         for dirpath, _, files in os.walk(d):
             for f in files:
                 found.setdefault(f, os.path.join(dirpath, f))
-        for f in ("buddyslab", "bsl-run.py", "bsl-top.py", "bsl-report.py", "libbuddyslab.so"):
+        for f in ("buddyslab", "bsl-cli.py", "bsltools.py", "bsl-top.py", "bsl-report.py", "libbuddyslab.so"):
             check(f in found, "meson install did not install %s (installed: %s)" % (f, sorted(found)))
         exe = found["buddyslab"]
         check(os.access(exe, os.X_OK) and os.path.basename(os.path.dirname(exe)) == "bin",
@@ -741,6 +783,14 @@ def t_install():
         check(p.returncode == 0 and p.stdout == "hi\n" and "--- slabinfo ---" in p.stderr, "installed 'run'", p)
         p = subprocess.run([exe, "top", "--layout"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         check(p.returncode == 0, "installed 'top'", p)
+        # The installed launcher reads options with the installed library (bsltools beside the scripts).
+        p = subprocess.run([exe, "options", "soft_limit=2M"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, env=env)
+        check(p.returncode == 0 and "\nsoft_limit=2097152\n" in p.stdout, "installed 'options'", p)
+        p = subprocess.run([exe, "run", "--sample", "12Q", "--", "true"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env=env)
+        check(p.returncode == 2 and "option 'leak_sample': bad value '12Q'" in p.stderr,
+              "installed 'run' with a bad size", p)
     print("ok: meson install puts the launcher in bin/ and its scripts in share/buddyslab; it finds both")
 
 
@@ -761,6 +811,11 @@ def main():
     ap.add_argument("--builddir")
     ap.add_argument("--meson")
     ARGS = ap.parse_args()
+    # Every command here forks and waits: stdin from /dev/null (meson passes the terminal's down),
+    # except where a check gives a program its own input.
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
     CHECKS[ARGS.check]()
 
 

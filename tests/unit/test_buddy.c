@@ -2,7 +2,7 @@
  * in-place grow/shrink, zeroed blocks, and every frame accounted for once everything is freed. */
 #include "buddy/buddy.h"
 #include "buddyslab.h"
-#include "unit.h"
+#include "bsl_test.h"
 
 #include <stdint.h>
 #include <string.h>
@@ -48,9 +48,12 @@ static size_t managed_total(int zone)
     return n;
 }
 
+/* The sequence the tests always used (xorshift64* from this state). */
+static bsl_rng rng = {0x9E3779B97F4A7C15ULL};
+
 int main(void)
 {
-    free(malloc(1)); /* initialise the allocator */
+    bsl_test_begin("test_buddy"); /* initialises the allocator */
     /* No purging on a timer here: the purge checks below must find the dirty frames. */
     CHECK(bsl_option_set("decay_ms", "-1") == 0);
     size_t base_free = free_pages_total(ZONE_NORMAL), base_managed = managed_total(ZONE_NORMAL);
@@ -74,12 +77,12 @@ int main(void)
     /* Random sequence: allocate, free, grow and shrink in place, with contents checked. */
     unsigned long ops = 0, grown = 0, shrunk = 0;
     for (int round = 0; round < 20000; round++) {
-        struct blk *b = &blk[rnd() % SLOTS];
+        struct blk *b = &blk[bsl_rand(&rng) % SLOTS];
         if (b->pg) {
             verify(b);
-            unsigned long r = rnd() % 8;
+            unsigned long r = bsl_rand(&rng) % 8;
             if (r == 0 && b->npages < MAX_ORDER_PAGES) {
-                size_t want = b->npages + 1 + rnd() % 16;
+                size_t want = b->npages + 1 + bsl_rand(&rng) % 16;
                 if (want > MAX_ORDER_PAGES)
                     want = MAX_ORDER_PAGES;
                 if (buddy_extend(b->pg, b->npages, want)) {
@@ -88,7 +91,7 @@ int main(void)
                     grown++;
                 }
             } else if (r == 1 && b->npages > 1) {
-                size_t want = 1 + rnd() % (b->npages - 1);
+                size_t want = 1 + bsl_rand(&rng) % (b->npages - 1);
                 buddy_shrink(b->pg, b->npages, want);
                 b->npages = want;
                 shrunk++;
@@ -97,15 +100,15 @@ int main(void)
                 b->pg = NULL;
             }
         } else {
-            size_t n = (rnd() % 4 == 0) ? 1 + rnd() % MAX_ORDER_PAGES : 1 + rnd() % 12;
-            b->pg = buddy_alloc(ZONE_NORMAL, n, 0, (unsigned)rnd(), &zeroed);
+            size_t n = (bsl_rand(&rng) % 4 == 0) ? 1 + bsl_rand(&rng) % MAX_ORDER_PAGES : 1 + bsl_rand(&rng) % 12;
+            b->pg = buddy_alloc(ZONE_NORMAL, n, 0, (unsigned)bsl_rand(&rng), &zeroed);
             CHECK(b->pg != NULL);
             if (zeroed) { /* a clean block must read as zero */
                 const unsigned char *p = page_address(b->pg);
                 CHECK(p[0] == 0 && p[n * PAGE_SIZE - 1] == 0);
             }
             b->npages = n;
-            b->tag = (unsigned char)(1 + rnd() % 255);
+            b->tag = (unsigned char)(1 + bsl_rand(&rng) % 255);
             fill(b);
         }
         ops++;
@@ -148,6 +151,5 @@ int main(void)
     CHECK(buddy_alloc(ZONE_NORMAL, MAX_ORDER_PAGES + 1, 0, 0, &zeroed) == NULL);
     CHECK(buddy_check() == 0);
     printf("buddy: %lu operations, %lu grown in place, %lu shrunk in place\n", ops, grown, shrunk);
-    UNIT_DONE("test_buddy");
-    return 0;
+    return bsl_test_end();
 }

@@ -4,7 +4,7 @@
  * while threads allocate and free on them loses and duplicates nothing. */
 #include "slab/pcp.h"
 #include "buddyslab.h"
-#include "unit.h"
+#include "bsl_test.h"
 
 #include <pthread.h>
 #include <string.h>
@@ -58,10 +58,7 @@ static void *worker(void *arg)
 
 int main(void)
 {
-    const char *expect = getenv("BSL_EXPECT_RSEQ");
-    free(malloc(1));
-    if (expect)
-        CHECK(bsl_using_rseq() == atoi(expect));
+    bsl_test_begin("test_pcp"); /* checks bsl_using_rseq() against BSL_EXPECT_RSEQ */
     unsigned c = slab_class_of(48);
     struct kmem_cache *kc = &kmem_caches[ZONE_NORMAL][c];
     /* Far more objects than a cache holds: refills and drains must happen, nothing lost. */
@@ -109,6 +106,5 @@ int main(void)
         CHECK(objs == 0);
     CHECK(slab_check() == 0);
     CHECK(buddy_check() == 0);
-    UNIT_DONE("test_pcp");
-    return 0;
+    return bsl_test_end();
 }

@@ -2,14 +2,14 @@
  * size, distinctness, slab membership), bulk alloc/free bookkeeping, empty slabs returned. */
 #include "slab/pcp.h"
 #include "buddyslab.h"
-#include "unit.h"
+#include "bsl_test.h"
 
 #include <malloc.h>
 #include <string.h>
 
 int main(void)
 {
-    free(malloc(1));
+    bsl_test_begin("test_slab");
     /* Classes: strictly increasing, 16-byte multiples, and slab_class_of picks the tightest. */
     for (unsigned c = 1; c < SLAB_NR_CLASSES; c++)
         CHECK(slab_class_size[c] > slab_class_size[c - 1] && slab_class_size[c] % 16 == 0);
@@ -73,6 +73,5 @@ int main(void)
     CHECK(kc->nr_slabs <= 1 + (inuse0 ? slabs_full : 0)); /* empty slabs went back, one spare kept */
     CHECK(slab_check() == 0);
     CHECK(buddy_check() == 0);
-    UNIT_DONE("test_slab");
-    return 0;
+    return bsl_test_end();
 }
