@@ -1,4 +1,4 @@
-/* Stack capture for the leak tracker.
+/* Stack capture for the tracking layer.
  *
  * The fast path walks the stack one frame at a time with a rule per return address: where the
  * function keeps a frame pointer (CFA = rbp + 16, rbp saved at CFA - 16) the step is the classic
@@ -13,7 +13,7 @@
  * path does not interpret (expressions: PLT stubs, signal frames), when the stack bounds are
  * unknown (an alternate signal stack, a thread that is exiting), or when _dl_find_object is
  * missing. Code without any CFI (JIT code) is walked by frame pointer, validated the same way. */
-#include "leakcheck/lk.h"
+#include "track/track_int.h"
 
 #include <dlfcn.h>
 #include <link.h>
@@ -63,14 +63,14 @@ static int own_cb(struct dl_phdr_info *info, size_t size, void *arg)
     return 1;
 }
 
-void lk_unwind_init(void)
+void track_unwind_init(void)
 {
-    dl_iterate_phdr(own_cb, (void *)(uintptr_t)&lk_capture);
+    dl_iterate_phdr(own_cb, (void *)(uintptr_t)&track_capture);
 }
 
-int lk_own_code(uintptr_t pc) { return pc >= own_text_lo && pc < own_text_hi; }
+int track_own_code(uintptr_t pc) { return pc >= own_text_lo && pc < own_text_hi; }
 
-size_t lk_own_data(uintptr_t (*ranges)[2], size_t max)
+size_t track_own_data(uintptr_t (*ranges)[2], size_t max)
 {
     size_t n = own_ndata < max ? own_ndata : max;
     memcpy(ranges, own_data, n * sizeof(ranges[0]));
@@ -558,7 +558,7 @@ static _Unwind_Reason_Code ub_cb(struct _Unwind_Context *ctx, void *arg)
     if (!ip)
         return _URC_END_OF_STACK;
     if (s->skipping) {
-        if (lk_own_code(ip))
+        if (track_own_code(ip))
             return _URC_NO_REASON;
         s->skipping = 0;
     }
@@ -624,8 +624,8 @@ static inline int step(uintptr_t *pc, uintptr_t *sp, uintptr_t *fp, uintptr_t hi
  * that each of those slots still holds the recorded return address (independent loads, no rules
  * to look up) proves the rest of the stack unchanged. A loop that allocates from one place thus
  * costs one load per level, and when the whole stack matches, the site is known too. */
-__attribute__((noinline)) unsigned lk_capture(uintptr_t *out, unsigned max, uintptr_t lo, uintptr_t hi,
-                                               struct lk_memo *m, int *same)
+__attribute__((noinline)) unsigned track_capture(uintptr_t *out, unsigned max, uintptr_t lo, uintptr_t hi,
+                                               struct track_memo *m, int *same)
 {
     uintptr_t *fr = __builtin_frame_address(0);
     uintptr_t sp0 = (uintptr_t)fr;
@@ -648,10 +648,10 @@ __attribute__((noinline)) unsigned lk_capture(uintptr_t *out, unsigned max, uint
             return m->n - m->nown;
         }
     }
-    uintptr_t lpc[LK_MEMO_MAX], lsp[LK_MEMO_MAX];
+    uintptr_t lpc[TRACK_MEMO_MAX], lsp[TRACK_MEMO_MAX];
     unsigned L = 0, n = 0, nown = 0, owning = 1, complete = 0, j = 0;
     for (;;) {
-        if (owning && !lk_own_code(pc))
+        if (owning && !track_own_code(pc))
             owning = 0;
         nown += owning;
         lpc[L] = pc;
@@ -673,7 +673,7 @@ __attribute__((noinline)) unsigned lk_capture(uintptr_t *out, unsigned max, uint
                     add += k >= m->nown;
                 }
                 if (k == m->n && (m->complete || n + add >= max)) {
-                    for (k = j + 1; k < m->n && L < LK_MEMO_MAX; k++) {
+                    for (k = j + 1; k < m->n && L < TRACK_MEMO_MAX; k++) {
                         if (k >= m->nown) {
                             if (n >= max)
                                 break;
@@ -693,7 +693,7 @@ __attribute__((noinline)) unsigned lk_capture(uintptr_t *out, unsigned max, uint
                 }
             }
         }
-        if (L >= LK_MEMO_MAX)
+        if (L >= TRACK_MEMO_MAX)
             break;
         int r = step(&pc, &sp, &fp, hi);
         if (r == 1) {
