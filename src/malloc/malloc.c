@@ -760,11 +760,7 @@ static size_t purge(const char *func)
     bsl_ensure_init();
     if (bsl_hooks_on & HOOK_DEBUG)
         debug_flush_quarantine(quiet_free, func); /* checks every block it releases */
-    huge_tick(os_now_ms(), 0); /* cached huge mappings go back to the kernel */
-    pcp_flush_all();
-    slab_flush_transfer();
-    slab_release_spares();
-    return buddy_purge(0);
+    return slab_reclaim(os_now_ms()); /* cached huge mappings too */
 }
 
 BSL_EXPORT int malloc_trim(size_t pad)

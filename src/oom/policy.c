@@ -98,11 +98,7 @@ static void reclaim(struct oom_trigger *t, uint64_t now)
         return;
     }
     last_reclaim_ms = now;
-    huge_tick(now, 0);
-    pcp_flush_all();
-    slab_flush_transfer();
-    slab_release_spares();
-    size_t purged = buddy_purge(0);
+    size_t purged = slab_reclaim(now);
     t->after = oom_committed();
     t->reclaimed = 1;
     t->reclaimed_bytes = purged;
