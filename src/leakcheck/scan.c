@@ -20,8 +20,10 @@
  * blocks reachable from it ("indirectly lost").
  *
  * With leak_sample, only sampled blocks are tracked: every live block of the heap that is not
- * tracked (found by walking arenas and huge blocks, freed objects told apart by the free key) is
- * scanned as a root, so a sampled block referenced by any live block counts as reachable. */
+ * tracked (handed over by the slab layer's heap walk and the zones' walk of huge blocks, objects
+ * waiting free in a cache told apart by slab_marked_free) is scanned as a root, so a sampled block
+ * referenced by any live block counts as reachable. The scan reads no allocator structure itself,
+ * and makes its system calls through src/os. */
 #include "leakcheck/leak_int.h"
 
 #include "slab/slab.h" /* the heap walk (slab_heap_walk, zones_for_each_huge), heap sections */
