@@ -1,12 +1,9 @@
 /* The leak report: records per (site, kind), suppressions, text and JSON output. Symbols come
- * from syms.c. Everything that may call malloc here runs with lk_guard set (the report's caller
+ * from syms.c. Everything that may call malloc here runs with track_guard set (the report's caller
  * sets it). */
-#include "leakcheck/lk.h"
+#include "leakcheck/leak_int.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <string.h>
-#include <unistd.h>
 
 /* ---- suppressions: "leak:PATTERN" lines, '*' wildcards, '^' / '$' anchors (LSan's rules) ---- */
 struct supp {
@@ -27,7 +24,7 @@ static void supp_load(void)
     if (!opt_leak_suppressions[0])
         return;
     size_t len;
-    char *buf = lk_read_file(opt_leak_suppressions, &len);
+    char *buf = track_read_file(opt_leak_suppressions, &len);
     if (!buf) {
         os_printf(2, "buddyslab: leak_suppressions: cannot read '%s'\n", opt_leak_suppressions);
         return;
@@ -35,7 +32,7 @@ static void supp_load(void)
     size_t lines = 1;
     for (size_t i = 0; i < len; i++)
         lines += buf[i] == '\n';
-    supps = lk_alloc(lines * sizeof(struct supp));
+    supps = track_alloc(lines * sizeof(struct supp));
     char *p = buf;
     while (supps && *p) {
         char *e = p;
@@ -48,98 +45,31 @@ static void supp_load(void)
             qe--;
         if (qe > q && *q != '#') {
             if (qe - q > 5 && strncmp(q, "leak:", 5) == 0 && qe - q > 5)
-                supps[nsupps++].pat = lk_str_dup_n(q + 5, (size_t)(qe - q - 5));
+                supps[nsupps++].pat = track_str_dup_n(q + 5, (size_t)(qe - q - 5));
             else
                 os_printf(2, "buddyslab: leak_suppressions: ignoring a line that is not 'leak:PATTERN'\n");
         }
         p = *e ? e + 1 : e;
     }
-    lk_free(buf);
+    track_free(buf);
 }
 
 /* The first pattern matching a frame of the site (function, file, or module), or -1. */
-static long site_suppressed(const struct lk_site *site)
+static long site_suppressed(const struct track_site *site)
 {
     if (!nsupps || !site)
         return -1;
     const uintptr_t *fr;
-    unsigned d = lk_site_frames(site, &fr);
+    unsigned d = track_site_frames(site, &fr);
     for (unsigned k = 0; k < d; k++) {
-        const struct lk_sym *s = lk_sym_get(fr[k]);
+        const struct track_sym *s = track_sym_get(fr[k]);
         const char *base = s->module ? strrchr(s->module, '/') : NULL;
         for (size_t i = 0; i < nsupps; i++)
-            if (lk_tmatch(supps[i].pat, s->func) || lk_tmatch(supps[i].pat, s->file) || lk_tmatch(supps[i].pat, s->module) ||
-                (base && lk_tmatch(supps[i].pat, base + 1)))
+            if (track_tmatch(supps[i].pat, s->func) || track_tmatch(supps[i].pat, s->file) || track_tmatch(supps[i].pat, s->module) ||
+                (base && track_tmatch(supps[i].pat, base + 1)))
                 return (long)i;
     }
     return -1;
-}
-
-/* ---- output (lk.h) ---- */
-void lk_out_flush(struct lk_out *o)
-{
-    if (o->n)
-        os_write_all(o->fd, o->buf, o->n);
-    o->n = 0;
-}
-
-void lk_out_put(struct lk_out *o, const char *s)
-{
-    while (*s) {
-        if (o->n == sizeof(o->buf))
-            lk_out_flush(o);
-        o->buf[o->n++] = *s++;
-    }
-}
-
-void lk_out_fmt(struct lk_out *o, const char *fmt, ...)
-{
-    char tmp[512];
-    va_list ap;
-    va_start(ap, fmt);
-    os_vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    lk_out_put(o, tmp);
-}
-
-void lk_out_json_str(struct lk_out *o, const char *s)
-{
-    lk_out_put(o, "\"");
-    char tmp[8];
-    for (; s && *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            tmp[0] = '\\';
-            tmp[1] = (char)c;
-            tmp[2] = 0;
-        } else if (c < 0x20) {
-            os_snprintf(tmp, sizeof(tmp), "\\u%04x", c);
-        } else {
-            tmp[0] = (char)c;
-            tmp[1] = 0;
-        }
-        lk_out_put(o, tmp);
-    }
-    lk_out_put(o, "\"");
-}
-
-/* 1234567 -> "1,234,567" */
-const char *lk_commas(char *buf, uint64_t v)
-{
-    char tmp[32];
-    int n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    int k = 0;
-    for (int i = n - 1; i >= 0; i--) {
-        buf[k++] = tmp[i];
-        if (i && i % 3 == 0)
-            buf[k++] = ',';
-    }
-    buf[k] = 0;
-    return buf;
 }
 
 /* ---- records ---- */
@@ -162,23 +92,10 @@ struct totals {
     struct agg k[3], suppressed;
 };
 
-void lk_weigh(uint64_t size, int exact, double *blocks, double *bytes)
-{
-    if (!lk_sample_bytes || size >= lk_sample_bytes || exact) {
-        *blocks = 1;
-        *bytes = (double)size;
-        return;
-    }
-    /* A block of s bytes was sampled with probability 1 - exp(-s/T): it stands for 1/p blocks. */
-    double p = 1 - lk_exp(-(double)(size ? size : 1) / (double)lk_sample_bytes);
-    *blocks = 1 / p;
-    *bytes = (double)size / p;
-}
-
 static void agg_add(struct agg *a, uint64_t size, int exact)
 {
     double wb, wy;
-    lk_weigh(size, exact, &wb, &wy);
+    track_weigh(size, exact, &wb, &wy);
     a->bytes += size;
     a->blocks++;
     a->est_bytes += wy;
@@ -188,48 +105,10 @@ static void agg_add(struct agg *a, uint64_t size, int exact)
 static int is_supp(uint32_t site, int8_t *supp_of, long *supp_idx)
 {
     if (!supp_of[site]) {
-        supp_idx[site] = site_suppressed(lk_site_get(site));
+        supp_idx[site] = site_suppressed(track_site_get(site));
         supp_of[site] = supp_idx[site] >= 0 ? 2 : 1;
     }
     return supp_of[site] == 2;
-}
-
-void lk_write_frames(struct lk_out *o, const struct lk_site *site, int json)
-{
-    const uintptr_t *fr;
-    unsigned d = site ? lk_site_frames(site, &fr) : 0;
-    for (unsigned k = 0; k < d; k++) {
-        const struct lk_sym *s = lk_sym_get(fr[k]);
-        if (json) {
-            lk_out_fmt(o, "%s{\"pc\": \"0x%lx\", \"function\": ", k ? ", " : "", (unsigned long)s->pc);
-            if (s->func)
-                lk_out_json_str(o, s->func);
-            else
-                lk_out_put(o, "null");
-            lk_out_put(o, ", \"file\": ");
-            if (s->file)
-                lk_out_json_str(o, s->file);
-            else
-                lk_out_put(o, "null");
-            lk_out_fmt(o, ", \"line\": %d, \"module\": ", s->line);
-            if (s->module)
-                lk_out_json_str(o, s->module);
-            else
-                lk_out_put(o, "null");
-            lk_out_fmt(o, ", \"offset\": \"0x%lx\"}", (unsigned long)s->off);
-        } else {
-            lk_out_fmt(o, "==%ld==    #%u 0x%lx in ", os_getpid(), k, (unsigned long)s->pc);
-            lk_out_put(o, s->func ? s->func : "??");
-            if (s->file) {
-                lk_out_put(o, " ");
-                lk_out_put(o, s->file);
-                lk_out_fmt(o, ":%d", s->line);
-            }
-            lk_out_put(o, " (");
-            lk_out_put(o, s->module ? s->module : "??");
-            lk_out_fmt(o, "+0x%lx)\n", (unsigned long)s->off);
-        }
-    }
 }
 
 static int rec_before(const struct rec *x, const struct rec *y)
@@ -281,52 +160,26 @@ static void recs_sort(struct rec *r, size_t n)
     }
 }
 
-int lk_open_report(const char *path, int *json, const char *what, int append)
+static void agg_json(struct track_out *o, const char *name, const struct agg *a, int comma)
 {
-    *json = 0;
-    if (!path || !*path)
-        return 2;
-    char p[600];
-    size_t k = 0;
-    for (const char *s = path; *s && k < sizeof(p) - 24; s++) {
-        if (s[0] == '%' && s[1] == 'p') {
-            k += os_snprintf(p + k, sizeof(p) - k, "%ld", os_getpid());
-            s++;
-        } else {
-            p[k++] = *s;
-        }
-    }
-    p[k] = 0;
-    *json = k >= 5 && strcmp(p + k - 5, ".json") == 0;
-    int fd = append ? os_open_append(p) : os_open_write(p);
-    if (fd < 0) {
-        os_printf(2, "buddyslab: %s: cannot open '%s': writing to stderr\n", what, p);
-        *json = 0;
-        return 2;
-    }
-    return fd;
-}
-
-static void agg_json(struct lk_out *o, const char *name, const struct agg *a, int comma)
-{
-    lk_out_fmt(o, "    \"%s\": {\"bytes\": %llu, \"blocks\": %llu", name, (unsigned long long)(a->est_bytes + 0.5),
+    track_out_fmt(o, "    \"%s\": {\"bytes\": %llu, \"blocks\": %llu", name, (unsigned long long)(a->est_bytes + 0.5),
             (unsigned long long)(a->est_blocks + 0.5));
-    if (lk_sample_bytes)
-        lk_out_fmt(o, ", \"sampled_bytes\": %llu, \"sampled_blocks\": %llu", (unsigned long long)a->bytes,
+    if (track_sample_bytes)
+        track_out_fmt(o, ", \"sampled_bytes\": %llu, \"sampled_blocks\": %llu", (unsigned long long)a->bytes,
                 (unsigned long long)a->blocks);
-    lk_out_fmt(o, "}%s\n", comma ? "," : "");
+    track_out_fmt(o, "}%s\n", comma ? "," : "");
 }
 
-size_t lk_report_write(const struct lk_block *b, size_t n, const char *path, int at_exit)
+size_t leak_report_write(const struct track_block *b, size_t n, const char *path, int at_exit)
 {
-    uint32_t nsites = __atomic_load_n(&lk_nsites, __ATOMIC_ACQUIRE);
-    struct agg *ag = lk_alloc(((size_t)nsites + 1) * 3 * sizeof(struct agg));
-    int8_t *supp_of = lk_alloc((size_t)nsites + 1); /* 0 unknown, 1 no, 2 yes */
-    long *supp_idx = lk_alloc(((size_t)nsites + 1) * sizeof(long));
+    uint32_t nsites = __atomic_load_n(&track_nsites, __ATOMIC_ACQUIRE);
+    struct agg *ag = track_alloc(((size_t)nsites + 1) * 3 * sizeof(struct agg));
+    int8_t *supp_of = track_alloc((size_t)nsites + 1); /* 0 unknown, 1 no, 2 yes */
+    long *supp_idx = track_alloc(((size_t)nsites + 1) * sizeof(long));
     if (!ag || !supp_of || !supp_idx) {
-        lk_free(ag);
-        lk_free(supp_of);
-        lk_free(supp_idx);
+        track_free(ag);
+        track_free(supp_of);
+        track_free(supp_idx);
         os_printf(2, "buddyslab: leak report: out of memory\n");
         return 0;
     }
@@ -335,17 +188,17 @@ size_t lk_report_write(const struct lk_block *b, size_t n, const char *path, int
     struct totals tot;
     memset(&tot, 0, sizeof(tot));
     for (size_t i = 0; i < n; i++) {
-        const struct lk_block *x = &b[i];
-        if (x->state == LK_FREED)
+        const struct track_block *x = &b[i];
+        if (x->state == LEAK_FREED)
             continue;
         uint32_t site = x->site <= nsites ? x->site : 0;
-        if (x->state == LK_REACHABLE) {
+        if (x->state == LEAK_REACHABLE) {
             agg_add(&ag[site * 3 + K_REACHABLE], x->size, x->exact);
             agg_add(&tot.k[K_REACHABLE], x->size, x->exact);
             continue;
         }
         /* lost: suppressed when its own site or its clique's leader's site is */
-        uint32_t lsite = x->state == LK_INDIRECT ? b[x->clique].site : site;
+        uint32_t lsite = x->state == LEAK_INDIRECT ? b[x->clique].site : site;
         if (lsite > nsites)
             lsite = 0;
         int sup = nsupps && (is_supp(site, supp_of, supp_idx) || is_supp(lsite, supp_of, supp_idx));
@@ -358,13 +211,13 @@ size_t lk_report_write(const struct lk_block *b, size_t n, const char *path, int
             }
             continue;
         }
-        unsigned k = x->state == LK_INDIRECT ? K_INDIRECT : K_DEFINITE;
+        unsigned k = x->state == LEAK_INDIRECT ? K_INDIRECT : K_DEFINITE;
         agg_add(&ag[site * 3 + k], x->size, x->exact);
         agg_add(&tot.k[k], x->size, x->exact);
         if (k == K_INDIRECT) {
             struct agg *l = &ag[lsite * 3 + K_DEFINITE];
             double wb, wy;
-            lk_weigh(x->size, x->exact, &wb, &wy);
+            track_weigh(x->size, x->exact, &wb, &wy);
             l->ind_bytes += x->size;
             l->ind_blocks++;
             l->ind_est_bytes += wy;
@@ -375,7 +228,7 @@ size_t lk_report_write(const struct lk_block *b, size_t n, const char *path, int
         for (unsigned k = 0; k < 3; k++)
             if (ag[s * 3 + k].blocks && (k != K_REACHABLE || opt_leak_reachable))
                 nrec++;
-    struct rec *recs = lk_alloc((nrec ? nrec : 1) * sizeof(struct rec));
+    struct rec *recs = track_alloc((nrec ? nrec : 1) * sizeof(struct rec));
     size_t r = 0;
     for (uint32_t s = 0; recs && s <= nsites; s++)
         for (unsigned k = 0; k < 3; k++)
@@ -392,93 +245,93 @@ size_t lk_report_write(const struct lk_block *b, size_t n, const char *path, int
     /* At exit on stderr, a clean program stays quiet (LSan's way): no leaks, no report. */
     int quiet = at_exit && (!path || !*path) && !tot.k[K_DEFINITE].blocks && !tot.k[K_INDIRECT].blocks &&
                 !opt_leak_reachable;
-    struct lk_out *o = quiet ? NULL : lk_alloc(sizeof(struct lk_out));
-    int fd = quiet ? 2 : lk_open_report(path, &json, "leak report", 0);
+    struct track_out *o = quiet ? NULL : track_alloc(sizeof(struct track_out));
+    int fd = quiet ? 2 : track_open_report(path, &json, "leak report", 0);
     long pid = os_getpid();
     char c1[32], c2[32], c3[32];
     if (o) {
         o->fd = fd;
         if (json) {
-            lk_out_fmt(o, "{\n  \"tool\": \"buddyslab-leak\",\n  \"format\": 1,\n  \"pid\": %ld,\n  \"at_exit\": %s,\n", pid,
+            track_out_fmt(o, "{\n  \"tool\": \"buddyslab-leak\",\n  \"format\": 1,\n  \"pid\": %ld,\n  \"at_exit\": %s,\n", pid,
                     at_exit ? "true" : "false");
-            lk_out_fmt(o, "  \"mode\": \"%s\",\n  \"sample_bytes\": %llu,\n  \"depth\": %ld,\n",
-                    lk_sample_bytes ? "sampled" : "full", (unsigned long long)lk_sample_bytes, opt_leak_depth);
-            lk_out_put(o, "  \"summary\": {\n");
+            track_out_fmt(o, "  \"mode\": \"%s\",\n  \"sample_bytes\": %llu,\n  \"depth\": %ld,\n",
+                    track_sample_bytes ? "sampled" : "full", (unsigned long long)track_sample_bytes, opt_leak_depth);
+            track_out_put(o, "  \"summary\": {\n");
             agg_json(o, "definitely_lost", &tot.k[K_DEFINITE], 1);
             agg_json(o, "indirectly_lost", &tot.k[K_INDIRECT], 1);
             agg_json(o, "still_reachable", &tot.k[K_REACHABLE], 1);
             agg_json(o, "suppressed", &tot.suppressed, 0);
-            lk_out_put(o, "  },\n  \"leaks\": [");
+            track_out_put(o, "  },\n  \"leaks\": [");
             for (size_t i = 0; i < nrec; i++) {
                 const struct rec *x = &recs[i];
-                lk_out_fmt(o, "%s\n    {\"kind\": \"%s\", \"site\": %u, \"bytes\": %llu, \"blocks\": %llu", i ? "," : "",
+                track_out_fmt(o, "%s\n    {\"kind\": \"%s\", \"site\": %u, \"bytes\": %llu, \"blocks\": %llu", i ? "," : "",
                         kind_json[x->kind], x->site, (unsigned long long)(x->a.est_bytes + 0.5),
                         (unsigned long long)(x->a.est_blocks + 0.5));
-                if (lk_sample_bytes)
-                    lk_out_fmt(o, ", \"sampled_bytes\": %llu, \"sampled_blocks\": %llu", (unsigned long long)x->a.bytes,
+                if (track_sample_bytes)
+                    track_out_fmt(o, ", \"sampled_bytes\": %llu, \"sampled_blocks\": %llu", (unsigned long long)x->a.bytes,
                             (unsigned long long)x->a.blocks);
                 if (x->kind == K_DEFINITE)
-                    lk_out_fmt(o, ", \"indirect_bytes\": %llu, \"indirect_blocks\": %llu",
+                    track_out_fmt(o, ", \"indirect_bytes\": %llu, \"indirect_blocks\": %llu",
                             (unsigned long long)(x->a.ind_est_bytes + 0.5), (unsigned long long)x->a.ind_blocks);
-                lk_out_put(o, ",\n     \"stack\": [");
-                lk_write_frames(o, lk_site_get(x->site), 1);
-                lk_out_put(o, "]}");
+                track_out_put(o, ",\n     \"stack\": [");
+                track_write_frames(o, track_site_get(x->site), 1);
+                track_out_put(o, "]}");
             }
-            lk_out_put(o, "\n  ],\n  \"suppressions\": [");
+            track_out_put(o, "\n  ],\n  \"suppressions\": [");
             for (size_t i = 0, k = 0; i < nsupps; i++) {
-                lk_out_put(o, k++ ? ", " : "");
-                lk_out_put(o, "{\"pattern\": ");
-                lk_out_json_str(o, supps[i].pat);
-                lk_out_fmt(o, ", \"blocks\": %llu, \"bytes\": %llu}", (unsigned long long)supps[i].hits,
+                track_out_put(o, k++ ? ", " : "");
+                track_out_put(o, "{\"pattern\": ");
+                track_out_json_str(o, supps[i].pat);
+                track_out_fmt(o, ", \"blocks\": %llu, \"bytes\": %llu}", (unsigned long long)supps[i].hits,
                         (unsigned long long)supps[i].bytes);
             }
-            lk_out_put(o, "]\n}\n");
+            track_out_put(o, "]\n}\n");
         } else {
-            lk_out_fmt(o, "==%ld== buddyslab leak report%s: %s tracking", pid, at_exit ? " at exit" : "",
-                    lk_sample_bytes ? "sampled" : "full");
-            if (lk_sample_bytes)
-                lk_out_fmt(o, " (about one allocation per %s bytes; byte and block counts are estimates)",
-                        lk_commas(c1, lk_sample_bytes));
-            lk_out_fmt(o, ", stacks of up to %ld frames\n==%ld==\n", opt_leak_depth, pid);
+            track_out_fmt(o, "==%ld== buddyslab leak report%s: %s tracking", pid, at_exit ? " at exit" : "",
+                    track_sample_bytes ? "sampled" : "full");
+            if (track_sample_bytes)
+                track_out_fmt(o, " (about one allocation per %s bytes; byte and block counts are estimates)",
+                        track_commas(c1, track_sample_bytes));
+            track_out_fmt(o, ", stacks of up to %ld frames\n==%ld==\n", opt_leak_depth, pid);
             for (size_t i = 0; i < nrec; i++) {
                 const struct rec *x = &recs[i];
-                lk_out_fmt(o, "==%ld== %s%s bytes in %s%s blocks are %s", pid, lk_sample_bytes ? "about " : "",
-                        lk_commas(c1, (uint64_t)(x->a.est_bytes + 0.5)), lk_sample_bytes ? "about " : "",
-                        lk_commas(c2, (uint64_t)(x->a.est_blocks + 0.5)), kind_text[x->kind]);
+                track_out_fmt(o, "==%ld== %s%s bytes in %s%s blocks are %s", pid, track_sample_bytes ? "about " : "",
+                        track_commas(c1, (uint64_t)(x->a.est_bytes + 0.5)), track_sample_bytes ? "about " : "",
+                        track_commas(c2, (uint64_t)(x->a.est_blocks + 0.5)), kind_text[x->kind]);
                 if (x->kind == K_DEFINITE && x->a.ind_blocks)
-                    lk_out_fmt(o, " (and hold %s bytes in %llu indirectly lost blocks)",
-                            lk_commas(c3, (uint64_t)(x->a.ind_est_bytes + 0.5)), (unsigned long long)x->a.ind_blocks);
-                lk_out_fmt(o, " (record %zu of %zu)\n", i + 1, nrec);
-                if (lk_sample_bytes)
-                    lk_out_fmt(o, "==%ld==    (%llu sampled blocks, %llu bytes)\n", pid, (unsigned long long)x->a.blocks,
+                    track_out_fmt(o, " (and hold %s bytes in %llu indirectly lost blocks)",
+                            track_commas(c3, (uint64_t)(x->a.ind_est_bytes + 0.5)), (unsigned long long)x->a.ind_blocks);
+                track_out_fmt(o, " (record %zu of %zu)\n", i + 1, nrec);
+                if (track_sample_bytes)
+                    track_out_fmt(o, "==%ld==    (%llu sampled blocks, %llu bytes)\n", pid, (unsigned long long)x->a.blocks,
                             (unsigned long long)x->a.bytes);
-                lk_write_frames(o, lk_site_get(x->site), 0);
-                lk_out_fmt(o, "==%ld==\n", pid);
+                track_write_frames(o, track_site_get(x->site), 0);
+                track_out_fmt(o, "==%ld==\n", pid);
             }
-            lk_out_fmt(o, "==%ld== LEAK SUMMARY:\n", pid);
+            track_out_fmt(o, "==%ld== LEAK SUMMARY:\n", pid);
             static const char *const lab[4] = {"definitely lost", "indirectly lost", "still reachable", "suppressed"};
             for (unsigned k = 0; k < 4; k++) {
                 const struct agg *a = k < 3 ? &tot.k[k] : &tot.suppressed;
-                lk_out_fmt(o, "==%ld==    %15s: %s%s bytes in %s%s blocks\n", pid, lab[k], lk_sample_bytes ? "about " : "",
-                        lk_commas(c1, (uint64_t)(a->est_bytes + 0.5)), lk_sample_bytes ? "about " : "",
-                        lk_commas(c2, (uint64_t)(a->est_blocks + 0.5)));
+                track_out_fmt(o, "==%ld==    %15s: %s%s bytes in %s%s blocks\n", pid, lab[k], track_sample_bytes ? "about " : "",
+                        track_commas(c1, (uint64_t)(a->est_bytes + 0.5)), track_sample_bytes ? "about " : "",
+                        track_commas(c2, (uint64_t)(a->est_blocks + 0.5)));
             }
             if (!opt_leak_reachable && tot.k[K_REACHABLE].blocks)
-                lk_out_fmt(o, "==%ld== Reachable blocks are not shown; set leak_reachable=1 to see them.\n", pid);
+                track_out_fmt(o, "==%ld== Reachable blocks are not shown; set leak_reachable=1 to see them.\n", pid);
             for (size_t i = 0; i < nsupps; i++)
                 if (supps[i].hits)
-                    lk_out_fmt(o, "==%ld== suppressed by 'leak:%s': %s bytes in %llu blocks\n", pid, supps[i].pat,
-                            lk_commas(c1, supps[i].bytes), (unsigned long long)supps[i].hits);
+                    track_out_fmt(o, "==%ld== suppressed by 'leak:%s': %s bytes in %llu blocks\n", pid, supps[i].pat,
+                            track_commas(c1, supps[i].bytes), (unsigned long long)supps[i].hits);
         }
-        lk_out_flush(o);
+        track_out_flush(o);
     }
     if (fd != 2)
         os_close(fd);
-    size_t lost = lk_sample_bytes ? (size_t)(tot.k[K_DEFINITE].est_blocks + 0.5) : tot.k[K_DEFINITE].blocks;
-    lk_free(o);
-    lk_free(recs);
-    lk_free(ag);
-    lk_free(supp_of);
-    lk_free(supp_idx);
+    size_t lost = track_sample_bytes ? (size_t)(tot.k[K_DEFINITE].est_blocks + 0.5) : tot.k[K_DEFINITE].blocks;
+    track_free(o);
+    track_free(recs);
+    track_free(ag);
+    track_free(supp_of);
+    track_free(supp_idx);
     return lost;
 }

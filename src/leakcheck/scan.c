@@ -20,22 +20,16 @@
  * blocks reachable from it ("indirectly lost").
  *
  * With leak_sample, only sampled blocks are tracked: every live block of the heap that is not
- * tracked (found by walking arenas and huge blocks, freed objects told apart by the free key) is
- * scanned as a root, so a sampled block referenced by any live block counts as reachable. */
-#include "leakcheck/lk.h"
+ * tracked (handed over by the slab layer's heap walk and the zones' walk of huge blocks, objects
+ * waiting free in a cache told apart by slab_marked_free) is scanned as a root, so a sampled block
+ * referenced by any live block counts as reachable. The scan reads no allocator structure itself,
+ * and makes its system calls through src/os. */
+#include "leakcheck/leak_int.h"
 
-#include <errno.h>
-#include <fcntl.h>
+#include "slab/slab.h" /* the heap walk (slab_heap_walk, zones_for_each_huge), heap sections */
+
 #include <setjmp.h>
 #include <string.h>
-#include <sys/syscall.h>
-#include <sys/uio.h>
-#include <time.h>
-#include <unistd.h>
-
-/* Exact list of metadata reservations, when the zones layer provides it (see the report). */
-extern void meta_for_each_chunk(void (*fn)(uintptr_t start, size_t size, void *arg), void *arg)
-    __attribute__((weak, visibility("hidden")));
 
 struct range {
     uintptr_t lo, hi;
@@ -51,7 +45,7 @@ static void rv_add(struct rvec *r, uintptr_t lo, uintptr_t hi)
         return;
     if (r->n == r->cap) {
         size_t nc = r->cap ? r->cap * 2 : 256;
-        struct range *nv = lk_realloc(r->v, r->cap * sizeof(*nv), nc * sizeof(*nv));
+        struct range *nv = track_realloc(r->v, r->cap * sizeof(*nv), nc * sizeof(*nv));
         if (!nv)
             return;
         r->v = nv;
@@ -109,7 +103,7 @@ static int prefix(const char *s, const char *p)
 static int maps_read(struct maps *m)
 {
     size_t len;
-    char *buf = lk_read_file("/proc/self/maps", &len);
+    char *buf = track_read_file("/proc/self/maps", &len);
     m->v = NULL;
     m->n = 0;
     if (!buf)
@@ -117,9 +111,9 @@ static int maps_read(struct maps *m)
     size_t lines = 0;
     for (size_t i = 0; i < len; i++)
         lines += buf[i] == '\n';
-    m->v = lk_alloc((lines + 1) * sizeof(struct vma));
+    m->v = track_alloc((lines + 1) * sizeof(struct vma));
     if (!m->v) {
-        lk_free(buf);
+        track_free(buf);
         return -1;
     }
     const char *p = buf;
@@ -151,7 +145,7 @@ static int maps_read(struct maps *m)
         if (v->hi > v->lo && m->n < lines + 1)
             m->n++;
     }
-    lk_free(buf);
+    track_free(buf);
     return 0;
 }
 
@@ -171,27 +165,12 @@ static const struct vma *maps_find(const struct maps *m, uintptr_t a)
 }
 
 /* ---- reading memory that may go away under us ---- */
-static int vm_readv_ok = 1;
-
 /* Copy up to len bytes at addr; returns how many could be read (0: addr unreadable). */
-static size_t safe_read(uintptr_t addr, void *buf, size_t len)
-{
-    if (vm_readv_ok) {
-        struct iovec l = {buf, len}, r = {(void *)addr, len};
-        ssize_t got = process_vm_readv(getpid(), &l, 1, &r, 1, 0);
-        if (got >= 0)
-            return (size_t)got;
-        if (errno == EFAULT)
-            return 0;
-        vm_readv_ok = 0; /* ENOSYS, EPERM (seccomp): read directly, trusting /proc/self/maps */
-    }
-    memcpy(buf, (const void *)addr, len);
-    return len;
-}
+static size_t safe_read(uintptr_t addr, void *buf, size_t len) { return os_read_self(addr, buf, len); }
 
 /* ---- marking ---- */
 struct scan {
-    struct lk_block *b;
+    struct track_block *b;
     size_t n;
     uintptr_t lo, hi; /* lowest start, highest end of tracked blocks */
     size_t *work;
@@ -202,7 +181,7 @@ struct scan {
 };
 #define SCAN_BUF (256u << 10)
 
-static inline size_t bsize(const struct lk_block *b) { return b->size ? b->size : 1; }
+static inline size_t bsize(const struct track_block *b) { return b->size ? b->size : 1; }
 
 /* Index of the tracked block holding address w, or (size_t)-1. */
 static size_t find_block(const struct scan *s, uintptr_t w)
@@ -217,7 +196,7 @@ static size_t find_block(const struct scan *s, uintptr_t w)
         else
             hi = mid;
     }
-    const struct lk_block *b = &s->b[lo];
+    const struct track_block *b = &s->b[lo];
     return w >= b->start && w - b->start < bsize(b) ? lo : (size_t)-1;
 }
 
@@ -225,7 +204,7 @@ static void push(struct scan *s, size_t i)
 {
     if (s->nwork == s->capwork) {
         size_t nc = s->capwork ? s->capwork * 2 : 4096;
-        size_t *nw = lk_realloc(s->work, s->capwork * sizeof(size_t), nc * sizeof(size_t));
+        size_t *nw = track_realloc(s->work, s->capwork * sizeof(size_t), nc * sizeof(size_t));
         if (!nw)
             return; /* out of memory: that block's contents go unscanned (more leaks, never fewer) */
         s->work = nw;
@@ -241,16 +220,16 @@ static inline void consider(struct scan *s, uintptr_t w)
     size_t i = find_block(s, w);
     if (i == (size_t)-1)
         return;
-    struct lk_block *b = &s->b[i];
+    struct track_block *b = &s->b[i];
     if (s->phase == 0) {
-        if (b->state != LK_UNREACHED)
+        if (b->state != LEAK_UNREACHED)
             return;
-        b->state = LK_REACHABLE;
+        b->state = LEAK_REACHABLE;
         push(s, i);
     } else {
-        if (b->state != LK_UNREACHED || i == s->leader)
+        if (b->state != LEAK_UNREACHED || i == s->leader)
             return;
-        b->state = LK_INDIRECT;
+        b->state = LEAK_INDIRECT;
         b->clique = (uint32_t)s->leader; /* a former leader keeps its clique: chains resolve later */
         push(s, i);
     }
@@ -293,7 +272,7 @@ static void scan_range(struct scan *s, uintptr_t lo, uintptr_t hi)
 static void drain(struct scan *s)
 {
     while (s->nwork) {
-        const struct lk_block *b = &s->b[s->work[--s->nwork]];
+        const struct track_block *b = &s->b[s->work[--s->nwork]];
         scan_words(s, (const uintptr_t *)b->start, b->size / 8);
     }
 }
@@ -304,11 +283,11 @@ static uintptr_t task_sp(long tid)
 {
     char path[64], buf[256];
     os_snprintf(path, sizeof(path), "/proc/self/task/%ld/syscall", tid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = os_open_read(path);
     if (fd < 0)
         return 0;
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
+    long n = os_read(fd, buf, sizeof(buf) - 1);
+    os_close(fd);
     if (n <= 0)
         return 0;
     buf[n] = 0;
@@ -335,121 +314,31 @@ static uintptr_t task_sp(long tid)
     return sp;
 }
 
-struct lk_dirent {
-    uint64_t ino;
-    int64_t off;
-    unsigned short reclen;
-    unsigned char type;
-    char name[];
-};
-
-/* Live thread ids from /proc/self/task (getdents64: opendir would allocate). */
-static size_t live_tids(long *out, size_t max)
-{
-    int fd = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    size_t n = 0;
-    char buf[4096];
-    for (;;) {
-        long got = syscall(SYS_getdents64, fd, buf, sizeof(buf));
-        if (got <= 0)
-            break;
-        for (long off = 0; off < got;) {
-            const struct lk_dirent *d = (const struct lk_dirent *)(const void *)(buf + off);
-            off += d->reclen;
-            long v = 0;
-            const char *c = d->name;
-            if (*c < '0' || *c > '9')
-                continue;
-            while (*c >= '0' && *c <= '9')
-                v = v * 10 + (*c++ - '0');
-            if (n < max)
-                out[n++] = v;
-        }
-    }
-    close(fd);
-    return n;
-}
+/* Live thread ids. */
+static size_t live_tids(long *out, size_t max) { return os_proc_numbers("/proc/self/task", out, max); }
 
 /* glibc's static TLS size (TLS blocks + surplus + thread descriptor), for dead threads' roots.
- * Looked up by lk_scan_init, outside the report: dlsym may free the program's dlerror state. */
-static size_t lk_static_tls = 64 << 10;
+ * Looked up by leak_scan_init, outside the report: dlsym may free the program's dlerror state. */
+static size_t static_tls = 64 << 10;
 
-void lk_scan_init(void)
+void leak_scan_init(void)
 {
-    void (*get)(size_t *, size_t *) = (void (*)(size_t *, size_t *))lk_dlsym(NULL, "_dl_get_tls_static_info");
+    void (*get)(size_t *, size_t *) = (void (*)(size_t *, size_t *))track_dlsym(NULL, "_dl_get_tls_static_info");
     size_t sz = 0, al = 0;
     if (get)
         get(&sz, &al);
     if (sz)
-        lk_static_tls = sz;
+        static_tls = sz;
 }
 
-static size_t static_tls_size(void) { return lk_static_tls; }
+static size_t static_tls_size(void) { return static_tls; }
 
 /* ---- the allocator's metadata: never roots ---- */
 static void meta_chunk_cb(uintptr_t start, size_t size, void *arg) { rv_add(arg, start, start + size); }
 
-/* Without the zones layer's list: exclude every anonymous mapping that holds a known metadata
- * object (pagemap leaves, arena structs, huge block descriptors, per-CPU and per-thread cache slot
- * arrays, transfer caches). Metadata reservations are MAP_NORESERVE, so the kernel merges them
- * only with other NORESERVE mappings: the allocator's own, in practice. */
-static void meta_exclude(struct rvec *ex, const struct maps *m, const struct lk_thread_info *th, size_t nth)
-{
-    if (meta_for_each_chunk) {
-        meta_for_each_chunk(meta_chunk_cb, ex);
-        return;
-    }
-    uint8_t *mark = lk_alloc(m->n ? m->n : 1);
-    if (!mark)
-        return;
-#define NOTE(addr)                                                                                                     \
-    do {                                                                                                               \
-        const struct vma *v_ = maps_find(m, (uintptr_t)(addr));                                                        \
-        if (v_ && v_->anon)                                                                                            \
-            mark[v_ - m->v] = 1;                                                                                       \
-    } while (0)
-    for (size_t t = 0; t < sizeof(pagemap_top) / sizeof(pagemap_top[0]); t++) {
-        uintptr_t *leaf = __atomic_load_n(&pagemap_top[t], __ATOMIC_ACQUIRE);
-        if (!leaf)
-            continue;
-        NOTE(leaf);
-        uintptr_t prev = 0;
-        for (size_t i = 0; i < (1u << (34 - SECTION_SHIFT)); i++) {
-            uintptr_t e = __atomic_load_n(&leaf[i], __ATOMIC_RELAXED);
-            if (e && e != prev)
-                NOTE(e & ~PAGEMAP_HUGE_TAG); /* struct arena or struct huge_block */
-            prev = e;
-        }
-    }
-    for (size_t cid = 0, end = pcp_cids_used(); cid < end; cid++)
-        for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
-            const struct pcp_bin *b = &pcp_cpus[cid].bins[c];
-            if (__atomic_load_n(&b->top, __ATOMIC_RELAXED))
-                NOTE(pcp_bin_base(b));
-        }
-    uintptr_t tls_off = (uintptr_t)&pcp_tls - (uintptr_t)__builtin_thread_pointer();
-    for (size_t t = 0; t < nth; t++) {
-        if (!th[t].tid || !th[t].tp)
-            continue;
-        struct pcp tp;
-        if (safe_read(th[t].tp + tls_off, &tp, sizeof(tp)) != sizeof(tp))
-            continue;
-        for (unsigned c = 0; c < SLAB_NR_CLASSES; c++)
-            if (tp.bins[c].top)
-                NOTE(pcp_bin_base(&tp.bins[c]));
-    }
-    for (unsigned z = 0; z < NR_ZONES; z++)
-        for (unsigned c = 0; c < SLAB_NR_CLASSES; c++)
-            if (kmem_caches[z][c].xfer)
-                NOTE(kmem_caches[z][c].xfer);
-#undef NOTE
-    for (size_t i = 0; i < m->n; i++)
-        if (mark[i])
-            rv_add(ex, m->v[i].lo, m->v[i].hi);
-    lk_free(mark);
-}
+/* Every metadata reservation (pagemap leaves, arena structs, huge block descriptors, per-CPU and
+ * per-thread cache slot arrays, transfer caches), as the zones layer lists them. */
+static void meta_exclude(struct rvec *ex) { meta_for_each_chunk(meta_chunk_cb, ex); }
 
 /* ---- sampling: the untracked live heap is a root ---- */
 static uintptr_t own_set[512];
@@ -467,93 +356,46 @@ static int tracked_start(const struct scan *s, uintptr_t a)
     return 0;
 }
 
+/* A block of the heap that is not tracked is a root (tracked ones are graph nodes; the tracker's
+ * own blocks are neither). A slab object waiting free in a cache holds nothing of the program's. */
+static void heap_block(uintptr_t a, size_t len, int kind, void *arg)
+{
+    struct scan *s = arg;
+    if (tracked_start(s, a))
+        return;
+    if (kind == SLAB_WALK_LARGE) {
+        scan_range(s, a, a + len);
+        return;
+    }
+    size_t got = safe_read(a, s->buf, len < SCAN_BUF ? len : SCAN_BUF);
+    const uintptr_t *obj = (const uintptr_t *)(const void *)s->buf;
+    if (got >= 16 && slab_marked_free(a, obj))
+        return; /* free in a per-CPU or transfer cache */
+    scan_words(s, obj, got / 8);
+}
+
+/* A live huge block: scan_range skips heap sections, so read it directly through safe_read. */
+static void heap_huge(uintptr_t base, size_t usable, void *arg)
+{
+    struct scan *s = arg;
+    if (tracked_start(s, base))
+        return;
+    for (uintptr_t a = base; a < base + usable;) {
+        size_t len = base + usable - a < SCAN_BUF ? base + usable - a : SCAN_BUF;
+        size_t got = safe_read(a, s->buf, len);
+        scan_words(s, (const uintptr_t *)(const void *)s->buf, got / 8);
+        if (got < len)
+            break;
+        a += len;
+    }
+}
+
 static void heap_roots(struct scan *s)
 {
-    own_n = lk_shard_tables(own_set, 256);
-    own_n += lk_own_blocks(own_set + own_n, 512 - own_n);
-    size_t nwords = sizeof(arena_bitmap) / sizeof(arena_bitmap[0]);
-    for (size_t wi = 0; wi < nwords; wi++) {
-        uint64_t bits = __atomic_load_n(&arena_bitmap[wi], __ATOMIC_RELAXED);
-        while (bits) {
-            unsigned bit = (unsigned)__builtin_ctzll(bits);
-            bits &= bits - 1;
-            uintptr_t base = ((uintptr_t)wi * 64 + bit) << ARENA_SHIFT;
-            const struct page *pages = (const struct page *)base;
-            size_t pfn = ARENA_META_PAGES;
-            while (pfn < ARENA_PAGES) {
-                const struct page *pg = &pages[pfn];
-                uint8_t f = __atomic_load_n(&pg->flags, __ATOMIC_RELAXED);
-                uintptr_t addr = base + (pfn << PAGE_SHIFT);
-                size_t np = 1;
-                if ((f & PG_SLAB) && pg->head == pg) {
-                    np = pg->npages ? pg->npages : 1;
-                    if (np > ARENA_PAGES - pfn)
-                        np = ARENA_PAGES - pfn;
-                    unsigned cls = pg->size_class;
-                    uint32_t total = pg->total;
-                    if (cls < SLAB_NR_CLASSES && total && total <= 256) {
-                        uint64_t freebits[4];
-                        memcpy(freebits, slab_bitmap(pg), sizeof(freebits));
-                        size_t osz = slab_class_size[cls];
-                        if ((size_t)total * osz > np << PAGE_SHIFT)
-                            total = (uint32_t)((np << PAGE_SHIFT) / osz);
-                        for (uint32_t k = 0; k < total; k++) {
-                            if (freebits[k / 64] >> (k % 64) & 1)
-                                continue; /* free in its slab */
-                            uintptr_t oa = addr + (uintptr_t)k * osz;
-                            if (tracked_start(s, oa))
-                                continue; /* a tracked block: a graph node, not a root */
-                            size_t len = osz < SCAN_BUF ? osz : SCAN_BUF;
-                            size_t got = safe_read(oa, s->buf, len);
-                            const uintptr_t *obj = (const uintptr_t *)(const void *)s->buf;
-                            if (got >= 16 && obj[1] == (bsl_free_key ^ oa))
-                                continue; /* free in a per-CPU or transfer cache (the free key) */
-                            scan_words(s, obj, got / 8);
-                        }
-                    }
-                } else if (f & PG_LARGE) {
-                    np = pg->npages ? pg->npages : 1;
-                    if (np > ARENA_PAGES - pfn)
-                        np = ARENA_PAGES - pfn;
-                    size_t bytes = (np - ((f & PG_GUARD) && np > 1 ? 1 : 0)) << PAGE_SHIFT;
-                    if (!tracked_start(s, addr))
-                        scan_range(s, addr, addr + bytes);
-                } else if (f & PG_BUDDY) {
-                    np = (size_t)1 << (pg->order <= MAX_ORDER ? pg->order : 0);
-                }
-                pfn += np;
-            }
-        }
-    }
-    /* huge blocks: one pagemap entry per section, tagged */
-    for (size_t t = 0; t < sizeof(pagemap_top) / sizeof(pagemap_top[0]); t++) {
-        uintptr_t *leaf = __atomic_load_n(&pagemap_top[t], __ATOMIC_ACQUIRE);
-        if (!leaf)
-            continue;
-        uintptr_t prev = 0;
-        for (size_t i = 0; i < (1u << (34 - SECTION_SHIFT)); i++) {
-            uintptr_t e = __atomic_load_n(&leaf[i], __ATOMIC_RELAXED);
-            if (e == prev || !(e & PAGEMAP_HUGE_TAG)) {
-                prev = e;
-                continue;
-            }
-            prev = e;
-            const struct huge_block *hb = pagemap_huge(e);
-            uintptr_t base = huge_base(hb);
-            size_t usable = hb->usable;
-            if (hb->live && !tracked_start(s, base)) {
-                /* scan_range skips heap sections: read the block directly through safe_read */
-                for (uintptr_t a = base; a < base + usable;) {
-                    size_t len = base + usable - a < SCAN_BUF ? base + usable - a : SCAN_BUF;
-                    size_t got = safe_read(a, s->buf, len);
-                    scan_words(s, (const uintptr_t *)(const void *)s->buf, got / 8);
-                    if (got < len)
-                        break;
-                    a += len;
-                }
-            }
-        }
-    }
+    own_n = track_shard_tables(own_set, 256);
+    own_n += track_own_blocks(own_set + own_n, 512 - own_n);
+    slab_heap_walk(heap_block, s);
+    zones_for_each_huge(heap_huge, s);
 }
 
 /* ---- putting it together ---- */
@@ -586,12 +428,12 @@ static __attribute__((noinline)) void scan_roots(struct scan *s, uintptr_t my_sp
     if (maps_read(&m) != 0)
         return;
     size_t maxth = 4096;
-    struct lk_thread_info *th = lk_alloc(maxth * sizeof(*th));
-    long *tids = lk_alloc(maxth * sizeof(long));
-    size_t nth = th ? lk_threads_snapshot(th, maxth) : 0;
+    struct track_thread_info *th = track_alloc(maxth * sizeof(*th));
+    long *tids = track_alloc(maxth * sizeof(long));
+    size_t nth = th ? track_threads_snapshot(th, maxth) : 0;
     size_t ntid = tids ? live_tids(tids, maxth) : 0;
-    long self = syscall(SYS_gettid);
-    uintptr_t *tsp = lk_alloc((ntid ? ntid : 1) * sizeof(uintptr_t));
+    long self = os_gettid();
+    uintptr_t *tsp = track_alloc((ntid ? ntid : 1) * sizeof(uintptr_t));
     for (size_t i = 0; tsp && i < ntid; i++)
         tsp[i] = tids[i] == self ? my_sp : task_sp(tids[i]);
     /* A thread shown "running" has no known sp, and its whole stack, dead frames included, would be
@@ -604,22 +446,21 @@ static __attribute__((noinline)) void scan_roots(struct scan *s, uintptr_t my_sp
                 unknown = 1;
         if (!unknown)
             break;
-        struct timespec ts = {0, 500000};
-        nanosleep(&ts, NULL);
+        os_sleep_us(500);
     }
 
     struct rvec ex = {0}, roots = {0};
     uintptr_t own[8][2];
-    size_t nown = lk_own_data(own, 8);
+    size_t nown = track_own_data(own, 8);
     for (size_t i = 0; i < nown; i++)
         rv_add(&ex, own[i][0], own[i][1]);
-    meta_exclude(&ex, &m, th, nth);
+    meta_exclude(&ex);
 
     /* Threads the tracker knows: precise stacks. */
     size_t tls = static_tls_size();
     int self_done = 0;
     for (size_t t = 0; t < nth; t++) {
-        const struct lk_thread_info *x = &th[t];
+        const struct track_thread_info *x = &th[t];
         if (!x->lo || x->hi <= x->lo)
             continue;
         rv_add(&ex, x->lo, x->hi);
@@ -675,18 +516,18 @@ static __attribute__((noinline)) void scan_roots(struct scan *s, uintptr_t my_sp
     }
     for (size_t i = 0; i < roots.n; i++)
         scan_range(s, roots.v[i].lo, roots.v[i].hi);
-    if (lk_sample_bytes)
+    if (track_sample_bytes)
         heap_roots(s);
 
-    lk_free(ex.v);
-    lk_free(roots.v);
-    lk_free(tsp);
-    lk_free(tids);
-    lk_free(th);
-    lk_free(m.v);
+    track_free(ex.v);
+    track_free(roots.v);
+    track_free(tsp);
+    track_free(tids);
+    track_free(th);
+    track_free(m.v);
 }
 
-void lk_scan(struct lk_block *blocks, size_t n)
+void leak_scan(struct track_block *blocks, size_t n)
 {
     if (!n)
         return;
@@ -696,14 +537,14 @@ void lk_scan(struct lk_block *blocks, size_t n)
     s.n = n;
     s.lo = blocks[0].start;
     for (size_t i = 0; i < n; i++) {
-        blocks[i].state = LK_UNREACHED;
+        blocks[i].state = LEAK_UNREACHED;
         blocks[i].leader = 0;
         blocks[i].clique = (uint32_t)i;
         uintptr_t end = blocks[i].start + bsize(&blocks[i]);
         if (end > s.hi)
             s.hi = end;
     }
-    s.buf = lk_alloc(SCAN_BUF);
+    s.buf = track_alloc(SCAN_BUF);
     if (!s.buf)
         return;
     /* The registers of this thread: setjmp spills the callee-saved ones into jb, on the stack
@@ -717,7 +558,7 @@ void lk_scan(struct lk_block *blocks, size_t n)
     /* Lost cliques, in address order (Valgrind's way). */
     s.phase = 1;
     for (size_t i = 0; i < n; i++) {
-        if (blocks[i].state != LK_UNREACHED)
+        if (blocks[i].state != LEAK_UNREACHED)
             continue;
         s.leader = i;
         blocks[i].leader = 1;
@@ -727,13 +568,13 @@ void lk_scan(struct lk_block *blocks, size_t n)
     /* Resolve clique chains (a leader later found inside another clique): point every indirect
      * block at the definitely lost block that holds it. */
     for (size_t i = 0; i < n; i++) {
-        if (blocks[i].state != LK_INDIRECT)
+        if (blocks[i].state != LEAK_INDIRECT)
             continue;
         size_t c = blocks[i].clique, hops = 0;
-        while (blocks[c].state == LK_INDIRECT && hops++ < n)
+        while (blocks[c].state == LEAK_INDIRECT && hops++ < n)
             c = blocks[c].clique;
         blocks[i].clique = (uint32_t)c;
     }
-    lk_free(s.buf);
-    lk_free(s.work);
+    track_free(s.buf);
+    track_free(s.work);
 }

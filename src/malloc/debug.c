@@ -140,7 +140,7 @@ int debug_on_free(void *p, size_t usable, void (*really_free)(void *), const cha
         return 0;
     }
     debug_vg_quiet(1);
-    ((uintptr_t *)p)[1] = bsl_free_key ^ (uintptr_t)p; /* a second free finds it (debug_quarantined) */
+    ((uintptr_t *)p)[1] = slab_free_key ^ (uintptr_t)p; /* a second free finds it (debug_quarantined) */
     debug_vg_quiet(0);
     q[(q_head + q_len) % QCAP] = (struct qent){p, usable};
     q_len++;

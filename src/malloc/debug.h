@@ -8,7 +8,7 @@
 
 #include "os/os.h"
 
-#define HOOK_LEAK 1u  /* leak tracker (src/leakcheck) */
+#define HOOK_LEAK 1u  /* site tracking (src/track, through hooks.h) */
 #define HOOK_DEBUG 2u /* this file: junk, canary, quarantine, Valgrind */
 #define HOOK_INIT 4u  /* not initialised yet: the first call takes the hooked path, which initialises
                        * and then sees the real hooks, so even the very first block is tracked */

@@ -14,9 +14,10 @@
  *   init                 init_lock: first-use initialisation
  *   soft OOM policy      oom_policy_lock, then oom_acct_lock: an evaluation allocates, tracks, frees,
  *                        and symbolizes for its report
- *   leak tracker         report, resize, site and symbol locks
+ *   leak report          report_lock (src/leakcheck/leak.c)
+ *   tracking             resize, site and symbol locks (src/track/)
  *   -- inner phase: taken in order, waiting as long as it takes --
- *   leak tracker         block map shards, thread registry, then liburcu's locks (urcu_bp_before_fork)
+ *   tracking             block map shards, thread registry, then liburcu's locks (urcu_bp_before_fork)
  *   quarantine           q_lock (debug.c)
  *   tick                 tick_lock: held while the tick flushes, shrinks and purges
  *   per-CPU caches       pcp_lock (set-up of caches and slot arrays)
@@ -61,6 +62,7 @@
 #include "malloc/debug.h"
 #include "malloc/internal.h"
 #include "oom/oom.h"
+#include "track/track.h"
 
 #include <pthread.h>
 #include <sys/single_threaded.h>
@@ -82,8 +84,9 @@ struct fork_entry {
 static const struct fork_entry fork_table[] = {
     {"tracking start, init", 1, bsl_init_fork_locks, NULL, NULL, NULL},
     {"soft OOM policy", 1, oom_fork_locks, NULL, NULL, NULL},
-    {"leak tracker (outer)", 1, leak_fork_locks, NULL, NULL, NULL},
-    {"leak tracker (inner)", 0, NULL, leak_fork_prepare, leak_fork_parent, leak_fork_child},
+    {"leak report", 1, leak_fork_locks, NULL, NULL, NULL},
+    {"tracking (outer)", 1, track_fork_locks, NULL, NULL, NULL},
+    {"tracking (inner)", 0, NULL, track_fork_prepare, track_fork_parent, track_fork_child},
     {"quarantine", 0, debug_fork_locks, NULL, NULL, NULL},
     {"tick", 0, bsl_tick_fork_locks, NULL, NULL, bsl_tick_fork_child},
     {"per-CPU caches", 0, pcp_fork_locks, NULL, NULL, NULL},

@@ -2,12 +2,12 @@
  * the report at exit, and misuse reports. */
 #include "leakcheck/leakcheck.h"
 #include "malloc/debug.h"
+#include "malloc/hooks.h"
 #include "malloc/internal.h"
 #include "oom/oom.h"
 
 
 int bsl_inited;
-uintptr_t bsl_free_key;
 static os_lock_t init_lock = OS_LOCK_INIT;
 static int atfork_state; /* 0 not started, 1 starting, 2 fork handlers and hooks set up */
 
@@ -22,12 +22,13 @@ void bsl_init_slow(void)
     os_lock(&init_lock);
     if (!bsl_inited) {
         options_parse_env();
-        bsl_free_key = os_random64() | 1;
+        slab_free_key = os_random64() | 1;
         zones_init();
         unsigned ncpu = os_ncpus();
         buddy_init(opt_shards ? (unsigned)opt_shards : ncpu);
         slab_init();
         pcp_init((int)opt_rseq);
+        hooks_init();
         options_apply();
         __atomic_store_n(&bsl_hooks_on, (int)debug_init(), __ATOMIC_RELEASE); /* clears HOOK_INIT */
         __atomic_store_n(&bsl_inited, 1, __ATOMIC_RELEASE);
@@ -40,7 +41,7 @@ void bsl_init_slow(void)
         bsl_fork_register();
         if (opt_publish)
             publish_init();
-        if ((opt_leak || opt_leak_sample || oom_wants_tracking()) && leak_init())
+        if ((opt_leak || opt_leak_sample || oom_wants_tracking()) && hooks_start_tracking())
             __atomic_fetch_or(&bsl_hooks_on, HOOK_LEAK, __ATOMIC_RELEASE);
         __atomic_store_n(&atfork_state, 2, __ATOMIC_RELEASE);
     }

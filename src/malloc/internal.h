@@ -45,13 +45,9 @@ struct bsl_option {
 BSL_HIDDEN extern const struct bsl_option bsl_options[];
 BSL_HIDDEN extern const unsigned bsl_nr_options;
 BSL_HIDDEN extern long opt_stats, opt_rseq, opt_decay_ms, opt_thp, opt_shards, opt_background_thread;
-BSL_HIDDEN extern long opt_leak, opt_leak_sample, opt_leak_depth, opt_leak_exitcode, opt_leak_reachable;
-BSL_HIDDEN extern char opt_leak_report[256], opt_leak_suppressions[256];
 BSL_HIDDEN extern long opt_junk, opt_canary, opt_quarantine, opt_guard, opt_publish;
-BSL_HIDDEN extern long opt_soft_limit, opt_hard_limit, opt_oom_interval_ms, opt_oom_sample;
-BSL_HIDDEN extern char opt_budget[4096], opt_oom_action[16], opt_oom_report[256];
-/* A size: digits with an optional K, M, G or T suffix (powers of 1024). 0, or -1 when malformed. */
-BSL_HIDDEN int bsl_parse_size(const char *s, size_t n, long *out);
+/* The leak report's options are declared in leakcheck/leakcheck.h, the soft OOM policy's in
+ * oom/oom.h: each module owns its own. */
 /* Parse BUDDYSLAB_OPTIONS (no allocation). Bad entries: one line on stderr each, defaults kept. */
 BSL_HIDDEN void options_parse_env(void);
 /* Apply option values to the layers below (after init and after bsl_option_set). */
@@ -88,11 +84,7 @@ BSL_HIDDEN void publish_update(uint64_t now);
 BSL_HIDDEN void publish_exit(void);
 BSL_HIDDEN void publish_postfork_child(void);
 
-/* Double-free detection for small objects (always on): free() writes bsl_free_key ^ p into the
- * second word of the object (objects are at least 16 bytes), malloc() clears it. A free that finds
- * the key already there is probably a double free; free_check_slow() verifies it exactly (is the
- * object on a freelist or in a cache?) before calling it one. */
-BSL_HIDDEN extern uintptr_t bsl_free_key;
+/* Double-free detection for small objects (always on): slab_free_key (slab/slab.h). */
 
 /* Heap misuse: print one line naming the pointer and abort (glibc's convention). */
 BSL_HIDDEN __attribute__((noreturn, cold)) void bsl_misuse(const char *func, const char *what, const void *p);

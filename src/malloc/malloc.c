@@ -1,9 +1,8 @@
 /* The public allocation API: maps sizes to layers (small -> slab, large -> buddy, huge -> zones)
  * and owns the glibc contract (errno, alignment, realloc edge cases, usable size, aliases). */
-#include "leakcheck/leakcheck.h"
 #include "malloc/debug.h"
+#include "malloc/hooks.h"
 #include "malloc/internal.h"
-#include "oom/oom.h"
 
 #include <errno.h>
 #include <malloc.h>
@@ -24,7 +23,7 @@ static __attribute__((noinline)) void *small_alloc_slow(unsigned c)
     if (unlikely(!p))
         errno = ENOMEM;
     else
-        ((uintptr_t *)p)[1] = 0; /* clear the free key (see bsl_free_key) */
+        ((uintptr_t *)p)[1] = 0; /* clear the free key (see slab_free_key) */
     bsl_tick_maybe();
     return p;
 }
@@ -78,7 +77,7 @@ static __attribute__((noinline)) void *large_alloc(size_t n, size_t align, int z
     return p;
 }
 
-/* A small object leaves the allocator: clear the free key (see bsl_free_key). */
+/* A small object leaves the allocator: clear the free key (see slab_free_key). */
 static inline void *small_out(void *p)
 {
     if (likely(p))
@@ -122,9 +121,9 @@ static inline int small_in(void *p, const struct page *pg, const char *func)
     uint32_t off = (uint32_t)((uintptr_t)p - (uintptr_t)slab_base(pg->head));
     if (unlikely(!slab_on_boundary(off, pg->size_class)))
         small_bad_pointer(p, func);
-    if (unlikely(w[1] == (bsl_free_key ^ (uintptr_t)p)))
+    if (unlikely(w[1] == (slab_free_key ^ (uintptr_t)p)))
         return 1;
-    w[1] = bsl_free_key ^ (uintptr_t)p;
+    w[1] = slab_free_key ^ (uintptr_t)p;
     return 0;
 }
 
@@ -198,7 +197,7 @@ static __attribute__((noinline)) void free_slow(void *p)
     case K_SLAB:
         if (small_in(p, b.pg, "free()"))
             free_key_hit(p, "free()"); /* aborts on a real double free */
-        ((uintptr_t *)p)[1] = bsl_free_key ^ (uintptr_t)p;
+        ((uintptr_t *)p)[1] = slab_free_key ^ (uintptr_t)p;
         if (b.pg->flags & PG_LOW32)
             slab_free_bulk(&p, 1); /* LOW32 objects never enter the per-CPU caches */
         else
@@ -296,7 +295,7 @@ static __attribute__((noinline, cold, noreturn)) void size_mismatch(void *p, con
  * free in its slab. */
 static void check_live(void *p, const struct blk *b, const char *func)
 {
-    if (likely(((uintptr_t *)p)[1] != (bsl_free_key ^ (uintptr_t)p)))
+    if (likely(((uintptr_t *)p)[1] != (slab_free_key ^ (uintptr_t)p)))
         return;
     if (opt_quarantine && debug_quarantined(p))
         bsl_misuse(func, freed_what(func), p);
@@ -409,8 +408,8 @@ static __attribute__((noinline, cold)) void *hooked_alloc(enum hook_kind k, size
     unsigned h = __atomic_load_n(&bsl_hooks_on, __ATOMIC_ACQUIRE);
     uint64_t ticket = 0;
     if (h & HOOK_LEAK) {
-        ticket = leak_before_alloc(n);
-        if (unlikely(ticket == LEAK_REFUSE)) { /* the soft OOM policy: this site is over budget */
+        ticket = hook_before_alloc(n);
+        if (unlikely(ticket == HOOK_REFUSE)) { /* the soft OOM policy: this site is over budget */
             errno = ENOMEM;
             return NULL;
         }
@@ -429,7 +428,7 @@ static __attribute__((noinline, cold)) void *hooked_alloc(enum hook_kind k, size
         if (h & HOOK_DEBUG)
             debug_on_alloc(p, n, usable, k == HK_CALLOC);
         if (h & HOOK_LEAK)
-            leak_after_alloc(p, n, ticket);
+            hook_after_alloc(p, n, ticket);
     }
     return p;
 }
@@ -457,7 +456,7 @@ static __attribute__((noinline, cold)) void hooked_free_f(void *p, const char *f
         check_free(p, &b, size, align, func);
         debug_vg_quiet(0);
         if (h & HOOK_LEAK)
-            leak_on_free(p);
+            hook_on_free(p);
         if (debug_on_free(p, b.usable, quiet_free, func))
             return; /* quarantined */
     } else {
@@ -466,7 +465,7 @@ static __attribute__((noinline, cold)) void hooked_free_f(void *p, const char *f
             check_free(p, &b, size, align, func);
         }
         if (h & HOOK_LEAK)
-            leak_on_free(p);
+            hook_on_free(p);
     }
     quiet_free(p);
 }
@@ -502,17 +501,17 @@ static __attribute__((noinline, cold)) void *hooked_realloc(void *p, size_t n)
     if (!(h & HOOK_LEAK))
         return do_realloc(p, n);
     size_t old = usable_of(p, "realloc()");
-    uint64_t ticket = leak_before_alloc(n);
-    if (unlikely(ticket == LEAK_REFUSE)) { /* the soft OOM policy: p stays as it was */
+    uint64_t ticket = hook_before_alloc(n);
+    if (unlikely(ticket == HOOK_REFUSE)) { /* the soft OOM policy: p stays as it was */
         errno = ENOMEM;
         return NULL;
     }
-    leak_on_free(p);
+    hook_on_free(p);
     void *q = do_realloc(p, n);
     if (q)
-        leak_after_alloc(q, n, ticket);
+        hook_after_alloc(q, n, ticket);
     else
-        leak_on_alloc(p, old);
+        hook_on_alloc(p, old);
     return q;
 }
 
@@ -520,9 +519,9 @@ void *bsl_raw_malloc(size_t n) { return do_malloc(n); }
 void bsl_raw_free(void *p) { do_free(p); }
 
 /* Only sampled site tracking is on, and this call is not sampled: skip the hooks (see
- * leak_unsampled_alloc). HOOK_LEAK alone implies initialised (HOOK_INIT is clear). */
-#define LEAN_ALLOC(n) (bsl_hooks_on == HOOK_LEAK && leak_unsampled_alloc(n))
-#define LEAN_FREE(p) (bsl_hooks_on == HOOK_LEAK && leak_untracked_free(p))
+ * hook_unsampled_alloc). HOOK_LEAK alone implies initialised (HOOK_INIT is clear). */
+#define LEAN_ALLOC(n) (bsl_hooks_on == HOOK_LEAK && hook_unsampled_alloc(n))
+#define LEAN_FREE(p) (bsl_hooks_on == HOOK_LEAK && hook_untracked_free(p))
 
 BSL_EXPORT void *malloc(size_t n)
 {
@@ -587,7 +586,7 @@ static void *do_realloc(void *p, size_t n)
     classify(p, "realloc()", &b);
     switch (b.kind) {
     case K_SLAB:
-        if (unlikely(((uintptr_t *)p)[1] == (bsl_free_key ^ (uintptr_t)p)))
+        if (unlikely(((uintptr_t *)p)[1] == (slab_free_key ^ (uintptr_t)p)))
             free_key_hit(p, "realloc()");
         if (n <= b.usable && (n >= b.usable / 2 || b.usable <= 64))
             return p;
@@ -759,11 +758,7 @@ static size_t purge(const char *func)
     bsl_ensure_init();
     if (bsl_hooks_on & HOOK_DEBUG)
         debug_flush_quarantine(quiet_free, func); /* checks every block it releases */
-    huge_tick(os_now_ms(), 0); /* cached huge mappings go back to the kernel */
-    pcp_flush_all();
-    slab_flush_transfer();
-    slab_release_spares();
-    return buddy_purge(0);
+    return slab_reclaim(os_now_ms()); /* cached huge mappings too */
 }
 
 BSL_EXPORT int malloc_trim(size_t pad)

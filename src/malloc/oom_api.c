@@ -1,8 +1,8 @@
 /* The soft OOM policy's public API (include/buddyslab.h): budgets, limits, tags, the handler,
  * statistics and reports. The policy itself lives in src/oom/; this file starts site tracking
  * when a budget is first set from code. */
-#include "leakcheck/leakcheck.h"
 #include "malloc/debug.h"
+#include "malloc/hooks.h"
 #include "malloc/internal.h"
 #include "oom/oom.h"
 
@@ -21,7 +21,7 @@ int bsl_tracking_start(void)
     static int state; /* 0: not tried, 1: on, -1: unavailable */
     os_lock(&bsl_tracking_lock);
     if (state == 0) {
-        state = leak_init() ? 1 : -1;
+        state = hooks_start_tracking() ? 1 : -1;
         if (state == 1)
             __atomic_fetch_or(&bsl_hooks_on, HOOK_LEAK, __ATOMIC_RELEASE);
     }
@@ -82,14 +82,14 @@ BSL_EXPORT int bsl_oom_stats(bsl_oom_stats_t *out)
         return -1;
     memset(out, 0, sizeof(*out));
     bsl_ensure_init();
-    oom_stats_get(out, leak_tracking_mode());
+    oom_stats_get(out, track_mode());
     return 0;
 }
 
 BSL_EXPORT int bsl_oom_report(const char *path)
 {
     bsl_ensure_init();
-    if (!leak_tracking_mode() || !__atomic_load_n(&oom_on, __ATOMIC_ACQUIRE))
+    if (!track_mode() || !__atomic_load_n(&oom_on, __ATOMIC_ACQUIRE))
         return -1;
     return oom_report_now(path);
 }

@@ -1,13 +1,10 @@
 /* The options table and BUDDYSLAB_OPTIONS parsing ("key=value,key=value"), without allocating. */
 #include "malloc/internal.h"
+#include "leakcheck/leakcheck.h"
 #include "oom/oom.h"
 
 long opt_stats = 0, opt_rseq = 1, opt_decay_ms = 10000, opt_thp = 1, opt_shards = 0, opt_background_thread = 0;
-long opt_leak = 0, opt_leak_sample = 0, opt_leak_depth = 16, opt_leak_exitcode = 0, opt_leak_reachable = 0;
-char opt_leak_report[256], opt_leak_suppressions[256];
 long opt_junk = 0, opt_canary = 0, opt_quarantine = 0, opt_guard = 0, opt_publish = 0;
-long opt_soft_limit = 0, opt_hard_limit = 0, opt_oom_interval_ms = 1000, opt_oom_sample = 64 << 10;
-char opt_budget[4096], opt_oom_action[16] = "report", opt_oom_report[256];
 
 #define NUM(n, k, d, lo, hi, var, help) {n, k, d, lo, hi, &var, NULL, 0, NULL, help, NULL, NULL}
 #define STR(n, buf, help) {n, OPT_STR, 0, 0, 0, NULL, buf, sizeof(buf), "", help, NULL, NULL}
@@ -82,34 +79,6 @@ static int str_eq_n(const char *a, size_t n, const char *b)
 }
 
 /* A size: digits with an optional K, M, G or T suffix (powers of 1024, case-insensitive). */
-int bsl_parse_size(const char *s, size_t n, long *out)
-{
-    if (n == 0)
-        return -1;
-    unsigned shift = 0;
-    switch (s[n - 1] | 0x20) {
-    case 'k': shift = 10; break;
-    case 'm': shift = 20; break;
-    case 'g': shift = 30; break;
-    case 't': shift = 40; break;
-    default: break;
-    }
-    if (shift)
-        n--;
-    if (n == 0 || n > 15)
-        return -1;
-    long v = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        v = v * 10 + (s[i] - '0');
-    }
-    if (shift && v > (0x7fffffffffffffffL >> shift))
-        return -1;
-    *out = v << shift;
-    return 0;
-}
-
 static int parse_long(const char *s, size_t n, long *out)
 {
     if (n == 0 || n > 18)
@@ -169,7 +138,7 @@ static int option_set_in(const struct bsl_option *o, struct opt_scratch *sc, con
     }
     long *value = sc ? &sc->num[i] : o->value;
     long v;
-    int bad = o->kind == OPT_SIZE ? bsl_parse_size(val, vlen, &v) : parse_long(val, vlen, &v);
+    int bad = o->kind == OPT_SIZE ? os_parse_size(val, vlen, &v) : parse_long(val, vlen, &v);
     if (bad != 0 || v < o->min || v > o->max) {
         char vb[64];
         size_t n = vlen < sizeof(vb) - 1 ? vlen : sizeof(vb) - 1;

@@ -6,6 +6,9 @@
 #include <errno.h>
 #include <string.h>
 
+long opt_soft_limit = 0, opt_hard_limit = 0, opt_oom_interval_ms = 1000, opt_oom_sample = 64 << 10;
+char opt_budget[4096], opt_oom_action[16] = "report", opt_oom_report[256];
+
 int oom_on, oom_limits_on;
 __thread uint16_t oom_tag;
 static __thread uint16_t tag_stack[OOM_TAG_DEPTH];
@@ -18,6 +21,17 @@ uint32_t oom_gen = 1;
 os_lock_t oom_acct_lock = OS_LOCK_INIT;
 int oom_action;
 uint64_t oom_soft, oom_hard;
+
+/* The policy turns on (for good): sites are charged from now on. */
+static const struct track_accounting oom_accounting = {oom_admit, oom_charge};
+
+void oom_turn_on(void)
+{
+    if (__atomic_load_n(&oom_on, __ATOMIC_ACQUIRE))
+        return;
+    track_set_accounting(&oom_accounting);
+    __atomic_store_n(&oom_on, 1, __ATOMIC_RELEASE);
+}
 
 /* ---- the budget syntax: PATTERN:SIZE or tag:NAME:SIZE (the size after the last ':') ---- */
 struct budget_spec {
@@ -34,7 +48,7 @@ static const char *budget_parse(const char *v, size_t n, struct budget_spec *b)
         c--;
     if (c == 0)
         return "no ':' before the size";
-    if (bsl_parse_size(v + c, n - c, &b->size) != 0)
+    if (os_parse_size(v + c, n - c, &b->size) != 0)
         return "the size is not a number with an optional K, M, G or T";
     b->name = v;
     b->n = c - 1;
@@ -137,7 +151,7 @@ static int budget_set(const char *name, size_t n, int is_tag, uint64_t bytes)
         __atomic_add_fetch(&oom_gen, 1, __ATOMIC_RELEASE);
     os_unlock(&oom_acct_lock);
     if (bytes)
-        __atomic_store_n(&oom_on, 1, __ATOMIC_RELEASE);
+        oom_turn_on();
     return 0;
 }
 
@@ -199,7 +213,7 @@ void oom_apply(void)
     __atomic_store_n(&oom_limits_on, oom_soft || oom_hard, __ATOMIC_RELEASE);
     oom_watermarks();
     if (oom_soft || oom_hard)
-        __atomic_store_n(&oom_on, 1, __ATOMIC_RELEASE);
+        oom_turn_on();
 }
 
 int oom_wants_tracking(void) { return oom_on || oom_limits_on; }
@@ -247,7 +261,7 @@ const char *oom_tag_name(void) { return oom_tag ? oom_accts[oom_tag].name : NULL
  * over-budget site is refused. Sampling resumes when the account falls twice that far below its
  * budget (hysteresis: no flapping). For a tag only the allocations made under that tag pay for
  * full tracking (the thread knows its tag); for a pattern, the site is known only after capturing
- * the stack, so sampling is suspended process-wide (lk_force) and every allocation pays. */
+ * the stack, so sampling is suspended process-wide (track_force) and every allocation pays. */
 #define OOM_FORCE_SAMPLES 16
 
 static void force_on(unsigned a)
@@ -256,20 +270,20 @@ static void force_on(unsigned a)
     if (!oom_forced[a]) {
         __atomic_store_n(&oom_forced[a], 1, __ATOMIC_RELEASE);
         if (!oom_accts[a].is_tag)
-            __atomic_add_fetch(&lk_force, 1, __ATOMIC_RELEASE);
+            __atomic_add_fetch(&track_force, 1, __ATOMIC_RELEASE);
     }
     os_unlock(&oom_acct_lock);
 }
 
 static __attribute__((noinline)) void force_maybe_off(unsigned a, int64_t bytes)
 {
-    int64_t margin = (int64_t)(2 * OOM_FORCE_SAMPLES * lk_sample_bytes);
+    int64_t margin = (int64_t)(2 * OOM_FORCE_SAMPLES * track_sample_bytes);
     if (bytes + margin > (int64_t)oom_accts[a].budget || !os_trylock(&oom_acct_lock))
         return;
     if (oom_forced[a]) {
         __atomic_store_n(&oom_forced[a], 0, __ATOMIC_RELEASE);
         if (!oom_accts[a].is_tag)
-            __atomic_sub_fetch(&lk_force, 1, __ATOMIC_RELEASE);
+            __atomic_sub_fetch(&track_force, 1, __ATOMIC_RELEASE);
     }
     os_unlock(&oom_acct_lock);
 }
@@ -278,8 +292,8 @@ static __attribute__((noinline)) void force_maybe_off(unsigned a, int64_t bytes)
 static inline void force_check(unsigned a, int64_t w)
 {
     uint64_t b = oom_accts[a].budget;
-    if (b && lk_sample_bytes && oom_action == OOM_ACT_FAIL && !oom_forced[a] &&
-        __atomic_load_n(&oom_accts[a].bytes, __ATOMIC_RELAXED) + w + (int64_t)(OOM_FORCE_SAMPLES * lk_sample_bytes) >
+    if (b && track_sample_bytes && oom_action == OOM_ACT_FAIL && !oom_forced[a] &&
+        __atomic_load_n(&oom_accts[a].bytes, __ATOMIC_RELAXED) + w + (int64_t)(OOM_FORCE_SAMPLES * track_sample_bytes) >
             (int64_t)b)
         force_on(a);
 }
@@ -287,27 +301,27 @@ static inline void force_check(unsigned a, int64_t w)
 /* ---- charging ---- */
 void oom_weight(uint64_t size, int exact, int64_t *bytes, int64_t *blocks_fp)
 {
-    if (!lk_sample_bytes || size >= lk_sample_bytes || exact) {
+    if (!track_sample_bytes || size >= track_sample_bytes || exact) {
         *bytes = (int64_t)size;
         *blocks_fp = (int64_t)1 << OOM_WEIGHT_SHIFT;
         return;
     }
     double wb, wy;
-    lk_weigh(size, 0, &wb, &wy);
+    track_weigh(size, 0, &wb, &wy);
     *bytes = (int64_t)(wy + 0.5);
     *blocks_fp = (int64_t)(wb * (double)(1 << OOM_WEIGHT_SHIFT) + 0.5);
 }
 
-void oom_charge(const struct lk_site *s, uint64_t size, int sign, int exact)
+void oom_charge(const struct track_site *s, uint64_t size, int sign, int exact)
 {
-    struct oom_site *o = lk_site_oom(s);
+    struct oom_site *o = oom_site_of(s);
     int64_t w, b;
     oom_weight(size, exact, &w, &b);
     w *= sign;
     b *= sign;
     __atomic_fetch_add(&o->bytes, w, __ATOMIC_RELAXED);
     __atomic_fetch_add(&o->blocks_fp, b, __ATOMIC_RELAXED);
-    unsigned a = __atomic_load_n(&o->acct, __ATOMIC_RELAXED), t = lk_site_tag(s);
+    unsigned a = __atomic_load_n(&o->acct, __ATOMIC_RELAXED), t = track_site_label(s);
     if (a) {
         int64_t now = __atomic_add_fetch(&oom_accts[a].bytes, w, __ATOMIC_RELAXED);
         if (unlikely(oom_forced[a]) && sign < 0)
@@ -326,7 +340,7 @@ void oom_charge(const struct lk_site *s, uint64_t size, int sign, int exact)
  * symbolizing its frames: programs with many sites (python: thousands of interpreter stacks) paid
  * for libdw on every frame of every new site (python, budget=main, full tracking: 1.9x). Rebuilt
  * when the budget generation changes; extended with just the new modules when the dynamic loader
- * has loaded objects since. All under oom_acct_lock (-> lk_sym_lock inside the walk). */
+ * has loaded objects since. All under oom_acct_lock (-> track_sym_lock inside the walk). */
 struct prange {
     uintptr_t lo, hi;
     uint32_t acct;
@@ -358,13 +372,13 @@ static void pidx_add(uintptr_t lo, uintptr_t hi, const char *name, void *arg)
     (void)arg;
     unsigned na = oom_naccts, a = 0;
     for (unsigned i = 1; i < na && !a; i++)
-        if (!oom_accts[i].is_tag && oom_accts[i].budget && lk_tmatch(oom_accts[i].name, name))
+        if (!oom_accts[i].is_tag && oom_accts[i].budget && track_tmatch(oom_accts[i].name, name))
             a = i;
     if (!a)
         return;
     if (pidx.n == pidx.cap) {
         size_t ncap = pidx.cap ? pidx.cap * 2 : 256;
-        struct prange *nr = lk_realloc(pidx.r, pidx.cap * sizeof(*nr), ncap * sizeof(*nr));
+        struct prange *nr = track_realloc(pidx.r, pidx.cap * sizeof(*nr), ncap * sizeof(*nr));
         if (!nr)
             return;
         pidx.r = nr;
@@ -392,13 +406,13 @@ static void pidx_update(uint32_t gen)
 {
     if (pidx.state < 0)
         return;
-    if (pidx.state == 1 && pidx.gen == gen && lk_syms_adds() == pidx.adds)
+    if (pidx.state == 1 && pidx.gen == gen && track_syms_adds() == pidx.adds)
         return;
     if (pidx.state == 0 || pidx.gen != gen) { /* new patterns: every module again */
         pidx.n = 0;
         pidx.nmods = 0;
     }
-    if (lk_syms_walk(pidx_module, pidx_add, NULL, &pidx.adds) != 0) {
+    if (track_syms_walk(pidx_module, pidx_add, NULL, &pidx.adds) != 0) {
         pidx.state = -1;
         return;
     }
@@ -428,8 +442,8 @@ static unsigned pidx_lookup(uintptr_t pc)
 /* The pattern account of a site: the first (lowest) budgeted pattern matching the function name of
  * any of its frames, from the index (or, without libdw, by symbolizing the frames with dladdr). Runs
  * once per site and budget generation, under oom_acct_lock (lock order: oom_acct_lock ->
- * lk_sym_lock). The site's live bytes move with it. */
-static __attribute__((noinline)) void site_resolve(const struct lk_site *s, struct oom_site *o)
+ * track_sym_lock). The site's live bytes move with it. */
+static __attribute__((noinline)) void site_resolve(const struct track_site *s, struct oom_site *o)
 {
     os_lock(&oom_acct_lock);
     uint32_t gen = __atomic_load_n(&oom_gen, __ATOMIC_ACQUIRE);
@@ -438,7 +452,7 @@ static __attribute__((noinline)) void site_resolve(const struct lk_site *s, stru
         for (unsigned i = 1; i < na; i++)
             npat += !oom_accts[i].is_tag && oom_accts[i].budget;
         const uintptr_t *fr;
-        unsigned d = npat ? lk_site_frames(s, &fr) : 0; /* no pattern budget: nothing to look up */
+        unsigned d = npat ? track_site_frames(s, &fr) : 0; /* no pattern budget: nothing to look up */
         if (d)
             pidx_update(gen);
         for (unsigned k = 0; k < d; k++) {
@@ -448,11 +462,11 @@ static __attribute__((noinline)) void site_resolve(const struct lk_site *s, stru
                     best = a;
                 continue;
             }
-            const struct lk_sym *sym = lk_sym_name(fr[k]);
+            const struct track_sym *sym = track_sym_name(fr[k]);
             if (!sym->func)
                 continue;
             for (unsigned i = 1; i < na && (!best || i < best); i++)
-                if (!oom_accts[i].is_tag && oom_accts[i].budget && lk_tmatch(oom_accts[i].name, sym->func))
+                if (!oom_accts[i].is_tag && oom_accts[i].budget && track_tmatch(oom_accts[i].name, sym->func))
                     best = i;
         }
         unsigned old = o->acct;
@@ -472,23 +486,23 @@ static __attribute__((noinline)) void site_resolve(const struct lk_site *s, stru
 int64_t oom_acct_blocks_fp(unsigned a)
 {
     int64_t sum = 0;
-    uint32_t n = __atomic_load_n(&lk_nsites, __ATOMIC_ACQUIRE);
+    uint32_t n = __atomic_load_n(&track_nsites, __ATOMIC_ACQUIRE);
     for (uint32_t i = 1; i <= n; i++) {
-        const struct lk_site *s = lk_site_get(i);
-        if (s && (lk_site_oom(s)->acct == a || lk_site_tag(s) == a))
-            sum += __atomic_load_n(&lk_site_oom(s)->blocks_fp, __ATOMIC_RELAXED);
+        const struct track_site *s = track_site_get(i);
+        if (s && (oom_site_of(s)->acct == a || track_site_label(s) == a))
+            sum += __atomic_load_n(&oom_site_of(s)->blocks_fp, __ATOMIC_RELAXED);
     }
     return sum;
 }
 
-int oom_admit(const struct lk_site *s, uint64_t size, int exact)
+int oom_admit(const struct track_site *s, uint64_t size, int exact)
 {
-    struct oom_site *o = lk_site_oom(s);
+    struct oom_site *o = oom_site_of(s);
     if (unlikely(__atomic_load_n(&o->gen, __ATOMIC_ACQUIRE) != __atomic_load_n(&oom_gen, __ATOMIC_RELAXED)))
         site_resolve(s, o);
     int64_t w, b;
     oom_weight(size, exact, &w, &b);
-    unsigned a = o->acct, t = lk_site_tag(s);
+    unsigned a = o->acct, t = track_site_label(s);
     if (a)
         force_check(a, w);
     if (t)
@@ -497,7 +511,7 @@ int oom_admit(const struct lk_site *s, uint64_t size, int exact)
         return -1;
     if (t && oom_acct_would_cross(t, w) && oom_over_budget(s, t, w) != 0)
         return -1;
-    if (unlikely(oom_victim) && oom_victim == lk_site_idx(s))
+    if (unlikely(oom_victim) && oom_victim == track_site_idx(s))
         return oom_victim_admit();
     return 0;
 }

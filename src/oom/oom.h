@@ -2,9 +2,10 @@
  *
  * Budgets are accounts: a process-wide soft and hard limit on committed memory, pattern budgets
  * (every site with a frame whose function matches the pattern) and tag budgets (every block
- * allocated while the thread's current tag is that tag). Live bytes are charged per site by the
- * leak tracker's hooks (exactly when tracking is full, as unbiased estimates when sampled) and
- * summed per account.
+ * allocated while the thread's current tag is that tag). A consumer of the tracking layer
+ * (src/track/track.h): live bytes are charged per site through its accounting hooks (exactly when
+ * tracking is full, as unbiased estimates when sampled) and summed per account. It knows nothing
+ * of the leak report.
  *
  * Files: budget.c (accounts, tags, options, charging, admission), policy.c (reclaim, the handler,
  * actions, the process limits), report.c (the report). */
@@ -16,8 +17,9 @@
 
 #include "buddyslab.h"
 #include "os/os.h"
+#include "track/track.h"
 
-/* A site's accounting, embedded in the leak tracker's site (lk_site_oom). Counters are updated
+/* A site's accounting, kept in the tracked site's consumer area (oom_site_of). Counters are updated
  * with atomics by any thread; `acct`/`gen` are written by whoever resolves the site first (a racy
  * but idempotent write: every resolver computes the same account for a generation). */
 struct oom_site {
@@ -29,7 +31,14 @@ struct oom_site {
     uint16_t pad;
 };
 
+_Static_assert(sizeof(struct oom_site) <= TRACK_SITE_DATA, "struct oom_site must fit a site's consumer area");
+static inline struct oom_site *oom_site_of(const struct track_site *s) { return (struct oom_site *)track_site_data(s); }
+
 #define OOM_WEIGHT_SHIFT 16
+
+/* Its options (the table in src/malloc/options.c points at them). */
+BSL_HIDDEN extern long opt_soft_limit, opt_hard_limit, opt_oom_interval_ms, opt_oom_sample;
+BSL_HIDDEN extern char opt_budget[4096], opt_oom_action[16], opt_oom_report[256];
 
 /* Set at start (or by the first bsl_budget_set/bsl_tag_push): sites are charged. */
 BSL_HIDDEN extern int oom_on;
@@ -54,18 +63,18 @@ BSL_HIDDEN int oom_action_check(const char *val, size_t n);
 /* After options change (init, bsl_option_set): take in limits, budgets and the action. Does not
  * allocate (it may run under the init lock). */
 BSL_HIDDEN void oom_apply(void);
-/* Bytes per sample the policy wants from the tracker when leak/leak_sample do not say. */
+/* Bytes per sample the policy wants from the tracker when options leak/leak_sample do not say. */
 BSL_HIDDEN uint64_t oom_sample_bytes(void);
 
-/* ---- called by the leak tracker (lk_guard set, outside every allocator lock) ---- */
-struct lk_site;
+/* ---- the accounting hooks the tracker calls (struct track_accounting, registered when the policy
+ * turns on; track_guard set, outside every allocator lock) ---- */
 /* May a block of `size` bytes be allocated from site `s`? 0: yes; -1: no (oom_action=fail and
  * an account of the site is over budget, or the site is the soft limit's victim). Runs reclaim,
  * the handler and the report when an account crosses its budget. */
-BSL_HIDDEN int oom_admit(const struct lk_site *s, uint64_t size, int exact);
+BSL_HIDDEN int oom_admit(const struct track_site *s, uint64_t size, int exact);
 /* A tracked block of `size` bytes from site `s` was allocated (sign 1) or freed (sign -1).
  * exact: tracked outside sampling (weighs 1). */
-BSL_HIDDEN void oom_charge(const struct lk_site *s, uint64_t size, int sign, int exact);
+BSL_HIDDEN void oom_charge(const struct track_site *s, uint64_t size, int sign, int exact);
 
 /* ---- called by the public API's slow paths (outside every allocator lock) ---- */
 /* About to commit up to n more bytes. 0: go on; -1: refuse (the hard limit, after reclaim and the

@@ -3,7 +3,7 @@
 #define BSL_OOM_INT_H
 
 #include "buddyslab.h"
-#include "leakcheck/lk.h"
+#include "track/track.h"
 #include "oom/oom.h"
 
 #define OOM_MAX_ACCTS 256 /* pattern and tag accounts together; index 0 means "none" */
@@ -36,6 +36,8 @@ BSL_HIDDEN extern struct oom_acct oom_accts[OOM_MAX_ACCTS];
 BSL_HIDDEN extern unsigned oom_naccts;  /* accounts 1 .. oom_naccts - 1 exist */
 BSL_HIDDEN extern uint32_t oom_gen;     /* bumped when pattern budgets change: sites re-resolve */
 BSL_HIDDEN extern os_lock_t oom_acct_lock;
+/* Set oom_on and register the accounting hooks with the tracker (idempotent). */
+BSL_HIDDEN void oom_turn_on(void);
 
 enum oom_action { OOM_ACT_REPORT, OOM_ACT_FAIL, OOM_ACT_ABORT };
 BSL_HIDDEN extern int oom_action;
@@ -79,7 +81,7 @@ BSL_HIDDEN extern os_lock_t oom_policy_lock;
 /* 1 in a thread evaluating an event (it holds oom_policy_lock: the handler runs there). */
 BSL_HIDDEN int oom_in_policy(void);
 /* An account of site s would go over budget with w more bytes (called from oom_admit). */
-BSL_HIDDEN int oom_over_budget(const struct lk_site *s, unsigned acct, int64_t w);
+BSL_HIDDEN int oom_over_budget(const struct track_site *s, unsigned acct, int64_t w);
 /* The victim site asks to allocate: 0 when the process is back under the soft limit. */
 BSL_HIDDEN int oom_victim_admit(void);
 /* The zones' dirty-frame watermarks follow the process limits (zones_cap_dirty at 1/8). */
@@ -91,7 +93,7 @@ struct oom_stats_counters {
     uint64_t handler_calls, handler_recovered, seq, last_reclaim_seq, last_report_seq, last_report_ms;
 };
 BSL_HIDDEN extern struct oom_stats_counters oom_stats;
-/* Write a report about trigger t (with oom_policy_lock held; sets lk_guard itself) to path (NULL:
+/* Write a report about trigger t (with oom_policy_lock held; sets track_guard itself) to path (NULL:
  * option oom_report; "": stderr). Returns 0, or -1 when no site could be listed. */
 BSL_HIDDEN int oom_report_write(const struct oom_trigger *t, const char *path);
 /* Rate-limited: a report when the last one is older than oom_interval_ms, else counted. */

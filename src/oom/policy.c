@@ -12,7 +12,7 @@
  * the low watermark, so that the min watermark is rarely reached by memory that is merely cached.
  *
  * Locking: oom_policy_lock serializes evaluations (reclaim, handler, report); it is taken outside
- * every allocator lock and with lk_guard clear. oom_busy marks the thread inside an evaluation: its
+ * every allocator lock and with track_guard clear. oom_busy marks the thread inside an evaluation: its
  * own allocations (the handler's, the report's) are never refused and never start another one. */
 #include "oom/oom_int.h"
 
@@ -27,7 +27,7 @@
  * counted outside the lock). Read and written with relaxed atomics, outside the lock, by the
  * checks on the allocation paths: soft_over, soft_next_ms, last_bg_ms (the background purge takes
  * the lock with a trylock). oom_victim and victim_forced change under oom_acct_lock (they move
- * lk_force); oom_victim is read without it. oom_busy: this thread is evaluating an event. */
+ * track_force); oom_victim is read without it. oom_busy: this thread is evaluating an event. */
 os_lock_t oom_policy_lock = OS_LOCK_INIT;
 uint32_t oom_victim;
 struct oom_stats_counters oom_stats;
@@ -64,7 +64,7 @@ void oom_set_limits(uint64_t soft, uint64_t hard)
     oom_watermarks();
     __atomic_store_n(&oom_limits_on, soft || hard, __ATOMIC_RELEASE);
     if (soft || hard)
-        __atomic_store_n(&oom_on, 1, __ATOMIC_RELEASE);
+        oom_turn_on();
 }
 
 int oom_in_policy(void) { return oom_busy; }
@@ -98,11 +98,7 @@ static void reclaim(struct oom_trigger *t, uint64_t now)
         return;
     }
     last_reclaim_ms = now;
-    huge_tick(now, 0);
-    pcp_flush_all();
-    slab_flush_transfer();
-    slab_release_spares();
-    size_t purged = buddy_purge(0);
+    size_t purged = slab_reclaim(now);
     t->after = oom_committed();
     t->reclaimed = 1;
     t->reclaimed_bytes = purged;
@@ -163,8 +159,8 @@ static __attribute__((noreturn)) void oom_abort(const struct oom_trigger *t)
  * (they are never refused and start no evaluation of their own). Returns the guard to restore. */
 static int policy_enter(void)
 {
-    int g = lk_guard;
-    lk_guard = 0;
+    int g = track_guard;
+    track_guard = 0;
     oom_busy = 1;
     os_lock(&oom_policy_lock);
     return g;
@@ -174,7 +170,7 @@ static void policy_leave(int g)
 {
     os_unlock(&oom_policy_lock);
     oom_busy = 0;
-    lk_guard = g;
+    track_guard = g;
 }
 
 /* Still over after reclaim and the handler (policy lock held): count the event, report it
@@ -196,7 +192,7 @@ static int refuse(struct oom_acct *ac)
     return -1;
 }
 
-int oom_over_budget(const struct lk_site *s, unsigned acct, int64_t w)
+int oom_over_budget(const struct track_site *s, unsigned acct, int64_t w)
 {
     (void)s;
     if (oom_busy)
@@ -226,13 +222,13 @@ int oom_over_budget(const struct lk_site *s, unsigned acct, int64_t w)
  * since the last report (oom_policy_lock held). */
 static uint32_t pick_victim(void)
 {
-    uint32_t n = __atomic_load_n(&lk_nsites, __ATOMIC_ACQUIRE), best = 0;
+    uint32_t n = __atomic_load_n(&track_nsites, __ATOMIC_ACQUIRE), best = 0;
     int64_t best_b = 0;
     for (uint32_t i = 1; i <= n; i++) {
-        const struct lk_site *s = lk_site_get(i);
+        const struct track_site *s = track_site_get(i);
         if (!s)
             continue;
-        const struct oom_site *o = lk_site_oom(s);
+        const struct oom_site *o = oom_site_of(s);
         int64_t live = __atomic_load_n(&o->bytes, __ATOMIC_RELAXED), g = live - o->reported;
         int64_t bad = live + (g > 0 ? g : 0);
         if (bad > best_b) {
@@ -243,7 +239,7 @@ static uint32_t pick_victim(void)
     return best;
 }
 
-/* A victim under sampled tracking: sampling is suspended (lk_force) while it is chosen, so that
+/* A victim under sampled tracking: sampling is suspended (track_force) while it is chosen, so that
  * every one of its allocations is seen and refused, not only the sampled ones. */
 static int victim_forced;
 
@@ -251,13 +247,13 @@ static void victim_set(uint32_t site)
 {
     os_lock(&oom_acct_lock);
     __atomic_store_n(&oom_victim, site, __ATOMIC_RELAXED);
-    int want = site && lk_sample_bytes;
+    int want = site && track_sample_bytes;
     if (want != victim_forced) {
         victim_forced = want;
         if (want)
-            __atomic_add_fetch(&lk_force, 1, __ATOMIC_RELEASE);
+            __atomic_add_fetch(&track_force, 1, __ATOMIC_RELEASE);
         else
-            __atomic_sub_fetch(&lk_force, 1, __ATOMIC_RELEASE);
+            __atomic_sub_fetch(&track_force, 1, __ATOMIC_RELEASE);
     }
     os_unlock(&oom_acct_lock);
 }
@@ -301,7 +297,7 @@ static __attribute__((noinline)) int limit_event(enum oom_kind kind, size_t n, u
 
 int oom_alloc_failed(size_t n)
 {
-    if (oom_busy || lk_guard)
+    if (oom_busy || track_guard)
         return 0;
     int g = policy_enter();
     struct oom_trigger t = {.kind = OOM_EV_NOMEM, .request = n};
@@ -330,7 +326,7 @@ int oom_alloc_failed(size_t n)
 
 int oom_commit_check(size_t n)
 {
-    if (oom_busy || lk_guard)
+    if (oom_busy || track_guard)
         return 0; /* the policy's or the tracker's own allocations */
     uint64_t c = oom_committed();
     uint64_t hard = oom_hard, soft = oom_soft;
@@ -384,7 +380,7 @@ void oom_stats_get(bsl_oom_stats_t *out, int tracking)
     out->soft_limit = (size_t)oom_soft;
     out->hard_limit = (size_t)oom_hard;
     out->tracking = tracking;
-    out->sample_bytes = tracking == 2 ? (size_t)lk_sample_bytes : 0;
+    out->sample_bytes = tracking == 2 ? (size_t)track_sample_bytes : 0;
 }
 
 void oom_fork_locks(os_lock_visit_fn visit)
@@ -399,7 +395,7 @@ void oom_print(int fd, int json)
     if (!__atomic_load_n(&oom_on, __ATOMIC_ACQUIRE))
         return;
     bsl_oom_stats_t st;
-    oom_stats_get(&st, leak_tracking_mode());
+    oom_stats_get(&st, track_mode());
     static const char *const act[] = {"report", "fail", "abort"};
     char a[32], b[32], c[32];
     if (json)
@@ -447,7 +443,7 @@ void oom_print(int fd, int json)
 void oom_publish(struct bsl_shm_page *pg)
 {
     bsl_oom_stats_t st;
-    oom_stats_get(&st, leak_tracking_mode());
+    oom_stats_get(&st, track_mode());
     pg->soft_limit = st.soft_limit;
     pg->hard_limit = st.hard_limit;
     pg->oom_events = st.events;

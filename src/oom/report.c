@@ -62,12 +62,12 @@ static double rel_err_pct(double S, double B)
 /* Rank the sites (oom_policy_lock held). Returns how many went into top[]. */
 static size_t rank_sites(const struct oom_trigger *t, struct ranked *top, size_t max, int64_t *tracked_total)
 {
-    uint32_t n = __atomic_load_n(&lk_nsites, __ATOMIC_ACQUIRE);
+    uint32_t n = __atomic_load_n(&track_nsites, __ATOMIC_ACQUIRE);
     int64_t total = 0;
     for (uint32_t i = 1; i <= n; i++) {
-        const struct lk_site *s = lk_site_get(i);
+        const struct track_site *s = track_site_get(i);
         if (s) {
-            int64_t b = __atomic_load_n(&lk_site_oom(s)->bytes, __ATOMIC_RELAXED);
+            int64_t b = __atomic_load_n(&oom_site_of(s)->bytes, __ATOMIC_RELAXED);
             total += b > 0 ? b : 0;
         }
     }
@@ -80,15 +80,15 @@ static size_t rank_sites(const struct oom_trigger *t, struct ranked *top, size_t
     int process_wide = t->kind != OOM_EV_BUDGET;
     size_t k = 0;
     for (uint32_t i = 1; i <= n; i++) {
-        const struct lk_site *s = lk_site_get(i);
+        const struct track_site *s = track_site_get(i);
         if (!s)
             continue;
-        const struct oom_site *o = lk_site_oom(s);
+        const struct oom_site *o = oom_site_of(s);
         int64_t live = __atomic_load_n(&o->bytes, __ATOMIC_RELAXED);
         if (live <= 0)
             continue;
         double over = 0;
-        unsigned acc[2] = {o->acct, lk_site_tag(s)};
+        unsigned acc[2] = {o->acct, track_site_label(s)};
         for (int j = 0; j < 2; j++) {
             const struct oom_acct *a = &oom_accts[acc[j]];
             int64_t ab = __atomic_load_n(&a->bytes, __ATOMIC_RELAXED);
@@ -122,7 +122,7 @@ static size_t rank_sites(const struct oom_trigger *t, struct ranked *top, size_t
     return k;
 }
 
-static void write_text(struct lk_out *o, const struct oom_trigger *t, const struct ranked *top, size_t k,
+static void write_text(struct track_out *o, const struct oom_trigger *t, const struct ranked *top, size_t k,
                        int64_t tracked)
 {
     long pid = os_getpid();
@@ -131,45 +131,45 @@ static void write_text(struct lk_out *o, const struct oom_trigger *t, const stru
     if (t->kind == OOM_EV_BUDGET) {
         const struct oom_acct *ac = &oom_accts[t->acct];
         oom_acct_label(lab, sizeof lab, ac);
-        lk_out_fmt(o, "==%ld== buddyslab soft OOM: budget '%s' crossed: %s live + %s requested > budget %s "
+        track_out_fmt(o, "==%ld== buddyslab soft OOM: budget '%s' crossed: %s live + %s requested > budget %s "
                       "(oom_action=%s)\n", pid, lab,
                    oom_human(a, sizeof a, (double)__atomic_load_n(&ac->bytes, __ATOMIC_RELAXED)),
                    oom_human(c, sizeof c, (double)t->request), oom_human(b, sizeof b, (double)ac->budget), action_name());
     } else if (t->kind == OOM_EV_MANUAL) {
-        lk_out_fmt(o, "==%ld== buddyslab soft OOM report (on request)\n", pid);
+        track_out_fmt(o, "==%ld== buddyslab soft OOM report (on request)\n", pid);
     } else if (t->kind == OOM_EV_NOMEM) {
-        lk_out_fmt(o, "==%ld== buddyslab soft OOM: the system refused memory: %s requested with %s committed "
+        track_out_fmt(o, "==%ld== buddyslab soft OOM: the system refused memory: %s requested with %s committed "
                       "(oom_action=%s; the allocation fails)\n", pid, oom_human(b, sizeof b, (double)t->request),
                    oom_human(a, sizeof a, (double)committed), action_name());
     } else {
         uint64_t lim = t->kind == OOM_EV_HARD ? oom_hard : oom_soft;
-        lk_out_fmt(o, "==%ld== buddyslab soft OOM: %s limit crossed: %s committed + %s requested > %s (oom_action=%s%s)\n",
+        track_out_fmt(o, "==%ld== buddyslab soft OOM: %s limit crossed: %s committed + %s requested > %s (oom_action=%s%s)\n",
                    pid, t->kind == OOM_EV_HARD ? "hard" : "soft", oom_human(a, sizeof a, (double)committed),
                    oom_human(b, sizeof b, (double)t->request), oom_human(c, sizeof c, (double)lim), action_name(),
                    t->kind == OOM_EV_HARD ? "; the allocation fails" : "");
     }
     if (t->kind == OOM_EV_NOMEM)
-        lk_out_fmt(o, "==%ld==   (names from the dynamic symbol table only: symbolizing needs memory)\n", pid);
+        track_out_fmt(o, "==%ld==   (names from the dynamic symbol table only: symbolizing needs memory)\n", pid);
     const char *verdict = t->kind == OOM_EV_NOMEM ? "not enough" : "still over";
     if (t->reclaimed == 1)
-        lk_out_fmt(o, "==%ld==   reclaimed first: %s returned to the OS, committed %s -> %s; %s\n", pid,
+        track_out_fmt(o, "==%ld==   reclaimed first: %s returned to the OS, committed %s -> %s; %s\n", pid,
                    oom_human(a, sizeof a, (double)t->reclaimed_bytes), oom_human(b, sizeof b, (double)t->before),
                    oom_human(c, sizeof c, (double)t->after), verdict);
     else if (t->reclaimed == 2)
-        lk_out_fmt(o, "==%ld==   reclaimed %llu ms ago: %s returned to the OS, committed %s -> %s; %s\n", pid,
+        track_out_fmt(o, "==%ld==   reclaimed %llu ms ago: %s returned to the OS, committed %s -> %s; %s\n", pid,
                    (unsigned long long)t->reclaim_age_ms, oom_human(a, sizeof a, (double)t->reclaimed_bytes),
                    oom_human(b, sizeof b, (double)t->before), oom_human(c, sizeof c, (double)t->after), verdict);
-    lk_out_fmt(o, "==%ld==   process: committed %s, soft limit %s, hard limit %s; tracked live %s", pid,
+    track_out_fmt(o, "==%ld==   process: committed %s, soft limit %s, hard limit %s; tracked live %s", pid,
                oom_human(a, sizeof a, (double)committed), oom_soft ? oom_human(b, sizeof b, (double)oom_soft) : "none",
                oom_hard ? oom_human(c, sizeof c, (double)oom_hard) : "none", oom_human(d, sizeof d, (double)tracked));
-    if (!leak_tracking_mode())
-        lk_out_put(o, " (site tracking is unavailable: no sites can be named)\n");
-    else if (lk_sample_bytes)
-        lk_out_fmt(o, " (sampled: about one allocation per %s; a site's bytes are estimates, relative standard "
-                      "error about sqrt(%s / bytes))\n", oom_human(a, sizeof a, (double)lk_sample_bytes),
-                   oom_human(b, sizeof b, (double)lk_sample_bytes));
+    if (!track_mode())
+        track_out_put(o, " (site tracking is unavailable: no sites can be named)\n");
+    else if (track_sample_bytes)
+        track_out_fmt(o, " (sampled: about one allocation per %s; a site's bytes are estimates, relative standard "
+                      "error about sqrt(%s / bytes))\n", oom_human(a, sizeof a, (double)track_sample_bytes),
+                   oom_human(b, sizeof b, (double)track_sample_bytes));
     else
-        lk_out_put(o, " (every allocation tracked: exact)\n");
+        track_out_put(o, " (every allocation tracked: exact)\n");
     unsigned na = __atomic_load_n(&oom_naccts, __ATOMIC_ACQUIRE);
     for (unsigned i = 1; i < na; i++) {
         const struct oom_acct *ac = &oom_accts[i];
@@ -177,63 +177,63 @@ static void write_text(struct lk_out *o, const struct oom_trigger *t, const stru
         if (!ac->budget)
             continue;
         oom_acct_label(lab, sizeof lab, ac);
-        lk_out_fmt(o, "==%ld==   budget '%s': %s live of %s%s", pid, lab, oom_human(a, sizeof a, (double)by),
+        track_out_fmt(o, "==%ld==   budget '%s': %s live of %s%s", pid, lab, oom_human(a, sizeof a, (double)by),
                    oom_human(b, sizeof b, (double)ac->budget), by > (int64_t)ac->budget ? " OVER" : "");
         if (ac->failed)
-            lk_out_fmt(o, ", %llu allocations refused", (unsigned long long)ac->failed);
-        lk_out_put(o, "\n");
+            track_out_fmt(o, ", %llu allocations refused", (unsigned long long)ac->failed);
+        track_out_put(o, "\n");
     }
     if (oom_stats.suppressed)
-        lk_out_fmt(o, "==%ld==   (%llu events since the last report were not reported: oom_interval_ms=%ld)\n", pid,
+        track_out_fmt(o, "==%ld==   (%llu events since the last report were not reported: oom_interval_ms=%ld)\n", pid,
                    (unsigned long long)oom_stats.suppressed, opt_oom_interval_ms);
-    lk_out_fmt(o, "==%ld== %zu site%s ranked by badness (share of the bytes over budget or limit + growth since the last "
+    track_out_fmt(o, "==%ld== %zu site%s ranked by badness (share of the bytes over budget or limit + growth since the last "
                   "report):\n", pid, k, k == 1 ? "" : "s");
     for (size_t i = 0; i < k; i++) {
         const struct ranked *r = &top[i];
-        const struct lk_site *s = lk_site_get(r->site);
-        const struct oom_site *os = lk_site_oom(s);
-        lk_out_fmt(o, "==%ld== #%zu badness %s: %s%s live in %s%llu blocks", pid, i + 1,
-                   oom_human(a, sizeof a, r->badness), lk_sample_bytes ? "about " : "",
-                   oom_human(b, sizeof b, (double)r->bytes), lk_sample_bytes ? "about " : "",
+        const struct track_site *s = track_site_get(r->site);
+        const struct oom_site *os = oom_site_of(s);
+        track_out_fmt(o, "==%ld== #%zu badness %s: %s%s live in %s%llu blocks", pid, i + 1,
+                   oom_human(a, sizeof a, r->badness), track_sample_bytes ? "about " : "",
+                   oom_human(b, sizeof b, (double)r->bytes), track_sample_bytes ? "about " : "",
                    (unsigned long long)oom_blocks(r->blocks_fp));
         if (os->acct) {
             oom_acct_label(lab, sizeof lab, &oom_accts[os->acct]);
-            lk_out_fmt(o, ", budget %s ('%s')", oom_human(c, sizeof c, (double)oom_accts[os->acct].budget), lab);
+            track_out_fmt(o, ", budget %s ('%s')", oom_human(c, sizeof c, (double)oom_accts[os->acct].budget), lab);
         }
-        unsigned tg = lk_site_tag(s);
+        unsigned tg = track_site_label(s);
         if (tg)
-            lk_out_fmt(o, ", tag %s%s%s", oom_accts[tg].name, oom_accts[tg].budget ? " budget " : "",
+            track_out_fmt(o, ", tag %s%s%s", oom_accts[tg].name, oom_accts[tg].budget ? " budget " : "",
                        oom_accts[tg].budget ? oom_human(c, sizeof c, (double)oom_accts[tg].budget) : "");
-        lk_out_fmt(o, ", +%s since the last report", oom_human(d, sizeof d, r->growth));
-        if (lk_sample_bytes)
-            lk_out_fmt(o, " (an estimate: standard error at most about %ld%%)", (long)(rel_err_pct((double)lk_sample_bytes, (double)r->bytes) + 0.5));
-        lk_out_put(o, "\n");
-        lk_write_frames(o, s, 0);
+        track_out_fmt(o, ", +%s since the last report", oom_human(d, sizeof d, r->growth));
+        if (track_sample_bytes)
+            track_out_fmt(o, " (an estimate: standard error at most about %ld%%)", (long)(rel_err_pct((double)track_sample_bytes, (double)r->bytes) + 0.5));
+        track_out_put(o, "\n");
+        track_write_frames(o, s, 0);
     }
-    lk_out_fmt(o, "==%ld==\n", pid);
+    track_out_fmt(o, "==%ld==\n", pid);
 }
 
-static void write_json(struct lk_out *o, const struct oom_trigger *t, const struct ranked *top, size_t k,
+static void write_json(struct track_out *o, const struct oom_trigger *t, const struct ranked *top, size_t k,
                        int64_t tracked)
 {
     char lab[OOM_NAME_MAX + 8];
-    lk_out_fmt(o, "{\"tool\": \"buddyslab-oom\", \"format\": 1, \"pid\": %ld, \"time_ms\": %llu, \"event\": \"%s\"",
+    track_out_fmt(o, "{\"tool\": \"buddyslab-oom\", \"format\": 1, \"pid\": %ld, \"time_ms\": %llu, \"event\": \"%s\"",
                os_getpid(), (unsigned long long)os_now_ms(), kind_name(t->kind));
     if (t->kind == OOM_EV_BUDGET) {
         oom_acct_label(lab, sizeof lab, &oom_accts[t->acct]);
-        lk_out_put(o, ", \"budget\": ");
-        lk_out_json_str(o, lab);
+        track_out_put(o, ", \"budget\": ");
+        track_out_json_str(o, lab);
     }
-    lk_out_fmt(o, ", \"action\": \"%s\", \"request\": %llu", action_name(), (unsigned long long)t->request);
-    lk_out_fmt(o, ", \"reclaim\": {\"ran\": %s, \"age_ms\": %llu, \"bytes\": %llu, \"committed_before\": %llu, "
+    track_out_fmt(o, ", \"action\": \"%s\", \"request\": %llu", action_name(), (unsigned long long)t->request);
+    track_out_fmt(o, ", \"reclaim\": {\"ran\": %s, \"age_ms\": %llu, \"bytes\": %llu, \"committed_before\": %llu, "
                   "\"committed_after\": %llu}",
                t->reclaimed ? "true" : "false", (unsigned long long)t->reclaim_age_ms,
                (unsigned long long)t->reclaimed_bytes, (unsigned long long)t->before, (unsigned long long)t->after);
-    lk_out_fmt(o, ", \"process\": {\"committed\": %llu, \"soft_limit\": %llu, \"hard_limit\": %llu, \"tracked_live\": %lld}",
+    track_out_fmt(o, ", \"process\": {\"committed\": %llu, \"soft_limit\": %llu, \"hard_limit\": %llu, \"tracked_live\": %lld}",
                (unsigned long long)oom_committed(), (unsigned long long)oom_soft, (unsigned long long)oom_hard,
                (long long)tracked);
-    lk_out_fmt(o, ", \"tracking\": \"%s\", \"sample_bytes\": %llu, \"suppressed\": %llu, \"budgets\": [",
-               !leak_tracking_mode() ? "off" : lk_sample_bytes ? "sampled" : "full", (unsigned long long)lk_sample_bytes,
+    track_out_fmt(o, ", \"tracking\": \"%s\", \"sample_bytes\": %llu, \"suppressed\": %llu, \"budgets\": [",
+               !track_mode() ? "off" : track_sample_bytes ? "sampled" : "full", (unsigned long long)track_sample_bytes,
                (unsigned long long)oom_stats.suppressed);
     unsigned na = __atomic_load_n(&oom_naccts, __ATOMIC_ACQUIRE), m = 0;
     for (unsigned i = 1; i < na; i++) {
@@ -242,91 +242,91 @@ static void write_json(struct lk_out *o, const struct oom_trigger *t, const stru
             continue;
         int64_t by = __atomic_load_n(&ac->bytes, __ATOMIC_RELAXED), bl = oom_acct_blocks_fp(i);
         oom_acct_label(lab, sizeof lab, ac);
-        lk_out_put(o, m++ ? ", {\"name\": " : "{\"name\": ");
-        lk_out_json_str(o, lab);
-        lk_out_fmt(o, ", \"tag\": %s, \"budget\": %llu, \"live_bytes\": %lld, \"live_blocks\": %lld, \"over\": %s, "
+        track_out_put(o, m++ ? ", {\"name\": " : "{\"name\": ");
+        track_out_json_str(o, lab);
+        track_out_fmt(o, ", \"tag\": %s, \"budget\": %llu, \"live_bytes\": %lld, \"live_blocks\": %lld, \"over\": %s, "
                       "\"failed\": %llu}", ac->is_tag ? "true" : "false", (unsigned long long)ac->budget, (long long)by,
                    (long long)oom_blocks(bl),
                    ac->budget && by > (int64_t)ac->budget ? "true" : "false", (unsigned long long)ac->failed);
     }
-    lk_out_put(o, "], \"sites\": [");
+    track_out_put(o, "], \"sites\": [");
     for (size_t i = 0; i < k; i++) {
         const struct ranked *r = &top[i];
-        const struct lk_site *s = lk_site_get(r->site);
-        const struct oom_site *os = lk_site_oom(s);
-        lk_out_fmt(o, "%s{\"rank\": %zu, \"site\": %u, \"badness\": %lld, \"over\": %lld, \"growth\": %lld, "
+        const struct track_site *s = track_site_get(r->site);
+        const struct oom_site *os = oom_site_of(s);
+        track_out_fmt(o, "%s{\"rank\": %zu, \"site\": %u, \"badness\": %lld, \"over\": %lld, \"growth\": %lld, "
                       "\"live_bytes\": %lld, \"live_blocks\": %lld, \"budget\": ",
                    i ? ", " : "", i + 1, r->site, (long long)r->badness, (long long)r->over, (long long)r->growth,
                    (long long)r->bytes, (long long)oom_blocks(r->blocks_fp));
         if (os->acct) {
             oom_acct_label(lab, sizeof lab, &oom_accts[os->acct]);
-            lk_out_fmt(o, "%llu, \"budget_name\": ", (unsigned long long)oom_accts[os->acct].budget);
-            lk_out_json_str(o, lab);
+            track_out_fmt(o, "%llu, \"budget_name\": ", (unsigned long long)oom_accts[os->acct].budget);
+            track_out_json_str(o, lab);
         } else {
-            lk_out_put(o, "null, \"budget_name\": null");
+            track_out_put(o, "null, \"budget_name\": null");
         }
-        lk_out_put(o, ", \"tag\": ");
-        if (lk_site_tag(s))
-            lk_out_json_str(o, oom_accts[lk_site_tag(s)].name);
+        track_out_put(o, ", \"tag\": ");
+        if (track_site_label(s))
+            track_out_json_str(o, oom_accts[track_site_label(s)].name);
         else
-            lk_out_put(o, "null");
-        lk_out_put(o, ", \"stack\": [");
-        lk_write_frames(o, s, 1);
-        lk_out_put(o, "]}");
+            track_out_put(o, "null");
+        track_out_put(o, ", \"stack\": [");
+        track_write_frames(o, s, 1);
+        track_out_put(o, "]}");
     }
-    lk_out_put(o, "]}\n");
+    track_out_put(o, "]}\n");
 }
 
 int oom_report_write(const struct oom_trigger *t, const char *path)
 {
     if (!path)
         path = opt_oom_report;
-    int g = lk_guard;
-    lk_guard = 1;
+    int g = track_guard;
+    track_guard = 1;
     struct ranked top[OOM_REPORT_SITES];
     int64_t tracked = 0;
     size_t k = rank_sites(t, top, OOM_REPORT_SITES, &tracked);
-    struct lk_out *o = lk_alloc(sizeof(struct lk_out));
+    struct track_out *o = track_alloc(sizeof(struct track_out));
     if (!o) {
         os_printf(2, "buddyslab: soft OOM report: out of memory\n");
-        lk_guard = g;
+        track_guard = g;
         return -1;
     }
     int json;
-    int lean = lk_sym_lean;
-    lk_sym_lean = t->kind == OOM_EV_NOMEM; /* no libdw while memory is refused */
-    o->fd = lk_open_report(path, &json, "soft OOM report", 1);
+    int lean = track_sym_lean;
+    track_sym_lean = t->kind == OOM_EV_NOMEM; /* no libdw while memory is refused */
+    o->fd = track_open_report(path, &json, "soft OOM report", 1);
     if (json) /* oom_report=FILE.json: JSON lines only */
         write_json(o, t, top, k, tracked);
     else
         write_text(o, t, top, k, tracked);
-    lk_out_flush(o);
+    track_out_flush(o);
     if (o->fd != 2)
         os_close(o->fd);
     if (path && *path && !json) { /* JSON beside the text file */
         char jp[300];
         os_snprintf(jp, sizeof jp, "%s.json", path);
-        o->fd = lk_open_report(jp, &json, "soft OOM report", 1);
+        o->fd = track_open_report(jp, &json, "soft OOM report", 1);
         if (o->fd != 2) {
             write_json(o, t, top, k, tracked);
-            lk_out_flush(o);
+            track_out_flush(o);
             os_close(o->fd);
         }
     }
-    lk_free(o);
-    lk_sym_lean = lean;
+    track_free(o);
+    track_sym_lean = lean;
     /* Growth is measured from here on. */
-    uint32_t n = __atomic_load_n(&lk_nsites, __ATOMIC_ACQUIRE);
+    uint32_t n = __atomic_load_n(&track_nsites, __ATOMIC_ACQUIRE);
     for (uint32_t i = 1; i <= n; i++) {
-        const struct lk_site *s = lk_site_get(i);
+        const struct track_site *s = track_site_get(i);
         if (s)
-            lk_site_oom(s)->reported = __atomic_load_n(&lk_site_oom(s)->bytes, __ATOMIC_RELAXED);
+            oom_site_of(s)->reported = __atomic_load_n(&oom_site_of(s)->bytes, __ATOMIC_RELAXED);
     }
     oom_stats.reports++;
     oom_stats.suppressed = 0;
     oom_stats.last_report_seq = ++oom_stats.seq;
     oom_stats.last_report_ms = os_now_ms();
-    lk_guard = g;
+    track_guard = g;
     return 0;
 }
 

@@ -57,6 +57,25 @@ BSL_HIDDEN long os_getpid(void);
 /* Resident set size of this process in bytes (from /proc/self/statm), 0 when unknown. */
 BSL_HIDDEN size_t os_rss(void);
 
+/* ---- reading the process's own state (os_proc.c), for the tracking layer and the leak scan ----
+ * Raw system calls (never cancellation points); errno is left as it was. */
+BSL_HIDDEN int os_open_read(const char *path);  /* O_RDONLY, -1 on failure */
+/* Up to n bytes from fd (retried on EINTR): the count, 0 at the end, -1 on an error. */
+BSL_HIDDEN long os_read(int fd, void *buf, size_t n);
+BSL_HIDDEN long os_gettid(void);
+/* The numeric entries of a /proc directory (e.g. "/proc/self/task": live thread ids), up to max;
+ * returns how many were stored. */
+BSL_HIDDEN size_t os_proc_numbers(const char *dir, long *out, size_t max);
+/* Copy up to len bytes at addr of this process (process_vm_readv, which fails instead of faulting
+ * on an unmapped page); returns how many could be read (0: addr unreadable). Where the system
+ * call is refused (seccomp, ENOSYS), it copies directly: the caller must then know addr mapped. */
+BSL_HIDDEN size_t os_read_self(uintptr_t addr, void *buf, size_t len);
+BSL_HIDDEN void os_sleep_us(uint64_t us);
+
+/* A size: digits with an optional K, M, G or T suffix (powers of 1024). 0, or -1 when malformed
+ * (parse.c). */
+BSL_HIDDEN int os_parse_size(const char *s, size_t n, long *out);
+
 /* Formatted output without malloc: %s %c %d %i %u %ld %lu %zu %zd %llu %lld %x %lx %zx %p %%,
  * with optional '-', '0' flags and a width. Returns the length written (truncating). */
 BSL_HIDDEN size_t os_vsnprintf(char *buf, size_t cap, const char *fmt, va_list ap);

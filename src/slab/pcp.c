@@ -442,6 +442,15 @@ int pcp_holds(const void *obj, unsigned c)
     return 0;
 }
 
+size_t slab_reclaim(uint64_t now_ms)
+{
+    huge_tick(now_ms, 0);
+    pcp_flush_all();
+    slab_flush_transfer();
+    slab_release_spares();
+    return buddy_purge(0);
+}
+
 void pcp_fork_locks(os_lock_visit_fn visit)
 {
     visit(&drain_lock);

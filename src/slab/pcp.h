@@ -110,6 +110,11 @@ BSL_HIDDEN unsigned pcp_cpu_hint(void);
 /* Give back every object cached in every per-CPU cache (rseq mode, where the kernel can fence
  * restartable sequences; otherwise the caller's cache only), or in this thread's TLS cache. */
 BSL_HIDDEN void pcp_flush_all(void);
+/* Direct reclaim, the whole core at once: cached huge mappings back to the kernel, every per-CPU
+ * cache (pcp_flush_all) and transfer cache emptied, spare slabs released, every free dirty frame
+ * purged. Returns the bytes purged (buddy_purge). malloc_trim/bsl_purge and the soft OOM policy's
+ * reclaim call it; the caller holds no allocator lock. */
+BSL_HIDDEN size_t slab_reclaim(uint64_t now_ms);
 /* rseq mode: give back the contents of every per-CPU cache that no thread has touched since the
  * last call (the tick's, every tick interval). */
 BSL_HIDDEN void pcp_drain_idle(void);

@@ -96,6 +96,23 @@ BSL_HIDDEN int slab_check(void);
 /* fork(): every kmem_cache lock, for src/malloc/fork.c's table. */
 BSL_HIDDEN void slab_fork_locks(os_lock_visit_fn visit);
 
+/* The free mark of a small object (double-free detection, always on): the public API's free()
+ * writes slab_free_key ^ p into the second word of the object (objects are at least 16 bytes),
+ * its malloc() clears it. A free that finds the mark already there is probably a double free;
+ * free_check_slow() (src/malloc) verifies it exactly (is the object on a freelist or in a cache?)
+ * before calling it one. The slab layer itself never touches an object: the key lives here so
+ * that a heap walk can tell objects waiting free in a cache from live ones. */
+BSL_HIDDEN extern uintptr_t slab_free_key;
+/* words: a copy of the object at obj (at least 16 bytes). */
+static inline int slab_marked_free(uintptr_t obj, const uintptr_t *words) { return words[1] == (slab_free_key ^ obj); }
+
+/* The heap walk (walk.c; the leak scan's), lock-free and racy: every block handed out from the
+ * arenas, with no lock taken, so blocks may come and go meanwhile (arena memory stays mapped).
+ * SLAB_WALK_OBJECT: a slab object not free in its slab (it may still wait in a per-CPU or transfer
+ * cache: slab_marked_free tells); SLAB_WALK_LARGE: a large block, its guard page left out. */
+enum { SLAB_WALK_OBJECT = 1, SLAB_WALK_LARGE = 2 };
+BSL_HIDDEN void slab_heap_walk(void (*fn)(uintptr_t start, size_t len, int kind, void *arg), void *arg);
+
 static inline void *slab_base(const struct page *head) { return page_address(head); }
 
 #endif

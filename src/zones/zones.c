@@ -33,6 +33,41 @@ void meta_for_each_chunk(void (*fn)(uintptr_t start, size_t size, void *arg), vo
         fn((uintptr_t)c, c->size, arg);
 }
 
+void zones_for_each_arena(void (*fn)(uintptr_t base, void *arg), void *arg)
+{
+    size_t nwords = sizeof(arena_bitmap) / sizeof(arena_bitmap[0]);
+    for (size_t wi = 0; wi < nwords; wi++) {
+        uint64_t bits = __atomic_load_n(&arena_bitmap[wi], __ATOMIC_RELAXED);
+        while (bits) {
+            unsigned bit = (unsigned)__builtin_ctzll(bits);
+            bits &= bits - 1;
+            fn(((uintptr_t)wi * 64 + bit) << ARENA_SHIFT, arg);
+        }
+    }
+}
+
+/* One pagemap entry per section, tagged; a block's sections are consecutive entries. */
+void zones_for_each_huge(void (*fn)(uintptr_t base, size_t usable, void *arg), void *arg)
+{
+    for (size_t t = 0; t < sizeof(pagemap_top) / sizeof(pagemap_top[0]); t++) {
+        uintptr_t *leaf = __atomic_load_n(&pagemap_top[t], __ATOMIC_ACQUIRE);
+        if (!leaf)
+            continue;
+        uintptr_t prev = 0;
+        for (size_t i = 0; i < (1u << (34 - SECTION_SHIFT)); i++) {
+            uintptr_t e = __atomic_load_n(&leaf[i], __ATOMIC_RELAXED);
+            if (e == prev || !(e & PAGEMAP_HUGE_TAG)) {
+                prev = e;
+                continue;
+            }
+            prev = e;
+            const struct huge_block *hb = pagemap_huge(e);
+            if (hb->live)
+                fn(huge_base(hb), hb->usable, arg);
+        }
+    }
+}
+
 void *meta_alloc(size_t size)
 {
     size = (size + 63) & ~(size_t)63;

@@ -228,5 +228,12 @@ BSL_HIDDEN size_t meta_bytes(void);
 /* Call fn on every metadata reservation (fn may allocate; chunks added meanwhile are missed). The leak
  * tracker excludes them from its roots: stale pointers there must not make leaks look reachable. */
 BSL_HIDDEN void meta_for_each_chunk(void (*fn)(uintptr_t start, size_t size, void *arg), void *arg);
+/* ---- heap walks (the leak scan's): lock-free and racy, for a caller that tolerates blocks
+ * changing under it ---- */
+/* Every arena's base address (arenas are never unmapped: their descriptors stay readable). */
+BSL_HIDDEN void zones_for_each_arena(void (*fn)(uintptr_t base, void *arg), void *arg);
+/* Every live huge block, once: its base and usable bytes. It may be freed and unmapped meanwhile:
+ * read it with os_read_self. */
+BSL_HIDDEN void zones_for_each_huge(void (*fn)(uintptr_t base, size_t usable, void *arg), void *arg);
 
 #endif

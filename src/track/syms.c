@@ -9,9 +9,9 @@
  *
  * The cache lives as long as the process: one entry per distinct return address, its strings in
  * an arena that only grows (sites are immortal, so are their symbols). Locking: sym_lock protects
- * the table, the arena and the libdw session; callers hold lk_guard (libdw, dladdr1 and the
- * demangler call malloc). fork(): leak_fork_prepare takes sym_lock. */
-#include "leakcheck/lk.h"
+ * the table, the arena and the libdw session; callers hold track_guard (libdw, dladdr1 and the
+ * demangler call malloc). fork(): track_fork_locks visits track_sym_lock (outer phase). */
+#include "track/track_int.h"
 
 #include <dlfcn.h>
 #include <elf.h>
@@ -22,8 +22,8 @@
 
 extern int dladdr1(const void *, Dl_info *, void **, int) __attribute__((weak));
 
-os_lock_t lk_sym_lock = OS_LOCK_INIT;
-__thread int lk_sym_lean;
+os_lock_t track_sym_lock = OS_LOCK_INIT;
+__thread int track_sym_lean;
 
 /* ---- the string arena (sym_lock) ---- */
 struct str_chunk {
@@ -40,7 +40,7 @@ static char *str_dup_locked(const char *s, size_t n)
     struct str_chunk *c = str_chunks;
     if (!c || c->cap - c->used < n + 1) {
         size_t cap = n + 1 > (64u << 10) ? n + 1 : (64u << 10);
-        c = lk_alloc(sizeof(*c) + cap);
+        c = track_alloc(sizeof(*c) + cap);
         if (!c)
             return NULL;
         c->cap = cap;
@@ -54,11 +54,11 @@ static char *str_dup_locked(const char *s, size_t n)
     return r;
 }
 
-char *lk_str_dup_n(const char *s, size_t n)
+char *track_str_dup_n(const char *s, size_t n)
 {
-    os_lock(&lk_sym_lock);
+    os_lock(&track_sym_lock);
     char *r = str_dup_locked(s, n);
-    os_unlock(&lk_sym_lock);
+    os_unlock(&track_sym_lock);
     return r;
 }
 
@@ -68,11 +68,11 @@ static char *str_dup(const char *s) { return s ? str_dup_locked(s, strlen(s)) : 
 typedef struct {
     void *find_elf, *find_debuginfo, *section_address;
     char **debuginfo_path;
-} lk_dwfl_callbacks; /* Dwfl_Callbacks (libdwfl.h), stable since elfutils 0.133 */
+} dwfl_callbacks_t; /* Dwfl_Callbacks (libdwfl.h), stable since elfutils 0.133 */
 
 static struct {
     int tried, ok;
-    void *(*begin)(const lk_dwfl_callbacks *);
+    void *(*begin)(const dwfl_callbacks_t *);
     void (*end)(void *);
     int (*proc_report)(void *, int);
     int (*report_end)(void *, void *, void *);
@@ -80,7 +80,7 @@ static struct {
     const char *(*addrname)(void *, uint64_t);
     void *(*getsrc)(void *, uint64_t);
     const char *(*lineinfo)(void *, uint64_t *, int *, int *, uint64_t *, uint64_t *);
-    lk_dwfl_callbacks cb;
+    dwfl_callbacks_t cb;
     char *(*demangle)(const char *, char *, size_t *, int *);
     long (*getmodules)(void *, int (*)(void *, void **, const char *, uint64_t, void *), void *, long);
     int (*getsymtab)(void *);
@@ -92,23 +92,23 @@ static void dw_load(void)
     if (dw.tried)
         return;
     dw.tried = 1;
-    *(void **)&dw.demangle = lk_dlsym(NULL, "__cxa_demangle");
-    void *h = lk_dlopen("libdw.so.1");
+    *(void **)&dw.demangle = track_dlsym(NULL, "__cxa_demangle");
+    void *h = track_dlopen("libdw.so.1");
     if (!h)
         return;
-    *(void **)&dw.begin = lk_dlsym(h, "dwfl_begin");
-    *(void **)&dw.end = lk_dlsym(h, "dwfl_end");
-    *(void **)&dw.proc_report = lk_dlsym(h, "dwfl_linux_proc_report");
-    *(void **)&dw.report_end = lk_dlsym(h, "dwfl_report_end");
-    *(void **)&dw.addrmodule = lk_dlsym(h, "dwfl_addrmodule");
-    *(void **)&dw.addrname = lk_dlsym(h, "dwfl_module_addrname");
-    *(void **)&dw.getsrc = lk_dlsym(h, "dwfl_module_getsrc");
-    *(void **)&dw.lineinfo = lk_dlsym(h, "dwfl_lineinfo");
-    *(void **)&dw.getmodules = lk_dlsym(h, "dwfl_getmodules");
-    *(void **)&dw.getsymtab = lk_dlsym(h, "dwfl_module_getsymtab");
-    *(void **)&dw.getsym_info = lk_dlsym(h, "dwfl_module_getsym_info");
-    dw.cb.find_elf = lk_dlsym(h, "dwfl_linux_proc_find_elf");
-    dw.cb.find_debuginfo = lk_dlsym(h, "dwfl_standard_find_debuginfo");
+    *(void **)&dw.begin = track_dlsym(h, "dwfl_begin");
+    *(void **)&dw.end = track_dlsym(h, "dwfl_end");
+    *(void **)&dw.proc_report = track_dlsym(h, "dwfl_linux_proc_report");
+    *(void **)&dw.report_end = track_dlsym(h, "dwfl_report_end");
+    *(void **)&dw.addrmodule = track_dlsym(h, "dwfl_addrmodule");
+    *(void **)&dw.addrname = track_dlsym(h, "dwfl_module_addrname");
+    *(void **)&dw.getsrc = track_dlsym(h, "dwfl_module_getsrc");
+    *(void **)&dw.lineinfo = track_dlsym(h, "dwfl_lineinfo");
+    *(void **)&dw.getmodules = track_dlsym(h, "dwfl_getmodules");
+    *(void **)&dw.getsymtab = track_dlsym(h, "dwfl_module_getsymtab");
+    *(void **)&dw.getsym_info = track_dlsym(h, "dwfl_module_getsym_info");
+    dw.cb.find_elf = track_dlsym(h, "dwfl_linux_proc_find_elf");
+    dw.cb.find_debuginfo = track_dlsym(h, "dwfl_standard_find_debuginfo");
     dw.ok = dw.begin && dw.end && dw.proc_report && dw.report_end && dw.addrmodule && dw.addrname && dw.getsrc &&
             dw.lineinfo && dw.cb.find_elf && dw.cb.find_debuginfo;
 }
@@ -138,7 +138,7 @@ static void dwfl_refresh(void)
     if (dwfl)
         dw.end(dwfl);
     dwfl = dw.begin(&dw.cb);
-    if (dwfl && (dw.proc_report(dwfl, getpid()) != 0 || dw.report_end(dwfl, NULL, NULL) != 0)) {
+    if (dwfl && (dw.proc_report(dwfl, os_getpid()) != 0 || dw.report_end(dwfl, NULL, NULL) != 0)) {
         dw.end(dwfl);
         dwfl = NULL;
     }
@@ -159,14 +159,14 @@ static const char *demangle(const char *name)
 }
 
 /* The function name and module (symbol tables only: what budget patterns match). */
-static void sym_fill_name(struct lk_sym *s)
+static void sym_fill_name(struct track_sym *s)
 {
     uintptr_t a = s->pc - 1; /* inside the call instruction */
     if (!exe_path[0]) {      /* the main program's name (dladdr1 gives it as "") */
         ssize_t n = readlink("/proc/self/exe", exe_path, sizeof(exe_path) - 1);
         exe_path[n > 0 ? n : 0] = 0;
     }
-    if (!lk_sym_lean) { /* lean: dladdr1 only, and the entry may be completed later */
+    if (!track_sym_lean) { /* lean: dladdr1 only, and the entry may be completed later */
         dwfl_refresh();
         s->names_done = 1;
     }
@@ -180,7 +180,7 @@ static void sym_fill_name(struct lk_sym *s)
         if (info.dli_sname && info.dli_saddr)
             s->func = demangle(info.dli_sname);
     }
-    if (dwfl && !lk_sym_lean) {
+    if (dwfl && !track_sym_lean) {
         void *m = dw.addrmodule(dwfl, a);
         if (m) {
             const char *n = dw.addrname(m, a);
@@ -191,7 +191,7 @@ static void sym_fill_name(struct lk_sym *s)
 }
 
 /* File and line from DWARF (line tables: slower, often compressed), for reports. */
-static void sym_fill_lines(struct lk_sym *s)
+static void sym_fill_lines(struct track_sym *s)
 {
     uintptr_t a = s->pc - 1;
     s->lines_done = 1;
@@ -213,18 +213,18 @@ static void sym_fill_lines(struct lk_sym *s)
 }
 
 /* ---- the cache: open addressing over pointers to entries that never move ---- */
-static struct lk_sym **tab;
+static struct track_sym **tab;
 static size_t tab_mask, tab_count;
-static struct lk_sym *ent_chunk;
+static struct track_sym *ent_chunk;
 static size_t ent_left;
-static struct lk_sym sym_none; /* out of memory: no names */
+static struct track_sym sym_none; /* out of memory: no names */
 
 static inline size_t pc_slot(uintptr_t pc) { return (size_t)((pc * 0x9E3779B97F4A7C15ull) >> 20); }
 
 static int tab_grow(void)
 {
     size_t ncap = tab ? (tab_mask + 1) * 2 : 1024;
-    struct lk_sym **nt = lk_alloc(ncap * sizeof(*nt));
+    struct track_sym **nt = track_alloc(ncap * sizeof(*nt));
     if (!nt)
         return -1;
     for (size_t i = 0; tab && i <= tab_mask; i++)
@@ -234,16 +234,16 @@ static int tab_grow(void)
                 j = (j + 1) & (ncap - 1);
             nt[j] = tab[i];
         }
-    lk_free(tab);
+    track_free(tab);
     tab = nt;
     tab_mask = ncap - 1;
     return 0;
 }
 
-static const struct lk_sym *sym_lookup(uintptr_t pc, int lines)
+static const struct track_sym *sym_lookup(uintptr_t pc, int lines)
 {
-    os_lock(&lk_sym_lock);
-    const struct lk_sym *r = &sym_none;
+    os_lock(&track_sym_lock);
+    const struct track_sym *r = &sym_none;
     if ((!tab || (tab_count + 1) * 2 > tab_mask + 1) && tab_grow() != 0)
         goto out;
     size_t i = pc_slot(pc) & tab_mask;
@@ -251,30 +251,30 @@ static const struct lk_sym *sym_lookup(uintptr_t pc, int lines)
         i = (i + 1) & tab_mask;
     if (!tab[i]) {
         if (!ent_left) {
-            ent_chunk = lk_alloc(256 * sizeof(struct lk_sym));
+            ent_chunk = track_alloc(256 * sizeof(struct track_sym));
             if (!ent_chunk)
                 goto out;
             ent_left = 256;
         }
-        struct lk_sym *s = ent_chunk++;
+        struct track_sym *s = ent_chunk++;
         ent_left--;
         s->pc = pc;
         sym_fill_name(s);
         tab[i] = s;
         tab_count++;
-    } else if (!tab[i]->names_done && !lk_sym_lean) {
+    } else if (!tab[i]->names_done && !track_sym_lean) {
         sym_fill_name(tab[i]); /* made lean: complete it */
     }
-    if (lines && !tab[i]->lines_done && !lk_sym_lean)
+    if (lines && !tab[i]->lines_done && !track_sym_lean)
         sym_fill_lines(tab[i]);
     r = tab[i];
 out:
-    os_unlock(&lk_sym_lock);
+    os_unlock(&track_sym_lock);
     return r;
 }
 
-const struct lk_sym *lk_sym_get(uintptr_t pc) { return sym_lookup(pc, 1); }
-const struct lk_sym *lk_sym_name(uintptr_t pc) { return sym_lookup(pc, 0); }
+const struct track_sym *track_sym_get(uintptr_t pc) { return sym_lookup(pc, 1); }
+const struct track_sym *track_sym_name(uintptr_t pc) { return sym_lookup(pc, 0); }
 
 /* LSan's pattern rules: '*' matches any run of characters, a leading '^' anchors at the start,
  * a trailing '$' at the end; otherwise the pattern may match anywhere in s. */
@@ -288,7 +288,7 @@ static const char *find_n(const char *s, const char *seg, size_t n)
     return NULL;
 }
 
-int lk_tmatch(const char *t, const char *s)
+int track_tmatch(const char *t, const char *s)
 {
     if (!s || !*s)
         return 0;
@@ -360,11 +360,11 @@ static int walk_module(void *mod, void **userdata, const char *name, uint64_t ba
     return 0; /* DWARF_CB_OK */
 }
 
-int lk_syms_walk(int (*module)(uintptr_t base, void *arg),
+int track_syms_walk(int (*module)(uintptr_t base, void *arg),
                  void (*fn)(uintptr_t lo, uintptr_t hi, const char *name, void *arg), void *arg,
                  unsigned long long *adds)
 {
-    os_lock(&lk_sym_lock);
+    os_lock(&track_sym_lock);
     dwfl_refresh();
     int ok = dwfl && dw.getmodules && dw.getsymtab && dw.getsym_info;
     if (ok) {
@@ -372,11 +372,11 @@ int lk_syms_walk(int (*module)(uintptr_t base, void *arg),
         dw.getmodules(dwfl, walk_module, &w, 0);
         *adds = dwfl_adds;
     }
-    os_unlock(&lk_sym_lock);
+    os_unlock(&track_sym_lock);
     return ok ? 0 : -1;
 }
 
-unsigned long long lk_syms_adds(void)
+unsigned long long track_syms_adds(void)
 {
     unsigned long long adds = 0;
     dl_iterate_phdr(adds_cb, &adds);

@@ -1,4 +1,4 @@
-/* Stack capture for the leak tracker.
+/* Stack capture for the tracking layer.
  *
  * The fast path walks the stack one frame at a time with a rule per return address: where the
  * function keeps a frame pointer (CFA = rbp + 16, rbp saved at CFA - 16) the step is the classic
@@ -13,7 +13,7 @@
  * path does not interpret (expressions: PLT stubs, signal frames), when the stack bounds are
  * unknown (an alternate signal stack, a thread that is exiting), or when _dl_find_object is
  * missing. Code without any CFI (JIT code) is walked by frame pointer, validated the same way. */
-#include "leakcheck/lk.h"
+#include "track/track_int.h"
 
 #include <dlfcn.h>
 #include <link.h>
@@ -63,14 +63,14 @@ static int own_cb(struct dl_phdr_info *info, size_t size, void *arg)
     return 1;
 }
 
-void lk_unwind_init(void)
+void track_unwind_init(void)
 {
-    dl_iterate_phdr(own_cb, (void *)(uintptr_t)&lk_capture);
+    dl_iterate_phdr(own_cb, (void *)(uintptr_t)&track_capture);
 }
 
-int lk_own_code(uintptr_t pc) { return pc >= own_text_lo && pc < own_text_hi; }
+int track_own_code(uintptr_t pc) { return pc >= own_text_lo && pc < own_text_hi; }
 
-size_t lk_own_data(uintptr_t (*ranges)[2], size_t max)
+size_t track_own_data(uintptr_t (*ranges)[2], size_t max)
 {
     size_t n = own_ndata < max ? own_ndata : max;
     memcpy(ranges, own_data, n * sizeof(ranges[0]));
@@ -127,6 +127,21 @@ static int64_t sleb(const uint8_t **p, const uint8_t *end)
     return v;
 }
 
+/* A little-endian integer of `size` bytes (1, 2, 4 or 8), sign-extended when `sign`: the one
+ * decoder of fixed-width fields (pointer encodings, advance_loc1/2/4). -1 when it runs past end. */
+static int fixed(const uint8_t **p, const uint8_t *end, unsigned size, int sign, uint64_t *v)
+{
+    if (end - *p < (ptrdiff_t)size)
+        return -1;
+    uint64_t x = 0;
+    memcpy(&x, *p, size); /* little-endian: the low bytes */
+    *p += size;
+    if (sign && size < 8 && (x >> (size * 8 - 1) & 1))
+        x |= ~(uint64_t)0 << (size * 8);
+    *v = x;
+    return 0;
+}
+
 /* An encoded pointer (DW_EH_PE_*). Returns -1 for encodings we do not handle. */
 static int read_enc(uint8_t enc, const uint8_t **p, const uint8_t *end, uintptr_t datarel, uintptr_t *out)
 {
@@ -141,55 +156,18 @@ static int read_enc(uint8_t enc, const uint8_t **p, const uint8_t *end, uintptr_
     default: return -1;
     }
     uint64_t v;
-    switch (enc & 0x0f) {
-    case 0x00:
-    case 0x04:
-    case 0x0c:
-        if (end - q < 8)
-            return -1;
-        memcpy(&v, q, 8);
-        q += 8;
-        break;
-    case 0x01: v = uleb(&q, end); break;
-    case 0x09: v = (uint64_t)sleb(&q, end); break;
-    case 0x02: {
-        uint16_t x;
-        if (end - q < 2)
-            return -1;
-        memcpy(&x, q, 2);
-        q += 2;
-        v = x;
-        break;
-    }
-    case 0x0a: {
-        int16_t x;
-        if (end - q < 2)
-            return -1;
-        memcpy(&x, q, 2);
-        q += 2;
-        v = (uint64_t)(int64_t)x;
-        break;
-    }
-    case 0x03: {
-        uint32_t x;
-        if (end - q < 4)
-            return -1;
-        memcpy(&x, q, 4);
-        q += 4;
-        v = x;
-        break;
-    }
-    case 0x0b: {
-        int32_t x;
-        if (end - q < 4)
-            return -1;
-        memcpy(&x, q, 4);
-        q += 4;
-        v = (uint64_t)(int64_t)x;
-        break;
-    }
-    default: return -1;
-    }
+    /* DW_EH_PE_ low nibble: 0 absptr, 1 uleb128, 2/3/4 udata2/4/8, 9 sleb128, a/b/c sdata2/4/8 */
+    unsigned form = enc & 0x0f;
+    unsigned size = form == 0x02 || form == 0x0a                   ? 2
+                    : form == 0x03 || form == 0x0b                 ? 4
+                    : form == 0x00 || form == 0x04 || form == 0x0c ? 8
+                                                                   : 0;
+    if (form == 0x01)
+        v = uleb(&q, end);
+    else if (form == 0x09)
+        v = (uint64_t)sleb(&q, end);
+    else if (!size || fixed(&q, end, size, form & 8, &v) != 0)
+        return -1;
     uintptr_t r = base + (uintptr_t)v;
     if (enc & 0x80) {
         if (!r)
@@ -284,6 +262,28 @@ static int parse_cie(const uint8_t *c, struct cie *ci)
     return 0;
 }
 
+/* The rule of register reg becomes `rule` (REG_OFFSET: saved at CFA + off). Only rbp (6) and the
+ * return address column matter; the other registers' rules are not needed to step. */
+static void set_rule(struct row *r, const struct cie *ci, uint64_t reg, int rule, int64_t off)
+{
+    if (reg == 6) {
+        r->rbp = rule;
+        r->rbp_off = off;
+    } else if (reg == ci->ra_reg) {
+        r->ra = rule;
+        r->ra_off = off;
+    }
+}
+
+/* DW_CFA_restore: back to the CIE's initial rule. */
+static void restore_rule(struct row *r, const struct cie *ci, uint64_t reg, const struct row *init)
+{
+    if (reg == 6)
+        set_rule(r, ci, reg, init->rbp, init->rbp_off);
+    else if (reg == ci->ra_reg)
+        set_rule(r, ci, reg, init->ra, init->ra_off);
+}
+
 /* Run CFA instructions [p, end) from location loc, stopping once loc passes target.
  * Returns 0, or -1 on an instruction we do not interpret. */
 static int run_cfi(const uint8_t *p, const uint8_t *end, const struct cie *ci, uintptr_t loc, uintptr_t target,
@@ -293,27 +293,17 @@ static int run_cfi(const uint8_t *p, const uint8_t *end, const struct cie *ci, u
     int sp = 0;
     while (p < end) {
         uint8_t op = *p++;
-        uint64_t reg;
-        int64_t off;
+        uint64_t reg = op & 0x3f, delta;
+        /* The primary opcodes carry an operand in their low 6 bits. */
         switch (op & 0xc0) {
         case 0x40: /* advance_loc */
-            loc += (op & 0x3f) * ci->code_align;
-            if (loc > target)
-                return 0;
-            continue;
+            delta = reg;
+            goto advance;
         case 0x80: /* offset */
-            reg = op & 0x3f;
-            off = (int64_t)uleb(&p, end) * ci->data_align;
-            goto set_offset;
+            set_rule(r, ci, reg, REG_OFFSET, (int64_t)uleb(&p, end) * ci->data_align);
+            continue;
         case 0xc0: /* restore */
-            reg = op & 0x3f;
-            if (reg == 6) {
-                r->rbp = init->rbp;
-                r->rbp_off = init->rbp_off;
-            } else if (reg == ci->ra_reg) {
-                r->ra = init->ra;
-                r->ra_off = init->ra_off;
-            }
+            restore_rule(r, ci, reg, init);
             continue;
         default: break;
         }
@@ -328,73 +318,37 @@ static int run_cfi(const uint8_t *p, const uint8_t *end, const struct cie *ci, u
                 return 0;
             continue;
         }
-        case 0x02:
-            loc += p[0] * ci->code_align;
-            p += 1;
-            if (loc > target)
-                return 0;
-            continue;
-        case 0x03: {
-            uint16_t d;
-            memcpy(&d, p, 2);
-            p += 2;
-            loc += d * ci->code_align;
-            if (loc > target)
-                return 0;
-            continue;
-        }
-        case 0x04: {
-            uint32_t d;
-            memcpy(&d, p, 4);
-            p += 4;
-            loc += d * ci->code_align;
-            if (loc > target)
-                return 0;
-            continue;
-        }
+        case 0x02: /* advance_loc1, 2, 4 */
+        case 0x03:
+        case 0x04:
+            if (fixed(&p, end, op == 0x02 ? 1 : op == 0x03 ? 2 : 4, 0, &delta) != 0)
+                return -1;
+            goto advance;
         case 0x05: /* offset_extended */
             reg = uleb(&p, end);
-            off = (int64_t)uleb(&p, end) * ci->data_align;
-            goto set_offset;
+            set_rule(r, ci, reg, REG_OFFSET, (int64_t)uleb(&p, end) * ci->data_align);
+            continue;
         case 0x11: /* offset_extended_sf */
             reg = uleb(&p, end);
-            off = sleb(&p, end) * ci->data_align;
-            goto set_offset;
+            set_rule(r, ci, reg, REG_OFFSET, sleb(&p, end) * ci->data_align);
+            continue;
         case 0x2f: /* GNU_negative_offset_extended */
             reg = uleb(&p, end);
-            off = -(int64_t)uleb(&p, end) * ci->data_align;
-            goto set_offset;
+            set_rule(r, ci, reg, REG_OFFSET, -(int64_t)uleb(&p, end) * ci->data_align);
+            continue;
         case 0x06: /* restore_extended */
-            reg = uleb(&p, end);
-            if (reg == 6) {
-                r->rbp = init->rbp;
-                r->rbp_off = init->rbp_off;
-            } else if (reg == ci->ra_reg) {
-                r->ra = init->ra;
-                r->ra_off = init->ra_off;
-            }
+            restore_rule(r, ci, uleb(&p, end), init);
             continue;
         case 0x07: /* undefined */
-            reg = uleb(&p, end);
-            if (reg == 6)
-                r->rbp = REG_UNDEF;
-            else if (reg == ci->ra_reg)
-                r->ra = REG_UNDEF;
+            set_rule(r, ci, uleb(&p, end), REG_UNDEF, 0);
             continue;
         case 0x08: /* same_value */
-            reg = uleb(&p, end);
-            if (reg == 6)
-                r->rbp = REG_SAME;
-            else if (reg == ci->ra_reg)
-                r->ra = REG_SAME;
+            set_rule(r, ci, uleb(&p, end), REG_SAME, 0);
             continue;
         case 0x09: /* register */
             reg = uleb(&p, end);
             uleb(&p, end);
-            if (reg == 6)
-                r->rbp = REG_BAD;
-            else if (reg == ci->ra_reg)
-                r->ra = REG_BAD;
+            set_rule(r, ci, reg, REG_BAD, 0);
             continue;
         case 0x0a: /* remember_state */
             if (sp == 8)
@@ -434,10 +388,7 @@ static int run_cfi(const uint8_t *p, const uint8_t *end, const struct cie *ci, u
             reg = uleb(&p, end);
             uint64_t n = uleb(&p, end);
             p += n;
-            if (reg == 6)
-                r->rbp = REG_BAD;
-            else if (reg == ci->ra_reg)
-                r->ra = REG_BAD;
+            set_rule(r, ci, reg, REG_BAD, 0);
             continue;
         }
         case 0x14: /* val_offset */
@@ -447,24 +398,17 @@ static int run_cfi(const uint8_t *p, const uint8_t *end, const struct cie *ci, u
                 uleb(&p, end);
             else
                 sleb(&p, end);
-            if (reg == 6)
-                r->rbp = REG_BAD;
-            else if (reg == ci->ra_reg)
-                r->ra = REG_BAD;
+            set_rule(r, ci, reg, REG_BAD, 0);
             continue;
         case 0x2e: /* GNU_args_size */
             uleb(&p, end);
             continue;
         default: return -1;
         }
-    set_offset:
-        if (reg == 6) {
-            r->rbp = REG_OFFSET;
-            r->rbp_off = off;
-        } else if (reg == ci->ra_reg) {
-            r->ra = REG_OFFSET;
-            r->ra_off = off;
-        }
+    advance: /* every advance_loc form: the row applies up to here */
+        loc += delta * ci->code_align;
+        if (loc > target)
+            return 0;
     }
     return 0;
 }
@@ -558,7 +502,7 @@ static _Unwind_Reason_Code ub_cb(struct _Unwind_Context *ctx, void *arg)
     if (!ip)
         return _URC_END_OF_STACK;
     if (s->skipping) {
-        if (lk_own_code(ip))
+        if (track_own_code(ip))
             return _URC_NO_REASON;
         s->skipping = 0;
     }
@@ -624,8 +568,8 @@ static inline int step(uintptr_t *pc, uintptr_t *sp, uintptr_t *fp, uintptr_t hi
  * that each of those slots still holds the recorded return address (independent loads, no rules
  * to look up) proves the rest of the stack unchanged. A loop that allocates from one place thus
  * costs one load per level, and when the whole stack matches, the site is known too. */
-__attribute__((noinline)) unsigned lk_capture(uintptr_t *out, unsigned max, uintptr_t lo, uintptr_t hi,
-                                               struct lk_memo *m, int *same)
+__attribute__((noinline)) unsigned track_capture(uintptr_t *out, unsigned max, uintptr_t lo, uintptr_t hi,
+                                               struct track_memo *m, int *same)
 {
     uintptr_t *fr = __builtin_frame_address(0);
     uintptr_t sp0 = (uintptr_t)fr;
@@ -648,10 +592,10 @@ __attribute__((noinline)) unsigned lk_capture(uintptr_t *out, unsigned max, uint
             return m->n - m->nown;
         }
     }
-    uintptr_t lpc[LK_MEMO_MAX], lsp[LK_MEMO_MAX];
+    uintptr_t lpc[TRACK_MEMO_MAX], lsp[TRACK_MEMO_MAX];
     unsigned L = 0, n = 0, nown = 0, owning = 1, complete = 0, j = 0;
     for (;;) {
-        if (owning && !lk_own_code(pc))
+        if (owning && !track_own_code(pc))
             owning = 0;
         nown += owning;
         lpc[L] = pc;
@@ -673,7 +617,7 @@ __attribute__((noinline)) unsigned lk_capture(uintptr_t *out, unsigned max, uint
                     add += k >= m->nown;
                 }
                 if (k == m->n && (m->complete || n + add >= max)) {
-                    for (k = j + 1; k < m->n && L < LK_MEMO_MAX; k++) {
+                    for (k = j + 1; k < m->n && L < TRACK_MEMO_MAX; k++) {
                         if (k >= m->nown) {
                             if (n >= max)
                                 break;
@@ -693,7 +637,7 @@ __attribute__((noinline)) unsigned lk_capture(uintptr_t *out, unsigned max, uint
                 }
             }
         }
-        if (L >= LK_MEMO_MAX)
+        if (L >= TRACK_MEMO_MAX)
             break;
         int r = step(&pc, &sp, &fp, hi);
         if (r == 1) {

@@ -1,0 +1,76 @@
+/* The leak report's steps: lock the block map, scan, write, and the report at exit.
+ *
+ * Locking: report_lock serializes reports (taken outside the tracker's locks; the snapshot then
+ * holds every block map shard while the scan runs). fork(): leak_fork_locks, outer phase. */
+#include "leakcheck/leak_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <unistd.h>
+
+long opt_leak = 0, opt_leak_sample = 0, opt_leak_depth = 16, opt_leak_exitcode = 0, opt_leak_reachable = 0;
+char opt_leak_report[256], opt_leak_suppressions[256];
+
+static os_lock_t report_lock = OS_LOCK_INIT;
+
+void leak_fork_locks(os_lock_visit_fn visit) { visit(&report_lock); }
+
+void leak_start(void)
+{
+    int g = track_guard;
+    track_guard = 1;
+    leak_scan_init();
+    track_guard = g;
+}
+
+long leak_report(const char *path, int at_exit)
+{
+    if (!track_mode() || track_stopped())
+        return -1;
+    int g = track_guard;
+    if (g) { /* exit() from a signal handler that interrupted the tracker: its locks may be ours */
+        os_printf(2, "buddyslab: leak report skipped: the process exits from inside the leak tracker\n");
+        return -1;
+    }
+    int saved = errno;
+    track_guard = 1;
+    os_lock(&report_lock);
+    track_report_begin();
+    size_t n = 0;
+    struct track_block *b = track_blocks_lock_snapshot(&n);
+    if (b)
+        leak_scan(b, n);
+    track_blocks_unlock();
+    /* Blocks freed by what the scan called (see track_deferred) are not the program's leaks. */
+    uintptr_t freed[64];
+    size_t nfreed = track_deferred(freed, 64);
+    for (size_t d = 0; b && d < nfreed; d++)
+        for (size_t i = 0; i < n; i++)
+            if (b[i].start == freed[d])
+                b[i].state = LEAK_FREED;
+    track_drain_deferred();
+    long lost = 0;
+    if (b) {
+        lost = (long)leak_report_write(b, n, path, at_exit);
+        track_free(b);
+    } else {
+        os_printf(2, "buddyslab: leak report: out of memory\n");
+    }
+    track_report_end();
+    os_unlock(&report_lock);
+    track_guard = g;
+    errno = saved;
+    return lost;
+}
+
+void leak_at_exit(void)
+{
+    if (!track_mode() || track_stopped() || !(opt_leak || opt_leak_sample))
+        return; /* tracking only for the soft OOM policy: no leak report, and it goes on */
+    long lost = leak_report(opt_leak_report, 1);
+    track_stop();
+    if (lost > 0 && opt_leak_exitcode) {
+        fflush(NULL);
+        _exit((int)opt_leak_exitcode);
+    }
+}

@@ -1,0 +1,59 @@
+/* The heap walk over the arenas (slab.h): page descriptors from the first frame on, a slab head's
+ * objects from its free-object bitmap, large blocks whole, free buddy blocks skipped. Racy by
+ * design: nothing is locked, so the caller (the leak scan, which runs while the program does)
+ * must tolerate a block that was freed or reused meanwhile. Also the home of the free mark. */
+#include "slab/slab.h"
+
+#include <string.h>
+
+uintptr_t slab_free_key;
+
+struct walk {
+    void (*fn)(uintptr_t start, size_t len, int kind, void *arg);
+    void *arg;
+};
+
+static void walk_arena(uintptr_t base, void *arg)
+{
+    const struct walk *w = arg;
+    const struct page *pages = (const struct page *)base;
+    size_t pfn = ARENA_META_PAGES;
+    while (pfn < ARENA_PAGES) {
+        const struct page *pg = &pages[pfn];
+        uint8_t f = __atomic_load_n(&pg->flags, __ATOMIC_RELAXED);
+        uintptr_t addr = base + (pfn << PAGE_SHIFT);
+        size_t np = 1;
+        if ((f & PG_SLAB) && pg->head == pg) {
+            np = pg->npages ? pg->npages : 1;
+            if (np > ARENA_PAGES - pfn)
+                np = ARENA_PAGES - pfn;
+            unsigned cls = pg->size_class;
+            uint32_t total = pg->total;
+            if (cls < SLAB_NR_CLASSES && total && total <= 256) {
+                uint64_t freebits[4];
+                memcpy(freebits, slab_bitmap(pg), sizeof(freebits));
+                size_t osz = slab_class_size[cls];
+                if ((size_t)total * osz > np << PAGE_SHIFT)
+                    total = (uint32_t)((np << PAGE_SHIFT) / osz);
+                for (uint32_t k = 0; k < total; k++)
+                    if (!(freebits[k / 64] >> (k % 64) & 1)) /* not free in its slab */
+                        w->fn(addr + (uintptr_t)k * osz, osz, SLAB_WALK_OBJECT, w->arg);
+            }
+        } else if (f & PG_LARGE) {
+            np = pg->npages ? pg->npages : 1;
+            if (np > ARENA_PAGES - pfn)
+                np = ARENA_PAGES - pfn;
+            size_t bytes = (np - ((f & PG_GUARD) && np > 1 ? 1 : 0)) << PAGE_SHIFT;
+            w->fn(addr, bytes, SLAB_WALK_LARGE, w->arg);
+        } else if (f & PG_BUDDY) {
+            np = (size_t)1 << (pg->order <= MAX_ORDER ? pg->order : 0);
+        }
+        pfn += np;
+    }
+}
+
+void slab_heap_walk(void (*fn)(uintptr_t start, size_t len, int kind, void *arg), void *arg)
+{
+    struct walk w = {fn, arg};
+    zones_for_each_arena(walk_arena, &w);
+}

@@ -1,0 +1,112 @@
+/* Sampling: about one allocation per track_sample_bytes bytes is tracked, chosen by an exponential
+ * countdown of bytes per thread (the inline fast path in track.h takes each allocation's bytes off
+ * it), and each sampled block stands for 1/p blocks of its size (track_weigh). exp and log are
+ * written here: the static archive must not need -lm. */
+#include "track/track_int.h"
+
+#include <errno.h>
+
+uint64_t track_sample_bytes;
+int track_force;
+__thread int64_t track_countdown;
+uint16_t track_filter[1u << TRACK_FILTER_BITS];
+
+double track_log(double x)
+{
+    if (!(x > 0))
+        return -1e300;
+    union {
+        double d;
+        uint64_t u;
+    } v = {x};
+    int e = (int)((v.u >> 52) & 0x7ff) - 1023;
+    v.u = (v.u & 0x000fffffffffffffull) | 0x3ff0000000000000ull; /* mantissa in [1, 2) */
+    double m = v.d;
+    if (m > 1.4142135623730951) {
+        m *= 0.5;
+        e++;
+    }
+    double s = (m - 1) / (m + 1), s2 = s * s; /* |s| <= 0.172: ln m = 2 atanh s */
+    double r = 2.0 / 17;
+    for (int k = 15; k >= 1; k -= 2)
+        r = 2.0 / k + s2 * r;
+    return s * r + e * 0.6931471805599453;
+}
+
+double track_exp(double x)
+{
+    if (x < -700)
+        return 0;
+    if (x > 700)
+        x = 700;
+    long k = (long)(x * 1.4426950408889634 + (x >= 0 ? 0.5 : -0.5));
+    double r = x - (double)k * 0.6931471805599453; /* |r| <= 0.35 */
+    double t = 1, sum = 1;
+    for (int i = 1; i <= 14; i++) {
+        t *= r / i;
+        sum += t;
+    }
+    union {
+        double d;
+        uint64_t u;
+    } v;
+    v.u = (uint64_t)(k + 1023) << 52;
+    return sum * v.d;
+}
+
+void track_weigh(uint64_t size, int exact, double *blocks, double *bytes)
+{
+    if (!track_sample_bytes || size >= track_sample_bytes || exact) {
+        *blocks = 1;
+        *bytes = (double)size;
+        return;
+    }
+    /* A block of s bytes was sampled with probability 1 - exp(-s/T): it stands for 1/p blocks. */
+    double p = 1 - track_exp(-(double)(size ? size : 1) / (double)track_sample_bytes);
+    *blocks = 1 / p;
+    *bytes = (double)size / p;
+}
+
+static inline uint64_t rng_next(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *s = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}
+
+/* Bytes until the next sample: exponential with mean track_sample_bytes (memoryless, so every byte
+ * has the same chance of being the sampled one). */
+static int64_t draw_countdown(struct track_thread *t)
+{
+    double u = (double)((rng_next(&t->rng) >> 11) + 1) * 0x1p-53; /* (0, 1] */
+    double v = -track_log(u) * (double)track_sample_bytes;
+    if (v < 1)
+        v = 1;
+    if (v > 0x1p62)
+        v = 0x1p62;
+    return (int64_t)v + 1;
+}
+
+__attribute__((noinline)) int track_sample_slow(size_t size)
+{
+    if (track_tstate == 2)
+        return 0;
+    struct track_thread *t = track_self;
+    if (!t) {
+        int saved = errno;
+        track_guard = 1;
+        t = track_thread_setup();
+        track_guard = 0;
+        errno = saved;
+        if (!t)
+            return 0;
+        track_countdown = draw_countdown(t) - (int64_t)size;
+        if (track_countdown > 0)
+            return 0;
+    }
+    track_countdown = draw_countdown(t);
+    return 1;
+}

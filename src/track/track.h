@@ -1,0 +1,246 @@
+/* The tracking layer: which live blocks came from which allocation site.
+ *
+ * It owns sampling (sample.c), the block map (blockmap.c: block address -> size and site), the site
+ * table (sites.c: deduplicated stacks, immortal once published), the thread registry (threads.c),
+ * stack capture (unwind.c), symbols (syms.c), the report writer shared by every report (out.c), the
+ * tracker's own memory (mem.c) and the hooks that tie them together (track.c). Two consumers use it
+ * and neither knows the other: the leak report (src/leakcheck/: the reachability scan at exit and
+ * on demand) and the soft OOM policy (src/oom/: accounts per site, which it keeps in a site's
+ * consumer area and is told about through struct track_accounting). The public API layer
+ * (src/malloc/hooks.c) is the one place that calls the hooks on malloc and free.
+ *
+ * Memory: everything the tracker keeps comes from the core allocator through struct track_core
+ * (allocator pages, no hooks, so the leak scan never mistakes it for program memory: heap sections
+ * are not roots) or lives in the library's own .bss (not a root either). Code that may call the
+ * public malloc (the unwinder, dlopen, liburcu, libdw, pthread_getattr_np) runs with track_guard
+ * set: the hooks then return at once, so those blocks are neither tracked nor looked up. */
+#ifndef BSL_TRACK_H
+#define BSL_TRACK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "os/os.h"
+
+/* ---- the core allocator, as the tracker sees it (set once, before the first use) ---- */
+struct track_core {
+    void *(*alloc)(size_t n); /* the allocator's own pages: no hooks; NULL on failure */
+    void (*free)(void *p);
+};
+BSL_HIDDEN void track_set_core(const struct track_core *core);
+
+#define TRACK_MAX_DEPTH 64
+/* A block record packs two flags, its size (38 bits, clamped) and its site index (24 bits). */
+#define TRACK_SITE_IDX_BITS 24
+#define TRACK_MAX_SITES ((1u << TRACK_SITE_IDX_BITS) - 1)
+#define TRACK_SIZE_MAX (((uint64_t)1 << (62 - TRACK_SITE_IDX_BITS)) - 1)
+/* The block was tracked outside sampling (sampling suspended: track_force, or the caller's force
+ * flag): it weighs 1. */
+#define TRACK_EXACT ((uint64_t)1 << 63)
+/* The block was charged through the accounting hooks when it was allocated: its free uncharges
+ * it. Without accounting, tracking pays no charging calls. */
+#define TRACK_CHARGED ((uint64_t)1 << 62)
+#define TRACK_FLAGS (TRACK_EXACT | TRACK_CHARGED)
+
+/* The per-thread re-entrancy guard: set while the tracker runs code that may allocate. */
+BSL_HIDDEN extern __thread int track_guard;
+
+/* ---- starting and stopping (track.c) ---- */
+/* Start tracking: stacks of up to `depth` frames (clamped to 1 .. TRACK_MAX_DEPTH), every
+ * allocation (sample_bytes 0) or about one per sample_bytes bytes. Outside every allocator lock.
+ * 1: on (the hooks must be called from now on); 0: unavailable (one line on stderr says why). */
+BSL_HIDDEN int track_start(long depth, uint64_t sample_bytes);
+/* 0: no tracking, 1: every allocation, 2: sampled. */
+BSL_HIDDEN int track_mode(void);
+/* The exit report was written: the hooks do nothing any more. */
+BSL_HIDDEN void track_stop(void);
+BSL_HIDDEN int track_stopped(void);
+
+/* ---- the hooks (track.c), called by src/malloc/hooks.c only ---- */
+/* An allocation of `size` bytes is about to be made: decide whether it is tracked (sampling; force:
+ * track it exactly whatever the sampling), and if so capture its site (the stack under `label`,
+ * an opaque per-thread value that is part of the site's identity) and ask the accounting hooks.
+ * Returns a ticket for track_after_alloc: 0 (not tracked), TRACK_REFUSE (the accounting refuses
+ * it: fail with ENOMEM), or the site. */
+#define TRACK_REFUSE UINT64_MAX
+BSL_HIDDEN uint64_t track_before_alloc(size_t size, uint16_t label, int force);
+/* The allocation succeeded: the block at p enters the tracker (ticket from track_before_alloc). */
+BSL_HIDDEN void track_after_alloc(void *p, size_t size, uint64_t ticket);
+/* The block at p (p != NULL, maybe never tracked) is about to be given back. */
+BSL_HIDDEN void track_on_free(void *p);
+
+/* ---- the sampled fast path, inlined into the public entry points (sample.c owns this state) ----
+ * With sampling nearly every call is not sampled. Deciding that inline, before the generic hooked
+ * path (init check, debug features, Valgrind quieting), keeps sampled tracking close to the
+ * untracked cost. */
+BSL_HIDDEN extern uint64_t track_sample_bytes;      /* 0: full tracking */
+BSL_HIDDEN extern int track_force;                  /* >0: sampling suspended process-wide */
+BSL_HIDDEN extern __thread int64_t track_countdown; /* bytes until this thread's next sampled allocation */
+/* A counter per hash bucket of 4 KiB pages holding sampled blocks alive, so that free() of an
+ * unsampled block (nearly all of them) is a multiply and a load, without a lock. Hashing the page,
+ * not the block, keeps neighbouring frees on the same cache line of the filter. */
+#define TRACK_FILTER_BITS 16
+BSL_HIDDEN extern uint16_t track_filter[1u << TRACK_FILTER_BITS];
+static inline uint16_t *track_filter_of(uintptr_t p)
+{
+    return &track_filter[((p >> 12) * 0x9E3779B97F4A7C15ull) >> (64 - TRACK_FILTER_BITS)];
+}
+/* 1: an allocation of n bytes is not sampled (its bytes are taken off the countdown): the caller
+ * may skip the hooks. 0: track_before_alloc decides (full tracking, a large block, the countdown
+ * running out, or sampling suspended). */
+static inline int track_unsampled_alloc(size_t n)
+{
+    if (!track_sample_bytes || n >= track_sample_bytes || __atomic_load_n(&track_force, __ATOMIC_RELAXED))
+        return 0;
+    int64_t c = track_countdown - (int64_t)n;
+    if (unlikely(c <= 0))
+        return 0;
+    track_countdown = c;
+    return 1;
+}
+/* 1: the block at p cannot be a tracked one (sampled mode, no sampled block alive on its page). */
+static inline int track_untracked_free(const void *p)
+{
+    return track_sample_bytes && !__atomic_load_n(track_filter_of((uintptr_t)p), __ATOMIC_RELAXED);
+}
+/* A sampled block of `size` bytes stands for *bytes bytes in *blocks blocks (1 and size when
+ * tracking in full, for blocks of at least track_sample_bytes, and for exact ones). */
+BSL_HIDDEN void track_weigh(uint64_t size, int exact, double *blocks, double *bytes);
+
+/* ---- sites: deduplicated allocation stacks (sites.c) ----
+ * Immortal once published: a site is never freed, so a pointer to one stays valid without RCU. */
+struct track_site;
+BSL_HIDDEN extern uint32_t track_nsites; /* published sites have indices 1 .. track_nsites (0: unknown) */
+/* The site with index i (NULL for an index lost to an insertion race or not yet published). */
+BSL_HIDDEN const struct track_site *track_site_get(uint32_t i);
+BSL_HIDDEN unsigned track_site_frames(const struct track_site *s, const uintptr_t **frames);
+BSL_HIDDEN uint16_t track_site_label(const struct track_site *s);
+BSL_HIDDEN uint32_t track_site_idx(const struct track_site *s);
+/* A consumer's state per site: TRACK_SITE_DATA bytes, 8-aligned, zero when the site is created,
+ * written only by that consumer (the soft OOM policy's accounts). */
+#define TRACK_SITE_DATA 32
+BSL_HIDDEN void *track_site_data(const struct track_site *s);
+
+/* ---- accounting: a consumer told of every tracked block (track.c) ----
+ * admit: before a tracked allocation from site s (track_guard set, outside every allocator lock):
+ * 0 to go ahead, nonzero to refuse it. charge: a tracked block of `size` bytes from s arrived
+ * (sign 1) or left (sign -1); exact: tracked outside sampling. Registered once, never removed. */
+struct track_accounting {
+    int (*admit)(const struct track_site *s, uint64_t size, int exact);
+    void (*charge)(const struct track_site *s, uint64_t size, int sign, int exact);
+};
+BSL_HIDDEN void track_set_accounting(const struct track_accounting *a);
+
+/* ---- block records (blockmap.c) ---- */
+struct track_block {
+    uintptr_t start;
+    uint64_t size;   /* bytes requested */
+    uint32_t site;   /* site index */
+    uint8_t state;   /* the snapshot's consumer's (the leak scan: reached or lost) */
+    uint8_t leader;  /* the consumer's (the leak scan: processed as the head of a lost clique) */
+    uint8_t exact;   /* TRACK_EXACT: weighs 1 even when sampling */
+    uint8_t pad;
+    uint32_t clique; /* the consumer's (the leak scan: the lost block that holds this one) */
+    uint32_t pad2;
+};
+/* Lock every block map shard (the caller then owns the map; blocks cannot be freed) and copy all
+ * records into a fresh track_alloc array sorted by address. *n receives the count. NULL when out
+ * of memory (the shards stay locked: call track_blocks_unlock in every case). */
+BSL_HIDDEN struct track_block *track_blocks_lock_snapshot(size_t *n);
+BSL_HIDDEN void track_blocks_unlock(void);
+/* Frees this thread made while it held the map (track_guard set: libc code the tracker or a
+ * consumer called), not yet applied: up to max addresses. Then track_drain_deferred applies them. */
+BSL_HIDDEN size_t track_deferred(uintptr_t *out, size_t max);
+BSL_HIDDEN void track_drain_deferred(void);
+/* The tracker's own heap blocks that hold block addresses: the map's tables (call with the map
+ * locked) and a report's scratch blocks (track_report_begin). Starts only, up to max. */
+BSL_HIDDEN size_t track_shard_tables(uintptr_t *out, size_t max);
+BSL_HIDDEN size_t track_own_blocks(uintptr_t *out, size_t max);
+/* Between these, the calling thread's track_alloc blocks are listed as scratch (a report's). */
+BSL_HIDDEN void track_report_begin(void);
+BSL_HIDDEN void track_report_end(void);
+
+/* ---- threads (threads.c) ---- */
+struct track_thread_info {
+    long tid;         /* 0 for a thread that has exited */
+    uintptr_t tp;     /* thread pointer (pthread_self) */
+    uintptr_t lo, hi; /* stack bounds from pthread_getattr_np (0, 0 when unknown) */
+};
+/* Copy up to max registered threads (live and recently dead) into out; returns the count. */
+BSL_HIDDEN size_t track_threads_snapshot(struct track_thread_info *out, size_t max);
+
+/* ---- stack capture (unwind.c) ---- */
+/* Whether pc lies in the allocator library's own code. */
+BSL_HIDDEN int track_own_code(uintptr_t pc);
+/* Our library's writable segments (not roots): up to max [start, end) pairs. */
+BSL_HIDDEN size_t track_own_data(uintptr_t (*ranges)[2], size_t max);
+
+/* ---- symbols (syms.c): a process-lifetime cache, one entry per return address ----
+ * Call with track_guard set (libdw and dladdr1 allocate). Entries and their strings never move. */
+struct track_sym {
+    uintptr_t pc;
+    const char *func, *file, *module; /* NULL when unknown */
+    int line;
+    uintptr_t off;  /* from the module's load bias */
+    int lines_done; /* file and line were looked up */
+    int names_done; /* func was looked up with libdw (not only dladdr1) */
+};
+/* Set by a thread writing a report while the system refuses memory: symbols come from dladdr1
+ * only (libdw crashes when its own malloc fails), and cached entries are used as they are. */
+BSL_HIDDEN extern __thread int track_sym_lean;
+BSL_HIDDEN const struct track_sym *track_sym_get(uintptr_t pc);
+/* The same entry with only func, module and off certain (no DWARF line lookup: cheaper). */
+BSL_HIDDEN const struct track_sym *track_sym_name(uintptr_t pc);
+BSL_HIDDEN char *track_str_dup_n(const char *s, size_t n); /* into the symbols' arena (never freed) */
+/* Call fn for every function symbol (with a size) of every loaded module that module(base) wants:
+ * its address range and its (demangled) name. *adds: the dynamic loader's load count the walk
+ * reflects (see track_syms_adds). 0, or -1 when libdw is unavailable. Call with track_guard set;
+ * the callbacks must not call track_sym_*. */
+BSL_HIDDEN int track_syms_walk(int (*module)(uintptr_t base, void *arg),
+                               void (*fn)(uintptr_t lo, uintptr_t hi, const char *name, void *arg), void *arg,
+                               unsigned long long *adds);
+/* The dynamic loader's count of objects loaded so far (dl_iterate_phdr's dlpi_adds). */
+BSL_HIDDEN unsigned long long track_syms_adds(void);
+/* LSan's pattern rules: '*' wildcards, a leading '^' and a trailing '$' anchor; else a substring. */
+BSL_HIDDEN int track_tmatch(const char *pattern, const char *s);
+
+/* ---- report output (out.c): the writer of the leak report and the soft OOM report ---- */
+struct track_out {
+    int fd;
+    size_t n;
+    char buf[16384];
+};
+BSL_HIDDEN void track_out_flush(struct track_out *o);
+BSL_HIDDEN void track_out_put(struct track_out *o, const char *s);
+BSL_HIDDEN void track_out_fmt(struct track_out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+BSL_HIDDEN void track_out_json_str(struct track_out *o, const char *s);
+BSL_HIDDEN const char *track_commas(char *buf, uint64_t v); /* 1234567 -> "1,234,567" */
+/* The site's frames, one "#k 0x... in func file:line (module+0x...)" line each, or JSON objects. */
+BSL_HIDDEN void track_write_frames(struct track_out *o, const struct track_site *site, int json);
+/* Open a report file ("%p": the pid); 2 (stderr) for "" or NULL, or when it cannot be opened (one
+ * line naming `what` says so). *json: the name ends in ".json". append: O_APPEND, else truncate. */
+BSL_HIDDEN int track_open_report(const char *path, int *json, const char *what, int append);
+
+/* ---- the tracker's memory and small helpers (mem.c) ---- */
+BSL_HIDDEN void *track_alloc(size_t n); /* the core allocator, zeroed; NULL on failure */
+BSL_HIDDEN void track_free(void *p);
+BSL_HIDDEN void *track_realloc(void *p, size_t old, size_t n);
+/* Read a whole file (e.g. /proc/self/maps) into a track_alloc buffer, NUL-terminated. */
+BSL_HIDDEN char *track_read_file(const char *path, size_t *len);
+/* dlopen/dlsym when the program is dynamically linked (weak references: NULL in static programs). */
+BSL_HIDDEN int track_is_dynamic(void);
+BSL_HIDDEN void *track_dlopen(const char *name);
+BSL_HIDDEN void *track_dlsym(void *handle, const char *name);
+/* exp(x) and log(x) without libm (the static archive must not need -lm). */
+BSL_HIDDEN double track_exp(double x);
+BSL_HIDDEN double track_log(double x);
+
+/* ---- fork: src/malloc/fork.c's table calls these (the prepare only when the process has
+ * threads): the outer locks (resize, site, symbols), then the block map shards, the thread
+ * registry and liburcu's locks. */
+BSL_HIDDEN void track_fork_locks(os_lock_visit_fn visit);
+BSL_HIDDEN void track_fork_prepare(int careful);
+BSL_HIDDEN void track_fork_parent(void);
+BSL_HIDDEN void track_fork_child(void);
+
+#endif

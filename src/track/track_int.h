@@ -1,0 +1,99 @@
+/* The tracking layer's internals shared by its files (see track.h for the files and what each
+ * owns). */
+#ifndef BSL_TRACK_INT_H
+#define BSL_TRACK_INT_H
+
+#include "track/track.h"
+
+/* ---- state of track.c, read by the other files ---- */
+BSL_HIDDEN extern int track_on;      /* tracking started */
+BSL_HIDDEN extern unsigned track_depth; /* frames per stack */
+/* The accounting consumer (NULL: none yet); read with a relaxed load on the hooks' path. */
+BSL_HIDDEN extern const struct track_accounting *track_acct;
+
+static inline uint64_t track_mix64(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
+    return h;
+}
+
+/* ---- stack capture (unwind.c) ---- */
+BSL_HIDDEN void track_unwind_init(void);
+/* The calling thread's previous stack (see unwind.c): levels with their stack addresses. */
+#define TRACK_MEMO_MAX (TRACK_MAX_DEPTH + 16)
+struct track_memo {
+    unsigned n, nown, complete; /* levels; leading own levels; ended at the stack's end, not at max */
+    uint32_t site;              /* the site the previous capture found (for *same) */
+    uintptr_t pc[TRACK_MEMO_MAX], sp[TRACK_MEMO_MAX];
+};
+/* Frames of the caller's stack (return addresses), the tracker's and allocator's own frames
+ * skipped. lo/hi: the calling thread's stack bounds (0, 0 when unknown: the slow unwinder is
+ * used). m: the thread's memo (or NULL); *same is set when the stack is exactly the previous
+ * capture's: then m->site is its site and out[] is NOT filled. Returns the depth (<= max). */
+BSL_HIDDEN unsigned track_capture(uintptr_t *out, unsigned max, uintptr_t lo, uintptr_t hi, struct track_memo *m,
+                                  int *same);
+
+/* ---- per-thread state (threads.c) ---- */
+#define TRACK_TCACHE 256
+struct track_tcache { /* a direct-mapped cache of the sites this thread used last (sites.c) */
+    uint64_t hash;
+    const struct track_site *site;
+};
+struct track_treg;
+struct track_thread {
+    uintptr_t lo, hi; /* stack bounds */
+    uint64_t rng;     /* sampling's random state */
+    struct track_treg *reg;
+    struct track_memo memo;
+    struct track_tcache cache[TRACK_TCACHE];
+};
+BSL_HIDDEN extern __thread struct track_thread *track_self;
+BSL_HIDDEN extern __thread int track_tstate; /* 0: not set up, 1: set up, 2: exiting (key destructor ran) */
+/* Once at start (track_guard set): the thread-exit key. 0, or -1 when no key is left. */
+BSL_HIDDEN int track_threads_init(void);
+/* First tracked call in this thread (track_guard set). NULL when out of memory. */
+BSL_HIDDEN struct track_thread *track_thread_setup(void);
+BSL_HIDDEN void track_threads_fork_prepare(int careful);
+BSL_HIDDEN void track_threads_fork_parent(void);
+BSL_HIDDEN void track_threads_fork_child(int locked);
+
+/* ---- sampling (sample.c) ---- */
+/* The countdown ran out (or the thread has none yet): is this allocation of `size` sampled? */
+BSL_HIDDEN int track_sample_slow(size_t size);
+
+/* ---- sites (sites.c) ---- */
+/* Load liburcu (NULL), else say why it cannot be; then create the table (NULL, else why not). */
+BSL_HIDDEN const char *track_sites_load(void);
+BSL_HIDDEN const char *track_sites_init(void);
+/* The index of the site of (frames, label), created when new (0: out of memory or indices). */
+BSL_HIDDEN uint32_t track_site_find(struct track_thread *t, const uintptr_t *frames, unsigned depth, uint16_t label);
+BSL_HIDDEN void track_sites_fork_locks(os_lock_visit_fn visit);
+BSL_HIDDEN void track_urcu_before_fork(void);
+BSL_HIDDEN void track_urcu_after_fork_parent(void);
+BSL_HIDDEN void track_urcu_after_fork_child(void);
+
+/* ---- the block map (blockmap.c) ---- */
+/* The block at p enters the map with value val (TRACK_FLAGS | size << TRACK_SITE_IDX_BITS | site).
+ * 1: inserted, 0: replaced a stale record for the same address (*old: its value), -1: out of memory. */
+BSL_HIDDEN int track_map_insert(uintptr_t p, uint64_t val, uint64_t *old);
+/* The record of p leaves the map (try_only: this thread runs tracker code and may hold the shard:
+ * when busy, the address is deferred). Uncharges it. */
+BSL_HIDDEN void track_forget(uintptr_t p, int try_only);
+/* A record left the map: its block's bytes leave its site's account. */
+BSL_HIDDEN void track_uncharge(uint64_t val);
+BSL_HIDDEN extern __thread unsigned track_ndeferred;
+BSL_HIDDEN void track_map_fork_prepare(int careful);
+BSL_HIDDEN void track_map_fork_parent(void);
+BSL_HIDDEN void track_map_fork_child(void);
+
+/* ---- symbols (syms.c) ---- */
+BSL_HIDDEN extern os_lock_t track_sym_lock; /* the cache, its arena and the libdw session */
+
+/* ---- memory (mem.c) ---- */
+#define TRACK_HDR 16 /* every track_alloc block has a header this big before it */
+
+#endif
