@@ -322,13 +322,13 @@ struct lk_site {
 #define SITE_CHUNK_SHIFT 12
 #define SITE_DIR_SIZE ((LK_MAX_SITES >> SITE_CHUNK_SHIFT) + 1)
 static struct lk_site **site_dir[SITE_DIR_SIZE];
-static os_lock_t site_lock = OS_LOCK_INIT;
+static os_lock_t site_lock = OS_LOCK_INIT(LOCK_RANK_LEAK_SITE);
 static char *site_arena, *site_arena_end;
 static uint32_t site_next = 1;   /* next index to hand out (site_lock) */
 uint32_t lk_nsites;              /* highest index handed out */
 static struct cds_lfht *site_ht;
 static unsigned long site_ht_size;
-static os_lock_t resize_lock = OS_LOCK_INIT;
+static os_lock_t resize_lock = OS_LOCK_INIT(LOCK_RANK_LEAK_RESIZE);
 static struct lk_site site_unknown; /* index 0: stacks we could not record (too many sites) */
 
 const struct lk_site *lk_site_get(uint32_t i)
@@ -767,7 +767,7 @@ struct lk_treg {
     struct lk_thread_info info;
 };
 static struct lk_treg *treg_head;
-static os_lock_t treg_lock = OS_LOCK_INIT;
+static os_lock_t treg_lock = OS_LOCK_INIT(LOCK_RANK_LEAK_THREADS);
 #define LK_MAX_DEAD 256 /* exited threads remembered (their stacks may be cached by glibc) */
 
 static void treg_add(struct lk_treg *r)
@@ -1006,7 +1006,7 @@ void leak_on_free(void *p)
 }
 
 /* ---- fork (called by src/malloc/fork.c's table) ---- */
-static os_lock_t report_lock = OS_LOCK_INIT;
+static os_lock_t report_lock = OS_LOCK_INIT(LOCK_RANK_LEAK_REPORT);
 static int lk_forking; /* leak_fork_prepare ran (the forking thread only) */
 
 /* The tracker's outer locks, in their order: their holders may symbolize (libdw reads files with

@@ -15,7 +15,7 @@ struct oom_acct oom_accts[OOM_MAX_ACCTS];
 uint8_t oom_forced[OOM_MAX_ACCTS];
 unsigned oom_naccts = 1;
 uint32_t oom_gen = 1;
-os_lock_t oom_acct_lock = OS_LOCK_INIT;
+os_lock_t oom_acct_lock = OS_LOCK_INIT(LOCK_RANK_OOM_ACCT);
 int oom_action;
 uint64_t oom_soft, oom_hard;
 

@@ -25,8 +25,8 @@ __thread struct pcp pcp_tls __attribute__((tls_model("initial-exec")));
 int pcp_use_rseq;
 long bsl_rseq_tp_off, bsl_rseq_cid_off;
 
-static os_lock_t pcp_lock = OS_LOCK_INIT;
-static os_lock_t drain_lock = OS_LOCK_INIT;
+static os_lock_t pcp_lock = OS_LOCK_INIT(LOCK_RANK_PCP);
+static os_lock_t drain_lock = OS_LOCK_INIT(LOCK_RANK_PCP_DRAIN);
 static uint32_t bin_cap[SLAB_NR_CLASSES];
 static uint32_t bin_first[SLAB_NR_CLASSES]; /* bin c's slots start at slot bin_first[c] of the array */
 static size_t slots_per_cache;
