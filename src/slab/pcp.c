@@ -20,6 +20,21 @@
 
 #include <pthread.h>
 
+/* pcp_layout.h's struct rseq offsets, checked against the kernel's header where it is installed
+ * (the ABI never changes; headers before Linux 6.3 lack node_id and mm_cid, whose offset follows
+ * from flags': two 32-bit fields after it). */
+#if defined(__has_include)
+#if __has_include(<linux/rseq.h>)
+#include <linux/rseq.h>
+_Static_assert(offsetof(struct rseq, cpu_id) == RSEQ_OFF_CPU_ID, "struct rseq: cpu_id");
+_Static_assert(offsetof(struct rseq, rseq_cs) == RSEQ_OFF_RSEQ_CS, "struct rseq: rseq_cs");
+_Static_assert(offsetof(struct rseq, flags) + 4 + 4 == RSEQ_OFF_MM_CID, "struct rseq: mm_cid after flags, node_id");
+_Static_assert(sizeof(struct rseq_cs) == 32 && offsetof(struct rseq_cs, start_ip) == 8 &&
+                   offsetof(struct rseq_cs, post_commit_offset) == 16 && offsetof(struct rseq_cs, abort_ip) == 24,
+               "struct rseq_cs: the assembly's descriptor is .long version, flags; .quad start, length, abort");
+#endif
+#endif
+
 struct pcp pcp_cpus[PCP_MAX_CID];
 __thread struct pcp pcp_tls __attribute__((tls_model("initial-exec")));
 int pcp_use_rseq;
@@ -78,9 +93,9 @@ void pcp_init(int rseq_wanted)
 #if PCP_HAVE_RSEQ
     if (rseq_live) {
         bsl_rseq_tp_off = off;
-        /* struct rseq: cpu_id at 4, mm_cid at 24. mm_cid is dense and bounded by the threads
-         * running at once, so a 2-thread program on a 64-CPU machine uses 2 caches, not 64. */
-        bsl_rseq_cid_off = off + (has_cid ? 24 : 4);
+        /* mm_cid is dense and bounded by the threads running at once, so a 2-thread program on a
+         * 64-CPU machine uses 2 caches, not 64. */
+        bsl_rseq_cid_off = off + (has_cid ? RSEQ_OFF_MM_CID : RSEQ_OFF_CPU_ID);
         pcp_use_rseq = rseq_wanted;
     }
 #else
@@ -93,7 +108,7 @@ void pcp_init(int rseq_wanted)
 unsigned pcp_cpu_hint(void)
 {
     if (rseq_live) {
-        int cpu = (int)*tp_field(bsl_rseq_tp_off + 4);
+        int cpu = (int)*tp_field(bsl_rseq_tp_off + RSEQ_OFF_CPU_ID);
         if (cpu >= 0)
             return (unsigned)cpu;
     }
@@ -155,7 +170,7 @@ static inline int pcp_is_setup(const struct pcp *pc)
  * is too big (the same tests the assembly makes). */
 static struct pcp *rseq_current_pcp(void)
 {
-    if ((int)*tp_field(bsl_rseq_tp_off + 4) < 0)
+    if ((int)*tp_field(bsl_rseq_tp_off + RSEQ_OFF_CPU_ID) < 0)
         return NULL;
     unsigned cid = *tp_field(bsl_rseq_cid_off);
     return cid < PCP_MAX_CID ? &pcp_cpus[cid] : NULL;
