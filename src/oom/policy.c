@@ -18,7 +18,7 @@
 
 #include "buddy/buddy.h"
 #include "buddyslab_shm.h"
-#include "slab/pcp.h"
+#include "malloc/reclaim.h"
 
 #include <errno.h>
 
@@ -98,11 +98,9 @@ static void reclaim(struct oom_trigger *t, uint64_t now)
         return;
     }
     last_reclaim_ms = now;
-    huge_tick(now, 0);
-    pcp_flush_all();
-    slab_flush_transfer();
-    slab_release_spares();
-    size_t purged = buddy_purge(0);
+    /* The allocator's one reclaim path, without the debug quarantine: its blocks wait there to
+     * catch use after free, which an OOM event should not cut short. */
+    size_t purged = bsl_reclaim(NULL, NULL);
     t->after = oom_committed();
     t->reclaimed = 1;
     t->reclaimed_bytes = purged;
