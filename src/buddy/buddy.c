@@ -66,6 +66,9 @@ static void free_one_locked(struct buddy_shard *sh, struct arena *ar, size_t pfn
                             uint64_t ms)
 {
     bsl_assert_locked(&sh->lock);
+    /* The block is aligned to its size, inside the arena's used part, and not free already. */
+    bsl_assert(1, order <= MAX_ORDER && (pfn & (((size_t)1 << order) - 1)) == 0 &&
+                      pfn + ((size_t)1 << order) <= ar->fresh && !(ar->pages[pfn].flags & PG_BUDDY));
     while (order < MAX_ORDER) {
         size_t bpfn = pfn ^ ((size_t)1 << order);
         if (bpfn + ((size_t)1 << order) > ar->fresh)

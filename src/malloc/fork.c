@@ -111,8 +111,9 @@ static unsigned fork_last_rank; /* debug builds: the rank of the lock visited la
 static void fork_check_rank(const os_lock_t *l)
 {
     if (l->rank < fork_last_rank || l->rank == LOCK_RANK_NONE) {
-        os_printf(2, "buddyslab: fork: lock %p of rank %u visited after rank %u: the fork table is not in "
-                  "the order of os/lock_rank.h\n", (const void *)l, (unsigned)l->rank, fork_last_rank);
+        os_printf(2, "buddyslab: fork: %s (rank %u, %p) visited after %s (rank %u): the fork table is not in "
+                  "the order of os/lock_rank.h\n", os_lock_rank_name(l->rank), (unsigned)l->rank, (const void *)l,
+                  os_lock_rank_name(fork_last_rank), fork_last_rank);
         os_abort();
     }
     fork_last_rank = l->rank;

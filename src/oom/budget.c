@@ -427,8 +427,8 @@ static unsigned pidx_lookup(uintptr_t pc)
 
 /* The pattern account of a site: the first (lowest) budgeted pattern matching the function name of
  * any of its frames, from the index (or, without libdw, by symbolizing the frames with dladdr). Runs
- * once per site and budget generation, under oom_acct_lock (lock order: oom_acct_lock ->
- * lk_sym_lock). The site's live bytes move with it. */
+ * once per site and budget generation, under oom_acct_lock (it ranks before lk_sym_lock,
+ * os/lock_rank.h). The site's live bytes move with it. */
 static __attribute__((noinline)) void site_resolve(const struct lk_site *s, struct oom_site *o)
 {
     os_lock(&oom_acct_lock);

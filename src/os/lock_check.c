@@ -22,7 +22,9 @@ static const char *const rank_name[LOCK_RANK_NR] = {
 static __thread const os_lock_t *held[OS_LOCK_MAX_HELD] __attribute__((tls_model("initial-exec")));
 static __thread unsigned nr_held __attribute__((tls_model("initial-exec")));
 
-static const char *name_of(const os_lock_t *l) { return l->rank < LOCK_RANK_NR ? rank_name[l->rank] : "bad rank"; }
+const char *os_lock_rank_name(unsigned rank) { return rank < LOCK_RANK_NR ? rank_name[rank] : "bad rank"; }
+
+static const char *name_of(const os_lock_t *l) { return os_lock_rank_name(l->rank); }
 
 void os_assert_fail(const char *file, int line, const char *cond)
 {

@@ -122,6 +122,7 @@ BSL_HIDDEN void os_unlock_wake(os_lock_t *l);
 BSL_HIDDEN void os_lock_check_order(const os_lock_t *l);
 BSL_HIDDEN void os_lock_note_taken(const os_lock_t *l);
 BSL_HIDDEN void os_lock_note_released(const os_lock_t *l);
+BSL_HIDDEN const char *os_lock_rank_name(unsigned rank); /* "kmem_cache lock", ... */
 BSL_HIDDEN __attribute__((noreturn, cold)) void os_lock_not_held(const os_lock_t *l, const char *file, int line,
                                                                  const char *what);
 

@@ -152,6 +152,8 @@ static void slots_put(void **slots)
 
 static void pcp_setup(struct pcp *pc, void **slots)
 {
+    /* The bins' 32-bit bounds compare exactly only if the array stays below a 4 GiB line. */
+    bsl_assert(1, (uint64_t)(uint32_t)(uintptr_t)slots + slots_per_cache * sizeof(void *) < ((uint64_t)1 << 32));
     for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
         struct pcp_bin *b = &pc->bins[c];
         b->base_lo = (uint32_t)(uintptr_t)slots;

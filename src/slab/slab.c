@@ -171,6 +171,7 @@ unsigned slab_alloc_bulk(int zone, unsigned c, void **out, unsigned n, unsigned 
             bm[w] = word;
         }
         s->inuse += took;
+        bsl_assert(1, s->inuse <= s->total);
         if (s->inuse == s->total)
             partial_del_locked(kc, s);
     }

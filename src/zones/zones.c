@@ -1,5 +1,5 @@
-/* Zones, arenas and the pagemap. Lock order: zone->lock, then huge_lock, then pagemap_lock, then
- * meta_lock (huge.c takes pagemap_lock and meta_lock, never while holding huge_lock).
+/* Zones, arenas and the pagemap. Locks (ranks in os/lock_rank.h): zone->lock, huge_lock (huge.c,
+ * which takes pagemap_lock and meta_lock, never while holding huge_lock), pagemap_lock, meta_lock.
  * zone->lock protects only the zone's counters: an arena belongs to its buddy shard. */
 #include "zones/zones.h"
 
