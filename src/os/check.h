@@ -16,13 +16,12 @@
 #define BSL_DEBUG 0
 #endif
 
-#define BSL_CHECK_HIDDEN __attribute__((visibility("hidden")))
-
-BSL_CHECK_HIDDEN __attribute__((noreturn, cold)) void os_assert_fail(const char *file, int line, const char *cond);
+/* Included by os/os.h (for BSL_HIDDEN and unlikely), which every module includes. */
+BSL_HIDDEN __attribute__((noreturn, cold)) void os_assert_fail(const char *file, int line, const char *cond);
 
 #define bsl_assert(level, cond)                                                                    \
     do {                                                                                           \
-        if (BSL_DEBUG >= (level) && __builtin_expect(!(cond), 0))                                  \
+        if (BSL_DEBUG >= (level) && unlikely(!(cond)))                                             \
             os_assert_fail(__FILE__, __LINE__, #cond);                                             \
     } while (0)
 

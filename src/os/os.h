@@ -8,12 +8,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "os/check.h"
-#include "os/lock_rank.h"
-
 #define BSL_HIDDEN __attribute__((visibility("hidden")))
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
+
+#include "os/check.h" /* bsl_assert, BSL_DEBUG */
+#include "os/lock_rank.h"
 
 #define OS_PAGE_SHIFT 12
 #define OS_PAGE_SIZE ((size_t)1 << OS_PAGE_SHIFT)
