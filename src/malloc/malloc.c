@@ -89,7 +89,7 @@ static void *large_alloc_try(int zone, size_t n, size_t align, int zero, int *li
     return huge_alloc(n, align, zone, zero); /* a reused dirty mapping is purged for calloc */
 }
 
-static __attribute__((noinline)) void *large_alloc(int zone, size_t n, size_t align, int zero)
+static __attribute__((noinline)) void *large_alloc_zone(int zone, size_t n, size_t align, int zero)
 {
     int limited = 0;
     void *p = large_alloc_try(zone, n, align, zero, &limited);
@@ -98,6 +98,13 @@ static __attribute__((noinline)) void *large_alloc(int zone, size_t n, size_t al
     if (!p)
         errno = ENOMEM;
     return p;
+}
+
+/* The NORMAL zone's: malloc, calloc and memalign call it as before the zones joined the router,
+ * so that their inlined fast paths set up no zone argument. */
+static __attribute__((noinline)) void *large_alloc(size_t n, size_t align, int zero)
+{
+    return large_alloc_zone(ZONE_NORMAL, n, align, zero);
 }
 
 /* A small object leaves the allocator: clear the free key (see bsl_free_key). */
@@ -159,7 +166,7 @@ static inline void *do_malloc(size_t n)
             return small_out(p);
         return small_alloc_slow(c); /* tail call: no register saves on the fast path */
     }
-    return large_alloc(ZONE_NORMAL, n, 0, 0);
+    return large_alloc(n, 0, 0);
 }
 
 /* The size router for a zone (bsl_zone_malloc, and realloc moving a block of a zone): HUGE blocks
@@ -174,7 +181,7 @@ static void *zone_alloc(int zone, size_t n)
         errno = ENOMEM;
         return NULL;
     }
-    return large_alloc(zone, n ? n : 1, zone == ZONE_HUGE ? SECTION_SIZE : 0, 0);
+    return large_alloc_zone(zone, n ? n : 1, zone == ZONE_HUGE ? SECTION_SIZE : 0, 0);
 }
 
 /* The block holding p, classified. Aborts on a pointer that is not the start of a live block. */
@@ -430,7 +437,7 @@ static void *do_memalign(size_t align, size_t n)
         errno = ENOMEM;
         return NULL;
     }
-    return large_alloc(ZONE_NORMAL, n > PAGE_SIZE ? n : PAGE_SIZE, align, 0);
+    return large_alloc(n > PAGE_SIZE ? n : PAGE_SIZE, align, 0);
 }
 
 /* ---- hooks: leak tracking and debugging features, one predictable branch when off ----
@@ -604,7 +611,7 @@ static void *do_calloc(size_t nmemb, size_t size)
             memset(p, 0, n);
         return p;
     }
-    return large_alloc(ZONE_NORMAL, n, 0, 1);
+    return large_alloc(n, 0, 1);
 }
 
 BSL_EXPORT void *calloc(size_t nmemb, size_t size)

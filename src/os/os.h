@@ -93,14 +93,9 @@ typedef struct os_lock {
     uintptr_t owner;
 } os_lock_t;
 #define OS_LOCK_INIT(rank) {0, 0, (rank), 0}
-/* For a lock in zeroed memory (a struct in an array set up at init). */
-static inline void os_lock_init(os_lock_t *l, enum lock_rank rank)
-{
-    l->state = 0;
-    l->fork_kept = 0;
-    l->rank = (uint8_t)rank;
-    l->owner = 0;
-}
+/* Give its rank to a lock in zeroed memory (a struct of an array set up at init, before any use):
+ * zero is an unlocked lock already. */
+static inline void os_lock_init(os_lock_t *l, enum lock_rank rank) { l->rank = (uint8_t)rank; }
 
 /* Locks this thread holds or is taking: raised before the acquiring compare-and-swap, lowered after
  * the release (each with a signal fence, so that a signal handler on this thread sees the order).
