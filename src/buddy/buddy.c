@@ -26,6 +26,7 @@ static void set_free_locked(struct buddy_shard *sh, struct arena *ar, struct pag
                             uint64_t ms)
 {
     bsl_assert_locked(&sh->lock);
+    bsl_assert(1, !(pg->flags & (PG_SLAB | PG_LARGE | PG_BUDDY))); /* not in use, not free already */
     pg->flags = (uint8_t)(PG_BUDDY | (dirty ? PG_DIRTY : 0));
     pg->order = (uint8_t)order;
     pg->zone = ar->zone;
