@@ -17,6 +17,7 @@ void buddy_init(unsigned nr_shards)
         for (unsigned s = 0; s < BUDDY_MAX_SHARDS; s++) {
             buddy_shards[z][s].zone = (uint8_t)z;
             buddy_shards[z][s].id = (uint8_t)s;
+            os_lock_init(&buddy_shards[z][s].lock, LOCK_RANK_BUDDY);
         }
 }
 
@@ -24,6 +25,8 @@ void buddy_init(unsigned nr_shards)
 static void set_free_locked(struct buddy_shard *sh, struct arena *ar, struct page *pg, unsigned order, int dirty,
                             uint64_t ms)
 {
+    bsl_assert_locked(&sh->lock);
+    bsl_assert(1, !(pg->flags & (PG_SLAB | PG_LARGE | PG_BUDDY))); /* not in use, not free already */
     pg->flags = (uint8_t)(PG_BUDDY | (dirty ? PG_DIRTY : 0));
     pg->order = (uint8_t)order;
     pg->zone = ar->zone;
@@ -42,6 +45,7 @@ static void set_free_locked(struct buddy_shard *sh, struct arena *ar, struct pag
 /* Take a free block off the lists; returns whether it was dirty. */
 static int take_free_locked(struct buddy_shard *sh, struct page *pg)
 {
+    bsl_assert_locked(&sh->lock);
     int dirty = pg->flags & PG_DIRTY;
     area_del_locked(sh, pg);
     if (dirty)
@@ -62,6 +66,10 @@ static int take_free_locked(struct buddy_shard *sh, struct page *pg)
 static void free_one_locked(struct buddy_shard *sh, struct arena *ar, size_t pfn, unsigned order, int dirty,
                             uint64_t ms)
 {
+    bsl_assert_locked(&sh->lock);
+    /* The block is aligned to its size, inside the arena's used part, and not free already. */
+    bsl_assert(1, order <= MAX_ORDER && (pfn & (((size_t)1 << order) - 1)) == 0 &&
+                      pfn + ((size_t)1 << order) <= ar->fresh && !(ar->pages[pfn].flags & PG_BUDDY));
     while (order < MAX_ORDER) {
         size_t bpfn = pfn ^ ((size_t)1 << order);
         if (bpfn + ((size_t)1 << order) > ar->fresh)
@@ -84,6 +92,7 @@ static void free_one_locked(struct buddy_shard *sh, struct arena *ar, size_t pfn
 static void free_range_locked(struct buddy_shard *sh, struct arena *ar, size_t pfn, size_t n, int dirty,
                               uint64_t ms)
 {
+    bsl_assert_locked(&sh->lock);
     while (n) {
         unsigned o = pfn ? (unsigned)__builtin_ctzl(pfn) : MAX_ORDER;
         if (o > MAX_ORDER)
@@ -100,6 +109,7 @@ static void free_range_locked(struct buddy_shard *sh, struct arena *ar, size_t p
  * else the smallest of any. */
 static struct page *find_locked(struct buddy_shard *sh, unsigned order, unsigned list, int want_dirty)
 {
+    bsl_assert_locked(&sh->lock);
     for (unsigned o = order; o < MAX_ORDER; o++) {
         struct page *pg = sh->free_area[o].head[list];
         if (pg && (!want_dirty || (pg->flags & PG_DIRTY)))
@@ -111,6 +121,7 @@ static struct page *find_locked(struct buddy_shard *sh, unsigned order, unsigned
 /* The largest block of order >= `order` on list `list` (a fallback steals big: fewer fallbacks). */
 static struct page *find_largest_locked(struct buddy_shard *sh, unsigned order, unsigned list)
 {
+    bsl_assert_locked(&sh->lock);
     for (unsigned o = MAX_ORDER; o-- > order;)
         if (sh->free_area[o].head[list])
             return sh->free_area[o].head[list];
@@ -124,6 +135,7 @@ enum { FROM_FREE = 0, FROM_FRESH = 1, FROM_OTHER = 2 };
 static struct page *alloc_locked(struct buddy_shard *sh, size_t npages, unsigned order, unsigned type, int *zeroed,
                                  int from)
 {
+    bsl_assert_locked(&sh->lock);
     struct page *pg = NULL, *whole = sh->free_area[MAX_ORDER].head[0];
     struct arena *ar;
     if (from == FROM_FREE) {
@@ -187,6 +199,7 @@ static struct page *alloc_locked(struct buddy_shard *sh, size_t npages, unsigned
  * costs nothing until used. */
 static void add_arena_locked(struct buddy_shard *sh, struct arena *ar)
 {
+    bsl_assert_locked(&sh->lock);
     ar->next = sh->arenas;
     sh->arenas = ar;
     ar->fresh = MAX_ORDER_PAGES;
@@ -206,6 +219,7 @@ static const int zonelist[NR_ZONES][3] = {
  * here), then from the zone's other shards. */
 static void offset_growth(int z, struct buddy_shard *first, size_t need)
 {
+    bsl_assert_locked(&first->lock);
     size_t got = first->nr_dirty_pages ? purge_oldest_locked(first, need) : 0;
     os_unlock(&first->lock);
     for (unsigned k = 0; got < need && k < buddy_nr_shards; k++) {
@@ -300,6 +314,7 @@ void buddy_free(struct page *head, size_t npages)
 /* The free block containing pfn, or NULL when the frame is in use. */
 static struct page *free_block_of_locked(struct arena *ar, size_t pfn)
 {
+    bsl_assert_locked(&shard_of(ar)->lock);
     for (unsigned o = 0; o <= MAX_ORDER; o++) {
         size_t h = pfn & ~(((size_t)1 << o) - 1);
         struct page *p = &ar->pages[h];

@@ -47,8 +47,9 @@ struct free_area {
 };
 
 /* Locking: lock protects every field, the buddy state of every frame of the shard's arenas, each
- * of its arenas' `fresh` and `pb_type`. Lock order: kmem_cache lock -> shard lock -> zone lock;
- * never two shard locks at once. */
+ * of its arenas' `fresh` and `pb_type`. Its rank (LOCK_RANK_BUDDY, os/lock_rank.h)
+ * is below the kmem_caches' and above the zones'; never two shard locks at once. The `_locked`
+ * functions assert it (bsl_assert_locked). */
 struct buddy_shard {
     os_lock_t lock;
     uint8_t zone, id;

@@ -16,6 +16,7 @@ static inline unsigned pb_type_of(const struct arena *ar, size_t pfn) { return a
 /* Free lists: dirty blocks at the head (reused first), clean ones at the tail. */
 static inline void area_add_locked(struct buddy_shard *sh, struct page *pg, unsigned list, int dirty)
 {
+    bsl_assert_locked(&sh->lock);
     struct free_area *fa = &sh->free_area[pg->order];
     pg->size_class = (uint8_t)list;
     if (dirty || !fa->head[list]) {
@@ -37,6 +38,7 @@ static inline void area_add_locked(struct buddy_shard *sh, struct page *pg, unsi
 
 static inline void area_del_locked(struct buddy_shard *sh, struct page *pg)
 {
+    bsl_assert_locked(&sh->lock);
     struct free_area *fa = &sh->free_area[pg->order];
     unsigned list = pg->size_class;
     if (pg->prev)
@@ -52,6 +54,7 @@ static inline void area_del_locked(struct buddy_shard *sh, struct page *pg)
 
 static inline void dirty_add_locked(struct buddy_shard *sh, struct page *pg)
 {
+    bsl_assert_locked(&sh->lock);
     pg->dnext = NULL;
     pg->dprev = sh->dirty_tail;
     if (sh->dirty_tail)
@@ -64,6 +67,7 @@ static inline void dirty_add_locked(struct buddy_shard *sh, struct page *pg)
 
 static inline void dirty_del_locked(struct buddy_shard *sh, struct page *pg)
 {
+    bsl_assert_locked(&sh->lock);
     if (pg->dprev)
         pg->dprev->dnext = pg->dnext;
     else

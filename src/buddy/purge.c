@@ -32,6 +32,7 @@ static void purge_block_meta(struct page *pg)
 
 void purge_block_locked(struct buddy_shard *sh, struct page *pg)
 {
+    bsl_assert_locked(&sh->lock);
     os_purge(page_address(pg), (size_t)PAGE_SIZE << pg->order);
     if (pg->order >= 6)
         purge_block_meta(pg);
@@ -45,6 +46,7 @@ void purge_block_locked(struct buddy_shard *sh, struct page *pg)
 
 size_t purge_oldest_locked(struct buddy_shard *sh, size_t need)
 {
+    bsl_assert_locked(&sh->lock);
     size_t before = sh->purged_pages;
     struct page *pg;
     while (sh->purged_pages - before < need && (pg = sh->dirty_head) != NULL)
@@ -58,6 +60,7 @@ size_t purge_oldest_locked(struct buddy_shard *sh, size_t need)
  * until the shard is back under its low watermark. */
 static size_t decay_locked(struct buddy_shard *sh, uint64_t cutoff, int all)
 {
+    bsl_assert_locked(&sh->lock);
     size_t before = sh->purged_pages;
     struct zone *z = &zones[sh->zone];
     size_t high = z->wmark_high / buddy_nr_shards, low = z->wmark_low / buddy_nr_shards;
@@ -76,6 +79,7 @@ static size_t decay_locked(struct buddy_shard *sh, uint64_t cutoff, int all)
  * the purges come in batches. */
 static void live_bound_locked(struct buddy_shard *sh)
 {
+    bsl_assert_locked(&sh->lock);
     size_t bound = (sh->nr_pages - sh->nr_free_pages) * 2, floor = BUDDY_DIRTY_FLOOR / buddy_nr_shards;
     if (bound < floor)
         bound = floor;
@@ -88,6 +92,7 @@ static void live_bound_locked(struct buddy_shard *sh)
 
 void maybe_decay_locked(struct buddy_shard *sh, uint64_t now)
 {
+    bsl_assert_locked(&sh->lock);
     struct zone *z = &zones[sh->zone];
     if (sh->nr_dirty_pages > z->wmark_high / buddy_nr_shards) {
         decay_locked(sh, 0, 0);

@@ -11,7 +11,7 @@
 long opt_leak = 0, opt_leak_sample = 0, opt_leak_depth = 16, opt_leak_exitcode = 0, opt_leak_reachable = 0;
 char opt_leak_report[256], opt_leak_suppressions[256];
 
-static os_lock_t report_lock = OS_LOCK_INIT;
+static os_lock_t report_lock = OS_LOCK_INIT(LOCK_RANK_LEAK_REPORT);
 
 void leak_fork_locks(os_lock_visit_fn visit) { visit(&report_lock); }
 

@@ -89,7 +89,7 @@ struct qent {
     size_t usable;
 };
 #define QCAP 65536
-static os_lock_t q_lock = OS_LOCK_INIT;
+static os_lock_t q_lock = OS_LOCK_INIT(LOCK_RANK_QUARANTINE);
 static struct qent *q; /* ring of QCAP entries, from metadata pages */
 static size_t q_head, q_len, q_bytes;
 

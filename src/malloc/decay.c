@@ -14,7 +14,7 @@
 
 #include <pthread.h>
 
-static os_lock_t tick_lock = OS_LOCK_INIT;
+static os_lock_t tick_lock = OS_LOCK_INIT(LOCK_RANK_TICK);
 static uint64_t next_tick_ms;
 static int bg_state; /* 0 not started, 1 starting or running */
 

@@ -5,8 +5,9 @@
  * changing. So the prepare handler takes every lock (the parent then has no operation in flight),
  * and the child re-initialises them, as glibc, jemalloc and tcmalloc do.
  *
- * The order (the table below is the one written statement of the fork order; each module's
- * header says which of its locks nest inside which):
+ * The order is the lock order, os/lock_rank.h: the table below visits the ranks outermost first
+ * (debug builds check it on every fork: fork_check_rank), each module's visit function its locks
+ * in rank order, every lock of one rank (all kmem_caches, all shards) together:
  *
  *   stdio list lock      glibc's _IO_list_lock, when the process has threads (see below)
  *   -- outer phase: taken with trylock, all or nothing --
@@ -105,13 +106,39 @@ static os_lock_t *fork_busy;  /* outer phase: the lock found busy (NULL: none ye
 static os_lock_t *fork_outer[32]; /* outer phase: the locks taken so far */
 static unsigned fork_nr_outer;
 
-static void take(os_lock_t *l) { os_fork_lock(l, fork_careful); }
+static unsigned fork_last_rank; /* debug builds: the rank of the lock visited last */
 
+/* The table must visit the locks in rank order (os/lock_rank.h): a lock of a lower rank than one
+ * visited before it means the table and the rank table disagree, and a fork could deadlock against
+ * a thread that takes the two in rank order. Checked as fork visits them (BSL_DEBUG >= 1). */
+static void fork_check_rank(const os_lock_t *l)
+{
+    if (l->rank < fork_last_rank || l->rank == LOCK_RANK_NONE) {
+        os_printf(2, "buddyslab: fork: %s (rank %u, %p) visited after %s (rank %u): the fork table is not in "
+                  "the order of os/lock_rank.h\n", os_lock_rank_name(l->rank), (unsigned)l->rank, (const void *)l,
+                  os_lock_rank_name(fork_last_rank), fork_last_rank);
+        os_abort();
+    }
+    fork_last_rank = l->rank;
+}
+
+static void take(os_lock_t *l)
+{
+    if (BSL_DEBUG)
+        fork_check_rank(l);
+    os_fork_lock(l, fork_careful);
+}
+
+/* The outer locks are taken unchecked (os_trylock_raw) like every lock fork takes: its handlers
+ * hold several locks of one rank, which the order check refuses, and release them through
+ * os_fork_unlock_parent. */
 static void try_outer(os_lock_t *l)
 {
     if (fork_busy)
         return;
-    if (fork_nr_outer == sizeof(fork_outer) / sizeof(fork_outer[0]) || !os_trylock(l)) {
+    if (BSL_DEBUG)
+        fork_check_rank(l);
+    if (fork_nr_outer == sizeof(fork_outer) / sizeof(fork_outer[0]) || !os_trylock_raw(l)) {
         fork_busy = l;
         return;
     }
@@ -129,13 +156,14 @@ static void take_outer(void)
         }
         fork_busy = NULL;
         fork_nr_outer = 0;
+        fork_last_rank = 0;
         for (unsigned i = 0; i < NR_FORK_ENTRIES && !fork_busy; i++)
             if (fork_table[i].outer && fork_table[i].locks)
                 fork_table[i].locks(try_outer);
         if (!fork_busy)
             return;
         while (fork_nr_outer)
-            os_unlock(fork_outer[--fork_nr_outer]);
+            os_unlock_raw(fork_outer[--fork_nr_outer]);
         if (fork_stdio)
             _IO_list_unlock();
         fork_stdio = 0;
@@ -152,6 +180,7 @@ static void prefork(void)
         return;
     /* A lock this thread owns counts in its os_lock_depth too: no scan of the table is needed. */
     fork_careful = os_lock_depth > 0;
+    fork_last_rank = 0;
     if (!fork_careful)
         take_outer();
     /* In careful mode the list lock is left alone (a thread holding it may wait for us; fork()

@@ -8,7 +8,7 @@
 
 
 int bsl_inited;
-static os_lock_t init_lock = OS_LOCK_INIT;
+static os_lock_t init_lock = OS_LOCK_INIT(LOCK_RANK_INIT);
 static int atfork_state; /* 0 not started, 1 starting, 2 fork handlers and hooks set up */
 
 void bsl_init_fork_locks(os_lock_visit_fn visit)
@@ -57,6 +57,8 @@ __attribute__((destructor)) static void bsl_at_exit(void)
         leak_at_exit();
     if (debug_valgrind)
         pcp_wipe_stale(); /* stale cache slots must not make leaked blocks look reachable to memcheck */
+    /* Debug builds (BSL_DEBUG >= 2): the whole heap's structure, once more at the end. */
+    bsl_assert(2, !bsl_inited || (buddy_check() == 0 && slab_check() == 0));
 }
 
 void bsl_misuse(const char *func, const char *what, const void *p)

@@ -3,23 +3,42 @@
 #include "malloc/debug.h"
 #include "malloc/hooks.h"
 #include "malloc/internal.h"
+#include "oom/oom.h"
 
 #include <errno.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <string.h>
 
-/* ---- helpers ---- */
-static __attribute__((noinline)) void *small_alloc_slow(unsigned c)
+/* ---- the size router ----
+ * Every allocation entry point ends here, by size and zone:
+ *   small (a size class serves it)  -> a slab object: NORMAL through the per-CPU caches (malloc,
+ *                                      calloc and memalign pop them inline and come here when the
+ *                                      cache is empty), LOW32 from its kmem_cache directly (LOW32
+ *                                      objects never enter the caches);
+ *   large (up to MAX_ORDER_BYTES)   -> exactly as many buddy frames as it needs, in the zone;
+ *   above, or the HUGE zone         -> a huge mapping in the zone.
+ * Every path checks the OOM commit limits first (oom_commit_ok: over the hard limit after a
+ * reclaim fails it) and, when the layer below refuses, lets the OOM policy reclaim and tries once
+ * more. bsl_zone_malloc and realloc's moves reach it through zone_alloc. */
+static inline void *small_get(int zone, unsigned c)
+{
+    if (zone == ZONE_NORMAL)
+        return pcp_alloc_slow(c);
+    void *p;
+    return slab_alloc_bulk(zone, c, &p, 1, pcp_cpu_hint()) == 1 ? p : NULL;
+}
+
+static inline void *small_alloc_zone(int zone, unsigned c)
 {
     bsl_ensure_init();
     if (unlikely(!oom_commit_ok(slab_class_size[c]))) { /* over the hard limit after reclaim */
         errno = ENOMEM;
         return NULL;
     }
-    void *p = pcp_alloc_slow(c);
+    void *p = small_get(zone, c);
     if (unlikely(!p) && oom_alloc_failed(slab_class_size[c])) /* reclaimed: once more */
-        p = pcp_alloc_slow(c);
+        p = small_get(zone, c);
     if (unlikely(!p))
         errno = ENOMEM;
     else
@@ -28,9 +47,12 @@ static __attribute__((noinline)) void *small_alloc_slow(unsigned c)
     return p;
 }
 
+/* The NORMAL zone's small slow path: the per-CPU cache of class c is empty. */
+static __attribute__((noinline)) void *small_alloc_slow(unsigned c) { return small_alloc_zone(ZONE_NORMAL, c); }
+
 /* Blocks above SLAB_MAX_SIZE: whole frames from the buddy allocator, or a huge mapping.
  * align: 0 or a power of two > 16. zero: the block must read as zeros. */
-static void *large_alloc_try(size_t n, size_t align, int zero, int *limited)
+static void *large_alloc_try(int zone, size_t n, size_t align, int zero, int *limited)
 {
     bsl_ensure_init();
     bsl_tick_maybe();
@@ -38,13 +60,13 @@ static void *large_alloc_try(size_t n, size_t align, int zero, int *limited)
         *limited = 1;
         return NULL;
     }
-    if (n <= MAX_ORDER_BYTES && align <= MAX_ORDER_BYTES) {
+    if (zone != ZONE_HUGE && n <= MAX_ORDER_BYTES && align <= MAX_ORDER_BYTES) {
         size_t npages = (n + PAGE_SIZE - 1) >> PAGE_SHIFT;
         if (npages == 0)
             npages = 1;
         unsigned min_order = align > PAGE_SIZE ? (unsigned)__builtin_ctzl(align) - PAGE_SHIFT : 0;
         int zeroed, guard = opt_guard && npages < MAX_ORDER_PAGES;
-        struct page *pg = buddy_alloc(ZONE_NORMAL, npages + guard, min_order, pcp_cpu_hint(), &zeroed);
+        struct page *pg = buddy_alloc(zone, npages + guard, min_order, pcp_cpu_hint(), &zeroed);
         if (likely(pg)) {
             pg->npages = (uint32_t)(npages + guard);
             pg->flags = (uint8_t)(PG_LARGE | (zeroed ? PG_ZEROED : 0) | (guard ? PG_GUARD : 0));
@@ -63,18 +85,25 @@ static void *large_alloc_try(size_t n, size_t align, int zero, int *limited)
             return p;
         }
     }
-    return huge_alloc(n, align, ZONE_NORMAL, zero); /* a reused dirty mapping is purged for calloc */
+    return huge_alloc(n, align, zone, zero); /* a reused dirty mapping is purged for calloc */
 }
 
-static __attribute__((noinline)) void *large_alloc(size_t n, size_t align, int zero)
+static __attribute__((noinline)) void *large_alloc_zone(int zone, size_t n, size_t align, int zero)
 {
     int limited = 0;
-    void *p = large_alloc_try(n, align, zero, &limited);
+    void *p = large_alloc_try(zone, n, align, zero, &limited);
     if (unlikely(!p) && !limited && n <= ((size_t)1 << ADDR_BITS) && oom_alloc_failed(n)) /* the OS refused */
-        p = large_alloc_try(n, align, zero, &limited);    /* reclaim freed some: once more */
+        p = large_alloc_try(zone, n, align, zero, &limited);    /* reclaim freed some: once more */
     if (!p)
         errno = ENOMEM;
     return p;
+}
+
+/* The NORMAL zone's: malloc, calloc and memalign call it as before the zones joined the router,
+ * so that their inlined fast paths set up no zone argument. */
+static __attribute__((noinline)) void *large_alloc(size_t n, size_t align, int zero)
+{
+    return large_alloc_zone(ZONE_NORMAL, n, align, zero);
 }
 
 /* A small object leaves the allocator: clear the free key (see slab_free_key). */
@@ -139,6 +168,21 @@ static inline void *do_malloc(size_t n)
     return large_alloc(n, 0, 0);
 }
 
+/* The size router for a zone (bsl_zone_malloc, and realloc moving a block of a zone): HUGE blocks
+ * are 2 MiB-aligned mappings whatever their size. */
+static void *zone_alloc(int zone, size_t n)
+{
+    if (zone == ZONE_NORMAL)
+        return do_malloc(n);
+    if (zone == ZONE_LOW32 && n <= SLAB_MAX_SIZE)
+        return small_alloc_zone(ZONE_LOW32, slab_class_of(n));
+    if (n > ((size_t)1 << ADDR_BITS)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return large_alloc_zone(zone, n ? n : 1, zone == ZONE_HUGE ? SECTION_SIZE : 0, 0);
+}
+
 /* The block holding p, classified. Aborts on a pointer that is not the start of a live block. */
 enum kind { K_SLAB, K_LARGE, K_HUGE };
 struct blk {
@@ -185,6 +229,16 @@ static void classify(void *p, const char *func, struct blk *b)
     if ((f & PG_BUDDY) && at_head)
         bsl_misuse(func, freed_what(func), p);
     bsl_misuse(func, "invalid pointer (not the start of a block)", p);
+}
+
+/* The zone of a classified block. */
+static int blk_zone(const void *p, const struct blk *b)
+{
+    if (b->kind == K_HUGE)
+        return b->hb->zone;
+    if (b->kind == K_SLAB)
+        return (b->pg->flags & PG_LOW32) ? ZONE_LOW32 : ZONE_NORMAL;
+    return zone_arena_of(p)->zone;
 }
 
 static __attribute__((noinline)) void free_slow(void *p)
@@ -491,7 +545,7 @@ static __attribute__((noinline, cold)) void *hooked_realloc(void *p, size_t n)
         check_free(p, &b, SIZE_NONE, 0, "realloc()");
         size_t old = debug_requested(p, b.usable, "realloc()");
         debug_vg_quiet(0);
-        void *q = hooked_alloc(HK_MALLOC, 0, n);
+        void *q = hooked_alloc(HK_ZONE, (size_t)blk_zone(p, &b), n); /* in the block's zone */
         if (!q)
             return NULL;
         memcpy(q, p, old < n ? old : n);
@@ -623,7 +677,7 @@ static void *do_realloc(void *p, size_t n)
         }
         break;
     }
-    void *q = do_malloc(n);
+    void *q = zone_alloc(blk_zone(p, &b), n); /* a moved block stays in its zone */
     if (unlikely(!q))
         return NULL; /* errno is ENOMEM, p is untouched */
     memcpy(q, p, n < b.usable ? n : b.usable);
@@ -841,42 +895,15 @@ BSL_EXPORT int __posix_memalign(void **o, size_t a, size_t n) __attribute__((ali
 /* ---- bsl_* extensions ---- */
 static void *zone_malloc(bsl_zone_id zone, size_t size)
 {
-    bsl_ensure_init();
-    switch (zone) {
-    case BSL_ZONE_NORMAL:
-        return do_malloc(size);
-    case BSL_ZONE_HUGE: {
-        void *p = huge_alloc(size ? size : 1, SECTION_SIZE, ZONE_HUGE, 1);
-        if (!p)
-            errno = ENOMEM;
-        return p;
-    }
-    case BSL_ZONE_LOW32: {
-        void *p = NULL;
-        if (size <= SLAB_MAX_SIZE) {
-            if (slab_alloc_bulk(ZONE_LOW32, slab_class_of(size), &p, 1, pcp_cpu_hint()) != 1)
-                p = NULL;
-            small_out(p);
-        } else if (size <= MAX_ORDER_BYTES) {
-            int zeroed;
-            struct page *pg = buddy_alloc(ZONE_LOW32, (size + PAGE_SIZE - 1) >> PAGE_SHIFT, 0, pcp_cpu_hint(),
-                                          &zeroed);
-            if (pg) {
-                pg->npages = (uint32_t)((size + PAGE_SIZE - 1) >> PAGE_SHIFT);
-                pg->flags = (uint8_t)(PG_LARGE | (zeroed ? PG_ZEROED : 0));
-                p = page_address(pg);
-            }
-        } else {
-            p = huge_alloc(size, SECTION_SIZE, ZONE_LOW32, 1);
-        }
-        if (!p)
-            errno = ENOMEM;
-        return p;
-    }
-    default:
+    if ((unsigned)zone >= BSL_NR_ZONES) {
         errno = EINVAL;
         return NULL;
     }
+    bsl_ensure_init();
+    _Static_assert((int)BSL_ZONE_LOW32 == ZONE_LOW32 && (int)BSL_ZONE_NORMAL == ZONE_NORMAL &&
+                       (int)BSL_ZONE_HUGE == ZONE_HUGE,
+                   "the public zone ids are the internal ones");
+    return zone_alloc((int)zone, size);
 }
 
 BSL_EXPORT void *bsl_zone_malloc(bsl_zone_id zone, size_t size)

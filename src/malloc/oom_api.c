@@ -9,7 +9,7 @@
 #include <errno.h>
 #include <string.h>
 
-os_lock_t bsl_tracking_lock = OS_LOCK_INIT; /* serializes the start below */
+os_lock_t bsl_tracking_lock = OS_LOCK_INIT(LOCK_RANK_TRACKING_START); /* serializes the start below */
 
 /* Budgets need sites: start tracking now if it was not started at init (sampled per oom_sample
  * unless leak/leak_sample say otherwise). Returns 0, or -1 when tracking is unavailable. */

@@ -18,7 +18,7 @@ struct oom_acct oom_accts[OOM_MAX_ACCTS];
 uint8_t oom_forced[OOM_MAX_ACCTS];
 unsigned oom_naccts = 1;
 uint32_t oom_gen = 1;
-os_lock_t oom_acct_lock = OS_LOCK_INIT;
+os_lock_t oom_acct_lock = OS_LOCK_INIT(LOCK_RANK_OOM_ACCT);
 int oom_action;
 uint64_t oom_soft, oom_hard;
 
@@ -441,8 +441,8 @@ static unsigned pidx_lookup(uintptr_t pc)
 
 /* The pattern account of a site: the first (lowest) budgeted pattern matching the function name of
  * any of its frames, from the index (or, without libdw, by symbolizing the frames with dladdr). Runs
- * once per site and budget generation, under oom_acct_lock (lock order: oom_acct_lock ->
- * track_sym_lock). The site's live bytes move with it. */
+ * once per site and budget generation, under oom_acct_lock (it ranks before track_sym_lock,
+ * os/lock_rank.h). The site's live bytes move with it. */
 static __attribute__((noinline)) void site_resolve(const struct track_site *s, struct oom_site *o)
 {
     os_lock(&oom_acct_lock);

@@ -28,7 +28,7 @@
  * checks on the allocation paths: soft_over, soft_next_ms, last_bg_ms (the background purge takes
  * the lock with a trylock). oom_victim and victim_forced change under oom_acct_lock (they move
  * track_force); oom_victim is read without it. oom_busy: this thread is evaluating an event. */
-os_lock_t oom_policy_lock = OS_LOCK_INIT;
+os_lock_t oom_policy_lock = OS_LOCK_INIT(LOCK_RANK_OOM_POLICY);
 uint32_t oom_victim;
 struct oom_stats_counters oom_stats;
 static __thread int oom_busy;

@@ -12,6 +12,9 @@
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 
+#include "os/check.h" /* bsl_assert, BSL_DEBUG */
+#include "os/lock_rank.h"
+
 #define OS_PAGE_SHIFT 12
 #define OS_PAGE_SIZE ((size_t)1 << OS_PAGE_SHIFT)
 
@@ -98,14 +101,20 @@ BSL_HIDDEN int os_rseq_fence(void);
  * `owner` is the holder's thread pointer (0 when free), written after the lock is taken and
  * cleared before it is released, so only the holder ever reads its own value there: fork() uses it
  * to see that its caller already holds a lock (fork from an OOM handler, or from a signal handler
- * that interrupted this thread inside the allocator). `fork_kept`: set by os_fork_lock for such a
- * lock, read by the post-fork calls (only the forking thread touches it). */
+ * that interrupted this thread inside the allocator), and os_lock_held asserts it. `fork_kept`:
+ * set by os_fork_lock for such a lock, read by the post-fork calls (only the forking thread touches
+ * it). `rank`: the lock's place in the lock order (os/lock_rank.h), set once when the lock is
+ * initialised and read only by the debug checks. */
 typedef struct os_lock {
     int state;
-    int fork_kept;
+    uint8_t fork_kept;
+    uint8_t rank; /* enum lock_rank */
     uintptr_t owner;
 } os_lock_t;
-#define OS_LOCK_INIT {0, 0, 0}
+#define OS_LOCK_INIT(rank) {0, 0, (rank), 0}
+/* Give its rank to a lock in zeroed memory (a struct of an array set up at init, before any use):
+ * zero is an unlocked lock already. */
+static inline void os_lock_init(os_lock_t *l, enum lock_rank rank) { l->rank = (uint8_t)rank; }
 
 /* Locks this thread holds or is taking: raised before the acquiring compare-and-swap, lowered after
  * the release (each with a signal fence, so that a signal handler on this thread sees the order).
@@ -120,7 +129,20 @@ static inline uintptr_t os_self(void) { return (uintptr_t)__builtin_thread_point
 BSL_HIDDEN void os_lock_slow(os_lock_t *l);
 BSL_HIDDEN void os_unlock_wake(os_lock_t *l);
 
-static inline void os_lock(os_lock_t *l)
+/* The lock-order check (BSL_DEBUG >= 1; os/lock_check.c): each thread keeps the locks it holds in
+ * a small stack in TLS (no malloc). os_lock_check_order: before waiting for l, abort naming both
+ * locks when this thread holds a lock of rank >= l's. os_lock_note_taken / os_lock_note_released:
+ * push and remove (the release asserts that this thread holds l). */
+BSL_HIDDEN void os_lock_check_order(const os_lock_t *l);
+BSL_HIDDEN void os_lock_note_taken(const os_lock_t *l);
+BSL_HIDDEN void os_lock_note_released(const os_lock_t *l);
+BSL_HIDDEN const char *os_lock_rank_name(unsigned rank); /* "kmem_cache lock", ... */
+BSL_HIDDEN __attribute__((noreturn, cold)) void os_lock_not_held(const os_lock_t *l, const char *file, int line,
+                                                                 const char *what);
+
+/* The lock itself, unchecked: fork's handlers take every lock through these (os_fork_lock), rank
+ * by rank, which the order check would refuse (several locks of one rank). */
+static inline void os_lock_raw(os_lock_t *l)
 {
     int zero = 0;
     os_lock_depth++;
@@ -129,7 +151,7 @@ static inline void os_lock(os_lock_t *l)
         os_lock_slow(l);
     __atomic_store_n(&l->owner, os_self(), __ATOMIC_RELAXED);
 }
-static inline int os_trylock(os_lock_t *l)
+static inline int os_trylock_raw(os_lock_t *l)
 {
     int zero = 0;
     os_lock_depth++;
@@ -142,7 +164,7 @@ static inline int os_trylock(os_lock_t *l)
     __atomic_store_n(&l->owner, os_self(), __ATOMIC_RELAXED);
     return 1;
 }
-static inline void os_unlock(os_lock_t *l)
+static inline void os_unlock_raw(os_lock_t *l)
 {
     __atomic_store_n(&l->owner, 0, __ATOMIC_RELAXED);
     if (unlikely(__atomic_exchange_n(&l->state, 0, __ATOMIC_RELEASE) == 2))
@@ -150,15 +172,41 @@ static inline void os_unlock(os_lock_t *l)
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
     os_lock_depth--;
 }
-static inline int os_lock_held(const os_lock_t *l)
+
+static inline void os_lock(os_lock_t *l)
 {
-    return __atomic_load_n(&l->state, __ATOMIC_RELAXED) != 0;
+    if (BSL_DEBUG)
+        os_lock_check_order(l);
+    os_lock_raw(l);
+    if (BSL_DEBUG)
+        os_lock_note_taken(l);
 }
-/* Whether this thread holds l (exact for the caller's own locks). */
-static inline int os_lock_mine(const os_lock_t *l)
+static inline int os_trylock(os_lock_t *l)
+{
+    if (!os_trylock_raw(l))
+        return 0;
+    if (BSL_DEBUG)
+        os_lock_note_taken(l);
+    return 1;
+}
+static inline void os_unlock(os_lock_t *l)
+{
+    if (BSL_DEBUG)
+        os_lock_note_released(l);
+    os_unlock_raw(l);
+}
+/* Whether this thread holds l (exact for the caller's own locks: only the holder can see its own
+ * thread pointer in `owner`). */
+static inline int os_lock_held(const os_lock_t *l)
 {
     return __atomic_load_n(&l->owner, __ATOMIC_RELAXED) == os_self();
 }
+/* A `_locked` function's first line: the caller holds l (checked when BSL_DEBUG >= 1). */
+#define bsl_assert_locked(l)                                                                       \
+    do {                                                                                           \
+        if (BSL_DEBUG >= 1 && unlikely(!os_lock_held(l)))                                          \
+            os_lock_not_held((l), __FILE__, __LINE__, #l);                                         \
+    } while (0)
 /* After fork() in the child: only the forking thread exists, every lock it held is released. */
 static inline void os_lock_reinit(os_lock_t *l)
 {

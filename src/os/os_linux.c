@@ -371,16 +371,16 @@ void os_backoff(unsigned n)
 void os_fork_lock(os_lock_t *l, int careful)
 {
     l->fork_kept = 0;
-    if (os_lock_mine(l)) {
+    if (os_lock_held(l)) {
         l->fork_kept = 1;
         return;
     }
     if (!careful) {
-        os_lock(l);
+        os_lock_raw(l); /* unchecked: fork takes several locks of one rank */
         return;
     }
     for (unsigned i = 0; i < 20000; i++) { /* about a second */
-        if (os_trylock(l))
+        if (os_trylock_raw(l))
             return;
         os_backoff(i);
     }
@@ -390,7 +390,7 @@ void os_fork_lock(os_lock_t *l, int careful)
 void os_fork_unlock_parent(os_lock_t *l)
 {
     if (l->fork_kept == 0)
-        os_unlock(l);
+        os_unlock_raw(l);
     l->fork_kept = 0;
 }
 

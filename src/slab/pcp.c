@@ -20,13 +20,28 @@
 
 #include <pthread.h>
 
+/* pcp_layout.h's struct rseq offsets, checked against the kernel's header where it is installed
+ * (the ABI never changes; headers before Linux 6.3 lack node_id and mm_cid, whose offset follows
+ * from flags': two 32-bit fields after it). */
+#if defined(__has_include)
+#if __has_include(<linux/rseq.h>)
+#include <linux/rseq.h>
+_Static_assert(offsetof(struct rseq, cpu_id) == RSEQ_OFF_CPU_ID, "struct rseq: cpu_id");
+_Static_assert(offsetof(struct rseq, rseq_cs) == RSEQ_OFF_RSEQ_CS, "struct rseq: rseq_cs");
+_Static_assert(offsetof(struct rseq, flags) + 4 + 4 == RSEQ_OFF_MM_CID, "struct rseq: mm_cid after flags, node_id");
+_Static_assert(sizeof(struct rseq_cs) == 32 && offsetof(struct rseq_cs, start_ip) == 8 &&
+                   offsetof(struct rseq_cs, post_commit_offset) == 16 && offsetof(struct rseq_cs, abort_ip) == 24,
+               "struct rseq_cs: the assembly's descriptor is .long version, flags; .quad start, length, abort");
+#endif
+#endif
+
 struct pcp pcp_cpus[PCP_MAX_CID];
 __thread struct pcp pcp_tls __attribute__((tls_model("initial-exec")));
 int pcp_use_rseq;
 long bsl_rseq_tp_off, bsl_rseq_cid_off;
 
-static os_lock_t pcp_lock = OS_LOCK_INIT;
-static os_lock_t drain_lock = OS_LOCK_INIT;
+static os_lock_t pcp_lock = OS_LOCK_INIT(LOCK_RANK_PCP);
+static os_lock_t drain_lock = OS_LOCK_INIT(LOCK_RANK_PCP_DRAIN);
 static uint32_t bin_cap[SLAB_NR_CLASSES];
 static uint32_t bin_first[SLAB_NR_CLASSES]; /* bin c's slots start at slot bin_first[c] of the array */
 static size_t slots_per_cache;
@@ -79,9 +94,9 @@ void pcp_init(int rseq_wanted)
 #if PCP_HAVE_RSEQ
     if (rseq_live) {
         bsl_rseq_tp_off = off;
-        /* struct rseq: cpu_id at 4, mm_cid at 24. mm_cid is dense and bounded by the threads
-         * running at once, so a 2-thread program on a 64-CPU machine uses 2 caches, not 64. */
-        bsl_rseq_cid_off = off + (has_cid ? 24 : 4);
+        /* mm_cid is dense and bounded by the threads running at once, so a 2-thread program on a
+         * 64-CPU machine uses 2 caches, not 64. */
+        bsl_rseq_cid_off = off + (has_cid ? RSEQ_OFF_MM_CID : RSEQ_OFF_CPU_ID);
         pcp_use_rseq = rseq_wanted;
     }
 #else
@@ -94,7 +109,7 @@ void pcp_init(int rseq_wanted)
 unsigned pcp_cpu_hint(void)
 {
     if (rseq_live) {
-        int cpu = (int)*tp_field(bsl_rseq_tp_off + 4);
+        int cpu = (int)*tp_field(bsl_rseq_tp_off + RSEQ_OFF_CPU_ID);
         if (cpu >= 0)
             return (unsigned)cpu;
     }
@@ -138,6 +153,8 @@ static void slots_put(void **slots)
 
 static void pcp_setup(struct pcp *pc, void **slots)
 {
+    /* The bins' 32-bit bounds compare exactly only if the array stays below a 4 GiB line. */
+    bsl_assert(1, (uint64_t)(uint32_t)(uintptr_t)slots + slots_per_cache * sizeof(void *) < ((uint64_t)1 << 32));
     for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
         struct pcp_bin *b = &pc->bins[c];
         b->base_lo = (uint32_t)(uintptr_t)slots;
@@ -156,7 +173,7 @@ static inline int pcp_is_setup(const struct pcp *pc)
  * is too big (the same tests the assembly makes). */
 static struct pcp *rseq_current_pcp(void)
 {
-    if ((int)*tp_field(bsl_rseq_tp_off + 4) < 0)
+    if ((int)*tp_field(bsl_rseq_tp_off + RSEQ_OFF_CPU_ID) < 0)
         return NULL;
     unsigned cid = *tp_field(bsl_rseq_cid_off);
     return cid < PCP_MAX_CID ? &pcp_cpus[cid] : NULL;
@@ -448,7 +465,9 @@ size_t slab_reclaim(uint64_t now_ms)
     pcp_flush_all();
     slab_flush_transfer();
     slab_release_spares();
-    return buddy_purge(0);
+    size_t purged = buddy_purge(0);
+    bsl_assert(2, buddy_check() == 0 && slab_check() == 0);
+    return purged;
 }
 
 void pcp_fork_locks(os_lock_visit_fn visit)

@@ -25,10 +25,10 @@
 #ifndef BSL_PCP_H
 #define BSL_PCP_H
 
+#include "slab/pcp_layout.h" /* PCP_MAX_CID, PCP_SHIFT, the bin's offsets: shared with the assembly */
 #include "slab/slab.h"
 
-#define PCP_MAX_CID 1024 /* ids at or above this use the kmem_caches directly */
-#define PCP_SHIFT 10       /* sizeof(struct pcp) == 1 << PCP_SHIFT: the bin address is computed */
+#include <stddef.h>
 
 struct pcp_bin {
     void **top;       /* offset 0: one past the last cached object */
@@ -47,13 +47,16 @@ static inline void **pcp_bin_base(const struct pcp_bin *b)
 {
     return (void **)((uintptr_t)b->top - ((uint32_t)(uintptr_t)b->top - b->base_lo));
 }
-_Static_assert(sizeof(struct pcp_bin) == 16, "pcp_bin layout is shared with the rseq assembly");
+_Static_assert(sizeof(struct pcp_bin) == (1u << PCP_BIN_SHIFT) && offsetof(struct pcp_bin, top) == PCP_BIN_TOP &&
+                   offsetof(struct pcp_bin, base_lo) == PCP_BIN_BASE_LO &&
+                   offsetof(struct pcp_bin, end_lo) == PCP_BIN_END_LO,
+               "struct pcp_bin's layout is shared with the rseq assembly (pcp_layout.h)");
 
 struct pcp {
-    struct pcp_bin bins[1u << (PCP_SHIFT - 4)]; /* SLAB_NR_CLASSES used; the rest pads */
+    struct pcp_bin bins[1u << (PCP_SHIFT - PCP_BIN_SHIFT)]; /* SLAB_NR_CLASSES used; the rest pads */
 };
-_Static_assert(sizeof(struct pcp) == (1u << PCP_SHIFT) && SLAB_NR_CLASSES <= (1u << (PCP_SHIFT - 4)),
-               "the rseq assembly computes &pcp_cpus[cid].bins[c] as cid << PCP_SHIFT | c << 4");
+_Static_assert(sizeof(struct pcp) == (1u << PCP_SHIFT) && SLAB_NR_CLASSES <= (1u << (PCP_SHIFT - PCP_BIN_SHIFT)),
+               "the rseq assembly computes &pcp_cpus[cid].bins[c] as cid << PCP_SHIFT | c << PCP_BIN_SHIFT");
 
 BSL_HIDDEN extern struct pcp pcp_cpus[PCP_MAX_CID]; /* demand-zero .bss: untouched ids cost nothing */
 BSL_HIDDEN extern unsigned pcp_cid_end;

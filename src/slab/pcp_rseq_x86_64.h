@@ -7,37 +7,44 @@
  * __rseq_failure, preceded by glibc's RSEQ_SIG), which starts the sequence over. Every input
  * stays in its register across a restart; only the scratch outputs are rewritten.
  *
- * struct rseq: cpu_id at 4 (negative while unregistered), rseq_cs at 8. struct pcp_bin (16
- * bytes): top at 0, base_lo at 8, end_lo at 12. pcp_cpus: PCP_MAX_CID caches of 1 << PCP_SHIFT bytes.
+ * Offsets and sizes come from pcp_layout.h as strings (struct rseq's cpu_id and rseq_cs, struct
+ * pcp_bin's fields, PCP_MAX_CID, PCP_SHIFT), where they are checked against the structs.
  */
 #ifndef BSL_PCP_RSEQ_X86_64_H
 #define BSL_PCP_RSEQ_X86_64_H
 
+#include "slab/pcp_layout.h"
+
 #define PCP_HAVE_RSEQ 1
+
+/* Operands "off(%[bin])" for struct pcp_bin's fields. */
+#define PCP_BIN_TOP_S PCP_STR(PCP_BIN_TOP) "(%[bin])"
+#define PCP_BIN_BASE_S PCP_STR(PCP_BIN_BASE_LO) "(%[bin])"
+#define PCP_BIN_END_S PCP_STR(PCP_BIN_END_LO) "(%[bin])"
 
 /* The descriptor, the abort handler, and the section prologue: when it falls through, %[bin] is
  * &pcp_cpus[cid].bins[c]; it jumps to .Lfail%= when rseq is not live or the id is too big. */
-#define PCP_RSEQ_ENTER                                                                             \
-    ".pushsection .data.rel.ro, \"aw\"\n"                                                          \
-    ".p2align 5\n"                                                                                 \
-    ".Lcs%=: .long 0, 0\n"                              /* version, flags */                      \
-    ".quad .Lstart%=, .Lend%= - .Lstart%=, .Labort%=\n" /* start, post_commit_offset, abort */    \
-    ".popsection\n"                                                                                \
-    ".pushsection __rseq_failure, \"ax\"\n"                                                        \
-    ".long 0x53053053\n" /* RSEQ_SIG */                                                            \
-    ".Labort%=: jmp .Lrestart%=\n"                                                                 \
-    ".popsection\n"                                                                                \
-    ".Lrestart%=:\n"                                                                               \
-    "lea .Lcs%=(%%rip), %[bin]\n"                                                                  \
-    "mov %[bin], %%fs:8(%[tpoff])\n" /* rseq->rseq_cs = &cs */                                    \
-    ".Lstart%=:\n"                                                                                 \
-    "mov %%fs:4(%[tpoff]), %k[bin]\n" /* if ((int)rseq->cpu_id < 0) fail */                       \
-    "test %k[bin], %k[bin]\n"                                                                      \
-    "js .Lfail%=\n"                                                                                \
-    "mov %%fs:(%[cidoff]), %k[bin]\n" /* cid = rseq->mm_cid (or cpu_id) */                         \
-    "cmp $1024, %k[bin]\n"            /* if (cid >= PCP_MAX_CID) fail */                           \
-    "jae .Lfail%=\n"                                                                               \
-    "shl $10, %[bin]\n"              /* bin = &pcp_cpus[cid].bins[c] */                           \
+#define PCP_RSEQ_ENTER                                                                                 \
+    ".pushsection .data.rel.ro, \"aw\"\n"                                                              \
+    ".p2align 5\n"                                                                                     \
+    ".Lcs%=: .long 0, 0\n"                              /* version, flags */                           \
+    ".quad .Lstart%=, .Lend%= - .Lstart%=, .Labort%=\n" /* start, post_commit_offset, abort */         \
+    ".popsection\n"                                                                                    \
+    ".pushsection __rseq_failure, \"ax\"\n"                                                            \
+    ".long " PCP_STR(PCP_RSEQ_SIG) "\n"                                                                \
+    ".Labort%=: jmp .Lrestart%=\n"                                                                     \
+    ".popsection\n"                                                                                    \
+    ".Lrestart%=:\n"                                                                                   \
+    "lea .Lcs%=(%%rip), %[bin]\n"                                                                      \
+    "mov %[bin], %%fs:" PCP_STR(RSEQ_OFF_RSEQ_CS) "(%[tpoff])\n" /* rseq->rseq_cs = &cs */             \
+    ".Lstart%=:\n"                                                                                     \
+    "mov %%fs:" PCP_STR(RSEQ_OFF_CPU_ID) "(%[tpoff]), %k[bin]\n" /* if ((int)rseq->cpu_id < 0) fail */ \
+    "test %k[bin], %k[bin]\n"                                                                          \
+    "js .Lfail%=\n"                                                                                    \
+    "mov %%fs:(%[cidoff]), %k[bin]\n" /* cid = rseq->mm_cid (or cpu_id) */                             \
+    "cmp $" PCP_STR(PCP_MAX_CID) ", %k[bin]\n" /* if (cid >= PCP_MAX_CID) fail */                      \
+    "jae .Lfail%=\n"                                                                                   \
+    "shl $" PCP_STR(PCP_SHIFT) ", %[bin]\n"    /* bin = &pcp_cpus[cid].bins[c] */                      \
     "add %[binoff], %[bin]\n"
 
 #define PCP_RSEQ_INPUTS(c)                                                                         \
@@ -50,12 +57,12 @@ static inline void *pcp_rseq_pop(unsigned c)
     void *ret;
     uintptr_t bin, t;
     __asm__ volatile(PCP_RSEQ_ENTER
-                     "mov (%[bin]), %[t]\n"    /* t = bin->top */
-                     "cmp 8(%[bin]), %k[t]\n"  /* if (lo32(t) <= bin->base_lo) fail: empty, stopped */
+                     "mov " PCP_BIN_TOP_S ", %[t]\n"    /* t = bin->top */
+                     "cmp " PCP_BIN_BASE_S ", %k[t]\n"  /* if (lo32(t) <= bin->base_lo) fail: empty, stopped */
                      "jbe .Lfail%=\n"
                      "mov -8(%[t]), %[ret]\n"  /* ret = t[-1] */
                      "sub $8, %[t]\n"
-                     "mov %[t], (%[bin])\n"    /* commit: bin->top = t - 1 */
+                     "mov %[t], " PCP_BIN_TOP_S "\n"    /* commit: bin->top = t - 1 */
                      ".Lend%=:\n"
                      "jmp .Ldone%=\n"
                      ".Lfail%=: xor %k[ret], %k[ret]\n"
@@ -72,12 +79,12 @@ static inline int pcp_rseq_push(void *p, unsigned c)
     int ok;
     uintptr_t bin, t;
     __asm__ volatile(PCP_RSEQ_ENTER
-                     "mov (%[bin]), %[t]\n"     /* t = bin->top */
-                     "cmp 12(%[bin]), %k[t]\n"  /* if (lo32(t) >= bin->end_lo) fail: full, stopped */
+                     "mov " PCP_BIN_TOP_S ", %[t]\n"     /* t = bin->top */
+                     "cmp " PCP_BIN_END_S ", %k[t]\n"  /* if (lo32(t) >= bin->end_lo) fail: full, stopped */
                      "jae .Lfail%=\n"
                      "mov %[p], (%[t])\n"       /* *t = p: invisible until the commit */
                      "add $8, %[t]\n"
-                     "mov %[t], (%[bin])\n"     /* commit: bin->top = t + 1 */
+                     "mov %[t], " PCP_BIN_TOP_S "\n"     /* commit: bin->top = t + 1 */
                      ".Lend%=:\n"
                      "mov $1, %[ok]\n"
                      "jmp .Ldone%=\n"
@@ -94,9 +101,9 @@ static inline unsigned pcp_rseq_pop_bulk(void **out, unsigned n, unsigned c)
 {
     uintptr_t bin, k, t, i, tmp;
     __asm__ volatile(PCP_RSEQ_ENTER
-                     "mov (%[bin]), %[t]\n"     /* t = bin->top */
+                     "mov " PCP_BIN_TOP_S ", %[t]\n"     /* t = bin->top */
                      "mov %k[t], %k[k]\n"       /* k = min(n, (lo32(t) - base_lo) / 8) */
-                     "sub 8(%[bin]), %k[k]\n"
+                     "sub " PCP_BIN_BASE_S ", %k[k]\n"
                      "jbe .Lfail%=\n"           /* empty, or stopped (base_lo above t) */
                      "shr $3, %k[k]\n"
                      "cmp %k[nn], %k[k]\n"
@@ -113,7 +120,7 @@ static inline unsigned pcp_rseq_pop_bulk(void **out, unsigned n, unsigned c)
                      "add $1, %k[i]\n"
                      "cmp %k[k], %k[i]\n"
                      "jb 2b\n"
-                     "mov %[t], (%[bin])\n"     /* commit: bin->top = t */
+                     "mov %[t], " PCP_BIN_TOP_S "\n"     /* commit: bin->top = t */
                      ".Lend%=:\n"
                      "jmp .Ldone%=\n"
                      ".Lfail%=: xor %k[k], %k[k]\n"
@@ -129,8 +136,8 @@ static inline unsigned pcp_rseq_push_bulk(void *const *in, unsigned n, unsigned 
 {
     uintptr_t bin, k, t, i, tmp;
     __asm__ volatile(PCP_RSEQ_ENTER
-                     "mov (%[bin]), %[t]\n"     /* t = bin->top */
-                     "mov 12(%[bin]), %k[k]\n"  /* k = min(n, (end_lo - lo32(t)) / 8) */
+                     "mov " PCP_BIN_TOP_S ", %[t]\n"     /* t = bin->top */
+                     "mov " PCP_BIN_END_S ", %k[k]\n"  /* k = min(n, (end_lo - lo32(t)) / 8) */
                      "sub %k[t], %k[k]\n"
                      "jbe .Lfail%=\n"           /* full, or stopped (end_lo below t) */
                      "shr $3, %k[k]\n"
@@ -146,7 +153,7 @@ static inline unsigned pcp_rseq_push_bulk(void *const *in, unsigned n, unsigned 
                      "cmp %k[k], %k[i]\n"
                      "jb 2b\n"
                      "lea (%[t], %[k], 8), %[t]\n"
-                     "mov %[t], (%[bin])\n"     /* commit: bin->top = t + k */
+                     "mov %[t], " PCP_BIN_TOP_S "\n"     /* commit: bin->top = t + k */
                      ".Lend%=:\n"
                      "jmp .Ldone%=\n"
                      ".Lfail%=: xor %k[k], %k[k]\n"

@@ -53,6 +53,7 @@ void slab_init(void)
             kc->order = (uint8_t)slab_order_for(kc->size);
             kc->objs_per_slab = (uint16_t)((PAGE_SIZE << kc->order) / kc->size);
             kc->zone = (uint8_t)z;
+            os_lock_init(&kc->lock, LOCK_RANK_SLAB);
         }
 }
 
@@ -64,6 +65,7 @@ static __attribute__((noreturn, noinline)) void slab_corrupt(const void *obj, co
 
 static void partial_add_locked(struct kmem_cache *kc, struct page *s)
 {
+    bsl_assert_locked(&kc->lock);
     s->prev = NULL;
     s->next = kc->partial;
     if (kc->partial)
@@ -75,6 +77,7 @@ static void partial_add_locked(struct kmem_cache *kc, struct page *s)
 
 static void partial_del_locked(struct kmem_cache *kc, struct page *s)
 {
+    bsl_assert_locked(&kc->lock);
     if (s->prev)
         s->prev->next = s->next;
     else
@@ -168,6 +171,7 @@ unsigned slab_alloc_bulk(int zone, unsigned c, void **out, unsigned n, unsigned 
             bm[w] = word;
         }
         s->inuse += took;
+        bsl_assert(1, s->inuse <= s->total);
         if (s->inuse == s->total)
             partial_del_locked(kc, s);
     }

@@ -51,7 +51,8 @@ static inline unsigned slab_class_of(size_t n) /* pre: n <= SLAB_MAX_SIZE */
  * Objects in xfer count as in use by their slabs.
  *
  * Locking: lock protects xfer, partial, spare, the slab fields (inuse, on_partial, next/prev, the
- * bitmap) of every slab of this cache, and the counters. Lock order: kmem_cache -> buddy shard. */
+ * bitmap) of every slab of this cache, and the counters. Rank LOCK_RANK_SLAB (os/lock_rank.h): outside
+ * the buddy shards; never two kmem_cache locks at once. */
 struct kmem_cache {
     os_lock_t lock;
     uint32_t size;          /* object size */

@@ -94,13 +94,13 @@ struct track_site {
 #define SITE_CHUNK_SHIFT 12
 #define SITE_DIR_SIZE ((TRACK_MAX_SITES >> SITE_CHUNK_SHIFT) + 1)
 static struct track_site **site_dir[SITE_DIR_SIZE];
-static os_lock_t site_lock = OS_LOCK_INIT;
+static os_lock_t site_lock = OS_LOCK_INIT(LOCK_RANK_LEAK_SITE);
 static char *site_arena, *site_arena_end;
 static uint32_t site_next = 1;   /* next index to hand out (site_lock) */
 uint32_t track_nsites;              /* highest index handed out */
 static struct cds_lfht *site_ht;
 static unsigned long site_ht_size;
-static os_lock_t resize_lock = OS_LOCK_INIT;
+static os_lock_t resize_lock = OS_LOCK_INIT(LOCK_RANK_LEAK_RESIZE);
 static struct track_site site_unknown; /* index 0: stacks we could not record (too many sites) */
 
 const struct track_site *track_site_get(uint32_t i)

@@ -22,7 +22,7 @@
 
 extern int dladdr1(const void *, Dl_info *, void **, int) __attribute__((weak));
 
-os_lock_t track_sym_lock = OS_LOCK_INIT;
+os_lock_t track_sym_lock = OS_LOCK_INIT(LOCK_RANK_LEAK_SYMS);
 __thread int track_sym_lean;
 
 /* ---- the string arena (sym_lock) ---- */

@@ -18,7 +18,7 @@ struct track_treg {
     struct track_thread_info info;
 };
 static struct track_treg *treg_head;
-static os_lock_t treg_lock = OS_LOCK_INIT;
+static os_lock_t treg_lock = OS_LOCK_INIT(LOCK_RANK_LEAK_THREADS);
 #define TRACK_MAX_DEAD 256 /* exited threads remembered (their stacks may be cached by glibc) */
 
 static void treg_add(struct track_treg *r)

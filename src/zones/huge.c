@@ -20,7 +20,7 @@
 #include "zones/zones.h"
 
 int huge_thp = 1;
-static os_lock_t huge_lock = OS_LOCK_INIT;
+static os_lock_t huge_lock = OS_LOCK_INIT(LOCK_RANK_HUGE);
 static struct huge_block *free_descs;
 static size_t huge_bytes_total, huge_count;
 #define HUGE_CACHE 8
@@ -32,6 +32,7 @@ static struct huge_block *live_head;
 
 static void live_add_locked(struct huge_block *hb)
 {
+    bsl_assert_locked(&huge_lock);
     hb->prev_live = NULL;
     hb->next_live = live_head;
     if (live_head)
@@ -41,6 +42,7 @@ static void live_add_locked(struct huge_block *hb)
 
 static void live_del_locked(struct huge_block *hb)
 {
+    bsl_assert_locked(&huge_lock);
     if (hb->prev_live)
         hb->prev_live->next_live = hb->next_live;
     else

@@ -1,18 +1,18 @@
-/* Zones, arenas and the pagemap. Lock order: zone->lock, then huge_lock, then pagemap_lock, then
- * meta_lock (huge.c takes pagemap_lock and meta_lock, never while holding huge_lock).
+/* Zones, arenas and the pagemap. Locks (ranks in os/lock_rank.h): zone->lock, huge_lock (huge.c,
+ * which takes pagemap_lock and meta_lock, never while holding huge_lock), pagemap_lock, meta_lock.
  * zone->lock protects only the zone's counters: an arena belongs to its buddy shard. */
 #include "zones/zones.h"
 
 struct zone zones[NR_ZONES];
 uintptr_t *pagemap_top[1u << (ADDR_BITS - 34)];
 uint64_t arena_bitmap[1u << (ADDR_BITS - ARENA_SHIFT - 6)];
-static os_lock_t pagemap_lock = OS_LOCK_INIT;
+static os_lock_t pagemap_lock = OS_LOCK_INIT(LOCK_RANK_PAGEMAP);
 
 #define LEAF_ENTRIES (1u << (34 - SECTION_SHIFT))
 
 /* ---- metadata bump allocator ---- */
 #define META_CHUNK ((size_t)4 << 20)
-static os_lock_t meta_lock = OS_LOCK_INIT;
+static os_lock_t meta_lock = OS_LOCK_INIT(LOCK_RANK_META);
 static uintptr_t meta_cur, meta_end;
 static size_t meta_total;
 /* Every metadata reservation starts with this header (64 bytes), so they can be listed. */
@@ -125,6 +125,7 @@ void zones_init(void)
     static const char *names[NR_ZONES] = {"LOW32", "NORMAL", "HUGE"};
     for (int z = 0; z < NR_ZONES; z++) {
         zones[z].name = names[z];
+        os_lock_init(&zones[z].lock, LOCK_RANK_ZONE);
         /* Watermarks on free-but-committed (dirty) frames. Above high, a shard purges its oldest
          * dirty blocks down to low at once; below, only decay_ms purges. High was 256 MiB at first:
          * a program that frees and reallocates 150 MiB of large blocks (bench batch_random, size
