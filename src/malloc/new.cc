@@ -12,6 +12,12 @@ extern "C" __attribute__((visibility("hidden"))) void bsl_free_sized_checked(voi
                                                                               const char *func) noexcept;
 extern "C" __attribute__((visibility("hidden"))) void bsl_free_checked(void *p, std::size_t size, std::size_t align,
                                                                         const char *func) noexcept;
+// Plain new and delete enter the allocator directly (malloc.c: bsl_new, bsl_delete): new's fast
+// path is malloc's, without a frame of its own, and reaches bsl_new_slow below (the new-handler
+// loop, bad_alloc) by a tail call only when malloc's fast path cannot serve it.
+extern "C" __attribute__((visibility("hidden"))) void *bsl_new(std::size_t n);
+extern "C" __attribute__((visibility("hidden"))) void bsl_delete(void *p) noexcept;
+extern "C" __attribute__((visibility("hidden"))) void *bsl_new_slow(std::size_t n);
 
 #pragma GCC visibility push(default)
 
@@ -38,8 +44,10 @@ void *alloc_nothrow(std::size_t n, std::size_t align) noexcept
 }
 } // namespace
 
-void *operator new(std::size_t n) { return alloc_or_handle(n, 0); }
-void *operator new[](std::size_t n) { return alloc_or_handle(n, 0); }
+void *bsl_new_slow(std::size_t n) { return alloc_or_handle(n, 0); }
+
+void *operator new(std::size_t n) { return bsl_new(n); }
+void *operator new[](std::size_t n) { return bsl_new(n); }
 void *operator new(std::size_t n, const std::nothrow_t &) noexcept { return alloc_nothrow(n, 0); }
 void *operator new[](std::size_t n, const std::nothrow_t &) noexcept { return alloc_nothrow(n, 0); }
 void *operator new(std::size_t n, std::align_val_t a) { return alloc_or_handle(n, static_cast<std::size_t>(a)); }
@@ -53,8 +61,8 @@ void *operator new[](std::size_t n, std::align_val_t a, const std::nothrow_t &) 
     return alloc_nothrow(n, static_cast<std::size_t>(a));
 }
 
-void operator delete(void *p) noexcept { std::free(p); }
-void operator delete[](void *p) noexcept { std::free(p); }
+void operator delete(void *p) noexcept { bsl_delete(p); }
+void operator delete[](void *p) noexcept { bsl_delete(p); }
 void operator delete(void *p, const std::nothrow_t &) noexcept { std::free(p); }
 void operator delete[](void *p, const std::nothrow_t &) noexcept { std::free(p); }
 namespace {
