@@ -13,6 +13,13 @@
 /* ---- helpers ---- */
 static __attribute__((noinline)) void *small_alloc_slow(unsigned c)
 {
+    if (PCP_HAVE_RSEQ && !pcp_use_rseq) { /* fallback mode: the fast path's sequence always fails */
+        void *p = pcp_pop(c);
+        if (likely(p)) {
+            ((uintptr_t *)p)[1] = 0; /* clear the free key (small_out) */
+            return p;
+        }
+    }
     bsl_ensure_init();
     if (unlikely(!oom_commit_ok(slab_class_size[c]))) { /* over the hard limit after reclaim */
         errno = ENOMEM;
@@ -132,7 +139,7 @@ static inline void *do_malloc(size_t n)
 {
     if (likely(n <= SLAB_MAX_SIZE)) {
         unsigned c = slab_class_of(n);
-        void *p = pcp_pop(c);
+        void *p = pcp_fast_pop(c);
         if (likely(p))
             return small_out(p);
         return small_alloc_slow(c); /* tail call: no register saves on the fast path */
@@ -220,7 +227,10 @@ static __attribute__((noinline)) void free_slow(void *p)
  * descriptor, so the fast path need not keep it in a register across the restartable sequence. */
 static __attribute__((noinline)) void small_free_slow(void *p)
 {
-    pcp_free_slow(p, arena_page(p)->size_class);
+    unsigned c = arena_page(p)->size_class;
+    if (PCP_HAVE_RSEQ && !pcp_use_rseq && likely(pcp_push(p, c))) /* fallback mode (pcp_fast_push) */
+        return;
+    pcp_free_slow(p, c);
     bsl_tick_maybe();
 }
 
@@ -232,7 +242,7 @@ static inline void do_free(void *p)
             unsigned c = pg->size_class;
             if (unlikely(small_in(p, pg)))
                 return free_slow(p); /* a bad pointer or the free key: free_slow decides exactly */
-            if (likely(pcp_push(p, c)))
+            if (likely(pcp_fast_push(p, c)))
                 return;
             return small_free_slow(p); /* a tail call keeps this path free of register saves */
         }
@@ -371,7 +381,7 @@ static inline void do_free_sized(void *p, size_t size, size_t align, const char 
                 return sized_free_slow(p, size, align, func); /* the full check, which may still pass */
             if (unlikely(small_in(p, pg)))
                 return sized_free_slow(p, size, align, func); /* a bad pointer or the free key */
-            if (likely(pcp_push(p, c)))
+            if (likely(pcp_fast_push(p, c)))
                 return;
             return small_free_slow(p);
         }
@@ -565,7 +575,7 @@ BSL_HIDDEN void *bsl_new(size_t n);
 void *bsl_new(size_t n)
 {
     if (likely(!bsl_hooks_on && n <= SLAB_MAX_SIZE)) {
-        void *p = pcp_pop(slab_class_of(n));
+        void *p = pcp_fast_pop(slab_class_of(n));
         if (likely(p))
             return small_out(p);
     }
