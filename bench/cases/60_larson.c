@@ -4,7 +4,12 @@
  * likely allocated by another thread, so (T-1)/T of the frees are cross-thread, and blocks live
  * for a random while, like requests and sessions in a server. Runs with 2, nproc and 2*nproc
  * threads (2*nproc oversubscribes the CPUs: threads get preempted inside the allocator).
- * One item = one malloc + one free. */
+ * One item = one malloc + one free.
+ *
+ * larson_sized/threads:T: the same server written in C++: blocks come from operator new and go
+ * back through the sized operator delete (C++14's default), which must cost no more than free.
+ * Each block holds its size in its first word, which the freeing thread reads (as a destructor
+ * reads its object) to pass the size. */
 #include <stdatomic.h>
 #include <stdlib.h>
 
@@ -19,20 +24,36 @@
 static void *_Atomic *g_slots; /* set up by thread 0 before the start barrier */
 static size_t g_nslots;
 
-static void bm_larson(bench_state *st)
+static inline void *larson_alloc(size_t size, int sized)
+{
+    void *p = sized ? bench_new(size) : malloc(size);
+    if (!p)
+        abort();
+    if (sized) {
+        *(size_t *)p = size;
+        ((volatile unsigned char *)p)[size - 1] = (unsigned char)size;
+    } else {
+        bench_touch(p, size);
+    }
+    return p;
+}
+
+static inline void larson_free(void *p, int sized)
+{
+    if (sized)
+        bench_delete_sized(p, *(size_t *)p);
+    else
+        free(p);
+}
+
+static void larson(bench_state *st, int sized)
 {
     if (bench_thread_index(st) == 0) {
         g_nslots = (size_t)SLOTS_PER_THREAD * (size_t)bench_threads(st);
         g_slots = bench_map(g_nslots * sizeof *g_slots);
         bench_rng r = bench_rng_seed(60);
-        for (size_t i = 0; i < g_nslots; i++) {
-            size_t size = bench_rng_range(&r, MIN_SIZE, MAX_SIZE);
-            void *p = malloc(size);
-            if (!p)
-                abort();
-            bench_touch(p, size);
-            atomic_init(&g_slots[i], p);
-        }
+        for (size_t i = 0; i < g_nslots; i++)
+            atomic_init(&g_slots[i], larson_alloc(bench_rng_range(&r, MIN_SIZE, MAX_SIZE), sized));
     }
     bench_rng r = bench_rng_seed(6000 + (uint64_t)bench_thread_index(st));
     while (bench_keep_running(st)) {
@@ -42,21 +63,21 @@ static void bm_larson(bench_state *st)
             uint64_t x = bench_rng_next(&r);
             size_t idx = (size_t)(((unsigned __int128)(x & 0xFFFFFFFFu) * nslots) >> 32);
             size_t size = MIN_SIZE + (size_t)((x >> 32) % (MAX_SIZE - MIN_SIZE + 1));
-            void *p = malloc(size);
-            if (!p)
-                abort();
-            bench_touch(p, size);
+            void *p = larson_alloc(size, sized);
             void *old = atomic_exchange_explicit(&slots[idx], p, memory_order_acq_rel);
-            free(old);
+            larson_free(old, sized);
         }
     }
     bench_set_items(st, bench_iterations(st) * OPS);
     if (bench_thread_index(st) == 0) {
         for (size_t i = 0; i < g_nslots; i++)
-            free(atomic_load(&g_slots[i]));
+            larson_free(atomic_load(&g_slots[i]), sized);
         bench_unmap((void *)g_slots, g_nslots * sizeof *g_slots);
     }
 }
+
+static void bm_larson(bench_state *st) { larson(st, 0); }
+static void bm_larson_sized(bench_state *st) { larson(st, 1); }
 
 static void def_larson(bench_def *d)
 {
@@ -71,3 +92,4 @@ static void def_larson(bench_def *d)
     }
 }
 BENCH_CASE("larson", bm_larson, def_larson)
+BENCH_CASE("larson_sized", bm_larson_sized, def_larson)

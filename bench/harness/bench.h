@@ -91,6 +91,11 @@ void bench_set_label(bench_state *st, const char *label);
 /* Mark this run failed (the loop ends at the next bench_keep_running(); the binary exits 1). */
 void bench_fail(bench_state *st, const char *message);
 
+/* C++'s operator new(n) and sized operator delete(p, n) (bench_main.cc): the calls a C++ program
+ * compiled with sized deallocation (C++14's default) makes. */
+void *bench_new(size_t n);
+void bench_delete_sized(void *p, size_t n);
+
 /* ---- definitions (in the bench_def_fn given to BENCH_CASE) --------------------------------- */
 
 void bench_def_arg(bench_def *d, int64_t a);               /* one instance with range(0)=a */

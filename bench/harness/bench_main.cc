@@ -145,6 +145,12 @@ void bench_def_unit(bench_def *d, enum bench_unit unit)
     B(d)->Unit(map[unit]);
 }
 
+// C++ allocation for the cases, which are C: what `new char[n]` and a sized `delete` reach. The
+// allocator's own operators when it replaces them (jemalloc, tcmalloc, mimalloc, buddyslab),
+// libstdc++'s (malloc and free) under glibc. noinline: the compiler must not pair them up.
+__attribute__((noinline)) void *bench_new(size_t n) { return ::operator new(n); }
+__attribute__((noinline)) void bench_delete_sized(void *p, size_t n) { ::operator delete(p, n); }
+
 }  // extern "C"
 
 int main(int argc, char **argv)

@@ -11,6 +11,11 @@
  * checked against the block (malloc.c); the C++ operators delete (new.c) call them. */
 BSL_HIDDEN void bsl_free_sized_checked(void *p, size_t size, const char *func);
 BSL_HIDDEN void bsl_free_checked(void *p, size_t size, size_t align, const char *func);
+/* operator new's and delete's entries into malloc's and free's fast paths (malloc.c), and new's
+ * slow path (new.c: the new-handler loop, std::bad_alloc). */
+BSL_HIDDEN void *bsl_new(size_t n);
+BSL_HIDDEN void bsl_delete(void *p);
+BSL_HIDDEN void *bsl_new_slow(size_t n);
 
 BSL_HIDDEN extern int bsl_inited;
 BSL_HIDDEN void bsl_init_slow(void);

@@ -31,6 +31,13 @@ static inline void *small_get(int zone, unsigned c)
 
 static inline void *small_alloc_zone(int zone, unsigned c)
 {
+    if (PCP_HAVE_RSEQ && !pcp_use_rseq && zone == ZONE_NORMAL) { /* fallback mode: the fast path's sequence always fails */
+        void *p = pcp_pop(c);
+        if (likely(p)) {
+            ((uintptr_t *)p)[1] = 0; /* clear the free key (small_out) */
+            return p;
+        }
+    }
     bsl_ensure_init();
     if (unlikely(!oom_commit_ok(slab_class_size[c]))) { /* over the hard limit after reclaim */
         errno = ENOMEM;
@@ -131,28 +138,28 @@ static __attribute__((noinline, cold)) void free_key_hit(void *p, const char *fu
         bsl_misuse(func, freed_what(func), p);
 }
 
-/* Misuse checks on a small object about to be freed: a pointer that is not the start of an object
- * of its slab (interior or misaligned), or one carrying the free key. Cheap: the head pointer is on
- * the descriptor line already loaded, the boundary test is one multiply (slab_on_boundary), and the
- * key is one load of the object's second word, which the caller likely has in cache. Marks the
- * object freed. */
 static __attribute__((noinline, cold, noreturn)) void small_bad_pointer(void *p, const char *func)
 {
     bsl_misuse(func, ((uintptr_t)p & 15) ? "invalid pointer (misaligned)" : "invalid pointer (not the start of a block)",
                p);
 }
 
-/* Returns 1 when the free key was found: the caller must call free_key_hit() before freeing
- * (done that way so that the fast path stays a leaf: the rare case is a tail call). */
-static inline int small_in(void *p, const struct page *pg, const char *func)
+/* Misuse checks on a small object about to be freed: a pointer that is not the start of an object
+ * of its slab (interior or misaligned), or one carrying the free key. Cheap: the slab offset is a
+ * mask of p by the order on the descriptor line already loaded (slab_offset), the boundary test is
+ * one multiply (slab_on_boundary), and the key is one load of the object's second word, which the
+ * caller likely has in cache. Returns 0 and marks the object freed, or 1 when either check failed:
+ * the caller then leaves for its slow path, which classifies p again and reports the misuse (or,
+ * for the key, decides exactly with free_key_hit). Reporting from the slow path keeps the fast
+ * paths leaves: no call, no saved register, no misuse argument held live. */
+static inline int small_in(void *p, const struct page *pg)
 {
-    uintptr_t *w = p;
-    uint32_t off = (uint32_t)((uintptr_t)p - (uintptr_t)slab_base(pg->head));
-    if (unlikely(!slab_on_boundary(off, pg->size_class)))
-        small_bad_pointer(p, func);
-    if (unlikely(w[1] == (slab_free_key ^ (uintptr_t)p)))
+    uintptr_t *w = p, key = slab_free_key ^ (uintptr_t)p;
+    if (unlikely(!slab_on_boundary(slab_offset(p, pg), pg->size_class)))
         return 1;
-    w[1] = slab_free_key ^ (uintptr_t)p;
+    if (unlikely(w[1] == key))
+        return 1;
+    w[1] = key;
     return 0;
 }
 
@@ -160,7 +167,7 @@ static inline void *do_malloc(size_t n)
 {
     if (likely(n <= SLAB_MAX_SIZE)) {
         unsigned c = slab_class_of(n);
-        void *p = pcp_pop(c);
+        void *p = pcp_fast_pop(c);
         if (likely(p))
             return small_out(p);
         return small_alloc_slow(c); /* tail call: no register saves on the fast path */
@@ -215,7 +222,7 @@ static void classify(void *p, const char *func, struct blk *b)
         struct page *head = pg->head;
         uint32_t size = slab_class_size[pg->size_class];
         if (unlikely((size_t)((char *)p - (char *)slab_base(head)) % size))
-            small_bad_pointer(p, func); /* the same words as the fast path's check */
+            small_bad_pointer(p, func); /* the fast paths leave for here on such a pointer */
         b->kind = K_SLAB;
         b->usable = size;
         return;
@@ -248,8 +255,8 @@ static __attribute__((noinline)) void free_slow(void *p)
     struct blk b;
     classify(p, "free()", &b);
     switch (b.kind) {
-    case K_SLAB:
-        if (small_in(p, b.pg, "free()"))
+    case K_SLAB: /* classify() checked the boundary: small_in() fails only on the free key */
+        if (small_in(p, b.pg))
             free_key_hit(p, "free()"); /* aborts on a real double free */
         ((uintptr_t *)p)[1] = slab_free_key ^ (uintptr_t)p;
         if (b.pg->flags & PG_LOW32)
@@ -269,8 +276,13 @@ static __attribute__((noinline)) void free_slow(void *p)
     bsl_tick_maybe();
 }
 
-static __attribute__((noinline)) void small_free_slow(void *p, unsigned c)
+/* The bin was full (or there is no cache yet). Only p is passed: the class is read again from the
+ * descriptor, so the fast path need not keep it in a register across the restartable sequence. */
+static __attribute__((noinline)) void small_free_slow(void *p)
 {
+    unsigned c = arena_page(p)->size_class;
+    if (PCP_HAVE_RSEQ && !pcp_use_rseq && likely(pcp_push(p, c))) /* fallback mode (pcp_fast_push) */
+        return;
     pcp_free_slow(p, c);
     bsl_tick_maybe();
 }
@@ -281,11 +293,11 @@ static inline void do_free(void *p)
         struct page *pg = arena_page(p);
         if (likely(pg->flags == PG_SLAB)) { /* a NORMAL-zone slab: the per-CPU caches take it */
             unsigned c = pg->size_class;
-            if (unlikely(small_in(p, pg, "free()")))
-                return free_slow(p); /* the free key was there: free_slow checks it exactly */
-            if (likely(pcp_push(p, c)))
+            if (unlikely(small_in(p, pg)))
+                return free_slow(p); /* a bad pointer or the free key: free_slow decides exactly */
+            if (likely(pcp_fast_push(p, c)))
                 return;
-            return small_free_slow(p, c); /* a tail call keeps this path free of register saves */
+            return small_free_slow(p); /* a tail call keeps this path free of register saves */
         }
     }
     free_slow(p);
@@ -403,6 +415,14 @@ static __attribute__((noinline)) void sized_free_slow(void *p, size_t size, size
     free_slow(p);
 }
 
+/* Whether a free of a class-c object may name `size`: sizes in [s/2, s] fit, any up to s when
+ * s <= 64 (size_range). One subtraction and one unsigned compare. */
+static inline int sized_fits(size_t size, unsigned c)
+{
+    size_t s = slab_class_size[c], lo = (s >> 1) & -(size_t)(s > 64); /* branch-free: s > 64 ? s / 2 : 0 */
+    return size - lo <= s - lo;
+}
+
 /* free() with the size (and alignment) the caller gives: the fast path of free plus one compare. */
 static inline void do_free_sized(void *p, size_t size, size_t align, const char *func)
 {
@@ -410,14 +430,13 @@ static inline void do_free_sized(void *p, size_t size, size_t align, const char 
         struct page *pg = arena_page(p);
         if (likely(pg->flags == PG_SLAB)) {
             unsigned c = pg->size_class;
-            size_t s = slab_class_size[c]; /* sizes in [s/2, s] fit, any up to s when s <= 64 */
-            if (unlikely(size > s || (size < s / 2 && s > 64) || ((uintptr_t)p & (align ? align - 1 : 0))))
+            if (unlikely(!sized_fits(size, c) || ((uintptr_t)p & (align ? align - 1 : 0))))
                 return sized_free_slow(p, size, align, func); /* the full check, which may still pass */
-            if (unlikely(small_in(p, pg, func)))
-                return sized_free_slow(p, size, align, func); /* the free key was there */
-            if (likely(pcp_push(p, c)))
+            if (unlikely(small_in(p, pg)))
+                return sized_free_slow(p, size, align, func); /* a bad pointer or the free key */
+            if (likely(pcp_fast_push(p, c)))
                 return;
-            return small_free_slow(p, c);
+            return small_free_slow(p);
         }
     }
     sized_free_slow(p, size, align, func);
@@ -587,7 +606,7 @@ BSL_EXPORT void *malloc(size_t n)
     return do_malloc(n);
 }
 
-BSL_EXPORT void free(void *p)
+static inline void free_entry(void *p)
 {
     if (unlikely(bsl_hooks_on)) {
         if (LEAN_FREE(p))
@@ -596,6 +615,27 @@ BSL_EXPORT void free(void *p)
     }
     do_free(p);
 }
+
+BSL_EXPORT void free(void *p) { free_entry(p); }
+
+/* operator new (new.c): malloc's fast path; everything else (hooks, large sizes, an empty bin,
+ * and NULL: the new-handler loop and std::bad_alloc) in new.c's bsl_new_slow, reached by a tail
+ * call, so that the exception never unwinds through a frame of this file. A C program linked with
+ * the static archive does not pull new.c in (nothing of its references it), nor libstdc++ (new.c
+ * reaches it through weak references only). Weak: the libFuzzer build leaves new.c out. */
+BSL_HIDDEN void *bsl_new_slow(size_t n) __attribute__((weak));
+void *bsl_new(size_t n)
+{
+    if (likely(!bsl_hooks_on && n <= SLAB_MAX_SIZE)) {
+        void *p = pcp_fast_pop(slab_class_of(n));
+        if (likely(p))
+            return small_out(p);
+    }
+    return bsl_new_slow(n);
+}
+
+/* operator delete (new.c): free's body, without the jump through the GOT to the exported free. */
+void bsl_delete(void *p) { free_entry(p); }
 
 static void *do_calloc(size_t nmemb, size_t size)
 {

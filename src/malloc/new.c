@@ -43,8 +43,11 @@ static void *alloc_or_handle(size_t n, size_t align, int nothrow)
 }
 
 /* operator new(size_t), new[](size_t), the nothrow_t ones, then the align_val_t ones */
-BSL_EXPORT void *_Znwm(size_t n) { return alloc_or_handle(n, 0, 0); }
-BSL_EXPORT void *_Znam(size_t n) { return alloc_or_handle(n, 0, 0); }
+/* Plain new enters malloc's fast path directly (malloc.c: bsl_new), which tail-calls
+ * bsl_new_slow (the new-handler loop, bad_alloc) only when that cannot serve it. */
+void *bsl_new_slow(size_t n) { return alloc_or_handle(n, 0, 0); }
+BSL_EXPORT void *_Znwm(size_t n) { return bsl_new(n); }
+BSL_EXPORT void *_Znam(size_t n) { return bsl_new(n); }
 BSL_EXPORT void *_ZnwmRKSt9nothrow_t(size_t n, const void *nt) { return (void)nt, alloc_or_handle(n, 0, 1); }
 BSL_EXPORT void *_ZnamRKSt9nothrow_t(size_t n, const void *nt) { return (void)nt, alloc_or_handle(n, 0, 1); }
 BSL_EXPORT void *_ZnwmSt11align_val_t(size_t n, size_t a) { return alloc_or_handle(n, a, 0); }
@@ -59,8 +62,8 @@ BSL_EXPORT void *_ZnamSt11align_val_tRKSt9nothrow_t(size_t n, size_t a, const vo
 }
 
 /* operator delete(void *), delete[], and with nothrow_t */
-BSL_EXPORT void _ZdlPv(void *p) { free(p); }
-BSL_EXPORT void _ZdaPv(void *p) { free(p); }
+BSL_EXPORT void _ZdlPv(void *p) { bsl_delete(p); } /* free's body, without the GOT */
+BSL_EXPORT void _ZdaPv(void *p) { bsl_delete(p); }
 BSL_EXPORT void _ZdlPvRKSt9nothrow_t(void *p, const void *nt) { (void)nt, free(p); }
 BSL_EXPORT void _ZdaPvRKSt9nothrow_t(void *p, const void *nt) { (void)nt, free(p); }
 /* sized */

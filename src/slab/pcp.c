@@ -39,6 +39,17 @@ struct pcp pcp_cpus[PCP_MAX_CID];
 __thread struct pcp pcp_tls __attribute__((tls_model("initial-exec")));
 int pcp_use_rseq;
 long bsl_rseq_tp_off, bsl_rseq_cid_off;
+static long rseq_area_off; /* thread pointer -> glibc's struct rseq (when rseq_live) */
+
+/* Fallback mode's stand-in for struct rseq (the fast paths' sequences read it through
+ * bsl_rseq_tp_off): cpu_id -1 makes every sequence fail to its caller's slow path, which serves the
+ * per-thread cache (pcp.h, pcp_fast_pop). The sequences store their descriptor into rseq_cs,
+ * which no kernel reads here. */
+static __thread struct {
+    uint32_t cpu_id_start;
+    int32_t cpu_id;
+    uint64_t rseq_cs;
+} pcp_no_rseq __attribute__((tls_model("initial-exec"), aligned(32))) = {0, -1, 0};
 
 static os_lock_t pcp_lock = OS_LOCK_INIT(LOCK_RANK_PCP);
 static os_lock_t drain_lock = OS_LOCK_INIT(LOCK_RANK_PCP_DRAIN);
@@ -91,8 +102,13 @@ void pcp_init(int rseq_wanted)
     long off;
     int has_cid;
     rseq_live = os_rseq_probe(&off, &has_cid) == 0;
+    rseq_area_off = rseq_live ? off : 0;
+    /* The fast paths' sequences fail while the stand-in is named (set before the first
+     * allocation: every entry point initialises before it reaches them). */
+    bsl_rseq_tp_off = (long)((char *)&pcp_no_rseq - (char *)__builtin_thread_pointer());
+    bsl_rseq_cid_off = bsl_rseq_tp_off + 4;
 #if PCP_HAVE_RSEQ
-    if (rseq_live) {
+    if (rseq_live && rseq_wanted) {
         bsl_rseq_tp_off = off;
         /* mm_cid is dense and bounded by the threads running at once, so a 2-thread program on a
          * 64-CPU machine uses 2 caches, not 64. */
@@ -109,7 +125,7 @@ void pcp_init(int rseq_wanted)
 unsigned pcp_cpu_hint(void)
 {
     if (rseq_live) {
-        int cpu = (int)*tp_field(bsl_rseq_tp_off + RSEQ_OFF_CPU_ID);
+        int cpu = (int)*tp_field(rseq_area_off + RSEQ_OFF_CPU_ID);
         if (cpu >= 0)
             return (unsigned)cpu;
     }

@@ -5,7 +5,8 @@
  * pcp_cpus[], and bins are touched only inside restartable sequences (pcp_rseq_<arch>.h): no locks,
  * no atomics; the kernel restarts a sequence that was preempted, migrated or signalled before its
  * single committing store. In fallback mode (no rseq, or option rseq=0) each thread has its own
- * cache in TLS and the same bins are touched with plain loads and stores.
+ * cache in TLS and the same bins are touched with plain loads and stores (on x86-64 from the slow
+ * paths only: malloc's and free's sequences fail to them in that mode, see pcp_fast_pop).
  *
  * A bin is a stack of object pointers in its own slot array [base, base + cap): `top` points past
  * the last cached object. To keep the bin at 16 bytes, only the low 32 bits of base and of
@@ -100,6 +101,22 @@ static inline int pcp_push(void *p, unsigned c)
     *t = p;
     b->top = t + 1;
     return 1;
+}
+
+/* The fast paths' operations (malloc.c). Where the architecture has the sequences, they are all
+ * there is: in fallback mode bsl_rseq_tp_off names a per-thread stand-in for struct rseq whose
+ * cpu_id is -1 (pcp.c), so every sequence fails and the caller's slow path serves the per-thread
+ * cache with pcp_pop/pcp_push. The rseq fast path then carries no front-end test (its load, test
+ * and branch were about 0.3 ns of a 4.6 ns malloc/free pair); fallback mode pays a call per
+ * operation instead. */
+static inline void *pcp_fast_pop(unsigned c)
+{
+    return PCP_HAVE_RSEQ ? pcp_rseq_pop(c) : pcp_pop(c);
+}
+
+static inline int pcp_fast_push(void *p, unsigned c)
+{
+    return PCP_HAVE_RSEQ ? pcp_rseq_push(p, c) : pcp_push(p, c);
 }
 
 /* Slow paths (pcp.c): refill the current cache and return one object (NULL: out of memory), and

@@ -23,77 +23,86 @@
 #define PCP_BIN_END_S PCP_STR(PCP_BIN_END_LO) "(%[bin])"
 
 /* The descriptor, the abort handler, and the section prologue: when it falls through, %[bin] is
- * &pcp_cpus[cid].bins[c]; it jumps to .Lfail%= when rseq is not live or the id is too big. */
-#define PCP_RSEQ_ENTER                                                                                 \
-    ".pushsection .data.rel.ro, \"aw\"\n"                                                              \
-    ".p2align 5\n"                                                                                     \
-    ".Lcs%=: .long 0, 0\n"                              /* version, flags */                           \
-    ".quad .Lstart%=, .Lend%= - .Lstart%=, .Labort%=\n" /* start, post_commit_offset, abort */         \
-    ".popsection\n"                                                                                    \
-    ".pushsection __rseq_failure, \"ax\"\n"                                                            \
-    ".long " PCP_STR(PCP_RSEQ_SIG) "\n"                                                                \
-    ".Labort%=: jmp .Lrestart%=\n"                                                                     \
-    ".popsection\n"                                                                                    \
-    ".Lrestart%=:\n"                                                                                   \
-    "lea .Lcs%=(%%rip), %[bin]\n"                                                                      \
-    "mov %[bin], %%fs:" PCP_STR(RSEQ_OFF_RSEQ_CS) "(%[tpoff])\n" /* rseq->rseq_cs = &cs */             \
-    ".Lstart%=:\n"                                                                                     \
-    "mov %%fs:" PCP_STR(RSEQ_OFF_CPU_ID) "(%[tpoff]), %k[bin]\n" /* if ((int)rseq->cpu_id < 0) fail */ \
-    "test %k[bin], %k[bin]\n"                                                                          \
-    "js .Lfail%=\n"                                                                                    \
-    "mov %%fs:(%[cidoff]), %k[bin]\n" /* cid = rseq->mm_cid (or cpu_id) */                             \
-    "cmp $" PCP_STR(PCP_MAX_CID) ", %k[bin]\n" /* if (cid >= PCP_MAX_CID) fail */                      \
-    "jae .Lfail%=\n"                                                                                   \
-    "shl $" PCP_STR(PCP_SHIFT) ", %[bin]\n"    /* bin = &pcp_cpus[cid].bins[c] */                      \
+ * &pcp_cpus[cid].bins[c]; it jumps to FAIL (a local label, or an asm goto operand) when rseq is not
+ * live or the id is too big. */
+#define PCP_RSEQ_ENTER PCP_RSEQ_ENTER_TO(".Lfail%=")
+#define PCP_RSEQ_ENTER_TO(FAIL)                                                                    \
+    ".pushsection .data.rel.ro, \"aw\"\n"                                                          \
+    ".p2align 5\n"                                                                                 \
+    ".Lcs%=: .long 0, 0\n"                              /* version, flags */                      \
+    ".quad .Lstart%=, .Lend%= - .Lstart%=, .Labort%=\n" /* start, post_commit_offset, abort */    \
+    ".popsection\n"                                                                                \
+    ".pushsection __rseq_failure, \"ax\"\n"                                                        \
+    ".long " PCP_STR(PCP_RSEQ_SIG) "\n"                                                            \
+    ".Labort%=: jmp .Lrestart%=\n"                                                                 \
+    ".popsection\n"                                                                                \
+    ".Lrestart%=:\n"                                                                               \
+    "mov %[tpoff], %[t]\n"           /* t = bsl_rseq_tp_off */                                    \
+    "lea .Lcs%=(%%rip), %[bin]\n"                                                                  \
+    "mov %[bin], %%fs:" PCP_STR(RSEQ_OFF_RSEQ_CS) "(%[t])\n"     /* rseq->rseq_cs = &cs */                                    \
+    ".Lstart%=:\n"                                                                                 \
+    "mov %%fs:" PCP_STR(RSEQ_OFF_CPU_ID) "(%[t]), %k[bin]\n"    /* if ((int)rseq->cpu_id < 0) fail */                        \
+    "test %k[bin], %k[bin]\n"                                                                      \
+    "js " FAIL "\n"                                                                                 \
+    "mov %[cidoff], %[t]\n"          /* cid = rseq->mm_cid (or cpu_id) */                         \
+    "mov %%fs:(%[t]), %k[bin]\n"                                                                   \
+    "cmp $" PCP_STR(PCP_MAX_CID) ", %k[bin]\n"           /* if (cid >= PCP_MAX_CID) fail */                           \
+    "jae " FAIL "\n"                                                                                \
+    "shl $" PCP_STR(PCP_SHIFT) ", %[bin]\n"              /* bin = &pcp_cpus[cid].bins[c] */                           \
     "add %[binoff], %[bin]\n"
 
+/* The two offsets are memory operands, read into the scratch registers inside the sequence (again
+ * after a restart): the sequence then holds only bin, t, the bin offset and its own operands in
+ * registers, and the callers' fast paths keep their values in call-clobbered registers (no frame). */
 #define PCP_RSEQ_INPUTS(c)                                                                         \
-    [tpoff] "r"(bsl_rseq_tp_off), [cidoff] "r"(bsl_rseq_cid_off),                                 \
+    [tpoff] "m"(bsl_rseq_tp_off), [cidoff] "m"(bsl_rseq_cid_off),                                 \
         [binoff] "r"((uintptr_t)pcp_cpus + (uintptr_t)(c) * sizeof(struct pcp_bin))
 
-/* Pop the top object of bin c of this CPU's cache; NULL when empty or there is no cache. */
+/* Pop the top object of bin c of this CPU's cache; NULL when empty or there is no cache. The
+ * failure exits jump straight to the caller's slow path (asm goto): the success path carries no
+ * flag to test afterwards, and a bin never holds NULL, which the compiler is told. */
 static inline void *pcp_rseq_pop(unsigned c)
 {
     void *ret;
     uintptr_t bin, t;
-    __asm__ volatile(PCP_RSEQ_ENTER
-                     "mov " PCP_BIN_TOP_S ", %[t]\n"    /* t = bin->top */
-                     "cmp " PCP_BIN_BASE_S ", %k[t]\n"  /* if (lo32(t) <= bin->base_lo) fail: empty, stopped */
-                     "jbe .Lfail%=\n"
-                     "mov -8(%[t]), %[ret]\n"  /* ret = t[-1] */
-                     "sub $8, %[t]\n"
-                     "mov %[t], " PCP_BIN_TOP_S "\n"    /* commit: bin->top = t - 1 */
-                     ".Lend%=:\n"
-                     "jmp .Ldone%=\n"
-                     ".Lfail%=: xor %k[ret], %k[ret]\n"
-                     ".Ldone%=:\n"
-                     : [ret] "=&r"(ret), [bin] "=&r"(bin), [t] "=&r"(t)
-                     : PCP_RSEQ_INPUTS(c)
-                     : "memory", "cc");
+    __asm__ volatile goto(PCP_RSEQ_ENTER_TO("%l[fail]")
+                 "mov " PCP_BIN_TOP_S ", %[t]\n"    /* t = bin->top */
+                 "cmp " PCP_BIN_BASE_S ", %k[t]\n"  /* if (lo32(t) <= bin->base_lo) fail: empty, stopped */
+                 "jbe %l[fail]\n"
+                 "mov -8(%[t]), %[ret]\n"  /* ret = t[-1] */
+                 "sub $8, %[t]\n"
+                 "mov %[t], " PCP_BIN_TOP_S "\n"    /* commit: bin->top = t - 1 */
+                 ".Lend%=:\n"
+                 : [ret] "=&r"(ret), [bin] "=&r"(bin), [t] "=&r"(t)
+                 : PCP_RSEQ_INPUTS(c)
+                 : "memory", "cc"
+                 : fail);
+    if (!ret)
+        __builtin_unreachable();
     return ret;
+fail:
+    return NULL;
 }
 
 /* Push p onto bin c of this CPU's cache: 1, or 0 when the bin is full or there is no cache. */
 static inline int pcp_rseq_push(void *p, unsigned c)
 {
-    int ok;
     uintptr_t bin, t;
-    __asm__ volatile(PCP_RSEQ_ENTER
-                     "mov " PCP_BIN_TOP_S ", %[t]\n"     /* t = bin->top */
-                     "cmp " PCP_BIN_END_S ", %k[t]\n"  /* if (lo32(t) >= bin->end_lo) fail: full, stopped */
-                     "jae .Lfail%=\n"
-                     "mov %[p], (%[t])\n"       /* *t = p: invisible until the commit */
-                     "add $8, %[t]\n"
-                     "mov %[t], " PCP_BIN_TOP_S "\n"     /* commit: bin->top = t + 1 */
-                     ".Lend%=:\n"
-                     "mov $1, %[ok]\n"
-                     "jmp .Ldone%=\n"
-                     ".Lfail%=: xor %[ok], %[ok]\n"
-                     ".Ldone%=:\n"
-                     : [ok] "=&r"(ok), [bin] "=&r"(bin), [t] "=&r"(t)
-                     : [p] "r"(p), PCP_RSEQ_INPUTS(c)
-                     : "memory", "cc");
-    return ok;
+    __asm__ volatile goto(PCP_RSEQ_ENTER_TO("%l[fail]")
+                 "mov " PCP_BIN_TOP_S ", %[t]\n"     /* t = bin->top */
+                 "cmp " PCP_BIN_END_S ", %k[t]\n"  /* if (lo32(t) >= bin->end_lo) fail: full, stopped */
+                 "jae %l[fail]\n"
+                 "mov %[p], (%[t])\n"       /* *t = p: invisible until the commit */
+                 "add $8, %[t]\n"
+                 "mov %[t], " PCP_BIN_TOP_S "\n"     /* commit: bin->top = t + 1 */
+                 ".Lend%=:\n"
+                 : [bin] "=&r"(bin), [t] "=&r"(t)
+                 : [p] "r"(p), PCP_RSEQ_INPUTS(c)
+                 : "memory", "cc"
+                 : fail);
+    return 1;
+fail:
+    return 0;
 }
 
 /* Move the top k = min(n, count) objects of bin c to out[0, k); returns k. */

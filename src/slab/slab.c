@@ -99,11 +99,11 @@ static struct page *new_slab(struct kmem_cache *kc, unsigned c, unsigned cpu)
     for (size_t i = 0; i < npages; i++) {
         struct page *pg = head + i;
         pg->size_class = (uint8_t)c;
+        pg->order = kc->order; /* on every frame: slab_offset() */
         pg->head = head;
         pg->zone = head->zone;
         __atomic_store_n(&pg->flags, (uint8_t)(PG_SLAB | (kc->zone == ZONE_LOW32 ? PG_LOW32 : 0)), __ATOMIC_RELEASE);
     }
-    head->order = kc->order;
     head->npages = (uint32_t)npages;
     head->inuse = 0;
     head->total = kc->objs_per_slab;

@@ -32,6 +32,15 @@ static inline int slab_on_boundary(uint32_t off, unsigned c)
     return (uint64_t)off * slab_div_magic[c] <= slab_div_magic[c] - 1;
 }
 
+/* Offset of p in the slab whose frame descriptor is pg. A slab is a buddy block of 2^order frames,
+ * so it is aligned to its size (arenas are aligned, and buddy blocks are aligned within them), and
+ * every frame of a slab carries the order: the offset is a mask of p, with no load of the head
+ * descriptor (free's fast path saved that dependent load: see docs/DESIGN.md, fast path costs). */
+static inline uint32_t slab_offset(const void *p, const struct page *pg)
+{
+    return (uint32_t)(uintptr_t)p & (((uint32_t)PAGE_SIZE << pg->order) - 1);
+}
+
 static inline unsigned slab_class_of(size_t n) /* pre: n <= SLAB_MAX_SIZE */
 {
     if (likely(n <= 1024))

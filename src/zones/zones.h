@@ -55,7 +55,7 @@ struct arena;
  * flags/size_class/head which are written before the slab is published and then only read. */
 struct page {
     uint8_t flags;
-    uint8_t order;      /* PG_BUDDY: order of the free block. PG_SLAB head: slab order */
+    uint8_t order;      /* PG_BUDDY: order of the free block. PG_SLAB: slab order (every frame) */
     uint8_t size_class; /* PG_SLAB: size class of every object in the slab */
     uint8_t zone;       /* zone of the arena (set on block heads) */
     uint32_t npages;    /* PG_LARGE: frames in the block; PG_SLAB head: frames in the slab */

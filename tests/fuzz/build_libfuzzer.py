@@ -15,7 +15,7 @@ allocator's public allocation functions are renamed in its objects (objcopy --re
 runs on ASan's malloc while the target drives buddyslab under its new names, and ASan checks the
 allocator's own accesses to its globals, its stacks and any ASan-managed memory. (ASan cannot see
 overflows inside buddyslab's blocks: they live in buddyslab's mappings, which ASan does not track.)
---skip NAME leaves a source out (new.cc: operator new stays ASan's).
+--skip NAME leaves a source out (new.c: operator new stays ASan's).
 """
 import argparse
 import os

@@ -230,6 +230,7 @@ int main(int argc, char **argv)
          * malloc_trim lets it out of a quarantine). */
         static void *held[4096];
         int nheld = 0;
+        void *neighbour = malloc(32); /* keeps p's slab from going back to the buddy at the trim */
         p = malloc(32);
         free(p);
         malloc_trim(0);
@@ -242,6 +243,7 @@ int main(int argc, char **argv)
             fail("the freed object was not reused (cannot build the case)");
         for (int i = 0; i < nheld; i++)
             free(held[i]);
+        free(neighbour);
         show(q);
         free(q);
         free(launder(q));

@@ -38,6 +38,10 @@ int main(void)
             CHECK(malloc_usable_size(p[i]) == size);
             struct page *pg = virt_to_page(p[i]);
             CHECK(pg && (pg->flags & PG_SLAB) && pg->size_class == c);
+            /* free's fast path finds the offset by masking (slab_offset): on every frame of a
+             * multi-frame slab it must be the offset from the slab's first byte */
+            CHECK(slab_offset(p[i], pg) == (uint32_t)((char *)p[i] - (char *)slab_base(pg->head)));
+            CHECK(slab_offset(p[i], pg) % size == 0);
             memset(p[i], (int)(i & 0xff), size);
         }
         for (int i = 0; i < N; i++) {
