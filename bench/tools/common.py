@@ -176,6 +176,9 @@ def allocators(build_, wanted):
     names = ALLOCATOR_ORDER if not wanted else [a.strip() for a in wanted.split(",") if a.strip()]
     out = []
     for name in names:
+        label = None
+        if "=" in name:  # LABEL=PATH: another build of any allocator under its own name
+            label, name = name.split("=", 1)
         if name == "glibc":
             out.append((name, None))
             continue
@@ -192,6 +195,9 @@ def allocators(build_, wanted):
         if not path or not os.path.exists(path):
             warn(f"skipping {name}: {path or 'libbuddyslab.so'} not found")
             continue
+        name = label or name
+        if any(n == name for n, _ in out):  # two builds of one allocator: results must not merge
+            name = "%s#%d" % (name, sum(1 for n, _ in out if n == name or n.startswith(name + "#")) + 1)
         out.append((name, path))
     return out
 

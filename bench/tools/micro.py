@@ -147,7 +147,7 @@ def main(argv):
     ap.add_argument("--filter", metavar="REGEX", help="only cases whose name matches (re.search)")
     ap.add_argument("--allocators", metavar="LIST",
                     help="comma-separated, in run order (default: "
-                         + ",".join(common.ALLOCATOR_ORDER) + "); a path to a .so also works")
+                         + ",".join(common.ALLOCATOR_ORDER) + "); a path to a .so, or LABEL=PATH, also works")
     ap.add_argument("--reps", type=int, help="repetitions of the interleaved round (default 3, "
                                              "--quick 1)")
     ap.add_argument("--min-time", type=float,
