@@ -20,6 +20,7 @@ void leak_start(void)
     int g = track_guard;
     track_guard = 1;
     leak_scan_init();
+    leak_fatal_start();
     track_guard = g;
 }
 
@@ -71,6 +72,6 @@ void leak_at_exit(void)
     track_stop();
     if (lost > 0 && opt_leak_exitcode) {
         fflush(NULL);
-        _exit((int)opt_leak_exitcode);
+        os_exit_group((int)opt_leak_exitcode); /* not _exit: that is ours too (src/malloc/exit.c) */
     }
 }

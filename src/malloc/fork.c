@@ -85,7 +85,7 @@ struct fork_entry {
 static const struct fork_entry fork_table[] = {
     {"tracking start, init", 1, bsl_init_fork_locks, NULL, NULL, NULL},
     {"soft OOM policy", 1, oom_fork_locks, NULL, NULL, NULL},
-    {"leak report", 1, leak_fork_locks, NULL, NULL, NULL},
+    {"leak report", 1, leak_fork_locks, NULL, NULL, leak_fork_child},
     {"tracking (outer)", 1, track_fork_locks, NULL, NULL, NULL},
     {"tracking (inner)", 0, NULL, track_fork_prepare, track_fork_parent, track_fork_child},
     {"quarantine", 0, debug_fork_locks, NULL, NULL, NULL},

@@ -47,6 +47,9 @@ const struct bsl_option bsl_options[] = {
         "exit status to use when leaks were reported (0: keep the program's)"),
     NUM("leak_reachable", OPT_BOOL, 0, 0, 1, opt_leak_reachable,
         "also report blocks still reachable at exit, not only definitely lost ones"),
+    NUM("leak_fatal", OPT_BOOL, 1, 0, 1, opt_leak_fatal,
+        "with leak or leak_sample: write the report also when the program dies of a signal it does not "
+        "handle (abort, a fault, kill) or calls _exit (read at start only)"),
     NUM("soft_limit", OPT_SIZE, 0, 0, 1L << 50, opt_soft_limit,
         "soft OOM: when committed memory crosses this, reclaim, then apply oom_action (0: no limit)"),
     NUM("hard_limit", OPT_SIZE, 0, 0, 1L << 50, opt_hard_limit,

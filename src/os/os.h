@@ -57,6 +57,18 @@ BSL_HIDDEN void *os_map_shared_file(const char *path, size_t size);
 BSL_HIDDEN void os_unlink(const char *path);
 BSL_HIDDEN __attribute__((noreturn)) void os_abort(void);
 BSL_HIDDEN long os_getpid(void);
+/* exit_group(status) at once: no atexit handlers, no destructors, no stdio flush (what _exit does). */
+BSL_HIDDEN __attribute__((noreturn)) void os_exit_group(int status);
+/* Catch each signal of sigs[] (n of them) that is at its default action: handler runs once on the
+ * thread that got the signal (SA_RESETHAND: the default action is back when it runs; SA_NODEFER;
+ * SA_ONSTACK where the program set up an alternate stack). Signals the program ignores or handles
+ * itself are left alone. Returns how many were caught. */
+BSL_HIDDEN int os_catch_default_signals(const int *sigs, int n, void (*handler)(int));
+/* Die of sig as if it had never been caught: its default action, unblocked, raised on this thread.
+ * Returns only for a signal whose default action is to be ignored. */
+BSL_HIDDEN void os_die_by_signal(int sig);
+/* "SIGSEGV" and the like, or "signal" for one without a name here. */
+BSL_HIDDEN const char *os_signal_name(int sig);
 /* Resident set size of this process in bytes (from /proc/self/statm), 0 when unknown. */
 BSL_HIDDEN size_t os_rss(void);
 

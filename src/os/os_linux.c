@@ -10,6 +10,8 @@
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <sched.h>
+#include <signal.h>
+#include <string.h>
 #include <sys/auxv.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -269,7 +271,67 @@ void os_abort(void)
 {
     /* abort() may run atexit-like cleanups in other libcs; raise SIGABRT directly. */
     syscall(SYS_tgkill, (long)getpid(), (long)syscall(SYS_gettid), 6 /* SIGABRT */);
-    _exit(134);
+    os_exit_group(134);
+}
+
+void os_exit_group(int status)
+{
+    for (;;)
+        syscall(SYS_exit_group, status);
+}
+
+int os_catch_default_signals(const int *sigs, int n, void (*handler)(int))
+{
+    int saved = errno, caught = 0;
+    for (int i = 0; i < n; i++) {
+        struct sigaction old, sa;
+        if (sigaction(sigs[i], NULL, &old) != 0 || (old.sa_flags & SA_SIGINFO) || old.sa_handler != SIG_DFL)
+            continue;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = handler;
+        sa.sa_flags = SA_RESETHAND | SA_NODEFER | SA_ONSTACK | SA_RESTART;
+        sigemptyset(&sa.sa_mask);
+        if (sigaction(sigs[i], &sa, NULL) == 0)
+            caught++;
+    }
+    errno = saved;
+    return caught;
+}
+
+void os_die_by_signal(int sig)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = SIG_DFL;
+    sigemptyset(&sa.sa_mask);
+    sigaction(sig, &sa, NULL);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, sig);
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
+    syscall(SYS_tgkill, (long)syscall(SYS_getpid), (long)syscall(SYS_gettid), (long)sig);
+}
+
+const char *os_signal_name(int sig)
+{
+    switch (sig) {
+    case SIGABRT: return "SIGABRT";
+    case SIGSEGV: return "SIGSEGV";
+    case SIGBUS: return "SIGBUS";
+    case SIGILL: return "SIGILL";
+    case SIGFPE: return "SIGFPE";
+    case SIGSYS: return "SIGSYS";
+    case SIGTRAP: return "SIGTRAP";
+    case SIGQUIT: return "SIGQUIT";
+    case SIGTERM: return "SIGTERM";
+    case SIGINT: return "SIGINT";
+    case SIGHUP: return "SIGHUP";
+    case SIGPIPE: return "SIGPIPE";
+    case SIGALRM: return "SIGALRM";
+    case SIGUSR1: return "SIGUSR1";
+    case SIGUSR2: return "SIGUSR2";
+    default: return "signal";
+    }
 }
 
 long os_getpid(void) { return (long)syscall(SYS_getpid); }

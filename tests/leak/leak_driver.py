@@ -324,6 +324,44 @@ def case_fork(args, tmp):
     print("fork: ok (9 reports)")
 
 
+def case_fatal(args, tmp):
+    """The report when the program dies of a signal or calls _exit (docs/LEAKS.md): written, with
+    the leak, and the exit status unchanged; nothing from a vfork child; nothing with leak_fatal=0."""
+    import signal
+    cases = [("abort", -signal.SIGABRT), ("segv", -signal.SIGSEGV), ("term", -signal.SIGTERM),
+             ("_exit", 7), ("_Exit", 7), ("double-free", -signal.SIGABRT), ("handled-term", 3), ("vfork", 0)]
+    for how, want in cases:
+        cmd = [exe(args, "leak_fatal"), how]
+        plain = run(cmd, base_env(), how + " without the library")
+        if plain.returncode != want:
+            fail("fatal %s: without the library the status is %s, expected %s" % (how, plain.returncode, want))
+        d = os.path.join(tmp, how)
+        os.mkdir(d)
+        env = base_env({"LD_PRELOAD": args.lib, "BUDDYSLAB_OPTIONS": "leak=1,leak_report=" + os.path.join(d, "r-%p.json")})
+        p = run(cmd, env, how)
+        if p.returncode != want:
+            fail("fatal %s: status %s with the library, %s without\n%s" % (how, p.returncode, want, describe(p, how)))
+        reports = glob.glob(os.path.join(d, "*.json"))
+        if len(reports) != 1:  # a vfork child writing would make two (leak_report's %p is its pid)
+            fail("fatal %s: expected one report, from the program itself, got %s\n%s" % (how, reports, describe(p, how)))
+        rep = Report(reports[0])
+        check_no_untagged_lost(rep, "fatal " + how)
+        check_exact(rep, "definitely_lost", {"lk_fatal": (777, 1)}, "fatal " + how)
+        if rep.summary("still_reachable")[1] < 1:
+            fail("fatal %s: the reachable block is not counted: %s" % (how, rep.doc["summary"]))
+        print("fatal: %s: status %s, report ok" % (how, p.returncode))
+    # leak_fatal=0: death by a signal writes nothing (the behaviour of LSan), _exit neither.
+    for how in ("abort", "_exit"):
+        d = os.path.join(tmp, "off-" + how)
+        os.mkdir(d)
+        env = base_env({"LD_PRELOAD": args.lib,
+                        "BUDDYSLAB_OPTIONS": "leak=1,leak_fatal=0,leak_report=" + os.path.join(d, "r.json")})
+        p = run([exe(args, "leak_fatal"), how], env, "off " + how)
+        if os.listdir(d):
+            fail("fatal: leak_fatal=0 still wrote %s on %s" % (os.listdir(d), how))
+    print("fatal: leak_fatal=0 writes nothing")
+
+
 def case_ondemand(args, tmp):
     r1, r2 = os.path.join(tmp, "first.json"), os.path.join(tmp, "second.json")
     cmd = [exe(args, "leak_ondemand"), r1, r2]
@@ -417,6 +455,8 @@ def main():
             case_exitcode(args, tmp)
         elif c == "fork":
             case_fork(args, tmp)
+        elif c == "fatal":
+            case_fatal(args, tmp)
         elif c == "ondemand":
             case_ondemand(args, tmp)
         elif c == "stress":
