@@ -62,7 +62,13 @@ BSL_HIDDEN void options_apply(void);
  * bsl_hooks_on is set once at init when a hook is configured; with it clear, every public entry
  * point pays one predictable branch. The hooks see every block handed out and every block given
  * back through the public API; the allocator's own internal allocations (bsl_raw_*) bypass them. */
-BSL_HIDDEN extern int bsl_hooks_on;
+/* Read by every public entry point, written at start and when tracking starts: a cache line of its
+ * own (it shared one with the tick's and the init locks). */
+struct bsl_hooks_word {
+    int on;
+} __attribute__((aligned(64)));
+BSL_HIDDEN extern struct bsl_hooks_word bsl_hooks;
+#define bsl_hooks_on (bsl_hooks.on)
 /* The allocator's own allocations for hook data (site tables, records): our pages, no hooks. */
 BSL_HIDDEN void *bsl_raw_malloc(size_t n);
 BSL_HIDDEN void bsl_raw_free(void *p);

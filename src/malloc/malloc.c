@@ -461,7 +461,7 @@ static void *do_memalign(size_t align, size_t n)
 /* ---- hooks: leak tracking and debugging features, one predictable branch when off ----
  * While bsl_hooks_on is set (HOOK_LEAK and/or HOOK_DEBUG), every public entry point takes these
  * paths instead of the fast ones. */
-int bsl_hooks_on = HOOK_INIT;
+struct bsl_hooks_word bsl_hooks = {HOOK_INIT};
 
 enum hook_kind { HK_MALLOC, HK_CALLOC, HK_ALIGN, HK_ZONE };
 static void *do_calloc(size_t nmemb, size_t size);

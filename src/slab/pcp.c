@@ -35,10 +35,9 @@ _Static_assert(sizeof(struct rseq_cs) == 32 && offsetof(struct rseq_cs, start_ip
 #endif
 #endif
 
-struct pcp pcp_cpus[PCP_MAX_CID];
+struct pcp pcp_cpus[PCP_MAX_CID] __attribute__((aligned(4096)));
 __thread struct pcp pcp_tls __attribute__((tls_model("initial-exec")));
-int pcp_use_rseq;
-long bsl_rseq_tp_off, bsl_rseq_cid_off;
+struct pcp_read_mostly pcp_rm;
 static long rseq_area_off; /* thread pointer -> glibc's struct rseq (when rseq_live) */
 
 /* Fallback mode's stand-in for struct rseq (the fast paths' sequences read it through
