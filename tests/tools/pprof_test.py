@@ -214,8 +214,8 @@ def main():
     os.dup2(devnull, 0)
     os.close(devnull)
 
-    go = ARGS.go or shutil.which("go")
-    gp = ARGS.google_pprof or shutil.which("google-pprof") or shutil.which("jeprof")
+    go = shutil.which(ARGS.go or "go")
+    gp = shutil.which(ARGS.google_pprof or "google-pprof") or shutil.which("jeprof")
     with tempfile.TemporaryDirectory() as d:
         env = env_base(d)
         if go and run([go, "tool", "pprof", "-h"], env).returncode not in (0, 2):
@@ -291,8 +291,9 @@ def main():
         # Usage: an unknown format is refused with the list of formats.
         p = run([ARGS.launcher, "report", known, "--format", "proto"], env)
         check(p.returncode == 2 and "pprof" in p.stderr, "--format proto: usage error naming the formats", p)
-    print("ok: go tool pprof and %s read the exported profiles; top sites pp_leak_site (leaked, 200000 bytes) "
-          "and pp_keep_site (in use, 300000 bytes)" % (gp and os.path.basename(gp) or "(no google-pprof)"))
+    tools = [t for t, found in (("go tool pprof", go), (gp and os.path.basename(gp), gp)) if found]
+    print("ok: %s read the exported profiles; top sites pp_leak_site (leaked, 200000 bytes) and pp_keep_site "
+          "(in use, 300000 bytes)" % " and ".join(tools))
 
 
 if __name__ == "__main__":
