@@ -13,7 +13,7 @@ leak_report=FILE.json); '-' reads standard input.
                    the input of flame-graph tools (flamegraph.pl, inferno, speedscope)
   --format svg     a flame graph of bytes by stack: one self-contained SVG file (no scripts,
                    no external fonts); hover a frame to see its function, bytes and blocks
-  --format pprof   pprof's profile.proto, gzipped (go tool pprof, speedscope, pprof.me): sample
+  --format pprof   pprof's profile.proto, gzipped (go tool pprof, speedscope): sample
                    types leaked_objects, leaked_space (the default: definitely and indirectly
                    lost), inuse_objects, inuse_space (every record: the live heap when the report
                    lists reachable blocks too, leak_reachable=1); a label "kind" on each sample.
@@ -548,13 +548,13 @@ class Proto:
                 out.append(b)
                 return out
 
-    def int(self, field, v, always=False):
-        """A varint field (int64, uint64, bool); zero is the default and is left out."""
+    def num(self, field, v, always=False):
+        """A varint field (int64, uint64, bool); zero, the default, is left out unless always."""
         if v or always:
             self.buf += self.varint(field << 3) + self.varint(int(v))
         return self
 
-    def bytes(self, field, data):
+    def lendel(self, field, data):
         """A length-delimited field: bytes, a string, an embedded message."""
         if isinstance(data, Proto):
             data = data.buf
@@ -569,7 +569,7 @@ class Proto:
             body = bytearray()
             for v in values:
                 body += self.varint(int(v))
-            self.bytes(field, bytes(body))
+            self.lendel(field, bytes(body))
         return self
 
 
@@ -598,7 +598,7 @@ def render_pprof(meta, sites, path=None):
         if i is None:
             name = SYMVER.sub("", f.function) or f.function
             i = function_ids[key] = len(functions) + 1
-            functions.append(Proto().int(1, i).int(2, sid(name)).int(3, sid(f.function)).int(4, sid(f.file)))
+            functions.append(Proto().num(1, i).num(2, sid(name)).num(3, sid(f.function)).num(4, sid(f.file)))
         return i
 
     def location_id(f):
@@ -607,38 +607,39 @@ def render_pprof(meta, sites, path=None):
         if i is None:
             i = location_ids[key] = len(locations) + 1
             m = find_mapping(maps, f.address) if f.address is not None else None
-            loc = Proto().int(1, i).int(2, m.id if m else 0).int(3, f.address or 0)
+            loc = Proto().num(1, i).num(2, m.id if m else 0).num(3, f.address or 0)
             if f.function:
                 line = int(f.line) if f.line and str(f.line).isdigit() else 0
-                loc.bytes(4, Proto().int(1, function_id(f)).int(2, line))
+                loc.lendel(4, Proto().num(1, function_id(f)).num(2, line))
             if m:
                 by_mapping.setdefault(m.id, []).append(f)
             locations.append(loc)
         return i
 
     prof = Proto()
-    types = (("leaked_objects", "count"), ("leaked_space", "bytes"), ("inuse_objects", "count"), ("inuse_space", "bytes"))
+    types = (("leaked_objects", "count"), ("leaked_space", "bytes"),
+             ("inuse_objects", "count"), ("inuse_space", "bytes"))
     for t, unit in types:
-        prof.bytes(1, Proto().int(1, sid(t)).int(2, sid(unit)))
+        prof.lendel(1, Proto().num(1, sid(t)).num(2, sid(unit)))
     kind_key = sid("kind")
     for s in sites:
         lost = is_lost(s)
         sample = Proto().packed(1, [location_id(f) for f in s.frames])
         sample.packed(2, [s.blocks if lost else 0, s.bytes if lost else 0, s.blocks, s.bytes])
         if s.kind:
-            sample.bytes(3, Proto().int(1, kind_key).int(2, sid(s.kind)))
-        prof.bytes(2, sample)
+            sample.lendel(3, Proto().num(1, kind_key).num(2, sid(s.kind)))
+        prof.lendel(2, sample)
     for m in maps:
         frames = by_mapping.get(m.id, [])
         has_files = bool(frames) and all(f.file for f in frames)
-        mp = Proto().int(1, m.id).int(2, m.start).int(3, m.limit).int(4, m.offset).int(5, sid(m.path))
-        mp.int(7, bool(frames) and all(f.function for f in frames)).int(8, has_files)
-        mp.int(9, has_files and all(f.line for f in frames))
-        prof.bytes(3, mp)
+        mp = Proto().num(1, m.id).num(2, m.start).num(3, m.limit).num(4, m.offset).num(5, sid(m.path))
+        mp.num(7, bool(frames) and all(f.function for f in frames)).num(8, has_files)
+        mp.num(9, has_files and all(f.line for f in frames))
+        prof.lendel(3, mp)
     for loc in locations:
-        prof.bytes(4, loc)
+        prof.lendel(4, loc)
     for fn in functions:
-        prof.bytes(5, fn)
+        prof.lendel(5, fn)
     # Comments and the metadata, before the string table is written.
     comments = ["buddyslab leak report%s" % (" (%s)" % describe_source(meta) if describe_source(meta) else "")]
     if is_sampled(meta):
@@ -647,20 +648,20 @@ def render_pprof(meta, sites, path=None):
     comments.append("leaked_*: definitely and indirectly lost blocks; inuse_*: every block in the report "
                     "(still reachable ones only with leak_reachable=1)")
     comment_ids = [sid(c) for c in comments]
-    period_type = Proto().int(1, sid("space")).int(2, sid("bytes"))
+    period_type = Proto().num(1, sid("space")).num(2, sid("bytes"))
     default_type = sid("leaked_space")
     for s in strings:
-        prof.bytes(6, s)
+        prof.lendel(6, s)
     if path and path != "-":
         try:
-            prof.int(9, int(os.stat(path).st_mtime * 1e9))
+            prof.num(9, int(os.stat(path).st_mtime * 1e9))
         except OSError:
             pass
-    prof.bytes(11, period_type)
+    prof.lendel(11, period_type)
     sb = pick(meta, "sample_bytes")
-    prof.int(12, sb if isinstance(sb, int) and sb > 0 else 1)
+    prof.num(12, sb if isinstance(sb, int) and sb > 0 else 1)
     prof.packed(13, comment_ids)
-    prof.int(14, default_type)
+    prof.num(14, default_type)
     return gzip.compress(bytes(prof.buf), mtime=0)
 
 
