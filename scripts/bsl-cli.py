@@ -51,9 +51,10 @@ commands:
         live view of a running process's zones, buddy free lists and size classes (like
         slabtop and /proc/buddyinfo); the process must publish them: start it with
         '{p} run --top -- PROGRAM' or BUDDYSLAB_OPTIONS=publish=1. 'top' alone lists them
-  report FILE.json [--format text|folded|svg] [--output FILE] [--limit N]
+  report FILE.json [--format text|folded|svg|pprof|heap] [--output FILE] [--limit N]
         render a saved leak report (from '{p} run --leaks --report FILE.json') as text,
-        as folded stacks for flame-graph tools, or as a self-contained SVG flame graph
+        as folded stacks for flame-graph tools, as a self-contained SVG flame graph, as a
+        gzipped pprof profile (go tool pprof) or a gperftools heap profile (google-pprof)
   options [STRING]
         read STRING (default: $BUDDYSLAB_OPTIONS) as the library reads it and print every
         option's value, one key=value line each; a bad entry: the library's message, status 1
@@ -483,7 +484,7 @@ def summary(prog, pid, sig, code, opts, publish, shm, stale, start):
             if fresh:
                 line = "  leak report: %s (%s)" % (path, human(st.st_size))
                 if path.endswith(".json"):
-                    line += "; render it with: %s report %s [--format text|folded|svg]" % (PROG, path)
+                    line += "; render it with: %s report %s [--format text|folded|svg|pprof|heap]" % (PROG, path)
                 lines.append(line)
             elif sig:
                 lines.append("  leak report: %s not written (the program was killed before it could write it)" % path)

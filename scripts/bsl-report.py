@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """buddyslab report: render a saved leak report.
 
-usage: buddyslab report FILE.json [--format text|folded|svg] [--output FILE] [--limit N]
-                                  [--kind KINDS] [--title TEXT] [--width PIXELS]
+usage: buddyslab report FILE.json [--format text|folded|svg|pprof|heap] [--output FILE]
+                                  [--limit N] [--kind KINDS] [--title TEXT] [--width PIXELS]
 
 FILE.json is the JSON report a process writes at exit with leak tracking on
 (`buddyslab run --leaks --report FILE.json -- PROGRAM`, or BUDDYSLAB_OPTIONS=leak=1,
@@ -13,6 +13,14 @@ leak_report=FILE.json); '-' reads standard input.
                    the input of flame-graph tools (flamegraph.pl, inferno, speedscope)
   --format svg     a flame graph of bytes by stack: one self-contained SVG file (no scripts,
                    no external fonts); hover a frame to see its function, bytes and blocks
+  --format pprof   pprof's profile.proto, gzipped (go tool pprof, speedscope): sample
+                   types leaked_objects, leaked_space (the default: definitely and indirectly
+                   lost), inuse_objects, inuse_space (every record: the live heap when the report
+                   lists reachable blocks too, leak_reachable=1); a label "kind" on each sample.
+                   Binary: needs --output (or a pipe)
+  --format heap    the legacy gperftools heap profile text (google-pprof, jeprof): in-use objects
+                   and bytes per stack of addresses, then MAPPED_LIBRARIES; read it with
+                   `google-pprof --text PROGRAM FILE.heap`
   --output FILE    write there instead of standard output
   --limit N        text: show the N largest records only (default: all)
   --kind KINDS     only these kinds of record, comma-separated: definite, indirect, reachable
@@ -23,6 +31,7 @@ leak_report=FILE.json); '-' reads standard input.
 
 Exit status: 0, 1 when the file cannot be read or is not a leak report, 2 for a usage error.
 """
+import gzip
 import html
 import json
 import os
@@ -36,7 +45,7 @@ from bsltools import flag_value, human  # noqa: E402
 import bsltools  # noqa: E402
 
 PROG = "buddyslab report"
-USAGE = ("usage: buddyslab report FILE.json [--format text|folded|svg] [--output FILE] [--limit N] "
+USAGE = ("usage: buddyslab report FILE.json [--format text|folded|svg|pprof|heap] [--output FILE] [--limit N] "
          "[--kind KINDS] [--title TEXT] [--width PIXELS]")
 
 # ---- The report schema, in one place -------------------------------------------------------------
@@ -66,12 +75,15 @@ SCHEMA = {
     "mode": ("mode",),                  # "full" or "sampled"
     "sample_bytes": ("sample_bytes", "leak_sample"),
     "summary": ("summary",),            # {kind: {"bytes": N, "blocks": N}}
+    "mappings": ("mappings",),          # executable mappings, as lines of /proc/self/maps
 }
 # Site kinds, as the report names them, and how the text output says them.
 KINDS = {"definitely_lost": "definitely lost", "indirectly_lost": "indirectly lost",
          "still_reachable": "still reachable", "suppressed": "suppressed"}
 KIND_ALIASES = {"definite": "definitely_lost", "definitely": "definitely_lost", "lost": "definitely_lost",
                 "indirect": "indirectly_lost", "indirectly": "indirectly_lost", "reachable": "still_reachable"}
+# The output formats of --format.
+FORMATS = ("text", "folded", "svg", "pprof", "heap")
 # Order of each site's frames in the file: "leaf-first" (frame 0 is the function that called
 # malloc, as in a backtrace) or "root-first".
 STACK_ORDER = "leaf-first"
@@ -436,6 +448,250 @@ def render_svg(meta, sites, title=None, width=1200):
     return "\n".join(out) + "\n"
 
 
+# ---- pprof (profile.proto) and the legacy heap profile ------------------------------------------
+# Both need to know which object each return address is in: the report's "mappings" (lines of
+# /proc/self/maps, executable ones only, written by the library since the mappings were added to
+# the JSON), else mappings made up from each frame's module, address and offset.
+MAPS_LINE = re.compile(r"^\s*([0-9a-fA-F]+)-([0-9a-fA-F]+)\s+(\S{4})\s+([0-9a-fA-F]+)\s+(\S+)\s+(\d+)\s*(.*)$")
+PAGE = 4096
+
+
+class Mapping:
+    __slots__ = ("start", "limit", "offset", "perms", "dev", "inode", "path", "id")
+
+    def __init__(self, start, limit, offset, path, perms="r-xp", dev="00:00", inode=0):
+        self.start, self.limit, self.offset, self.path = start, limit, offset, path
+        self.perms, self.dev, self.inode, self.id = perms, dev, inode, 0
+
+    def maps_line(self):
+        """The mapping as a line of /proc/self/maps (what google-pprof and jeprof parse)."""
+        return "%x-%x %s %08x %s %d%s" % (self.start, self.limit, self.perms, self.offset, self.dev, self.inode,
+                                          " " * 10 + self.path if self.path else "")
+
+
+def report_mappings(meta, sites):
+    """[Mapping] sorted by address, without overlaps: the report's own, else made up from frames."""
+    raw = pick(meta, "mappings") if isinstance(meta, dict) else None
+    maps = []
+    if isinstance(raw, list):
+        for line in raw:
+            m = MAPS_LINE.match(line) if isinstance(line, str) else None
+            if m and "x" in m.group(3):
+                lo, hi = int(m.group(1), 16), int(m.group(2), 16)
+                if hi > lo:
+                    maps.append(Mapping(lo, hi, int(m.group(4), 16), m.group(7).strip(), m.group(3), m.group(5),
+                                        int(m.group(6))))
+    if not maps:
+        # One mapping per module: the pages its frames are in, the file offset from its load bias
+        # (pc - offset); exact for the usual objects, whose text is at the same offset in the file
+        # and in memory.
+        spans = {}
+        for s in sites:
+            for f in s.frames:
+                if f.module and f.address is not None and f.offset is not None and f.address >= f.offset:
+                    bias = f.address - f.offset
+                    lo, hi, b = spans.get(f.module, (f.address, f.address, bias))
+                    spans[f.module] = (min(lo, f.address), max(hi, f.address), b)
+        for path, (lo, hi, bias) in spans.items():
+            start = lo & ~(PAGE - 1)
+            maps.append(Mapping(start, (hi | (PAGE - 1)) + 1, max(start - bias, 0), path))
+    maps.sort(key=lambda m: (m.start, m.limit))
+    out = []
+    for m in maps:
+        if out and m.start < out[-1].limit:
+            continue  # overlapping: keep the first
+        out.append(m)
+    for i, m in enumerate(out):
+        m.id = i + 1
+    return out
+
+
+def find_mapping(maps, addr):
+    lo, hi = 0, len(maps)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if maps[mid].limit <= addr:
+            lo = mid + 1
+        elif maps[mid].start > addr:
+            hi = mid
+        else:
+            return maps[mid]
+    return None
+
+
+LOST = ("definitely_lost", "indirectly_lost")
+
+
+def is_lost(site):
+    """Lost memory: definitely or indirectly lost records (a record without a kind is a leak)."""
+    return site.kind is None or site.kind in LOST
+
+
+class Proto:
+    """A protocol buffer message, written field by field (the wire format: varint keys, varints,
+    length-delimited bytes)."""
+
+    def __init__(self):
+        self.buf = bytearray()
+
+    @staticmethod
+    def varint(v):
+        if v < 0:
+            v += 1 << 64  # int64: two's complement, ten bytes
+        out = bytearray()
+        while True:
+            b = v & 0x7F
+            v >>= 7
+            if v:
+                out.append(b | 0x80)
+            else:
+                out.append(b)
+                return out
+
+    def num(self, field, v, always=False):
+        """A varint field (int64, uint64, bool); zero, the default, is left out unless always."""
+        if v or always:
+            self.buf += self.varint(field << 3) + self.varint(int(v))
+        return self
+
+    def lendel(self, field, data):
+        """A length-delimited field: bytes, a string, an embedded message."""
+        if isinstance(data, Proto):
+            data = data.buf
+        elif isinstance(data, str):
+            data = data.encode("utf-8", "replace")
+        self.buf += self.varint((field << 3) | 2) + self.varint(len(data)) + data
+        return self
+
+    def packed(self, field, values):
+        """A repeated varint field, packed (as proto3 writes it)."""
+        if values:
+            body = bytearray()
+            for v in values:
+                body += self.varint(int(v))
+            self.lendel(field, bytes(body))
+        return self
+
+
+def render_pprof(meta, sites, path=None):
+    """profile.proto, gzipped: the report's records as samples of four values (leaked objects and
+    bytes, in-use objects and bytes), leaf first, with a label "kind"; functions, files and lines
+    from the report (every mapping says so, so that pprof does not look for symbols)."""
+    strings, string_ids = [""], {"": 0}
+
+    def sid(s):
+        s = "" if s is None else str(s)
+        i = string_ids.get(s)
+        if i is None:
+            i = string_ids[s] = len(strings)
+            strings.append(s)
+        return i
+
+    maps = report_mappings(meta, sites)
+    functions, function_ids = [], {}
+    locations, location_ids = [], {}
+    by_mapping = {}  # mapping id -> [Frame] located in it
+
+    def function_id(f):
+        key = (f.function, f.file)
+        i = function_ids.get(key)
+        if i is None:
+            name = SYMVER.sub("", f.function) or f.function
+            i = function_ids[key] = len(functions) + 1
+            functions.append(Proto().num(1, i).num(2, sid(name)).num(3, sid(f.function)).num(4, sid(f.file)))
+        return i
+
+    def location_id(f):
+        key = (f.address, f.function, f.file, f.line, f.module, f.offset)
+        i = location_ids.get(key)
+        if i is None:
+            i = location_ids[key] = len(locations) + 1
+            m = find_mapping(maps, f.address) if f.address is not None else None
+            loc = Proto().num(1, i).num(2, m.id if m else 0).num(3, f.address or 0)
+            if f.function:
+                line = int(f.line) if f.line and str(f.line).isdigit() else 0
+                loc.lendel(4, Proto().num(1, function_id(f)).num(2, line))
+            if m:
+                by_mapping.setdefault(m.id, []).append(f)
+            locations.append(loc)
+        return i
+
+    prof = Proto()
+    types = (("leaked_objects", "count"), ("leaked_space", "bytes"),
+             ("inuse_objects", "count"), ("inuse_space", "bytes"))
+    for t, unit in types:
+        prof.lendel(1, Proto().num(1, sid(t)).num(2, sid(unit)))
+    kind_key = sid("kind")
+    for s in sites:
+        lost = is_lost(s)
+        sample = Proto().packed(1, [location_id(f) for f in s.frames])
+        sample.packed(2, [s.blocks if lost else 0, s.bytes if lost else 0, s.blocks, s.bytes])
+        if s.kind:
+            sample.lendel(3, Proto().num(1, kind_key).num(2, sid(s.kind)))
+        prof.lendel(2, sample)
+    for m in maps:
+        frames = by_mapping.get(m.id, [])
+        has_files = bool(frames) and all(f.file for f in frames)
+        mp = Proto().num(1, m.id).num(2, m.start).num(3, m.limit).num(4, m.offset).num(5, sid(m.path))
+        mp.num(7, bool(frames) and all(f.function for f in frames)).num(8, has_files)
+        mp.num(9, has_files and all(f.line for f in frames))
+        prof.lendel(3, mp)
+    for loc in locations:
+        prof.lendel(4, loc)
+    for fn in functions:
+        prof.lendel(5, fn)
+    # Comments and the metadata, before the string table is written.
+    comments = ["buddyslab leak report%s" % (" (%s)" % describe_source(meta) if describe_source(meta) else "")]
+    if is_sampled(meta):
+        comments.append("sampled: values are estimates (about one allocation per %s bytes)"
+                        % (pick(meta, "sample_bytes") or "?"))
+    comments.append("leaked_*: definitely and indirectly lost blocks; inuse_*: every block in the report "
+                    "(still reachable ones only with leak_reachable=1)")
+    comment_ids = [sid(c) for c in comments]
+    period_type = Proto().num(1, sid("space")).num(2, sid("bytes"))
+    default_type = sid("leaked_space")
+    for s in strings:
+        prof.lendel(6, s)
+    if path and path != "-":
+        try:
+            prof.num(9, int(os.stat(path).st_mtime * 1e9))
+        except OSError:
+            pass
+    prof.lendel(11, period_type)
+    sb = pick(meta, "sample_bytes")
+    prof.num(12, sb if isinstance(sb, int) and sb > 0 else 1)
+    prof.packed(13, comment_ids)
+    prof.num(14, default_type)
+    return gzip.compress(bytes(prof.buf), mtime=0)
+
+
+def render_heap(meta, sites):
+    """The legacy heap profile text of gperftools (google-pprof, jeprof): one line per stack with
+    in-use objects and bytes (the allocated counts in brackets are the same: the report knows live
+    blocks only), then the mappings. Frames without an address cannot be written and are left out."""
+    acc = {}
+    skipped = 0
+    for s in sites:
+        key = tuple(f.address for f in s.frames if f.address is not None)
+        if not key:
+            skipped += 1
+            continue
+        n, b = acc.get(key, (0, 0))
+        acc[key] = (n + s.blocks, b + s.bytes)
+    if skipped:
+        sys.stderr.write("%s: %d record%s without addresses left out of the heap profile\n"
+                         % (PROG, skipped, "" if skipped == 1 else "s"))
+    tn = sum(v[0] for v in acc.values())
+    tb = sum(v[1] for v in acc.values())
+    out = ["heap profile: %6d: %8d [%6d: %8d] @ heapprofile" % (tn, tb, tn, tb)]
+    for key, (n, b) in sorted(acc.items(), key=lambda kv: (-kv[1][1], kv[0])):
+        out.append("%6d: %8d [%6d: %8d] @ %s" % (n, b, n, b, " ".join("0x%016x" % a for a in key)))
+    out.append("")
+    out.append("MAPPED_LIBRARIES:")
+    out.extend(m.maps_line() for m in report_mappings(meta, sites))
+    return "\n".join(out) + "\n"
+
+
 # ---- main ---------------------------------------------------------------------------------------
 def usage_error(msg):
     bsltools.usage_error(PROG, USAGE, msg)
@@ -455,8 +711,8 @@ def main(argv):
         if name in ("--format", "-f", "--output", "-o", "--limit", "--kind", "--title", "--width") and a.startswith("-"):
             val, i = flag_value(argv, i, usage_error)
             if name in ("--format", "-f"):
-                if val not in ("text", "folded", "svg"):
-                    usage_error("--format: '%s' is not one of text, folded, svg" % val)
+                if val not in FORMATS:
+                    usage_error("--format: '%s' is not one of %s" % (val, ", ".join(FORMATS)))
                 fmt = val
             elif name in ("--output", "-o"):
                 output = val
@@ -493,24 +749,32 @@ def main(argv):
         return 1
     if kinds is not None:
         sites = [s for s in sites if s.kind is None or s.kind in kinds]
+    if fmt == "pprof" and not (output and output != "-") and sys.stdout.isatty():
+        usage_error("--format pprof writes a binary (gzipped) file: give --output FILE.pb.gz")
     if fmt == "text":
         text = render_text(meta, sites, limit)
     elif fmt == "folded":
         text = render_folded(meta, sites)
-    else:
+    elif fmt == "svg":
         text = render_svg(meta, sites, title, width)
+    elif fmt == "heap":
+        text = render_heap(meta, sites)
+    else:
+        text = render_pprof(meta, sites, path)
+    data = text if isinstance(text, bytes) else text.encode("utf-8", "replace")
     if output and output != "-":
         try:
-            with open(output, "w", encoding="utf-8") as f:
-                f.write(text)
+            with open(output, "wb") as f:
+                f.write(data)
         except OSError as e:
             sys.stderr.write("%s: cannot write %s: %s\n" % (PROG, output, e.strerror or e))
             return 1
-        sys.stderr.write("%s: wrote %s (%s, %d bytes)\n" % (PROG, output, fmt, len(text.encode("utf-8"))))
+        sys.stderr.write("%s: wrote %s (%s, %d bytes)\n" % (PROG, output, fmt, len(data)))
     else:
         try:
-            sys.stdout.write(text)
             sys.stdout.flush()
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
         except BrokenPipeError:
             try:
                 sys.stdout = open(os.devnull, "w")

@@ -170,6 +170,38 @@ static void agg_json(struct track_out *o, const char *name, const struct agg *a,
     track_out_fmt(o, "}%s\n", comma ? "," : "");
 }
 
+/* The executable mappings of the process, as lines of /proc/self/maps (JSON strings): what a
+ * profile needs to tell which object each return address is in (buddyslab report --format
+ * pprof|heap; google-pprof reads them as is). Nothing is written when the file cannot be read. */
+static void write_mappings(struct track_out *o)
+{
+    char *buf = track_read_file("/proc/self/maps", NULL);
+    if (!buf)
+        return;
+    int k = 0;
+    for (char *p = buf; *p;) {
+        char *e = p;
+        while (*e && *e != '\n')
+            e++;
+        char *next = *e ? e + 1 : e;
+        *e = 0;
+        /* "lo-hi perms offset dev inode path": perms is the second field, 'x' its third letter */
+        const char *f = p;
+        while (*f && *f != ' ')
+            f++;
+        while (*f == ' ')
+            f++;
+        if (f[0] && f[1] && f[2] == 'x') {
+            track_out_put(o, k++ ? ",\n    " : "\n    ");
+            track_out_json_str(o, p);
+        }
+        p = next;
+    }
+    if (k)
+        track_out_put(o, "\n  ");
+    track_free(buf);
+}
+
 size_t leak_report_write(const struct track_block *b, size_t n, const char *path, int at_exit)
 {
     uint32_t nsites = __atomic_load_n(&track_nsites, __ATOMIC_ACQUIRE);
@@ -285,6 +317,8 @@ size_t leak_report_write(const struct track_block *b, size_t n, const char *path
                 track_out_fmt(o, ", \"blocks\": %llu, \"bytes\": %llu}", (unsigned long long)supps[i].hits,
                         (unsigned long long)supps[i].bytes);
             }
+            track_out_put(o, "],\n  \"mappings\": [");
+            write_mappings(o);
             track_out_put(o, "]\n}\n");
         } else {
             track_out_fmt(o, "==%ld== buddyslab leak report%s: %s tracking", pid, at_exit ? " at exit" : "",
