@@ -15,12 +15,14 @@
 #include <stdint.h>
 
 #define BSL_SHM_MAGIC 0x42534c53484d3031ull /* "BSLSHM01" */
-#define BSL_SHM_VERSION 3 /* 2: the soft OOM section; 3: 64 size classes */
+#define BSL_SHM_VERSION 4 /* 2: the soft OOM section; 3: 64 size classes; 4: top allocation sites */
 #define BSL_SHM_ZONES 2    /* LOW32, NORMAL (HUGE has no buddy lists) */
 #define BSL_SHM_ORDERS 11  /* orders 0..10 */
 #define BSL_SHM_CLASSES 64
 #define BSL_SHM_BUDGETS 16      /* the first accounts (budgets and tags) of the soft OOM policy */
 #define BSL_SHM_BUDGET_NAME 56
+#define BSL_SHM_SITES 16  /* allocation sites with the most live bytes */
+#define BSL_SHM_SITE_FRAMES 8
 
 struct bsl_shm_class {
     uint32_t size;     /* object size */
@@ -36,6 +38,16 @@ struct bsl_shm_budget {
     uint64_t budget;                /* bytes; 0: none (a tag without a budget) */
     uint64_t live;                  /* live bytes charged to it (an estimate when sampled) */
     uint64_t failed;                /* allocations refused (oom_action=fail) */
+};
+
+/* An allocation site of the leak tracker or the soft OOM policy (when tracking is on). */
+struct bsl_shm_site {
+    uint32_t idx;     /* the tracker's site index (stable for the process's life) */
+    uint32_t nframes; /* entries of frames[] in use, innermost first */
+    int64_t live;     /* live bytes (an estimate when sampled) */
+    int64_t mblocks;  /* live blocks, in thousandths (an estimate when sampled) */
+    uint64_t allocs;  /* tracked allocations ever made there */
+    uint64_t frames[BSL_SHM_SITE_FRAMES]; /* return addresses in the process (top symbolizes them) */
 };
 
 struct bsl_shm_page {
@@ -59,6 +71,12 @@ struct bsl_shm_page {
     uint32_t oom_tracking; /* 0: off, 1: every allocation, 2: sampled */
     uint32_t nbudgets;     /* entries of budgets[] in use */
     struct bsl_shm_budget budgets[BSL_SHM_BUDGETS];
+    /* version 4: tracking (leak or soft OOM), its sampling, the sites with the most live bytes */
+    uint32_t track_mode;    /* 0: off, 1: every allocation, 2: sampled */
+    uint32_t nsites;        /* entries of sites[] in use, most live bytes first */
+    uint64_t sample_bytes;  /* sampling period when track_mode is 2 */
+    uint64_t track_nsites;  /* sites the tracker knows */
+    struct bsl_shm_site sites[BSL_SHM_SITES];
 };
 
 #endif

@@ -31,8 +31,10 @@ import glob
 import mmap
 import os
 import select
+import shutil
 import signal
 import struct
+import subprocess
 import sys
 import time
 
@@ -50,12 +52,14 @@ SHM_PREFIX = "buddyslab."
 # struct bsl_shm_page, field by field (little-endian x86-64/aarch64 natural alignment; no padding
 # is needed anywhere in this layout). Keep in step with the header: the 'layout' test checks it.
 SHM_MAGIC = 0x42534C53484D3031  # "BSLSHM01"
-SHM_VERSION = 3
+SHM_VERSION = 4
 SHM_BUDGETS = 16
 SHM_BUDGET_NAME = 56
 SHM_ZONES = 2     # LOW32, NORMAL
 SHM_ORDERS = 11   # orders 0..10
 SHM_CLASSES = 64
+SHM_SITES = 16
+SHM_SITE_FRAMES = 8
 ZONE_NAMES = ("LOW32", "NORMAL")
 PAGE_SIZE = 4096
 
@@ -72,6 +76,9 @@ CLASS_FIELDS = [("size", "I"), ("order", "I"), ("inuse", "Q"), ("slabs", "Q"), (
 OOM_FIELDS = [("soft_limit", "Q"), ("hard_limit", "Q"), ("oom_events", "Q"), ("oom_reclaims", "Q"),
               ("oom_reports", "Q"), ("oom_failed", "Q"), ("oom_tracking", "I"), ("nbudgets", "I")]
 BUDGET_FIELDS = [("name", "%ds" % SHM_BUDGET_NAME), ("budget", "Q"), ("live", "Q"), ("failed", "Q")]
+TRACK_FIELDS = [("track_mode", "I"), ("nsites", "I"), ("sample_bytes", "Q"), ("track_nsites", "Q")]
+SITE_FIELDS = [("idx", "I"), ("nframes", "I"), ("live", "q"), ("mblocks", "q"), ("allocs", "Q"),
+               ("frames", "%dQ" % SHM_SITE_FRAMES)]
 
 HEADER = struct.Struct("<" + "".join(c for _, c in HEADER_FIELDS))
 NR_FREE = struct.Struct("<%dQ" % (SHM_ZONES * SHM_ORDERS))
@@ -82,7 +89,11 @@ OFF_NR_FREE = HEADER.size
 OFF_CLASSES = OFF_NR_FREE + NR_FREE.size
 OFF_OOM = OFF_CLASSES + SHM_CLASSES * CLASS.size
 OFF_BUDGETS = OFF_OOM + OOM.size
-PAGE_BYTES = OFF_BUDGETS + SHM_BUDGETS * BUDGET.size
+TRACK = struct.Struct("<" + "".join(c for _, c in TRACK_FIELDS))
+SITE = struct.Struct("<" + "".join(c for _, c in SITE_FIELDS))
+OFF_TRACK = OFF_BUDGETS + SHM_BUDGETS * BUDGET.size
+OFF_SITES = OFF_TRACK + TRACK.size
+PAGE_BYTES = OFF_SITES + SHM_SITES * SITE.size
 
 
 def offsets(fields, base=0):
@@ -118,10 +129,17 @@ def print_layout():
     for n, off in offsets(BUDGET_FIELDS):
         print("budget.%s %d" % (n, off))
     print("sizeof_budget %d" % BUDGET.size)
+    for n, off in offsets(TRACK_FIELDS, OFF_TRACK):
+        print("%s %d" % (n, off))
+    print("sites %d" % OFF_SITES)
+    for n, off in offsets(SITE_FIELDS):
+        print("site.%s %d" % (n, off))
+    print("sizeof_site %d" % SITE.size)
     print("sizeof_page %d" % PAGE_BYTES)
     print("magic_value %#x" % SHM_MAGIC)
     print("version_value %d" % SHM_VERSION)
-    print("zones %d orders %d classes %d budgets %d" % (SHM_ZONES, SHM_ORDERS, SHM_CLASSES, SHM_BUDGETS))
+    print("zones %d orders %d classes %d budgets %d sites %d frames %d" % (SHM_ZONES, SHM_ORDERS, SHM_CLASSES,
+                                                                        SHM_BUDGETS, SHM_SITES, SHM_SITE_FRAMES))
 
 
 def decode(buf):
@@ -138,6 +156,13 @@ def decode(buf):
         b = dict(zip(names, BUDGET.unpack_from(buf, OFF_BUDGETS + i * BUDGET.size)))
         b["name"] = b["name"].split(b"\0", 1)[0].decode(errors="replace")
         page["budgets"].append(b)
+    page.update(zip([n for n, _ in TRACK_FIELDS], TRACK.unpack_from(buf, OFF_TRACK)))
+    page["sites"] = []
+    for i in range(min(page["nsites"], SHM_SITES)):
+        v = SITE.unpack_from(buf, OFF_SITES + i * SITE.size)
+        st = {"idx": v[0], "nframes": v[1], "live": v[2], "blocks": v[3] / 1000.0, "allocs": v[4]}
+        st["frames"] = list(v[5:5 + min(v[1], SHM_SITE_FRAMES)])
+        page["sites"].append(st)
     return page
 
 
@@ -447,9 +472,147 @@ def render(page, pid, name, refresh, count, now_ms, exact, max_rows=None, histor
                 out.append("  %-32s %12s %12s %5s %10d" % (b["name"][:32], size(b["live"]),
                                                           size(b["budget"]) if b["budget"] else "none", use,
                                                           b["failed"]))
+    if page.get("track_mode"):
+        out.append("")
+        out += render_sites(page, pid, size, now_ms, max_rows)
     if history:
         out.append("")
         out += render_history(history, size, width)
+    return out
+
+
+# ---- allocation sites ---------------------------------------------------------------------------
+class Symbolizer:
+    """Return addresses of a live process -> "function (file:line)", through /proc/PID/maps and
+    addr2line (binutils); "module+0xoffset" where addr2line or the symbol is missing."""
+
+    def __init__(self, pid):
+        self.pid, self.maps, self.cache, self.etype = pid, [], {}, {}
+        self.addr2line = shutil.which("addr2line")
+        self.reload()
+
+    def reload(self):
+        maps = []
+        try:
+            with open("/proc/%d/maps" % self.pid) as f:
+                for line in f:
+                    p = line.split(None, 5)
+                    if len(p) < 6 or not p[5].strip().startswith("/"):
+                        continue
+                    lo, hi = (int(x, 16) for x in p[0].split("-"))
+                    maps.append((lo, hi, int(p[2], 16), p[5].strip()))
+        except OSError:
+            pass
+        self.maps = maps
+        self.base = {}
+        for lo, hi, off, path in maps:
+            if off == 0 and path not in self.base:
+                self.base[path] = lo
+
+    def module(self, addr):
+        for lo, hi, off, path in self.maps:
+            if lo <= addr < hi:
+                return path
+        return None
+
+    def elf_addr(self, path, addr):
+        """The address as the ELF file names it: unchanged for a fixed executable (ET_EXEC),
+        relative to the load base for PIE programs and shared objects (ET_DYN)."""
+        if path not in self.etype:
+            try:
+                with open(path, "rb") as f:
+                    hdr = f.read(18)
+                self.etype[path] = struct.unpack_from("<H", hdr, 16)[0] if hdr[:4] == b"\x7fELF" else 0
+            except OSError:
+                self.etype[path] = 0
+        return addr if self.etype[path] == 2 else addr - self.base.get(path, 0)
+
+    def names(self, addrs):
+        """{addr: (function or None, "file:line" or None, module)} for return addresses."""
+        want = {}
+        for a in addrs:
+            if a in self.cache:
+                continue
+            path = self.module(a)
+            if path is None:
+                self.cache[a] = (None, None, None)
+                continue
+            want.setdefault(path, []).append(a)
+        for path, lst in want.items():
+            res = {}
+            if self.addr2line and os.path.exists(path):
+                # a return address points after the call: look up the call (addr - 1)
+                args = ["%#x" % (self.elf_addr(path, a) - 1) for a in lst]
+                try:
+                    p = subprocess.run([self.addr2line, "-f", "-C", "-e", path] + args, capture_output=True,
+                                       text=True, timeout=10)
+                    lines = p.stdout.split("\n")
+                    for i, a in enumerate(lst):
+                        fn, loc = lines[2 * i:2 * i + 2] if len(lines) >= 2 * i + 2 else ("??", "??:0")
+                        fn = None if fn.startswith("??") else fn
+                        loc = None if loc.startswith("??") else os.path.basename(loc.split(" ")[0])
+                        res[a] = (fn, loc)
+                except (OSError, subprocess.SubprocessError):
+                    pass
+            for a in lst:
+                fn, loc = res.get(a, (None, None))
+                self.cache[a] = (fn, loc, path)
+        return {a: self.cache[a] for a in addrs}
+
+    def describe(self, addr):
+        fn, loc, path = self.names([addr])[addr]
+        if fn:
+            return fn + (" (%s)" % loc if loc else "")
+        if path:
+            return "%s+%#x" % (os.path.basename(path), self.elf_addr(path, addr))
+        return "%#x" % addr
+
+
+_symbolizers = {}
+_site_prev = {}  # pid -> (time ms, {site idx: live bytes}) of the previous refresh
+
+
+def site_label(sym, frames):
+    """The first frame outside buddyslab and the C library's allocation wrappers, then its caller."""
+    info = sym.names(frames)
+    shown = []
+    for a in frames:
+        fn, loc, path = info[a]
+        base = os.path.basename(path or "")
+        if base.startswith("libbuddyslab") or (fn or "").startswith(("bsl_", "__libc_", "operator new")):
+            continue
+        shown.append(sym.describe(a))
+        if len(shown) == 2:
+            break
+    return " < ".join(shown) if shown else (sym.describe(frames[0]) if frames else "[no stack]")
+
+
+def render_sites(page, pid, size, now_ms, max_rows):
+    sym = _symbolizers.get(pid)
+    if sym is None:
+        sym = _symbolizers[pid] = Symbolizer(pid)
+    elif any(sym.module(a) is None for s in page["sites"] for a in s["frames"][:1]):
+        sym.reload()  # a library loaded since
+    sampled = page["track_mode"] == 2
+    how = ("sampled, about one allocation per %s: live figures are estimates" % human(page["sample_bytes"])
+           if sampled else "every allocation")
+    out = ["Top allocation sites by live bytes (tracking %s; %d sites)" % (how, page["track_nsites"])]
+    if not page["sites"]:
+        out.append("  (no live tracked block yet)")
+        return out
+    prev_t, prev = _site_prev.get(pid, (None, {}))
+    dt = (now_ms - prev_t) / 1000.0 if prev_t is not None and now_ms > prev_t else None
+    out.append("  %12s %10s %12s %12s  %s" % ("LIVE", "BLOCKS", "ALLOCS", "GROWTH/s", "SITE (function < caller)"))
+    shown = page["sites"] if max_rows is None else page["sites"][:max(1, max_rows)]
+    for st in shown:
+        growth = "-"
+        if dt and st["idx"] in prev:
+            g = (st["live"] - prev[st["idx"]]) / dt
+            growth = ("+" if g >= 0 else "-") + size(int(abs(g)))
+        blocks = ("%.0f" % st["blocks"]) if not sampled else ("~%.0f" % st["blocks"])
+        out.append("  %12s %10s %12d %12s  %s" % (size(st["live"]), blocks, st["allocs"], growth,
+                                                   site_label(sym, st["frames"])))
+    _site_prev[pid] = (now_ms, {st["idx"]: st["live"] for st in page["sites"]})
     return out
 
 

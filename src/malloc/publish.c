@@ -2,6 +2,7 @@
 #include "buddyslab_shm.h"
 #include "malloc/internal.h"
 #include "oom/oom.h"
+#include "track/track.h"
 
 #include <string.h>
 
@@ -23,6 +24,31 @@ void publish_init(void)
     page->version = BSL_SHM_VERSION;
     page->pid = (uint32_t)os_getpid();
     __atomic_store_n(&page->magic, BSL_SHM_MAGIC, __ATOMIC_RELEASE);
+}
+
+/* The tracker's sites with the most live bytes (a racy view: top is no account). Called between
+ * the seqlock's two stores, from the tick, outside every allocator lock. */
+static void publish_sites(void)
+{
+    int mode = track_mode();
+    page->track_mode = track_stopped() ? 0 : (uint32_t)mode;
+    page->sample_bytes = track_sample_bytes;
+    page->track_nsites = mode ? track_nsites : 0;
+    struct track_site_stat top[BSL_SHM_SITES];
+    unsigned n = mode && !track_stopped() ? track_sites_top(top, BSL_SHM_SITES) : 0;
+    for (unsigned i = 0; i < n; i++) {
+        struct bsl_shm_site *d = &page->sites[i];
+        const uintptr_t *frames;
+        unsigned depth = track_site_frames(top[i].site, &frames);
+        d->idx = track_site_idx(top[i].site);
+        d->nframes = depth < BSL_SHM_SITE_FRAMES ? depth : BSL_SHM_SITE_FRAMES;
+        d->live = top[i].bytes;
+        d->mblocks = top[i].mblocks;
+        d->allocs = top[i].allocs;
+        for (unsigned f = 0; f < d->nframes; f++)
+            d->frames[f] = frames[f];
+    }
+    page->nsites = n;
 }
 
 void publish_update(uint64_t now)
@@ -65,6 +91,7 @@ void publish_update(uint64_t now)
     memcpy(page->nr_free, nr_free, sizeof(nr_free));
     memcpy(page->classes, cls, sizeof(cls));
     oom_publish(page);
+    publish_sites();
     __atomic_store_n(&page->seq, seq + 2, __ATOMIC_RELEASE); /* even: consistent */
 }
 

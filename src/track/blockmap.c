@@ -162,6 +162,8 @@ __thread unsigned track_ndeferred;
 /* A record leaves the map: the block's bytes leave its site's account. */
 void track_uncharge(uint64_t val)
 {
+    track_site_live((uint32_t)(val & TRACK_MAX_SITES), (val & ~TRACK_FLAGS) >> TRACK_SITE_IDX_BITS, !!(val & TRACK_EXACT),
+                    -1);
     if (!(val & TRACK_CHARGED))
         return;
     const struct track_site *site = track_site_get((uint32_t)(val & TRACK_MAX_SITES));

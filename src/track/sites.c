@@ -88,6 +88,11 @@ struct track_site {
     uint16_t depth;
     uint16_t tag;        /* the caller's label when the stack was captured (part of the identity) */
     uint64_t data[TRACK_SITE_DATA / 8]; /* a consumer's (track_site_data) */
+    /* Its live tracked blocks, for `buddyslab top` (estimates when sampled: bytes and blocks
+     * weighed by track_weigh, blocks in thousandths), and the tracked allocations ever made.
+     * Atomic adds by every thread that allocates or frees one of its blocks. */
+    int64_t live_bytes, live_mblocks;
+    uint64_t nr_allocs;
     uintptr_t frames[];
 };
 
@@ -120,6 +125,41 @@ unsigned track_site_frames(const struct track_site *s, const uintptr_t **frames)
 void *track_site_data(const struct track_site *s) { return (void *)s->data; }
 uint16_t track_site_label(const struct track_site *s) { return s->tag; }
 uint32_t track_site_idx(const struct track_site *s) { return s->idx; }
+
+void track_site_live(uint32_t idx, uint64_t size, int exact, int sign)
+{
+    struct track_site *s = (struct track_site *)track_site_get(idx);
+    if (!s)
+        return;
+    double blocks, bytes;
+    track_weigh(size, exact, &blocks, &bytes);
+    __atomic_fetch_add(&s->live_bytes, sign * (int64_t)(bytes + 0.5), __ATOMIC_RELAXED);
+    __atomic_fetch_add(&s->live_mblocks, sign * (int64_t)(blocks * 1000 + 0.5), __ATOMIC_RELAXED);
+    if (sign > 0)
+        __atomic_fetch_add(&s->nr_allocs, 1, __ATOMIC_RELAXED);
+}
+
+unsigned track_sites_top(struct track_site_stat *out, unsigned n)
+{
+    unsigned got = 0;
+    uint32_t last = __atomic_load_n(&track_nsites, __ATOMIC_ACQUIRE);
+    for (uint32_t i = 0; i <= last && n; i++) {
+        const struct track_site *s = track_site_get(i);
+        if (!s)
+            continue;
+        int64_t b = __atomic_load_n(&s->live_bytes, __ATOMIC_RELAXED);
+        if (b <= 0 || (got == n && b <= out[n - 1].bytes))
+            continue;
+        unsigned k = got < n ? got++ : n - 1; /* insertion into the sorted array, largest first */
+        while (k > 0 && out[k - 1].bytes < b) {
+            out[k] = out[k - 1];
+            k--;
+        }
+        out[k] = (struct track_site_stat){s, b, __atomic_load_n(&s->live_mblocks, __ATOMIC_RELAXED),
+                                          __atomic_load_n(&s->nr_allocs, __ATOMIC_RELAXED)};
+    }
+    return got;
+}
 
 struct site_key {
     const uintptr_t *frames;

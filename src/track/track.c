@@ -66,6 +66,7 @@ static __attribute__((noinline)) void track_block(void *p, size_t size, uint32_t
     uint64_t val = (exact ? TRACK_EXACT : 0) | (s ? TRACK_CHARGED : 0) | sz << TRACK_SITE_IDX_BITS | site;
     int r = track_map_insert((uintptr_t)p, val, &old);
     if (r >= 0) {
+        track_site_live(site, sz, exact, 1);
         if (s)
             acct->charge(s, sz, 1, exact);
         if (r == 0)

@@ -120,6 +120,16 @@ BSL_HIDDEN uint32_t track_site_idx(const struct track_site *s);
  * written only by that consumer (the soft OOM policy's accounts). */
 #define TRACK_SITE_DATA 32
 BSL_HIDDEN void *track_site_data(const struct track_site *s);
+/* A tracked block of `size` bytes from site idx arrived (sign 1) or left (-1): its live counters. */
+BSL_HIDDEN void track_site_live(uint32_t idx, uint64_t size, int exact, int sign);
+/* The n sites with the most live bytes, largest first (racy reads: a view for `buddyslab top`,
+ * not an account). Returns how many were filled. Takes no lock; O(sites). */
+struct track_site_stat {
+    const struct track_site *site;
+    int64_t bytes, mblocks; /* live; blocks in thousandths (estimates when sampled) */
+    uint64_t allocs;        /* tracked allocations ever made */
+};
+BSL_HIDDEN unsigned track_sites_top(struct track_site_stat *out, unsigned n);
 
 /* ---- accounting: a consumer told of every tracked block (track.c) ----
  * admit: before a tracked allocation from site s (track_guard set, outside every allocator lock):

@@ -83,7 +83,7 @@ BSL_HIDDEN int track_map_insert(uintptr_t p, uint64_t val, uint64_t *old);
 /* The record of p leaves the map (try_only: this thread runs tracker code and may hold the shard:
  * when busy, the address is deferred). Uncharges it. */
 BSL_HIDDEN void track_forget(uintptr_t p, int try_only);
-/* A record left the map: its block's bytes leave its site's account. */
+/* A record left the map: its block's bytes leave its site's live counters and account. */
 BSL_HIDDEN void track_uncharge(uint64_t val);
 BSL_HIDDEN extern __thread unsigned track_ndeferred;
 BSL_HIDDEN void track_map_fork_prepare(int careful);

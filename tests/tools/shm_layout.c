@@ -9,6 +9,7 @@
 #define F(name) printf("%s %zu\n", #name, offsetof(struct bsl_shm_page, name))
 #define C(name) printf("class.%s %zu\n", #name, offsetof(struct bsl_shm_class, name))
 #define B(name) printf("budget.%s %zu\n", #name, offsetof(struct bsl_shm_budget, name))
+#define S(name) printf("site.%s %zu\n", #name, offsetof(struct bsl_shm_site, name))
 
 int main(void)
 {
@@ -24,10 +25,14 @@ int main(void)
     F(budgets);
     B(name); B(budget); B(live); B(failed);
     printf("sizeof_budget %zu\n", sizeof(struct bsl_shm_budget));
+    F(track_mode); F(nsites); F(sample_bytes); F(track_nsites);
+    F(sites);
+    S(idx); S(nframes); S(live); S(mblocks); S(allocs); S(frames);
+    printf("sizeof_site %zu\n", sizeof(struct bsl_shm_site));
     printf("sizeof_page %zu\n", sizeof(struct bsl_shm_page));
     printf("magic_value %#llx\n", (unsigned long long)BSL_SHM_MAGIC);
     printf("version_value %d\n", BSL_SHM_VERSION);
-    printf("zones %d orders %d classes %d budgets %d\n", BSL_SHM_ZONES, BSL_SHM_ORDERS, BSL_SHM_CLASSES,
-           BSL_SHM_BUDGETS);
+    printf("zones %d orders %d classes %d budgets %d sites %d frames %d\n", BSL_SHM_ZONES, BSL_SHM_ORDERS,
+           BSL_SHM_CLASSES, BSL_SHM_BUDGETS, BSL_SHM_SITES, BSL_SHM_SITE_FRAMES);
     return 0;
 }

@@ -389,7 +389,7 @@ def parse_top(text):
     blocks = [b for b in re.split(r"(?m)^(?=buddyslab top - pid )", text) if b.strip()]
     out = []
     for b in blocks:
-        blk = {"totals": {}, "buddy": {}, "classes": {}, "budgets": {}, "oom": None}
+        blk = {"totals": {}, "buddy": {}, "classes": {}, "budgets": {}, "oom": None, "sites": [], "sites_head": None}
         m = re.match(r"buddyslab top - pid (\d+) \((.*?)\)  refresh (\d+)/(\d+)  page updated (\d+) ms ago, "
                      r"update #(\d+)", b)
         check(m, "top: unexpected header:\n" + b)
@@ -405,6 +405,13 @@ def parse_top(text):
                 section = "classes"
             elif line.startswith("History ("):
                 section = "history"
+            elif line.startswith("Top allocation sites"):
+                section = "sites"
+                blk["sites_head"] = line
+            elif section == "sites" and re.match(r"  +\d+ +~?\d+ +\d+ +\S+  ", line):
+                p = line.split(None, 4)
+                blk["sites"].append({"live": int(p[0]), "blocks": int(p[1].lstrip("~")), "allocs": int(p[2]),
+                                     "growth": p[3], "site": p[4]})
             elif line.startswith("Soft OOM ("):
                 section = "oom"
                 blk["oom"] = line
@@ -539,6 +546,46 @@ def t_top_budgets():
         rc, out, err = stop_target(proc)
     check(rc == 0, "the test program exited with %d:\n%s" % (rc, err))
     print("ok: top shows the soft OOM section; budget 'main' holds %d bytes, as the program says" % got["live"])
+
+
+def t_top_sites():
+    # With the leak tracker on (every allocation), top lists the allocation sites by live bytes:
+    # the target's blocks all come from top_target_fill, so that site leads with exactly n blocks
+    # of `size` bytes; between two refreshes nothing is allocated, so its growth is zero.
+    n, size = 1500, 5000
+    proc, lines = start_target(["--top", "--leaks"], n, size)
+    try:
+        pid = parse_target(lines)["pid"]
+        p = launcher("top", str(pid), "--count", "2", "--interval", "0.3", "--bytes", timeout=60)
+        check(p.returncode == 0, "top failed", p)
+        blocks = parse_top(p.stdout)
+        check(len(blocks) == 2, "two refreshes", p)
+        first, second = blocks
+        check(first["sites_head"] and "every allocation" in first["sites_head"],
+              "top shows no allocation sites section with tracking on", p)
+        check(first["sites"], "no site rows", p)
+        top = first["sites"][0]
+        check("top_target_fill" in top["site"], "the top site is not named top_target_fill: %s" % top, p)
+        check(top["live"] == n * size and top["blocks"] == n and top["allocs"] >= n,
+              "top site: live %d in %d blocks, the program holds %d in %d" % (top["live"], top["blocks"], n * size, n), p)
+        lives = [x["live"] for x in first["sites"]]
+        check(lives == sorted(lives, reverse=True), "sites not sorted by live bytes: %s" % lives, p)
+        again = [x for x in second["sites"] if "top_target_fill" in x["site"]]
+        check(again and again[0]["growth"] in ("+0", "-0"),
+              "second refresh: growth of a site that did not allocate should be 0: %s" % again, p)
+    finally:
+        rc, out, err = stop_target(proc)
+    check(rc == 0, "the test program exited with %d:\n%s" % (rc, err))
+    # Without tracking: no sites section.
+    proc, lines = start_target(["--top"], 10, 64)
+    try:
+        pid = parse_target(lines)["pid"]
+        p = launcher("top", str(pid), "--count", "1", "--bytes", timeout=30)
+        check(p.returncode == 0 and parse_top(p.stdout)[0]["sites_head"] is None,
+              "top shows a sites section without tracking", p)
+    finally:
+        stop_target(proc)
+    print("ok: top lists the allocation sites: top_target_fill %d bytes in %d blocks, growth 0" % (n * size, n))
 
 
 def t_top_errors():
@@ -795,7 +842,7 @@ def t_install():
 
 
 CHECKS = {"top-budgets": t_top_budgets, "run-status": t_run_status, "run-usage": t_run_usage, "run-publish": t_run_publish,
-          "run-reports": t_run_reports, "top": t_top, "top-errors": t_top_errors, "top-layout": t_top_layout,
+          "run-reports": t_run_reports, "top": t_top, "top-errors": t_top_errors, "top-sites": t_top_sites, "top-layout": t_top_layout,
           "report": t_report, "install": t_install}
 
 
