@@ -52,8 +52,9 @@ commands:
         slabtop and /proc/buddyinfo); the process must publish them: start it with
         '{p} run --top -- PROGRAM' or BUDDYSLAB_OPTIONS=publish=1. 'top' alone lists them
   report FILE.json [--format text|folded|svg] [--output FILE] [--limit N]
-        render a saved leak report (from '{p} run --leaks --report FILE.json') as text,
-        as folded stacks for flame-graph tools, or as a self-contained SVG flame graph
+        render a saved leak report (from '{p} run --leaks --report FILE.json') or the soft OOM
+        reports of --oom-report FILE (FILE.json) as text, as folded stacks for flame-graph
+        tools, or as a self-contained SVG flame graph
   options [STRING]
         read STRING (default: $BUDDYSLAB_OPTIONS) as the library reads it and print every
         option's value, one key=value line each; a bad entry: the library's message, status 1
