@@ -57,6 +57,7 @@ BSL_HIDDEN void *os_map_shared_file(const char *path, size_t size);
 BSL_HIDDEN void os_unlink(const char *path);
 BSL_HIDDEN __attribute__((noreturn)) void os_abort(void);
 BSL_HIDDEN long os_getpid(void);
+BSL_HIDDEN long os_getppid(void);
 /* Resident set size of this process in bytes (from /proc/self/statm), 0 when unknown. */
 BSL_HIDDEN size_t os_rss(void);
 

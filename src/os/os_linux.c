@@ -273,6 +273,7 @@ void os_abort(void)
 }
 
 long os_getpid(void) { return (long)syscall(SYS_getpid); }
+long os_getppid(void) { return (long)syscall(SYS_getppid); }
 
 size_t os_rss(void)
 {

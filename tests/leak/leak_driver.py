@@ -13,7 +13,7 @@ name fails the test (an unexpected leak). With --valgrind, the same program runs
 indirectly lost records, with their block counts, must be the same as ours.
 
 Cases: basic, basic-o2, basic-rseq0, basic-debug, threads, threads-exit, cxx, dlopen, sample,
-suppressions, exitcode, fork, ondemand, stress, output, internal.
+suppressions, exitcode, fork, fork-path, ondemand, stress, output, internal.
 Command lines and outputs are printed on failure.
 """
 import argparse
@@ -324,6 +324,33 @@ def case_fork(args, tmp):
     print("fork: ok (9 reports)")
 
 
+def case_fork_path(args, tmp):
+    """leak_report without %p in a program that forks: the parent's report keeps the path, each
+    child writes PATH with its pid before the extension and never overwrites the parent's (issue
+    16: a child's report replaced the parent's after the launcher had named it)."""
+    cmd = [exe(args, "leak_fork")]
+    path = os.path.join(tmp, "fork.json")
+    env = base_env({"LD_PRELOAD": args.lib, "BUDDYSLAB_OPTIONS": "leak=1,leak_report=" + path})
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate(timeout=TIMEOUT)
+    if proc.returncode != 0 or b"fork: 8 children ok" not in out:
+        fail("fork-path: program failed: status %s\n%s\n%s" % (proc.returncode, out.decode(), err.decode()))
+    files = sorted(os.listdir(tmp))
+    children = [f for f in files if re.fullmatch(r"fork\.\d+\.json", f)]
+    if "fork.json" not in files or len(children) != 8 or len(files) != 9:
+        fail("fork-path: expected fork.json and 8 fork.<pid>.json, got %s" % files)
+    parent = Report(path)
+    if parent.doc["pid"] != proc.pid:
+        fail("fork-path: fork.json holds the report of pid %s, not the parent's (%d)" % (parent.doc["pid"], proc.pid))
+    check_exact(parent, "definitely_lost", {"lk_in_parent": (1111, 1)}, "fork-path parent")
+    for f in children:
+        child = Report(os.path.join(tmp, f))
+        if "fork.%d.json" % child.doc["pid"] != f or child.by["definitely_lost"].get("lk_in_child") != [4321, 1]:
+            fail("fork-path: %s is not its child's report (pid %s)\n%s" % (
+                f, child.doc["pid"], json.dumps(child.doc, indent=1)[:3000]))
+    print("fork-path: ok (fork.json is the parent's, 8 fork.<pid>.json)")
+
+
 def case_ondemand(args, tmp):
     r1, r2 = os.path.join(tmp, "first.json"), os.path.join(tmp, "second.json")
     cmd = [exe(args, "leak_ondemand"), r1, r2]
@@ -438,6 +465,8 @@ def main():
             case_exitcode(args, tmp)
         elif c == "fork":
             case_fork(args, tmp)
+        elif c == "fork-path":
+            case_fork_path(args, tmp)
         elif c == "ondemand":
             case_ondemand(args, tmp)
         elif c == "stress":

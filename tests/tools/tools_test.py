@@ -9,6 +9,8 @@ CHECK is one of:
                  the launcher and passed on), stdin and stdout pass through, --stats output
   run-usage      bad flags and commands: a usage line and exit status 2; unknown program: 127; bad
                  option values refused with the library's own message; `options` lists them all
+  run-children   --report FILE.json with a program that starts others: FILE.json stays the program's,
+                 children write FILE.<pid>.json and the summary lists those present
   run-publish    --top: /dev/shm/buddyslab.<pid> exists (mode 0600) while the program runs and is
                  gone after, also when the program is killed by a signal
   run-reports    --leaks --report FILE.json: the summary says where the report went (or that the
@@ -157,6 +159,58 @@ def t_run_status():
             check(not os.path.exists("/proc/%d" % child) or open("/proc/%d/stat" % child).read().split()[2] == "Z",
                   "the program (pid %d) still runs after the launcher got %s" % (child, sig.name))
     print("ok: run keeps exit statuses (0, 3, 128+N), passes signals, stdin and stdout; --stats reports")
+
+
+def t_run_children():
+    """--report FILE.json (no %p) with a program that starts others: the file the launcher names
+    stays the program's; a child process writes FILE.<pid>.json, listed by the summary when it is
+    there before the program exits (issue 16: `bash -c '(sleep 1; perl -e 1) & echo done'` left
+    perl's report in the file named as bash's)."""
+    py = sys.executable
+    child = "%s -c \"import os; open('py.pid', 'w').write(str(os.getpid()))\"" % py
+
+    def wait_for(path, what, p):
+        deadline = time.time() + 30
+        while time.time() < deadline and not os.path.exists(path):
+            time.sleep(0.1)
+        check(os.path.exists(path), "%s never appeared (%s)" % (what, sorted(os.listdir(os.path.dirname(path)))), p)
+
+    def check_kids(d, stem, files, p):
+        for f in files:
+            if re.fullmatch(re.escape(stem) + r"\.\d+\.json", f):
+                pid = json.load(open(os.path.join(d, f)))["pid"]
+                check(f == "%s.%d.json" % (stem, pid), "%s holds the report of pid %s" % (f, pid), p)
+
+    with tempfile.TemporaryDirectory() as d:
+        # A child that outlives the program: its report comes after the summary.
+        p = subprocess.run([ARGS.launcher, "run", "--leaks", "--report", "f.json", "--", "bash", "-c",
+                            "(sleep 1; %s) & echo done" % child], cwd=d, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env=env_base(), timeout=TIMEOUT)
+        m = re.search(r"bash \(pid (\d+)\) exited with status 0", p.stderr)
+        check(p.returncode == 0 and m and "leak report: %s" % os.path.join(d, "f.json") in p.stderr,
+              "the launcher names bash's report", p)
+        wait_for(os.path.join(d, "py.pid"), "py.pid (the background python)", p)
+        kid = open(os.path.join(d, "py.pid")).read()
+        wait_for(os.path.join(d, "f.%s.json" % kid), "python's report f.%s.json" % kid, p)
+        time.sleep(0.3)
+        files = sorted(os.listdir(d))
+        owner = json.load(open(os.path.join(d, "f.json")))["pid"]
+        check(owner == int(m.group(1)), "f.json holds the report of pid %s, not bash's (%s); files %s" % (
+            owner, m.group(1), files), p)
+        check_kids(d, "f", files, p)
+    with tempfile.TemporaryDirectory() as d:
+        # A child that ends before the program: the summary lists its report.
+        p = subprocess.run([ARGS.launcher, "run", "--leaks", "--report", "g.json", "--", "bash", "-c",
+                            "%s; echo done" % child], cwd=d, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env=env_base(), timeout=TIMEOUT)
+        kid = open(os.path.join(d, "py.pid")).read()
+        path = os.path.join(d, "g.%s.json" % kid)
+        check(p.returncode == 0 and os.path.exists(path), "python's report g.<pid>.json: %s" % os.listdir(d), p)
+        check("child process" in p.stderr and path in p.stderr, "the summary lists the child's report %s" % path, p)
+        m = re.search(r"bash \(pid (\d+)\) exited", p.stderr)
+        check(json.load(open(os.path.join(d, "g.json")))["pid"] == int(m.group(1)), "g.json is bash's", p)
+        check_kids(d, "g", sorted(os.listdir(d)), p)
+    print("ok: --report FILE.json stays the program's; children write FILE.<pid>.json, listed when present")
 
 
 def t_run_usage():
@@ -892,7 +946,7 @@ def t_install():
 
 
 CHECKS = {"top-budgets": t_top_budgets, "run-status": t_run_status, "run-usage": t_run_usage, "run-publish": t_run_publish,
-          "run-reports": t_run_reports, "top": t_top, "top-errors": t_top_errors, "top-layout": t_top_layout,
+          "run-reports": t_run_reports, "run-children": t_run_children, "top": t_top, "top-errors": t_top_errors, "top-layout": t_top_layout,
           "report": t_report, "report-clean": t_report_clean, "report-oom": t_report_oom, "install": t_install}
 
 
