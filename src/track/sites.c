@@ -125,9 +125,9 @@ uint32_t track_site_idx(const struct track_site *s) { return s->idx; }
 int track_site_internal(const struct track_site *s) { return s && s->internal; }
 
 /* ---- the helper libraries' code ----
- * liburcu runs code of its own outside the tracker's calls: the thread the hash table starts for
- * its deferred work (resizes) registers with urcu-bp and allocates its thread-local storage there,
- * with no track_guard set (the guard is per thread). Such blocks are the allocator's, not the
+ * liburcu runs code of its own outside the tracker's calls: a big resize of the hash table runs in
+ * helper threads it starts (partition_resize_helper), which register with urcu-bp and allocate
+ * their thread-local storage there, with no track_guard set (the guard is per thread). Such blocks are the allocator's, not the
  * program's: a site with a frame in liburcu-bp or liburcu-cds is internal, and its blocks are not
  * tracked (track.c). */
 #define HELPER_MAX 8

@@ -45,7 +45,7 @@ static __attribute__((noinline)) uint64_t track_site(size_t size, uint16_t label
     int refuse = 0, internal = 0;
     const struct track_site *s = track_site_get(site);
     if (track_site_internal(s)) {
-        internal = 1; /* the allocator's own (liburcu's thread): not the program's, never tracked */
+        internal = 1; /* the allocator's own (liburcu's resize threads): not the program's, never tracked */
     } else {
         const struct track_accounting *acct = __atomic_load_n(&track_acct, __ATOMIC_ACQUIRE);
         if (acct)
