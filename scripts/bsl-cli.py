@@ -13,6 +13,7 @@ are read by the library itself (bsltools.options_explain): no size or option par
 """
 import glob
 import os
+import re
 import shutil
 import signal
 import struct
@@ -52,9 +53,10 @@ commands:
         slabtop and /proc/buddyinfo); the process must publish them: start it with
         '{p} run --top -- PROGRAM' or BUDDYSLAB_OPTIONS=publish=1. 'top' alone lists them
   report FILE.json [--format text|folded|svg|pprof|heap] [--output FILE] [--limit N]
-        render a saved leak report (from '{p} run --leaks --report FILE.json') as text,
-        as folded stacks for flame-graph tools, as a self-contained SVG flame graph, as a
-        gzipped pprof profile (go tool pprof) or a gperftools heap profile (google-pprof)
+        render a saved leak report (from '{p} run --leaks --report FILE.json') or the soft OOM
+        reports of --oom-report FILE (FILE.json) as text, as folded stacks for flame-graph
+        tools, as a self-contained SVG flame graph, as a gzipped pprof profile (go tool pprof)
+        or a gperftools heap profile (google-pprof)
   options [STRING]
         read STRING (default: $BUDDYSLAB_OPTIONS) as the library reads it and print every
         option's value, one key=value line each; a bad entry: the library's message, status 1
@@ -335,6 +337,10 @@ def cmd_run(argv):
         return 127
     lib = ensure_lib()
     options, opts = compose(lib, frags)
+    if (opts.on("leak") or opts.on("leak_sample")) and opts.get("leak_report"):
+        # The report file is the program's (the process we start, whatever it execs): the library
+        # gives every other process of the tree FILE.<pid>.ext (child_reports below finds them).
+        options += ",leak_report_parent=%d" % os.getpid()
     # Our library goes first: the first preloaded object that defines malloc wins.
     preload = " ".join([lib] + [p for p in CALLER_LD_PRELOAD.replace(":", " ").split() if p != lib])
     name = os.path.basename(cmd[0])
@@ -451,6 +457,29 @@ def supervise(cmd, env, opts, quiet):
     return code
 
 
+def child_reports(path, start):
+    """The reports the program's child processes wrote beside path (FILE.<pid>.ext: the library
+    never lets them overwrite the program's) during this run, oldest first."""
+    d, base = os.path.split(path)
+    stem, dot, ext = base.rpartition(".") if "." in base.lstrip(".") else (base, "", "")
+    pat = re.compile(re.escape(stem) + r"\.(\d+)" + (re.escape(dot + ext) if dot else "") + "$")
+    found = []
+    try:
+        names = os.listdir(d or ".")
+    except OSError:
+        return []
+    for name in names:
+        if pat.match(name):
+            full = os.path.join(d, name)
+            try:
+                mtime = os.stat(full).st_mtime
+            except OSError:
+                continue
+            if mtime >= start - 1:
+                found.append((mtime, full))
+    return [f for _, f in sorted(found)]
+
+
 def summary(prog, pid, sig, code, opts, publish, shm, stale, start):
     name = os.path.basename(prog)
     stats = opts.on("stats")
@@ -486,6 +515,12 @@ def summary(prog, pid, sig, code, opts, publish, shm, stale, start):
                 if path.endswith(".json"):
                     line += "; render it with: %s report %s [--format text|folded|svg|pprof|heap]" % (PROG, path)
                 lines.append(line)
+            if "%p" not in report:
+                kids = child_reports(path, start)
+                if kids:
+                    lines.append("  leak reports of %d child process%s (each FILE.<pid>): %s" % (
+                        len(kids), "" if len(kids) == 1 else "es", ", ".join(kids[:8]) +
+                        (", ... (%d more)" % (len(kids) - 8) if len(kids) > 8 else "")))
             elif sig:
                 lines.append("  leak report: %s not written (the program was killed before it could write it)" % path)
             else:

@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
-"""buddyslab report: render a saved leak report.
+"""buddyslab report: render a saved leak report or soft OOM report.
 
 usage: buddyslab report FILE.json [--format text|folded|svg|pprof|heap] [--output FILE]
                                   [--limit N] [--kind KINDS] [--title TEXT] [--width PIXELS]
 
 FILE.json is the JSON report a process writes at exit with leak tracking on
 (`buddyslab run --leaks --report FILE.json -- PROGRAM`, or BUDDYSLAB_OPTIONS=leak=1,
-leak_report=FILE.json); '-' reads standard input.
+leak_report=FILE.json), or the JSON lines of soft OOM reports (`buddyslab run --oom-report FILE`
+writes them to FILE.json, one report a line); '-' reads standard input. Format 1 of both is read.
 
-  --format text    (default) sites sorted by bytes, largest first, each with its stack
+  --format text    (default) a leak report's records sorted by kind (definitely lost, indirectly
+                   lost, still reachable), then by bytes, largest first, each with its stack; a
+                   soft OOM file: every report in it, its sites in rank order
   --format folded  one line per distinct stack, "root;caller;...;allocating_function BYTES",
                    the input of flame-graph tools (flamegraph.pl, inferno, speedscope)
   --format svg     a flame graph of bytes by stack: one self-contained SVG file (no scripts,
@@ -22,14 +25,16 @@ leak_report=FILE.json); '-' reads standard input.
                    and bytes per stack of addresses, then MAPPED_LIBRARIES; read it with
                    `google-pprof --text PROGRAM FILE.heap`
   --output FILE    write there instead of standard output
-  --limit N        text: show the N largest records only (default: all)
+  --limit N        text: show the first N records only (per report; default: all)
   --kind KINDS     only these kinds of record, comma-separated: definite, indirect, reachable
                    (definitely_lost, indirectly_lost, still_reachable; default: all in the file;
                    still-reachable blocks are in the file only with leak_reachable=1)
   --title TEXT     svg: the title line (default: from the report)
   --width PIXELS   svg: image width (default 1200)
+Folded stacks and flame graphs of a soft OOM file show the live bytes of its last report.
 
-Exit status: 0, 1 when the file cannot be read or is not a leak report, 2 for a usage error.
+Exit status: 0, 1 when the file cannot be read, is not a leak or soft OOM report, or has a format
+version this script does not know; 2 for a usage error.
 """
 import gzip
 import html
@@ -83,7 +88,13 @@ KINDS = {"definitely_lost": "definitely lost", "indirectly_lost": "indirectly lo
 KIND_ALIASES = {"definite": "definitely_lost", "definitely": "definitely_lost", "lost": "definitely_lost",
                 "indirect": "indirectly_lost", "indirectly": "indirectly_lost", "reachable": "still_reachable"}
 # The output formats of --format.
-FORMATS = ("text", "folded", "svg", "pprof", "heap")
+OUTPUT_FORMATS = ("text", "folded", "svg", "pprof", "heap")
+# The order of a leak report's records (docs/LEAKS.md, and the library's own text report): by kind,
+# then by bytes. Records of another kind (or none: a list of sites from another tool) come last.
+KIND_ORDER = {"definitely_lost": 0, "indirectly_lost": 1, "still_reachable": 2}
+# The tools whose reports we read ("tool" at the top level) and the format versions we know.
+TOOLS = {"buddyslab-leak": "leak report", "buddyslab-oom": "soft OOM report"}
+FORMATS = (1,)
 # Order of each site's frames in the file: "leaf-first" (frame 0 is the function that called
 # malloc, as in a backtrace) or "root-first".
 STACK_ORDER = "leaf-first"
@@ -168,11 +179,12 @@ class Frame:
 
 
 class Site:
-    __slots__ = ("bytes", "blocks", "frames", "kind", "indirect_bytes", "indirect_blocks")
+    __slots__ = ("bytes", "blocks", "frames", "kind", "indirect_bytes", "indirect_blocks", "oom")
 
-    def __init__(self, nbytes, blocks, frames, kind=None, indirect_bytes=0, indirect_blocks=0):
+    def __init__(self, nbytes, blocks, frames, kind=None, indirect_bytes=0, indirect_blocks=0, oom=None):
         self.bytes, self.blocks, self.frames = nbytes, blocks, frames  # frames: leaf first
         self.kind, self.indirect_bytes, self.indirect_blocks = kind, indirect_bytes, indirect_blocks
+        self.oom = oom  # a soft OOM report's site: its raw object (rank, badness, budget_name, ...)
 
     def folded_key(self):
         return ";".join(f.label() for f in reversed(self.frames)) or "[no stack]"
@@ -198,8 +210,7 @@ def parse_frame(raw, where):
                  offset=as_offset(pick(raw, "offset")), address=as_offset(pick(raw, "address")))
 
 
-def load(path):
-    """(metadata dict, [Site]) from a JSON report, or BadReport saying what is wrong."""
+def read_text(path):
     try:
         if path == "-":
             data = sys.stdin.read()
@@ -218,18 +229,62 @@ def load(path):
         raise BadReport(e.strerror or str(e))
     if not data.strip():
         raise BadReport("the file is empty (did the program exit before writing its report?)")
+    return data
+
+
+def parse_json(data):
+    """The documents of the file: one JSON value, or JSON lines (the soft OOM reports: one object a
+    line, appended by each report)."""
     try:
-        doc = json.loads(data)
+        return [json.loads(data)]
     except ValueError as e:
-        hint = ""
-        if data.lstrip()[:1] not in ("{", "["):
-            hint = ("; it looks like a text report: write a JSON one with a report path that ends in "
-                    ".json (buddyslab run --report FILE.json)")
-        raise BadReport("not valid JSON (%s)%s" % (e, hint))
+        first = e
+    lines = [l for l in data.splitlines() if l.strip()]
+    if len(lines) > 1:
+        try:
+            docs = [json.loads(l) for l in lines]
+        except ValueError:
+            docs = None
+        if docs and all(isinstance(d, dict) for d in docs):
+            return docs
+    hint = ""
+    if data.lstrip()[:1] not in ("{", "["):
+        hint = ("; it looks like a text report: write a JSON one with a report path that ends in "
+                ".json (buddyslab run --report FILE.json; soft OOM reports: the JSON lines in FILE.json "
+                "beside --oom-report FILE)")
+    raise BadReport("not valid JSON (%s)%s" % (first, hint))
+
+
+def check_version(doc, where):
+    """A report of ours in a format version we know, or BadReport naming what it is."""
+    tool = doc.get("tool")
+    if tool is not None and tool not in TOOLS:
+        raise BadReport("%sa report of '%s', not a buddyslab leak or soft OOM report" % (where, tool))
+    if tool is None and "format" not in doc:
+        return None  # a list of sites from elsewhere: read with SCHEMA's candidate keys
+    fmt = doc.get("format")
+    if fmt not in FORMATS or isinstance(fmt, bool):
+        raise BadReport("%s%s format %s: this version of buddyslab report reads format %s only (a newer "
+                        "buddyslab wrote it? render it with that version's 'buddyslab report')" % (
+                            where, TOOLS.get(tool, "report"), json.dumps(fmt),
+                            " and ".join(str(f) for f in FORMATS)))
+    return tool
+
+
+def parse_stack(raw, where):
+    stack = pick(raw, "stack", [])
+    if not isinstance(stack, list):
+        raise BadReport("%s: the stack is %s, not a list of frames" % (where, type(stack).__name__))
+    frames = [parse_frame(f, "%s, frame %d" % (where, j)) for j, f in enumerate(stack)]
+    if STACK_ORDER == "root-first":
+        frames.reverse()
+    return frames
+
+
+def leak_sites(doc):
     if isinstance(doc, list):
-        meta, raw_sites = {}, doc
+        raw_sites = doc
     elif isinstance(doc, dict):
-        meta = doc
         raw_sites = pick(doc, "sites")
         if raw_sites is None:
             raise BadReport("no list of sites (expected a key %s): this does not look like a buddyslab leak "
@@ -250,19 +305,64 @@ def load(path):
         nbytes = as_count(nbytes, "%s: bytes" % where)
         blocks = pick(raw, "blocks", 0)
         blocks = as_count(blocks, "%s: blocks" % where)
-        stack = pick(raw, "stack", [])
-        if not isinstance(stack, list):
-            raise BadReport("%s: the stack is %s, not a list of frames" % (where, type(stack).__name__))
-        frames = [parse_frame(f, "%s, frame %d" % (where, j)) for j, f in enumerate(stack)]
-        if STACK_ORDER == "root-first":
-            frames.reverse()
+        frames = parse_stack(raw, where)
         kind = pick(raw, "site_kind")
         if kind is not None and not isinstance(kind, str):
             raise BadReport("%s: kind is %r, not a string" % (where, kind))
         ib = as_count(pick(raw, "indirect_bytes", 0), "%s: indirect_bytes" % where)
         ik = as_count(pick(raw, "indirect_blocks", 0), "%s: indirect_blocks" % where)
         sites.append(Site(nbytes, blocks, frames, kind, ib, ik))
-    return meta, sites
+    return sites
+
+
+def oom_sites(doc, where):
+    """A soft OOM report's sites (docs/OOM.md, format 1), in rank order: live bytes and blocks."""
+    raw_sites = doc.get("sites")
+    if not isinstance(raw_sites, list):
+        raise BadReport("%sno list of sites ('sites') in this soft OOM report" % where)
+    sites = []
+    for i, raw in enumerate(raw_sites):
+        w = "%ssite %d" % (where, i + 1)
+        if not isinstance(raw, dict):
+            raise BadReport("%s is %s, not an object" % (w, type(raw).__name__))
+        if "live_bytes" not in raw:
+            raise BadReport("%s has no live byte count ('live_bytes')" % w)
+        sites.append(Site(as_count(raw["live_bytes"], "%s: live_bytes" % w),
+                          as_count(raw.get("live_blocks", 0), "%s: live_blocks" % w),
+                          parse_stack(raw, w), oom=raw))
+    return sites
+
+
+class Loaded:
+    """What a file holds: tool ("buddyslab-leak", "buddyslab-oom", or None for a list of sites from
+    elsewhere) and its reports, each (metadata, [Site]): one for a leak report, one a line for soft
+    OOM reports."""
+
+    def __init__(self, tool, reports):
+        self.tool, self.reports = tool, reports
+
+
+def load(path):
+    """A Loaded from a JSON report, or BadReport saying what is wrong."""
+    docs = parse_json(read_text(path))
+    if len(docs) == 1:
+        doc = docs[0]
+        if not isinstance(doc, (dict, list)):
+            raise BadReport("the top level is %s; a leak report is a JSON object" % type(doc).__name__)
+        tool = check_version(doc, "") if isinstance(doc, dict) else None
+        if tool == "buddyslab-oom":
+            return Loaded(tool, [(doc, oom_sites(doc, ""))])
+        return Loaded(tool, [(doc if isinstance(doc, dict) else {}, leak_sites(doc))])
+    # JSON lines: soft OOM reports, one a line.
+    reports = []
+    for i, doc in enumerate(docs):
+        where = "line %d: " % (i + 1)
+        tool = check_version(doc, where)
+        if tool != "buddyslab-oom":
+            raise BadReport("%sseveral JSON objects, one a line, are soft OOM reports ('tool': 'buddyslab-oom'); "
+                            "this one is %s" % (where, "'%s'" % tool if tool else "not one"))
+        reports.append((doc, oom_sites(doc, where)))
+    return Loaded("buddyslab-oom", reports)
 
 
 def is_sampled(meta):
@@ -289,7 +389,10 @@ def totals(sites):
 
 
 # ---- text ----------------------------------------------------------------------------------------
-def render_text(meta, sites, limit=None):
+def render_text(meta, sites, limit=None, all_sites=None, kinds=None):
+    """A leak report as text. sites: the records to show (--kind applied); all_sites: every record of
+    the file (for the totals when the file has no summary); kinds: the --kind set, or None."""
+    all_sites = sites if all_sites is None else all_sites
     nbytes, nblocks = totals(sites)
     out = []
     src = describe_source(meta)
@@ -307,12 +410,15 @@ def render_text(meta, sites, limit=None):
                 parts.append("%s %s in %d blocks" % (KINDS.get(k, k.replace("_", " ")), human(v["bytes"]), v["blocks"]))
         if parts:
             out.append("summary: " + "; ".join(parts))
+    verdict = leak_verdict(meta, sites, all_sites, kinds)
+    if verdict:
+        out.append(verdict)
     if not sites:
-        out.append("no leaks: every block was freed")
         return "\n".join(out) + "\n"
     out.append("%s (%d bytes) in %d blocks, %d record%s" % (human(nbytes), nbytes, nblocks, len(sites),
                                                             "" if len(sites) == 1 else "s"))
-    order = sorted(range(len(sites)), key=lambda i: (-sites[i].bytes, -sites[i].blocks, i))
+    order = sorted(range(len(sites)), key=lambda i: (KIND_ORDER.get(sites[i].kind, len(KIND_ORDER)),
+                                                     -sites[i].bytes, -sites[i].blocks, i))
     shown = order if limit is None else order[:limit]
     for rank, i in enumerate(shown, 1):
         s = sites[i]
@@ -324,16 +430,125 @@ def render_text(meta, sites, limit=None):
         out.append("")
         out.append("#%d  %s%s (%d bytes) in %d block%s, %.1f%%%s" % (
             rank, kind, human(s.bytes), s.bytes, s.blocks, "" if s.blocks == 1 else "s", share, held))
-        if not s.frames:
-            out.append("    (no stack recorded)")
-        for j, f in enumerate(s.frames):
-            out.append("    #%-2d %s" % (j, f.describe()))
+        append_frames(out, s)
     if len(shown) < len(order):
         rest = [sites[i] for i in order[len(shown):]]
         rb, rn = totals(rest)
         out.append("")
         out.append("... %d more record%s: %s in %d blocks (--limit to show more)" % (
             len(rest), "" if len(rest) == 1 else "s", human(rb), rn))
+    return "\n".join(out) + "\n"
+
+
+def append_frames(out, s):
+    if not s.frames:
+        out.append("    (no stack recorded)")
+    for j, f in enumerate(s.frames):
+        out.append("    #%-2d %s" % (j, f.describe()))
+
+
+def kind_totals(meta, all_sites, kind):
+    """(bytes, blocks) of one kind: from the summary when the file has one (it counts records that
+    are not listed, e.g. still reachable blocks without leak_reachable=1), else from the records (a
+    record without a kind counts as lost)."""
+    summary = pick(meta, "summary")
+    if isinstance(summary, dict) and isinstance(summary.get(kind), dict):
+        v = summary[kind]
+        if isinstance(v.get("bytes"), int) and isinstance(v.get("blocks"), int):
+            return v["bytes"], v["blocks"]
+    if kind == "definitely_lost":
+        return totals([s for s in all_sites if s.kind in (None, kind)])
+    return totals([s for s in all_sites if s.kind == kind])
+
+
+def leak_verdict(meta, sites, all_sites, kinds):
+    """One line saying whether anything leaked: 'no leaks' only when nothing is definitely or
+    indirectly lost, 'every block was freed' only when nothing is left at all."""
+    lb, ln = [a + b for a, b in zip(kind_totals(meta, all_sites, "definitely_lost"),
+                                    kind_totals(meta, all_sites, "indirectly_lost"))]
+    rb, rn = kind_totals(meta, all_sites, "still_reachable")
+    if ln == 0 and rn == 0 and not all_sites:
+        return "no leaks: every block was freed"
+    if ln == 0:
+        listed = any(s.kind == "still_reachable" for s in all_sites)
+        return "no leaks: nothing definitely or indirectly lost; still reachable: %s in %d blocks%s" % (
+            human(rb), rn, "" if listed or not rn else " (not listed: leak_reachable=1 lists them)")
+    if not sites:
+        if kinds is not None:
+            return "no records of the kinds asked for (--kind %s): %s in %d blocks lost, see the summary" % (
+                ",".join(sorted(KINDS[k] for k in kinds)), human(lb), ln)
+        return "no records listed: %s in %d blocks lost, see the summary" % (human(lb), ln)
+    return None
+
+
+# ---- soft OOM reports ---------------------------------------------------------------------------
+OOM_EVENTS = {"soft_limit": "soft limit crossed", "hard_limit": "hard limit crossed",
+              "no_memory": "the system refused memory", "request": "report on request (bsl_oom_report)"}
+
+
+def oom_event_line(doc):
+    ev = doc.get("event")
+    if ev == "budget":
+        what = "budget '%s' crossed" % doc.get("budget")
+    else:
+        what = OOM_EVENTS.get(ev, "event %s" % ev)
+    req, weight = doc.get("request"), doc.get("request_weight")
+    if isinstance(req, int) and req:
+        what += ": %s requested" % human(req)
+        if isinstance(weight, int) and weight != req:
+            what += " (counted as %s: a sampled allocation)" % human(weight)
+    return "%s (oom_action=%s)" % (what, doc.get("action"))
+
+
+def render_oom_text(loaded, limit=None):
+    reports = loaded.reports
+    meta0 = reports[0][0]
+    out = ["buddyslab soft OOM reports (%s): %d soft OOM report%s" % (
+        describe_source(meta0) or "pid ?", len(reports), "" if len(reports) == 1 else "s")]
+    if meta0.get("tracking") == "sampled":
+        out.append("sampled: about one allocation per %s; live bytes and blocks are estimates" %
+                   human(meta0.get("sample_bytes") or 0))
+    for n, (doc, sites) in enumerate(reports, 1):
+        out.append("")
+        out.append("report %d of %d: %s" % (n, len(reports), oom_event_line(doc)))
+        rc = doc.get("reclaim")
+        if isinstance(rc, dict) and rc.get("ran"):
+            out.append("  reclaimed%s: %s returned to the OS, committed %s -> %s" % (
+                " %s ms before" % rc["age_ms"] if rc.get("age_ms") else " first", human(rc.get("bytes", 0)),
+                human(rc.get("committed_before", 0)), human(rc.get("committed_after", 0))))
+        pr = doc.get("process")
+        if isinstance(pr, dict):
+            out.append("  process: committed %s, soft limit %s, hard limit %s; tracked live %s" % (
+                human(pr.get("committed", 0)), human(pr["soft_limit"]) if pr.get("soft_limit") else "none",
+                human(pr["hard_limit"]) if pr.get("hard_limit") else "none", human(pr.get("tracked_live", 0))))
+        for b in doc.get("budgets") or []:
+            if isinstance(b, dict) and b.get("budget"):
+                out.append("  %s '%s': %s live of %s%s%s" % (
+                    "tag" if b.get("tag") else "budget", b.get("name"), human(b.get("live_bytes", 0)),
+                    human(b["budget"]), ", OVER" if b.get("over") else "",
+                    ", %d allocations refused" % b["failed"] if b.get("failed") else ""))
+        if doc.get("suppressed"):
+            out.append("  (%d events before this one were not reported: oom_interval_ms)" % doc["suppressed"])
+        out.append("  %d site%s ranked by badness (share of the bytes over budget or limit + growth):" % (
+            len(sites), "" if len(sites) == 1 else "s"))
+        shown = sites if limit is None else sites[:limit]
+        for s in shown:
+            o = s.oom
+            extra = []
+            if o.get("budget_name"):
+                extra.append("budget '%s'" % o["budget_name"])
+            if o.get("tag"):
+                extra.append("tag %s" % o["tag"])
+            out.append("")
+            out.append("#%s  %s (%d bytes) live in %d block%s, badness %s (over %s, growth %s)%s" % (
+                o.get("rank", "?"), human(s.bytes), s.bytes, s.blocks, "" if s.blocks == 1 else "s",
+                human(o.get("badness", 0)), human(o.get("over", 0)), human(o.get("growth", 0)),
+                ", " + ", ".join(extra) if extra else ""))
+            append_frames(out, s)
+        if len(shown) < len(sites):
+            out.append("")
+            out.append("... %d more site%s (--limit to show more)" % (len(sites) - len(shown),
+                                                                    "" if len(sites) - len(shown) == 1 else "s"))
     return "\n".join(out) + "\n"
 
 
@@ -384,7 +599,7 @@ def frame_color(name):
     return "rgb(%d,%d,%d)" % (r, g, b)
 
 
-def render_svg(meta, sites, title=None, width=1200):
+def render_svg(meta, sites, title=None, width=1200, empty="no leaks: every block was freed", oom=False):
     root = build_tree(sites)
     frame_h, pad, font = 17, 10, 12
     top_h, bottom_h = 44, 24
@@ -396,7 +611,11 @@ def render_svg(meta, sites, title=None, width=1200):
     height = top_h + levels * frame_h + bottom_h
     nbytes, nblocks = root.bytes, root.blocks
     src = describe_source(meta)
-    if title is None:
+    if title is None and oom:
+        title = "buddyslab soft OOM (%s): %s live in %d blocks%s" % (
+            oom_event_line(meta).split(" (oom_action")[0], human(nbytes), nblocks,
+            ", sampled estimates" if meta.get("tracking") == "sampled" else "")
+    elif title is None:
         title = "buddyslab leaks: %s in %d blocks%s%s" % (human(nbytes), nblocks, " (%s)" % src if src else "",
                                                           ", sampled estimates" if is_sampled(meta) else "")
     e = html.escape
@@ -410,11 +629,11 @@ def render_svg(meta, sites, title=None, width=1200):
     out.append('<style>.f:hover rect{stroke:#000;stroke-width:0.5} .f text{pointer-events:none}</style>')
     out.append('<rect x="0" y="0" width="%d" height="%d" fill="#fdf6e8"/>' % (width, height))
     out.append('<text x="%d" y="24" text-anchor="middle" font-size="16">%s</text>' % (width // 2, e(title)))
-    out.append('<text x="%d" y="%d" fill="#555">frame width = bytes still allocated at exit by that '
-               'stack; hover a frame for details</text>' % (pad, height - 8))
+    out.append('<text x="%d" y="%d" fill="#555">frame width = %s by that stack; hover a frame for '
+               'details</text>' % (pad, height - 8, "live bytes at the report" if oom else
+                                   "bytes still allocated at exit"))
     if not nbytes:
-        out.append('<text x="%d" y="%d" text-anchor="middle">no leaks: every block was freed</text>'
-                   % (width // 2, top_h + frame_h))
+        out.append('<text x="%d" y="%d" text-anchor="middle">%s</text>' % (width // 2, top_h + frame_h, e(empty)))
         out.append("</svg>")
         return "\n".join(out) + "\n"
     scale = chart_w / float(nbytes)
@@ -711,8 +930,8 @@ def main(argv):
         if name in ("--format", "-f", "--output", "-o", "--limit", "--kind", "--title", "--width") and a.startswith("-"):
             val, i = flag_value(argv, i, usage_error)
             if name in ("--format", "-f"):
-                if val not in FORMATS:
-                    usage_error("--format: '%s' is not one of %s" % (val, ", ".join(FORMATS)))
+                if val not in OUTPUT_FORMATS:
+                    usage_error("--format: '%s' is not one of %s" % (val, ", ".join(OUTPUT_FORMATS)))
                 fmt = val
             elif name in ("--output", "-o"):
                 output = val
@@ -743,20 +962,27 @@ def main(argv):
     if path is None:
         usage_error("which report? give the path of a JSON leak report")
     try:
-        meta, sites = load(path)
+        loaded = load(path)
     except BadReport as e:
         sys.stderr.write("%s: %s: %s\n" % (PROG, path, e))
         return 1
+    meta, all_sites = loaded.reports[-1]  # a soft OOM file: folded and svg show its last report
+    sites = all_sites
     if kinds is not None:
         sites = [s for s in sites if s.kind is None or s.kind in kinds]
     if fmt == "pprof" and not (output and output != "-") and sys.stdout.isatty():
         usage_error("--format pprof writes a binary (gzipped) file: give --output FILE.pb.gz")
+    oom = loaded.tool == "buddyslab-oom"
+    if oom and fmt in ("pprof", "heap"):
+        usage_error("--format %s exports leak reports; a soft OOM report renders as text, folded or svg" % fmt)
     if fmt == "text":
-        text = render_text(meta, sites, limit)
+        text = render_oom_text(loaded, limit) if oom else render_text(meta, sites, limit, all_sites, kinds)
     elif fmt == "folded":
         text = render_folded(meta, sites)
     elif fmt == "svg":
-        text = render_svg(meta, sites, title, width)
+        empty = ("no sites in this soft OOM report" if oom else
+                 leak_verdict(meta, sites, all_sites, kinds) or "no records")
+        text = render_svg(meta, sites, title, width, empty, oom)
     elif fmt == "heap":
         text = render_heap(meta, sites)
     else:

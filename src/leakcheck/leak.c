@@ -6,10 +6,39 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 long opt_leak = 0, opt_leak_sample = 0, opt_leak_depth = 16, opt_leak_exitcode = 0, opt_leak_reachable = 0;
+long opt_leak_report_parent = 0;
 char opt_leak_report[256], opt_leak_suppressions[256];
+
+/* ---- whose file leak_report is ----
+ * Without '%p', every process of a tree that inherits the options would write the same file, the
+ * last one overwriting the others (a shell's child after the launcher named the shell's report).
+ * The file belongs to one process: the one that started tracking (its pid, below), and with
+ * leak_report_parent set only if its parent then was that pid (the launcher's direct child: the
+ * program it started, exec'd or not). Any other process, a forked child (another pid) or a program
+ * exec'd further down (another parent), writes FILE.<pid>.ext: the pid before the extension. */
+static long owner_pid;  /* the process that started tracking */
+static int owner_ok;    /* it owns the file (leak_report_parent unset or its parent) */
+
+static const char *report_path(const char *path, char *buf, size_t cap)
+{
+    if (!path || !*path || path != opt_leak_report || strstr(path, "%p"))
+        return path; /* stderr, an explicit path (bsl_leak_report), or one per process already */
+    if (owner_ok && os_getpid() == owner_pid)
+        return path;
+    size_t n = strlen(path);
+    const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path, *dot = strrchr(base, '.');
+    size_t at = dot && dot > base ? (size_t)(dot - path) : n; /* before the extension, else at the end */
+    if (n + 24 > cap)
+        return path;
+    memcpy(buf, path, at);
+    size_t k = at + (size_t)os_snprintf(buf + at, cap - at, ".%ld", os_getpid());
+    memcpy(buf + k, path + at, n - at + 1);
+    return buf;
+}
 
 static os_lock_t report_lock = OS_LOCK_INIT(LOCK_RANK_LEAK_REPORT);
 
@@ -20,6 +49,8 @@ void leak_start(void)
     int g = track_guard;
     track_guard = 1;
     leak_scan_init();
+    owner_pid = os_getpid();
+    owner_ok = !opt_leak_report_parent || os_getppid() == opt_leak_report_parent;
     leak_fatal_start();
     track_guard = g;
 }
@@ -51,8 +82,9 @@ long leak_report(const char *path, int at_exit)
                 b[i].state = LEAK_FREED;
     track_drain_deferred();
     long lost = 0;
+    char own[600];
     if (b) {
-        lost = (long)leak_report_write(b, n, path, at_exit);
+        lost = (long)leak_report_write(b, n, report_path(path, own, sizeof own), at_exit);
         track_free(b);
     } else {
         os_printf(2, "buddyslab: leak report: out of memory\n");

@@ -12,6 +12,7 @@
 
 /* Its options (the table in src/malloc/options.c points at them). */
 BSL_HIDDEN extern long opt_leak, opt_leak_sample, opt_leak_depth, opt_leak_exitcode, opt_leak_reachable, opt_leak_fatal;
+BSL_HIDDEN extern long opt_leak_report_parent;
 BSL_HIDDEN extern char opt_leak_report[256], opt_leak_suppressions[256];
 
 /* After tracking started (track_start), outside every lock: what the scan needs from the dynamic

@@ -39,8 +39,13 @@ const struct bsl_option bsl_options[] = {
         "track about one allocation per this many bytes allocated, with unbiased size estimates; 0: off "
         "(read at start only)"),
     NUM("leak_depth", OPT_INT, 16, 1, 64, opt_leak_depth, "stack frames recorded per allocation site"),
-    STR("leak_report", opt_leak_report, "write the leak report to this file (JSON when it ends in .json); "
-        "default: stderr"),
+    STR("leak_report", opt_leak_report, "write the leak report to this file (JSON when it ends in .json; "
+        "'%p': the pid); a process that is not the file's owner (a forked child, or a program started with "
+        "leak_report_parent set whose parent is another process) writes FILE.<pid>.ext instead; default: stderr"),
+    NUM("leak_report_parent", OPT_INT, 0, 0, 0x7fffffff, opt_leak_report_parent,
+        "leak_report belongs to the process whose parent has this pid when tracking starts (`buddyslab run` "
+        "sets its own pid: the program it starts owns the file); the processes that one starts, exec'd or "
+        "forked, write FILE.<pid>.ext (0: the process that started tracking owns the file)"),
     STR("leak_suppressions", opt_leak_suppressions,
         "file of leak suppressions (leak:PATTERN lines over function or module names)"),
     NUM("leak_exitcode", OPT_INT, 0, 0, 255, opt_leak_exitcode,

@@ -507,9 +507,9 @@ int oom_admit(const struct track_site *s, uint64_t size, int exact)
         force_check(a, w);
     if (t)
         force_check(t, w);
-    if (a && oom_acct_would_cross(a, w) && oom_over_budget(s, a, w) != 0)
+    if (a && oom_acct_would_cross(a, w) && oom_over_budget(s, a, w, size) != 0)
         return -1;
-    if (t && oom_acct_would_cross(t, w) && oom_over_budget(s, t, w) != 0)
+    if (t && oom_acct_would_cross(t, w) && oom_over_budget(s, t, w, size) != 0)
         return -1;
     if (unlikely(oom_victim) && oom_victim == track_site_idx(s))
         return oom_victim_admit();

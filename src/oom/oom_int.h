@@ -71,7 +71,9 @@ enum oom_kind { OOM_EV_BUDGET = 1, OOM_EV_SOFT = 2, OOM_EV_HARD = 3, OOM_EV_MANU
 struct oom_trigger {
     enum oom_kind kind;
     unsigned acct;              /* OOM_EV_BUDGET: the account that crossed */
-    uint64_t request;           /* bytes being allocated */
+    uint64_t request;           /* bytes the program asked for */
+    uint64_t weight;            /* what the allocation adds to its account: request when tracked exactly,
+                                 * a sampled block's estimate (request / p, track_weigh) otherwise */
     int reclaimed;              /* 1: a reclaim ran for this event; 2: one ran reclaim_age_ms ago */
     uint64_t reclaim_age_ms;
     uint64_t before, after;     /* committed bytes around that reclaim */
@@ -80,8 +82,9 @@ struct oom_trigger {
 BSL_HIDDEN extern os_lock_t oom_policy_lock;
 /* 1 in a thread evaluating an event (it holds oom_policy_lock: the handler runs there). */
 BSL_HIDDEN int oom_in_policy(void);
-/* An account of site s would go over budget with w more bytes (called from oom_admit). */
-BSL_HIDDEN int oom_over_budget(const struct track_site *s, unsigned acct, int64_t w);
+/* An account of site s would go over budget with w more bytes (called from oom_admit): an
+ * allocation of `size` bytes that weighs w (its sampling weight, = size when exact). */
+BSL_HIDDEN int oom_over_budget(const struct track_site *s, unsigned acct, int64_t w, uint64_t size);
 /* The victim site asks to allocate: 0 when the process is back under the soft limit. */
 BSL_HIDDEN int oom_victim_admit(void);
 /* The zones' dirty-frame watermarks follow the process limits (zones_cap_dirty at 1/8). */

@@ -137,11 +137,13 @@ static __attribute__((noreturn)) void oom_abort(const struct oom_trigger *t)
     char a[32], b[32];
     if (t->kind == OOM_EV_BUDGET) {
         const struct oom_acct *ac = &oom_accts[t->acct];
-        char c[32];
-        os_printf(2, "buddyslab: soft OOM: %s '%s' over budget (%s live + %s requested > %s budget): aborting "
+        char c[32], d[32], w[64] = "";
+        if (t->weight != t->request)
+            os_snprintf(w, sizeof w, " (counted as %s: a sampled allocation)", oom_human(d, sizeof d, (double)t->weight));
+        os_printf(2, "buddyslab: soft OOM: %s '%s' over budget (%s live + %s requested%s > %s budget): aborting "
                      "(oom_action=abort)\n", ac->is_tag ? "tag" : "budget", ac->name,
                   oom_human(a, sizeof a, (double)__atomic_load_n(&ac->bytes, __ATOMIC_RELAXED)),
-                  oom_human(c, sizeof c, (double)t->request), oom_human(b, sizeof b, (double)ac->budget));
+                  oom_human(c, sizeof c, (double)t->request), w, oom_human(b, sizeof b, (double)ac->budget));
     } else if (t->kind == OOM_EV_NOMEM) {
         os_printf(2, "buddyslab: soft OOM: the system refused memory for %s (%s committed): aborting "
                      "(oom_action=abort)\n", oom_human(a, sizeof a, (double)t->request),
@@ -192,7 +194,7 @@ static int refuse(struct oom_acct *ac)
     return -1;
 }
 
-int oom_over_budget(const struct track_site *s, unsigned acct, int64_t w)
+int oom_over_budget(const struct track_site *s, unsigned acct, int64_t w, uint64_t size)
 {
     (void)s;
     if (oom_busy)
@@ -203,7 +205,7 @@ int oom_over_budget(const struct track_site *s, unsigned acct, int64_t w)
     if (__atomic_load_n(&ac->over, __ATOMIC_RELAXED) && now < __atomic_load_n(&ac->next_ms, __ATOMIC_RELAXED))
         return oom_action == OOM_ACT_FAIL ? refuse(ac) : 0;
     int g = policy_enter();
-    struct oom_trigger t = {.kind = OOM_EV_BUDGET, .acct = acct, .request = (uint64_t)w};
+    struct oom_trigger t = {.kind = OOM_EV_BUDGET, .acct = acct, .request = size, .weight = (uint64_t)w};
     reclaim(&t, now);
     int over = oom_acct_would_cross(acct, w);
     if (over && call_handler(&t, (uint64_t)__atomic_load_n(&ac->bytes, __ATOMIC_RELAXED), ac->budget) == BSL_OOM_RETRY) {
@@ -275,7 +277,7 @@ static __attribute__((noinline)) int limit_event(enum oom_kind kind, size_t n, u
         now < __atomic_load_n(&soft_next_ms, __ATOMIC_RELAXED))
         return 0; /* decided a moment ago: the victim (if any) is already failing */
     int g = policy_enter();
-    struct oom_trigger t = {.kind = kind, .request = n};
+    struct oom_trigger t = {.kind = kind, .request = n, .weight = n};
     reclaim(&t, now);
     int over = oom_committed() + n > limit;
     if (over && call_handler(&t, oom_committed(), limit) == BSL_OOM_RETRY) {
@@ -300,7 +302,7 @@ int oom_alloc_failed(size_t n)
     if (oom_busy || track_guard)
         return 0;
     int g = policy_enter();
-    struct oom_trigger t = {.kind = OOM_EV_NOMEM, .request = n};
+    struct oom_trigger t = {.kind = OOM_EV_NOMEM, .request = n, .weight = n};
     /* The buddy order the request needs (n <= 4 MiB), to tell whether reclaim made room for it. */
     int order = n > MAX_ORDER_BYTES ? -1
                 : n <= SLAB_MAX_SIZE ? (int)kmem_caches[ZONE_NORMAL][slab_class_of(n ? n : 1)].order

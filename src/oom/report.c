@@ -93,7 +93,7 @@ static size_t rank_sites(const struct oom_trigger *t, struct ranked *top, size_t
             const struct oom_acct *a = &oom_accts[acc[j]];
             int64_t ab = __atomic_load_n(&a->bytes, __ATOMIC_RELAXED);
             if (t->kind == OOM_EV_BUDGET && acc[j] == t->acct)
-                ab += (int64_t)t->request; /* the allocation that crosses it counts */
+                ab += (int64_t)t->weight; /* the allocation that crosses it counts, as it is counted */
             if (acc[j] && a->budget && ab > (int64_t)a->budget && ab > 0)
                 over += (double)(ab - (int64_t)a->budget) * (double)live / (double)ab;
         }
@@ -131,10 +131,14 @@ static void write_text(struct track_out *o, const struct oom_trigger *t, const s
     if (t->kind == OOM_EV_BUDGET) {
         const struct oom_acct *ac = &oom_accts[t->acct];
         oom_acct_label(lab, sizeof lab, ac);
-        track_out_fmt(o, "==%ld== buddyslab soft OOM: budget '%s' crossed: %s live + %s requested > budget %s "
+        char w[64] = "";
+        if (t->weight != t->request) /* a sampled allocation counts for its weight */
+            os_snprintf(w, sizeof w, " (counted as %s: a sampled allocation)", oom_human(d, sizeof d, (double)t->weight));
+        track_out_fmt(o, "==%ld== buddyslab soft OOM: budget '%s' crossed: %s live + %s requested%s > budget %s "
                       "(oom_action=%s)\n", pid, lab,
                    oom_human(a, sizeof a, (double)__atomic_load_n(&ac->bytes, __ATOMIC_RELAXED)),
-                   oom_human(c, sizeof c, (double)t->request), oom_human(b, sizeof b, (double)ac->budget), action_name());
+                   oom_human(c, sizeof c, (double)t->request), w, oom_human(b, sizeof b, (double)ac->budget),
+                   action_name());
     } else if (t->kind == OOM_EV_MANUAL) {
         track_out_fmt(o, "==%ld== buddyslab soft OOM report (on request)\n", pid);
     } else if (t->kind == OOM_EV_NOMEM) {
@@ -224,7 +228,8 @@ static void write_json(struct track_out *o, const struct oom_trigger *t, const s
         track_out_put(o, ", \"budget\": ");
         track_out_json_str(o, lab);
     }
-    track_out_fmt(o, ", \"action\": \"%s\", \"request\": %llu", action_name(), (unsigned long long)t->request);
+    track_out_fmt(o, ", \"action\": \"%s\", \"request\": %llu, \"request_weight\": %llu", action_name(),
+                  (unsigned long long)t->request, (unsigned long long)t->weight);
     track_out_fmt(o, ", \"reclaim\": {\"ran\": %s, \"age_ms\": %llu, \"bytes\": %llu, \"committed_before\": %llu, "
                   "\"committed_after\": %llu}",
                t->reclaimed ? "true" : "false", (unsigned long long)t->reclaim_age_ms,

@@ -69,6 +69,7 @@ BSL_HIDDEN int os_catch_default_signals(const int *sigs, int n, void (*handler)(
 BSL_HIDDEN void os_die_by_signal(int sig);
 /* "SIGSEGV" and the like, or "signal" for one without a name here. */
 BSL_HIDDEN const char *os_signal_name(int sig);
+BSL_HIDDEN long os_getppid(void);
 /* Resident set size of this process in bytes (from /proc/self/statm), 0 when unknown. */
 BSL_HIDDEN size_t os_rss(void);
 

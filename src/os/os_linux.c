@@ -335,6 +335,7 @@ const char *os_signal_name(int sig)
 }
 
 long os_getpid(void) { return (long)syscall(SYS_getpid); }
+long os_getppid(void) { return (long)syscall(SYS_getppid); }
 
 size_t os_rss(void)
 {

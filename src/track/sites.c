@@ -7,6 +7,7 @@
  * site_lock (outer phase); liburcu's own locks are taken last by track_fork_prepare. */
 #include "track/track_int.h"
 
+#include <link.h>
 #include <pthread.h>
 #include <string.h>
 
@@ -87,6 +88,7 @@ struct track_site {
     uint32_t idx;
     uint16_t depth;
     uint16_t tag;        /* the caller's label when the stack was captured (part of the identity) */
+    uint32_t internal;   /* a frame lies in the site table's helper libraries (track_site_internal) */
     uint64_t data[TRACK_SITE_DATA / 8]; /* a consumer's (track_site_data) */
     /* Its live tracked blocks, for `buddyslab top` (estimates when sampled: bytes and blocks
      * weighed by track_weigh, blocks in thousandths), and the tracked allocations ever made.
@@ -125,6 +127,56 @@ unsigned track_site_frames(const struct track_site *s, const uintptr_t **frames)
 void *track_site_data(const struct track_site *s) { return (void *)s->data; }
 uint16_t track_site_label(const struct track_site *s) { return s->tag; }
 uint32_t track_site_idx(const struct track_site *s) { return s->idx; }
+int track_site_internal(const struct track_site *s) { return s && s->internal; }
+
+/* ---- the helper libraries' code ----
+ * liburcu runs code of its own outside the tracker's calls: a big resize of the hash table runs in
+ * helper threads it starts (partition_resize_helper), which register with urcu-bp and allocate
+ * their thread-local storage there, with no track_guard set (the guard is per thread). Such blocks are the allocator's, not the
+ * program's: a site with a frame in liburcu-bp or liburcu-cds is internal, and its blocks are not
+ * tracked (track.c). */
+#define HELPER_MAX 8
+static uintptr_t helper_text[HELPER_MAX][2];
+static unsigned helper_n;
+
+static int helper_cb(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    (void)size;
+    const uintptr_t *want = arg; /* two code addresses, one in each library */
+    int hit = 0;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
+        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X))
+            for (int k = 0; k < 2; k++)
+                hit |= want[k] >= lo && want[k] < lo + ph->p_memsz;
+    }
+    for (int i = 0; hit && i < info->dlpi_phnum && helper_n < HELPER_MAX; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X)) {
+            helper_text[helper_n][0] = info->dlpi_addr + ph->p_vaddr;
+            helper_text[helper_n][1] = info->dlpi_addr + ph->p_vaddr + ph->p_memsz;
+            helper_n++;
+        }
+    }
+    return 0;
+}
+
+static int helper_code(uintptr_t pc)
+{
+    for (unsigned i = 0; i < helper_n; i++)
+        if (pc >= helper_text[i][0] && pc < helper_text[i][1])
+            return 1;
+    return 0;
+}
+
+static int frames_internal(const uintptr_t *frames, unsigned depth)
+{
+    for (unsigned i = 0; i < depth; i++)
+        if (helper_code(frames[i]))
+            return 1;
+    return 0;
+}
 
 void track_site_live(uint32_t idx, uint64_t size, int exact, int sign)
 {
@@ -213,6 +265,7 @@ static struct track_site *site_new(const uintptr_t *frames, unsigned depth, uint
     s->idx = idx;
     s->depth = (uint16_t)depth;
     s->tag = tag;
+    s->internal = (uint32_t)frames_internal(frames, depth);
     memcpy(s->frames, frames, depth * sizeof(uintptr_t));
     return s;
 }
@@ -283,6 +336,8 @@ const char *track_sites_load(void)
         return "built without liburcu headers (install liburcu-dev and rebuild)";
     if (urcu_load() != 0)
         return "liburcu-bp.so.8 / liburcu-cds.so.8 not found (install liburcu8)";
+    uintptr_t want[2] = {(uintptr_t)urcu.read_lock, (uintptr_t)urcu.lookup};
+    dl_iterate_phdr(helper_cb, want);
     return NULL;
 }
 

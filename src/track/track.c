@@ -42,16 +42,21 @@ static __attribute__((noinline)) uint64_t track_site(size_t size, uint16_t label
     }
     if (t)
         t->memo.site = site;
-    int refuse = 0;
-    const struct track_accounting *acct = __atomic_load_n(&track_acct, __ATOMIC_ACQUIRE);
-    if (acct) {
-        const struct track_site *s = track_site_get(site);
-        refuse = s && acct->admit(s, size > TRACK_SIZE_MAX ? TRACK_SIZE_MAX : size, exact) != 0;
+    int refuse = 0, internal = 0;
+    const struct track_site *s = track_site_get(site);
+    if (track_site_internal(s)) {
+        internal = 1; /* the allocator's own (liburcu's resize threads): not the program's, never tracked */
+    } else {
+        const struct track_accounting *acct = __atomic_load_n(&track_acct, __ATOMIC_ACQUIRE);
+        if (acct)
+            refuse = s && acct->admit(s, size > TRACK_SIZE_MAX ? TRACK_SIZE_MAX : size, exact) != 0;
     }
     if (unlikely(track_ndeferred))
         track_drain_deferred();
     track_guard = 0;
     errno = saved;
+    if (internal)
+        return 0;
     return refuse ? TRACK_REFUSE : ((uint64_t)site + 1) | (exact ? TRACK_EXACT : 0);
 }
 

@@ -116,6 +116,10 @@ BSL_HIDDEN const struct track_site *track_site_get(uint32_t i);
 BSL_HIDDEN unsigned track_site_frames(const struct track_site *s, const uintptr_t **frames);
 BSL_HIDDEN uint16_t track_site_label(const struct track_site *s);
 BSL_HIDDEN uint32_t track_site_idx(const struct track_site *s);
+/* 1: the site's stack runs through the tracker's helper libraries (liburcu: the threads its hash
+ * table starts for a resize, their registration): its allocations are the allocator's own, never tracked,
+ * reported or charged. 0 for NULL. */
+BSL_HIDDEN int track_site_internal(const struct track_site *s);
 /* A consumer's state per site: TRACK_SITE_DATA bytes, 8-aligned, zero when the site is created,
  * written only by that consumer (the soft OOM policy's accounts). */
 #define TRACK_SITE_DATA 32

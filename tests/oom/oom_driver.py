@@ -159,6 +159,12 @@ def case_report(a, sampled, tag=False):
           (top["live_bytes"], limit))
     check(site_named(first, "well_behaved_alloc") is None, p, "a budget report lists only over-budget sites")
     check(first["reclaim"]["ran"], p, "reclaim must run before the first report")
+    # The request is what the program asked for (runaway_alloc(1024)), not a sampled block's weight
+    # (issue 16: "63.9 MiB live + 64.7 KiB requested" for a 1,572-byte malloc).
+    check(first["request"] == 1024, p, "the crossing report's request is %s, the program asked for 1024" %
+          first["request"])
+    check(re.search(r"budget '[^']*' crossed: [\d.]+ MiB live \+ 1\.0 KiB requested", text), p,
+          "the text must say '+ 1.0 KiB requested':\n" + text[:2000])
     # The report on request at the end: both sites, bytes within 10 % of what the program holds.
     last = json_lines(final)[-1]
     run_site = site_named(last, "runaway_alloc")
@@ -224,7 +230,8 @@ def case_abort(a):
     opts = "budget=runaway_*:64M,oom_action=abort"
     p = run(["budget", ""], a.lib, a.prog, opts, "abort")
     check(p.returncode == -signal.SIGABRT, p, "oom_action=abort: death by SIGABRT expected")
-    msg = re.search(r"buddyslab: soft OOM: budget 'runaway_\*' over budget \(([\d.]+) MiB live \+ .* requested > "
+    msg = re.search(r"buddyslab: soft OOM: budget 'runaway_\*' over budget \(([\d.]+) MiB live \+ 1\.0 KiB requested"
+                    r"(?: \(counted as [\d.]+ [KM]iB: a sampled allocation\))? > "
                     r"64\.0 MiB budget\): aborting \(oom_action=abort\)", p.err)
     check(msg is not None, p, "the abort message")
     check(within(float(msg.group(1)) * MiB, 64 * MiB), p, "live bytes in the message")
