@@ -13,9 +13,13 @@
  * (the symbolizer would wait for their locks), SIGKILL, and a fault from stack overflow without an
  * alternate stack (the kernel cannot run any handler).
  *
- * _exit() and _Exit() (src/malloc/exit.c) call leak_at_fast_exit. A vfork() child runs in its
- * parent's memory and must write nothing: the report is written only by a process whose pid is the
- * one recorded at start or by the fork child handler (vfork runs no fork handlers).
+ * _exit() and _Exit() (src/malloc/exit.c) call leak_at_fast_exit: a report only in the process
+ * that started tracking. A fork() child's _exit is how a child leaves without running its parent's
+ * cleanups (after an exec failure, a worker's end); a report there is noise, and a child forked by
+ * a signal handler that interrupted malloc (glibc's tst-mallocfork2) hung in it. A vfork() child
+ * runs in its parent's memory and must write nothing either (another pid). Fatal signals report in
+ * fork children too: the pid for them is the one recorded at start or by the fork child handler
+ * (vfork runs no fork handlers).
  *
  * Locking: none of its own; leak_pid is written before any other thread of this process exists
  * (start: under the tracking start; fork child: one thread) and read after. */
@@ -27,6 +31,7 @@
 long opt_leak_fatal = 1;
 
 static long leak_pid;      /* the process that writes reports (0: none, tracking without a report) */
+static long start_pid;     /* the process that started tracking: the only one whose _exit reports */
 static int fatal_reported; /* set by the first fatal signal's handler */
 
 static const int fatal_signals[] = {SIGABRT, SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGSYS, SIGTRAP,
@@ -53,7 +58,7 @@ void leak_fatal_start(void)
 {
     if (!(opt_leak || opt_leak_sample))
         return; /* tracking for the soft OOM policy alone: no report */
-    leak_pid = os_getpid();
+    leak_pid = start_pid = os_getpid();
     if (opt_leak_fatal)
         os_catch_default_signals(fatal_signals, (int)(sizeof(fatal_signals) / sizeof(fatal_signals[0])),
                                  on_fatal_signal);
@@ -67,6 +72,6 @@ void leak_fork_child(void)
 
 void leak_at_fast_exit(void)
 {
-    if (leak_pid && opt_leak_fatal && os_getpid() == leak_pid && !os_lock_depth && !track_guard)
+    if (start_pid && opt_leak_fatal && os_getpid() == start_pid && !os_lock_depth && !track_guard)
         leak_at_exit();
 }

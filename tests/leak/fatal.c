@@ -1,5 +1,6 @@
 /* A program that leaks one block at lk_fatal (777 bytes), keeps one reachable, then leaves without
- * exit(): argv[1] says how (abort, segv, term, _exit, _Exit, double-free, handled-term, vfork).
+ * exit(): argv[1] says how (abort, segv, term, _exit, _Exit, double-free, handled-term, vfork,
+ * fork-_exit: the program exits normally after a fork child left with _exit).
  * The driver (leak_driver.py, case fatal) checks the report written on the way out and that the
  * exit status is what the program gets without the library. */
 #include <signal.h>
@@ -61,6 +62,14 @@ int main(int argc, char **argv)
     }
     if (!strcmp(how, "vfork")) { /* the child shares our memory: its _exit must write nothing */
         pid_t pid = vfork();
+        if (pid == 0)
+            _exit(0);
+        int st = 0;
+        waitpid(pid, &st, 0);
+        return WIFEXITED(st) ? WEXITSTATUS(st) : 100;
+    }
+    if (!strcmp(how, "fork-_exit")) { /* a child leaving with _exit writes nothing; we exit normally */
+        pid_t pid = fork();
         if (pid == 0)
             _exit(0);
         int st = 0;

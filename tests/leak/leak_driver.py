@@ -329,7 +329,7 @@ def case_fatal(args, tmp):
     the leak, and the exit status unchanged; nothing from a vfork child; nothing with leak_fatal=0."""
     import signal
     cases = [("abort", -signal.SIGABRT), ("segv", -signal.SIGSEGV), ("term", -signal.SIGTERM),
-             ("_exit", 7), ("_Exit", 7), ("double-free", -signal.SIGABRT), ("handled-term", 3), ("vfork", 0)]
+             ("_exit", 7), ("_Exit", 7), ("double-free", -signal.SIGABRT), ("handled-term", 3), ("vfork", 0), ("fork-_exit", 0)]
     for how, want in cases:
         cmd = [exe(args, "leak_fatal"), how]
         plain = run(cmd, base_env(), how + " without the library")
@@ -342,7 +342,7 @@ def case_fatal(args, tmp):
         if p.returncode != want:
             fail("fatal %s: status %s with the library, %s without\n%s" % (how, p.returncode, want, describe(p, how)))
         reports = glob.glob(os.path.join(d, "*.json"))
-        if len(reports) != 1:  # a vfork child writing would make two (leak_report's %p is its pid)
+        if len(reports) != 1:  # a vfork or fork child writing would make two (leak_report's %p is its pid)
             fail("fatal %s: expected one report, from the program itself, got %s\n%s" % (how, reports, describe(p, how)))
         rep = Report(reports[0])
         check_no_untagged_lost(rep, "fatal " + how)
