@@ -303,9 +303,9 @@ void buddy_free(struct page *head, size_t npages)
     struct arena *ar = head->arena;
     struct buddy_shard *sh = shard_of(ar);
     uint64_t now = os_now_ms();
-    /* A block is released once: its head is still an allocated slab's or large block's (a second
-     * release would find it cleared, or on a free list with PG_BUDDY). */
-    bsl_assert(1, (head->flags & (PG_SLAB | PG_LARGE)) && !(head->flags & PG_BUDDY));
+    /* A block is released once: a second release of a block that is still free by itself finds
+     * PG_BUDDY on its head (one merged into a bigger free block has a tail's flags: not caught). */
+    bsl_assert(1, !(head->flags & PG_BUDDY));
     os_lock(&sh->lock);
     head->flags = 0;
     free_range_locked(sh, ar, page_to_pfn(ar, head), npages, 1, now);
