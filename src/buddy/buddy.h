@@ -97,6 +97,7 @@ BSL_HIDDEN size_t buddy_purge(uint64_t age_ms);
  * per zone). Returns bytes purged. */
 BSL_HIDDEN size_t buddy_trim_to_live(void);
 #define BUDDY_DIRTY_LIVE_DIV 8
+#define BUDDY_OFFSET_RESERVE_DIV 4 /* rule 1's reserve: dirty frames up to used/4 (at most the floor) */
 #define BUDDY_DIRTY_FLOOR (((size_t)8 << 20) >> PAGE_SHIFT)
 /* Frames that may be resident (in use, or free and dirty) in every shard, in bytes: read without
  * the locks (for the soft OOM limits: a moment stale at worst). */

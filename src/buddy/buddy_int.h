@@ -13,6 +13,31 @@ static inline unsigned list_of(unsigned order, unsigned type) { return order == 
 /* The kind of the pageblock holding pfn. */
 static inline unsigned pb_type_of(const struct arena *ar, size_t pfn) { return ar->pb_type[pfn >> MAX_ORDER]; }
 
+/* The arena's dirty bits of frames [pfn, pfn + n): count, set, clear (struct arena.dirty_bits). */
+static inline size_t dbits_count(const struct arena *ar, size_t pfn, size_t n)
+{
+    size_t c = 0;
+    while (n) {
+        size_t w = pfn >> 6, b = pfn & 63, k = 64 - b < n ? 64 - b : n;
+        uint64_t m = (k == 64 ? ~(uint64_t)0 : (((uint64_t)1 << k) - 1)) << b;
+        c += (size_t)__builtin_popcountll(ar->dirty_bits[w] & m);
+        pfn += k;
+        n -= k;
+    }
+    return c;
+}
+
+static inline void dbits_assign(struct arena *ar, size_t pfn, size_t n, int set)
+{
+    while (n) {
+        size_t w = pfn >> 6, b = pfn & 63, k = 64 - b < n ? 64 - b : n;
+        uint64_t m = (k == 64 ? ~(uint64_t)0 : (((uint64_t)1 << k) - 1)) << b;
+        ar->dirty_bits[w] = set ? ar->dirty_bits[w] | m : ar->dirty_bits[w] & ~m;
+        pfn += k;
+        n -= k;
+    }
+}
+
 /* Free lists: dirty blocks at the head (reused first), clean ones at the tail. */
 static inline void area_add_locked(struct buddy_shard *sh, struct page *pg, unsigned list, int dirty)
 {
@@ -62,7 +87,7 @@ static inline void dirty_add_locked(struct buddy_shard *sh, struct page *pg)
     else
         sh->dirty_head = pg;
     sh->dirty_tail = pg;
-    sh->nr_dirty_pages += (size_t)1 << pg->order;
+    sh->nr_dirty_pages += pg->ndirty;
 }
 
 static inline void dirty_del_locked(struct buddy_shard *sh, struct page *pg)
@@ -76,7 +101,7 @@ static inline void dirty_del_locked(struct buddy_shard *sh, struct page *pg)
         pg->dnext->dprev = pg->dprev;
     else
         sh->dirty_tail = pg->dprev;
-    sh->nr_dirty_pages -= (size_t)1 << pg->order;
+    sh->nr_dirty_pages -= pg->ndirty;
 }
 
 /* purge.c */

@@ -37,11 +37,13 @@ void purge_block_locked(struct buddy_shard *sh, struct page *pg)
     if (pg->order >= 6)
         purge_block_meta(pg);
     dirty_del_locked(sh, pg);
+    sh->purged_pages += pg->ndirty; /* what was resident, at most (the clean part was already purged) */
+    dbits_assign(pg->arena, page_to_pfn(pg->arena, pg), (size_t)1 << pg->order, 0);
+    pg->ndirty = 0;
     pg->flags &= (uint8_t)~PG_DIRTY;
     unsigned list = pg->size_class; /* clean now: to the tail of its list */
     area_del_locked(sh, pg);
     area_add_locked(sh, pg, list, 0);
-    sh->purged_pages += (size_t)1 << pg->order;
 }
 
 size_t purge_oldest_locked(struct buddy_shard *sh, size_t need)
