@@ -13,6 +13,17 @@ static inline unsigned list_of(unsigned order, unsigned type) { return order == 
 /* The kind of the pageblock holding pfn. */
 static inline unsigned pb_type_of(const struct arena *ar, size_t pfn) { return ar->pb_type[pfn >> MAX_ORDER]; }
 
+/* Bits set in x, inline: the x86-64 baseline has no popcnt instruction, and __builtin_popcountll
+ * became a call to libgcc's __popcountdi2, linked at the end of the library's text (away from the
+ * hot code: src/meson.build's link order). */
+static inline unsigned popcount64(uint64_t x)
+{
+    x -= (x >> 1) & 0x5555555555555555ull;
+    x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+    x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0full;
+    return (unsigned)((x * 0x0101010101010101ull) >> 56);
+}
+
 /* The arena's dirty bits of frames [pfn, pfn + n): count, set, clear (struct arena.dirty_bits). */
 static inline size_t dbits_count(const struct arena *ar, size_t pfn, size_t n)
 {
@@ -20,7 +31,7 @@ static inline size_t dbits_count(const struct arena *ar, size_t pfn, size_t n)
     while (n) {
         size_t w = pfn >> 6, b = pfn & 63, k = 64 - b < n ? 64 - b : n;
         uint64_t m = (k == 64 ? ~(uint64_t)0 : (((uint64_t)1 << k) - 1)) << b;
-        c += (size_t)__builtin_popcountll(ar->dirty_bits[w] & m);
+        c += popcount64(ar->dirty_bits[w] & m);
         pfn += k;
         n -= k;
     }
