@@ -187,14 +187,17 @@ static struct page *alloc_locked(struct buddy_shard *sh, size_t npages, unsigned
     size_t pfn = page_to_pfn(ar, pg);
     if (o == MAX_ORDER) /* a whole pageblock: it takes the request's kind */
         ar->pb_type[pfn >> MAX_ORDER] = (uint8_t)type;
+    int mixed = dirty && dirty != ((size_t)1 << o); /* else every piece is as dirty as the block */
     while (o > order) { /* split: the upper halves go back, the lower half is kept */
         o--;
         size_t up = pfn + ((size_t)1 << o);
-        set_free_locked(sh, ar, &ar->pages[up], o, dirty ? dbits_count(ar, up, (size_t)1 << o) : 0, ms);
+        set_free_locked(sh, ar, &ar->pages[up], o,
+                        mixed ? dbits_count(ar, up, (size_t)1 << o) : dirty ? (size_t)1 << o : 0, ms);
     }
     if (npages < ((size_t)1 << order)) /* trim the tail: exact allocation */
         free_range_locked(sh, ar, pfn + npages, ((size_t)1 << order) - npages, ms);
-    size_t d = dirty ? dbits_count(ar, pfn, npages) : 0; /* the frames handed out: in use, no bits */
+    /* The frames handed out are in use: their bits go. */
+    size_t d = mixed ? dbits_count(ar, pfn, npages) : dirty ? npages : 0;
     if (d)
         dbits_assign(ar, pfn, npages, 0);
     pg->flags = 0;

@@ -24,28 +24,53 @@ static inline unsigned popcount64(uint64_t x)
     return (unsigned)((x * 0x0101010101010101ull) >> 56);
 }
 
-/* The arena's dirty bits of frames [pfn, pfn + n): count, set, clear (struct arena.dirty_bits). */
+static inline unsigned word_count(uint64_t x) { return x == ~(uint64_t)0 ? 64 : x ? popcount64(x) : 0; }
+
+/* The arena's dirty bits of frames [pfn, pfn + n): count, set, clear (struct arena.dirty_bits).
+ * Blocks are naturally aligned: a range is inside one word or made of whole words, except for
+ * the pieces of an exact allocation's trimmed tail. */
 static inline size_t dbits_count(const struct arena *ar, size_t pfn, size_t n)
 {
-    size_t c = 0;
-    while (n) {
-        size_t w = pfn >> 6, b = pfn & 63, k = 64 - b < n ? 64 - b : n;
-        uint64_t m = (k == 64 ? ~(uint64_t)0 : (((uint64_t)1 << k) - 1)) << b;
-        c += popcount64(ar->dirty_bits[w] & m);
-        pfn += k;
-        n -= k;
+    const uint64_t *w = &ar->dirty_bits[pfn >> 6];
+    size_t b = pfn & 63, c = 0;
+    if (b + n <= 64) {
+        uint64_t m = (n == 64 ? ~(uint64_t)0 : (((uint64_t)1 << n) - 1)) << b;
+        uint64_t x = *w & m;
+        return x == m ? n : x ? popcount64(x) : 0;
     }
+    if (b) {
+        c += popcount64(*w++ >> b);
+        n -= 64 - b;
+    }
+    for (; n >= 64; n -= 64)
+        c += word_count(*w++);
+    if (n)
+        c += popcount64(*w & (((uint64_t)1 << n) - 1));
     return c;
 }
 
 static inline void dbits_assign(struct arena *ar, size_t pfn, size_t n, int set)
 {
-    while (n) {
-        size_t w = pfn >> 6, b = pfn & 63, k = 64 - b < n ? 64 - b : n;
-        uint64_t m = (k == 64 ? ~(uint64_t)0 : (((uint64_t)1 << k) - 1)) << b;
-        ar->dirty_bits[w] = set ? ar->dirty_bits[w] | m : ar->dirty_bits[w] & ~m;
-        pfn += k;
-        n -= k;
+    uint64_t *w = &ar->dirty_bits[pfn >> 6];
+    size_t b = pfn & 63;
+    if (b + n <= 64) {
+        uint64_t m = (n == 64 ? ~(uint64_t)0 : (((uint64_t)1 << n) - 1)) << b;
+        *w = set ? *w | m : *w & ~m;
+        return;
+    }
+    if (b) {
+        uint64_t m = ~(uint64_t)0 << b;
+        *w = set ? *w | m : *w & ~m;
+        w++;
+        n -= 64 - b;
+    }
+    for (; n >= 64; n -= 64) { /* a few words: stores, not a call to memset */
+        *w++ = set ? ~(uint64_t)0 : 0;
+        __asm__("" : "+r"(w));
+    }
+    if (n) {
+        uint64_t m = ((uint64_t)1 << n) - 1;
+        *w = set ? *w | m : *w & ~m;
     }
 }
 
