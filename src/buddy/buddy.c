@@ -13,27 +13,33 @@ void buddy_init(unsigned nr_shards)
     if (nr_shards > BUDDY_MAX_SHARDS)
         nr_shards = BUDDY_MAX_SHARDS;
     buddy_nr_shards = nr_shards;
+    /* Only the shards in use: the others are never locked or read (every loop stops at
+     * buddy_nr_shards), and leaving them untouched keeps 3-4 of the table's 7 .bss pages out of a
+     * small program's RSS. */
     for (int z = 0; z < NR_ZONES; z++)
-        for (unsigned s = 0; s < BUDDY_MAX_SHARDS; s++) {
+        for (unsigned s = 0; s < nr_shards; s++) {
             buddy_shards[z][s].zone = (uint8_t)z;
             buddy_shards[z][s].id = (uint8_t)s;
             os_lock_init(&buddy_shards[z][s].lock, LOCK_RANK_BUDDY);
         }
 }
 
-/* Put a block on the free lists as is (no coalescing), on its pageblock kind's list. */
-static void set_free_locked(struct buddy_shard *sh, struct arena *ar, struct page *pg, unsigned order, int dirty,
+/* Put a block on the free lists as is (no coalescing), on its pageblock kind's list. `ndirty` is
+ * the number of its frames whose dirty bit is set (the caller knows it or counted it). */
+static void set_free_locked(struct buddy_shard *sh, struct arena *ar, struct page *pg, unsigned order, size_t ndirty,
                             uint64_t ms)
 {
     bsl_assert_locked(&sh->lock);
     bsl_assert(1, !(pg->flags & (PG_SLAB | PG_LARGE | PG_BUDDY))); /* not in use, not free already */
-    pg->flags = (uint8_t)(PG_BUDDY | (dirty ? PG_DIRTY : 0));
+    bsl_assert(2, ndirty == dbits_count(ar, page_to_pfn(ar, pg), (size_t)1 << order));
+    pg->flags = (uint8_t)(PG_BUDDY | (ndirty ? PG_DIRTY : 0));
     pg->order = (uint8_t)order;
     pg->zone = ar->zone;
     pg->arena = ar;
-    area_add_locked(sh, pg, list_of(order, pb_type_of(ar, page_to_pfn(ar, pg))), dirty);
+    pg->ndirty = (uint32_t)ndirty;
+    area_add_locked(sh, pg, list_of(order, pb_type_of(ar, page_to_pfn(ar, pg))), ndirty != 0);
     sh->nr_free_pages += (size_t)1 << order;
-    if (dirty) {
+    if (ndirty) {
         /* Keep the dirty list sorted: a block re-freed with an older stamp takes the newest. */
         if (sh->dirty_tail && sh->dirty_tail->freed_ms > ms)
             ms = sh->dirty_tail->freed_ms;
@@ -42,17 +48,18 @@ static void set_free_locked(struct buddy_shard *sh, struct arena *ar, struct pag
     }
 }
 
-/* Take a free block off the lists; returns whether it was dirty. */
-static int take_free_locked(struct buddy_shard *sh, struct page *pg)
+/* Take a free block off the lists; returns how many of its frames are dirty (bits left as they are). */
+static size_t take_free_locked(struct buddy_shard *sh, struct page *pg)
 {
     bsl_assert_locked(&sh->lock);
-    int dirty = pg->flags & PG_DIRTY;
+    size_t ndirty = pg->ndirty;
     area_del_locked(sh, pg);
-    if (dirty)
+    if (ndirty)
         dirty_del_locked(sh, pg);
     sh->nr_free_pages -= (size_t)1 << pg->order;
     pg->flags = 0;
-    return dirty;
+    pg->ndirty = 0;
+    return ndirty;
 }
 
 /*
@@ -61,15 +68,17 @@ static int take_free_locked(struct buddy_shard *sh, struct page *pg)
  * of the same order, the two merge into one block of order+1 at the lower pfn, and the merge is
  * tried again one order up, until the buddy is busy, split differently, or MAX_ORDER is reached.
  * Arenas start on a MAX_ORDER boundary, so pfns relative to the arena have the same alignment as
- * the addresses. A merged block is dirty if any part was dirty (it will be purged whole).
+ * the addresses. A merged block counts the dirty frames of its parts (ndirty); it is dirty, and on
+ * the dirty list stamped with its newest part's time, if any part was. Its frames' dirty bits are
+ * already what they must be: freeing sets them (buddy_free), splitting and merging leave them.
  */
-static void free_one_locked(struct buddy_shard *sh, struct arena *ar, size_t pfn, unsigned order, int dirty,
-                            uint64_t ms)
+static void free_one_locked(struct buddy_shard *sh, struct arena *ar, size_t pfn, unsigned order, uint64_t ms)
 {
     bsl_assert_locked(&sh->lock);
     /* The block is aligned to its size, inside the arena's used part, and not free already. */
     bsl_assert(1, order <= MAX_ORDER && (pfn & (((size_t)1 << order) - 1)) == 0 &&
                       pfn + ((size_t)1 << order) <= ar->fresh && !(ar->pages[pfn].flags & PG_BUDDY));
+    size_t ndirty = dbits_count(ar, pfn, (size_t)1 << order);
     while (order < MAX_ORDER) {
         size_t bpfn = pfn ^ ((size_t)1 << order);
         if (bpfn + ((size_t)1 << order) > ar->fresh)
@@ -77,20 +86,17 @@ static void free_one_locked(struct buddy_shard *sh, struct arena *ar, size_t pfn
         struct page *b = &ar->pages[bpfn];
         if (!(b->flags & PG_BUDDY) || b->order != order)
             break;
-        if (b->flags & PG_DIRTY) {
-            ms = (dirty && ms > b->freed_ms) ? ms : b->freed_ms;
-            dirty = 1;
-        }
-        take_free_locked(sh, b);
+        if (b->flags & PG_DIRTY)
+            ms = (ndirty && ms > b->freed_ms) ? ms : b->freed_ms;
+        ndirty += take_free_locked(sh, b);
         pfn &= ~((size_t)1 << order);
         order++;
     }
-    set_free_locked(sh, ar, &ar->pages[pfn], order, dirty, ms);
+    set_free_locked(sh, ar, &ar->pages[pfn], order, ndirty, ms);
 }
 
-/* Free [pfn, pfn+n) as naturally aligned power-of-two blocks, each coalesced. */
-static void free_range_locked(struct buddy_shard *sh, struct arena *ar, size_t pfn, size_t n, int dirty,
-                              uint64_t ms)
+/* Free [pfn, pfn+n) as naturally aligned power-of-two blocks, each coalesced (dirty bits as set). */
+static void free_range_locked(struct buddy_shard *sh, struct arena *ar, size_t pfn, size_t n, uint64_t ms)
 {
     bsl_assert_locked(&sh->lock);
     while (n) {
@@ -99,7 +105,7 @@ static void free_range_locked(struct buddy_shard *sh, struct arena *ar, size_t p
             o = MAX_ORDER;
         while (((size_t)1 << o) > n)
             o--;
-        free_one_locked(sh, ar, pfn, o, dirty, ms);
+        free_one_locked(sh, ar, pfn, o, ms);
         pfn += (size_t)1 << o;
         n -= (size_t)1 << o;
     }
@@ -132,8 +138,9 @@ static struct page *find_largest_locked(struct buddy_shard *sh, unsigned order, 
  * space (1), the other kind's blocks (2). */
 enum { FROM_FREE = 0, FROM_FRESH = 1, FROM_OTHER = 2 };
 
+/* *clean: how many of the npages frames handed out are clean (read as zero, cost RSS when touched). */
 static struct page *alloc_locked(struct buddy_shard *sh, size_t npages, unsigned order, unsigned type, int *zeroed,
-                                 int from)
+                                 size_t *clean, int from)
 {
     bsl_assert_locked(&sh->lock);
     struct page *pg = NULL, *whole = sh->free_area[MAX_ORDER].head[0];
@@ -155,7 +162,7 @@ static struct page *alloc_locked(struct buddy_shard *sh, size_t npages, unsigned
                 pg->arena->pb_type[page_to_pfn(pg->arena, pg) >> MAX_ORDER] = (uint8_t)type;
         }
     }
-    int dirty = 0;
+    size_t dirty = 0; /* dirty frames in the block taken */
     uint64_t ms = 0;
     unsigned o;
     if (pg) {
@@ -180,17 +187,25 @@ static struct page *alloc_locked(struct buddy_shard *sh, size_t npages, unsigned
     size_t pfn = page_to_pfn(ar, pg);
     if (o == MAX_ORDER) /* a whole pageblock: it takes the request's kind */
         ar->pb_type[pfn >> MAX_ORDER] = (uint8_t)type;
+    int mixed = dirty && dirty != ((size_t)1 << o); /* else every piece is as dirty as the block */
     while (o > order) { /* split: the upper halves go back, the lower half is kept */
         o--;
-        set_free_locked(sh, ar, &ar->pages[pfn + ((size_t)1 << o)], o, dirty, ms);
+        size_t up = pfn + ((size_t)1 << o);
+        set_free_locked(sh, ar, &ar->pages[up], o,
+                        mixed ? dbits_count(ar, up, (size_t)1 << o) : dirty ? (size_t)1 << o : 0, ms);
     }
     if (npages < ((size_t)1 << order)) /* trim the tail: exact allocation */
-        free_range_locked(sh, ar, pfn + npages, ((size_t)1 << order) - npages, dirty, ms);
+        free_range_locked(sh, ar, pfn + npages, ((size_t)1 << order) - npages, ms);
+    /* The frames handed out are in use: their bits go. */
+    size_t d = mixed ? dbits_count(ar, pfn, npages) : dirty ? npages : 0;
+    if (d)
+        dbits_assign(ar, pfn, npages, 0);
     pg->flags = 0;
     pg->arena = ar;
     pg->zone = ar->zone;
     sh->nr_alloc++;
-    *zeroed = !dirty;
+    *zeroed = !d;
+    *clean = npages - d;
     return pg;
 }
 
@@ -205,7 +220,7 @@ static void add_arena_locked(struct buddy_shard *sh, struct arena *ar)
     ar->fresh = MAX_ORDER_PAGES;
     ar->pb_type[0] = PB_SLAB;
     sh->nr_pages += MAX_ORDER_PAGES - ARENA_META_PAGES;
-    free_range_locked(sh, ar, ARENA_META_PAGES, MAX_ORDER_PAGES - ARENA_META_PAGES, 0, 0);
+    free_range_locked(sh, ar, ARENA_META_PAGES, MAX_ORDER_PAGES - ARENA_META_PAGES, 0);
 }
 
 static const int zonelist[NR_ZONES][3] = {
@@ -220,6 +235,24 @@ static const int zonelist[NR_ZONES][3] = {
 static void offset_growth(int z, struct buddy_shard *first, size_t need)
 {
     bsl_assert_locked(&first->lock);
+    /* The reserve: free dirty frames up to a quarter of the zone's frames in use (at most
+     * BUDDY_DIRTY_FLOOR) are kept without offset (racy sums over the shards: a hint). */
+    size_t used = 0, dirty = 0;
+    for (unsigned k = 0; k < buddy_nr_shards; k++) {
+        const struct buddy_shard *sh = &buddy_shards[z][k];
+        size_t n = __atomic_load_n(&sh->nr_pages, __ATOMIC_RELAXED), f = __atomic_load_n(&sh->nr_free_pages, __ATOMIC_RELAXED);
+        used += f <= n ? n - f : 0;
+        dirty += __atomic_load_n(&sh->nr_dirty_pages, __ATOMIC_RELAXED);
+    }
+    size_t keep = used / BUDDY_OFFSET_RESERVE_DIV;
+    if (keep > BUDDY_DIRTY_FLOOR)
+        keep = BUDDY_DIRTY_FLOOR;
+    if (dirty <= keep) {
+        os_unlock(&first->lock);
+        return;
+    }
+    if (need > dirty - keep)
+        need = dirty - keep;
     size_t got = first->nr_dirty_pages ? purge_oldest_locked(first, need) : 0;
     os_unlock(&first->lock);
     for (unsigned k = 0; got < need && k < buddy_nr_shards; k++) {
@@ -260,11 +293,12 @@ struct page *buddy_alloc_type(int zone, size_t npages, unsigned min_order, unsig
             for (unsigned k = 0; k < buddy_nr_shards; k++) {
                 struct buddy_shard *sh = &buddy_shards[z][(home + k) % buddy_nr_shards];
                 os_lock(&sh->lock);
-                struct page *pg = alloc_locked(sh, npages, order, type, zeroed, from);
+                size_t clean = 0;
+                struct page *pg = alloc_locked(sh, npages, order, type, zeroed, &clean, from);
                 if (pg && k)
                     sh->nr_steal++;
-                if (pg && *zeroed && zone_has_dirty(z))
-                    offset_growth(z, sh, npages);
+                if (pg && clean && zone_has_dirty(z))
+                    offset_growth(z, sh, clean);
                 else
                     os_unlock(&sh->lock);
                 if (pg)
@@ -275,9 +309,10 @@ struct page *buddy_alloc_type(int zone, size_t npages, unsigned min_order, unsig
         os_lock(&sh->lock);
         if (ar)
             add_arena_locked(sh, ar);
-        struct page *pg = alloc_locked(sh, npages, order, type, zeroed, FROM_FRESH);
-        if (pg && zone_has_dirty(z))
-            offset_growth(z, sh, npages);
+        size_t clean = 0;
+        struct page *pg = alloc_locked(sh, npages, order, type, zeroed, &clean, FROM_FRESH);
+        if (pg && clean && zone_has_dirty(z))
+            offset_growth(z, sh, clean);
         else
             os_unlock(&sh->lock);
         if (pg)
@@ -308,7 +343,8 @@ void buddy_free(struct page *head, size_t npages)
     bsl_assert(1, !(head->flags & PG_BUDDY));
     os_lock(&sh->lock);
     head->flags = 0;
-    free_range_locked(sh, ar, page_to_pfn(ar, head), npages, 1, now);
+    dbits_assign(ar, page_to_pfn(ar, head), npages, 1); /* frames that were in use: maybe resident */
+    free_range_locked(sh, ar, page_to_pfn(ar, head), npages, now);
     sh->nr_free_calls++;
     maybe_decay_locked(sh, now);
     os_unlock(&sh->lock);
@@ -348,23 +384,22 @@ int buddy_extend(struct page *head, size_t old_n, size_t new_n)
         }
         q = page_to_pfn(ar, b) + ((size_t)1 << b->order);
     }
-    uint64_t now = os_now_ms();
-    size_t clean = 0;
     for (size_t q = start; q < end;) { /* second pass: claim, giving back what sticks out */
         struct page *b = free_block_of_locked(ar, q);
         size_t h = page_to_pfn(ar, b), bend = h + ((size_t)1 << b->order);
-        uint64_t ms = b->freed_ms;
+        uint64_t ms = b->freed_ms; /* meaningful only for the dirty frames it gives back */
         if (b->order == MAX_ORDER) /* a whole pageblock joins the block's kind */
             ar->pb_type[h >> MAX_ORDER] = pb_type_of(ar, pfn);
-        int dirty = take_free_locked(sh, b);
+        take_free_locked(sh, b);
         if (h < q)
-            free_range_locked(sh, ar, h, q - h, dirty, dirty ? ms : now);
+            free_range_locked(sh, ar, h, q - h, ms);
         if (bend > end)
-            free_range_locked(sh, ar, end, bend - end, dirty, dirty ? ms : now);
-        if (!dirty)
-            clean += (bend < end ? bend : end) - (h > q ? h : q);
+            free_range_locked(sh, ar, end, bend - end, ms);
         q = bend;
     }
+    size_t d = dbits_count(ar, start, end - start), clean = (end - start) - d;
+    if (d) /* the claimed frames are in use now */
+        dbits_assign(ar, start, end - start, 0);
     if (clean && zone_has_dirty(ar->zone))
         offset_growth(ar->zone, sh, clean);
     else
@@ -378,13 +413,14 @@ void buddy_shrink(struct page *head, size_t old_n, size_t new_n)
     struct buddy_shard *sh = shard_of(ar);
     uint64_t now = os_now_ms();
     os_lock(&sh->lock);
-    free_range_locked(sh, ar, page_to_pfn(ar, head) + new_n, old_n - new_n, 1, now);
+    dbits_assign(ar, page_to_pfn(ar, head) + new_n, old_n - new_n, 1);
+    free_range_locked(sh, ar, page_to_pfn(ar, head) + new_n, old_n - new_n, now);
     os_unlock(&sh->lock);
 }
 
 void buddy_fork_locks(os_lock_visit_fn visit)
 {
     for (int z = 0; z < NR_ZONES; z++)
-        for (unsigned s = 0; s < BUDDY_MAX_SHARDS; s++)
+        for (unsigned s = 0; s < buddy_nr_shards; s++)
             visit(&buddy_shards[z][s].lock);
 }

@@ -15,14 +15,17 @@
  * the pageblock with it when that block is at least half of it). So a long-lived slab does not land
  * in the hole a large block left and pin it, and large blocks freed next to each other coalesce.
  *
- * Free blocks are dirty (their frames may be resident) or clean (purged or never touched). Dirty
- * blocks sit on the shard's dirty list, oldest first, and at the head of their free list (clean
- * ones at the tail), so resident frames are reused first. The dirty-memory policy (purge.c):
- *  - growth is RSS-neutral: a request served with clean frames while dirty frames are held purges
- *    as many dirty frames, oldest first (in its shard, then the zone's others). Free frames that
+ * Free frames are dirty (may be resident) or clean (purged or never touched), frame by frame: the
+ * arena's dirty_bits, with each free block's head counting its own (ndirty; PG_DIRTY when > 0).
+ * Blocks with dirty frames sit on the shard's dirty list, oldest first, and at the head of their
+ * free list (clean ones at the tail), so resident frames are reused first. The dirty-memory policy
+ * (purge.c):
+ *  - growth is RSS-neutral beyond a reserve: a request handed clean frames while the zone holds
+ *    more dirty frames than a quarter of its frames in use (at most BUDDY_DIRTY_FLOOR) purges as
+ *    many dirty frames, oldest first (in its shard, then the zone's others). Free frames that
  *    could not serve the request that needed new ones are resident for nothing: give them back.
- *    So frames in use plus free dirty frames only grow while no dirty frame is held, and the
- *    resident footprint of the buddy never exceeds the peak of its frames in use;
+ *    So frames in use plus free dirty frames grow past the peak of the frames in use by the
+ *    reserve at most;
  *  - frames free longer than decay_ms are purged (the tick and buddy_free check);
  *  - the tick keeps free dirty frames within a share of the frames in use (the live heap, with a
  *    floor), and the zone's high watermark (a share of the machine's memory) purges at once;
@@ -97,6 +100,7 @@ BSL_HIDDEN size_t buddy_purge(uint64_t age_ms);
  * per zone). Returns bytes purged. */
 BSL_HIDDEN size_t buddy_trim_to_live(void);
 #define BUDDY_DIRTY_LIVE_DIV 8
+#define BUDDY_OFFSET_RESERVE_DIV 4 /* rule 1's reserve: dirty frames up to used/4 (at most the floor) */
 #define BUDDY_DIRTY_FLOOR (((size_t)8 << 20) >> PAGE_SHIFT)
 /* Frames that may be resident (in use, or free and dirty) in every shard, in bytes: read without
  * the locks (for the soft OOM limits: a moment stale at worst). */

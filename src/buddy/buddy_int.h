@@ -13,6 +13,67 @@ static inline unsigned list_of(unsigned order, unsigned type) { return order == 
 /* The kind of the pageblock holding pfn. */
 static inline unsigned pb_type_of(const struct arena *ar, size_t pfn) { return ar->pb_type[pfn >> MAX_ORDER]; }
 
+/* Bits set in x, inline: the x86-64 baseline has no popcnt instruction, and __builtin_popcountll
+ * became a call to libgcc's __popcountdi2, linked at the end of the library's text (away from the
+ * hot code: src/meson.build's link order). */
+static inline unsigned popcount64(uint64_t x)
+{
+    x -= (x >> 1) & 0x5555555555555555ull;
+    x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+    x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0full;
+    return (unsigned)((x * 0x0101010101010101ull) >> 56);
+}
+
+static inline unsigned word_count(uint64_t x) { return x == ~(uint64_t)0 ? 64 : x ? popcount64(x) : 0; }
+
+/* The arena's dirty bits of frames [pfn, pfn + n): count, set, clear (struct arena.dirty_bits).
+ * Blocks are naturally aligned: a range is inside one word or made of whole words, except for
+ * the pieces of an exact allocation's trimmed tail. */
+static inline size_t dbits_count(const struct arena *ar, size_t pfn, size_t n)
+{
+    const uint64_t *w = &ar->dirty_bits[pfn >> 6];
+    size_t b = pfn & 63, c = 0;
+    if (b + n <= 64) {
+        uint64_t m = (n == 64 ? ~(uint64_t)0 : (((uint64_t)1 << n) - 1)) << b;
+        uint64_t x = *w & m;
+        return x == m ? n : x ? popcount64(x) : 0;
+    }
+    if (b) {
+        c += popcount64(*w++ >> b);
+        n -= 64 - b;
+    }
+    for (; n >= 64; n -= 64)
+        c += word_count(*w++);
+    if (n)
+        c += popcount64(*w & (((uint64_t)1 << n) - 1));
+    return c;
+}
+
+static inline void dbits_assign(struct arena *ar, size_t pfn, size_t n, int set)
+{
+    uint64_t *w = &ar->dirty_bits[pfn >> 6];
+    size_t b = pfn & 63;
+    if (b + n <= 64) {
+        uint64_t m = (n == 64 ? ~(uint64_t)0 : (((uint64_t)1 << n) - 1)) << b;
+        *w = set ? *w | m : *w & ~m;
+        return;
+    }
+    if (b) {
+        uint64_t m = ~(uint64_t)0 << b;
+        *w = set ? *w | m : *w & ~m;
+        w++;
+        n -= 64 - b;
+    }
+    for (; n >= 64; n -= 64) { /* a few words: stores, not a call to memset */
+        *w++ = set ? ~(uint64_t)0 : 0;
+        __asm__("" : "+r"(w));
+    }
+    if (n) {
+        uint64_t m = ((uint64_t)1 << n) - 1;
+        *w = set ? *w | m : *w & ~m;
+    }
+}
+
 /* Free lists: dirty blocks at the head (reused first), clean ones at the tail. */
 static inline void area_add_locked(struct buddy_shard *sh, struct page *pg, unsigned list, int dirty)
 {
@@ -62,7 +123,7 @@ static inline void dirty_add_locked(struct buddy_shard *sh, struct page *pg)
     else
         sh->dirty_head = pg;
     sh->dirty_tail = pg;
-    sh->nr_dirty_pages += (size_t)1 << pg->order;
+    sh->nr_dirty_pages += pg->ndirty;
 }
 
 static inline void dirty_del_locked(struct buddy_shard *sh, struct page *pg)
@@ -76,7 +137,7 @@ static inline void dirty_del_locked(struct buddy_shard *sh, struct page *pg)
         pg->dnext->dprev = pg->dprev;
     else
         sh->dirty_tail = pg->dprev;
-    sh->nr_dirty_pages -= (size_t)1 << pg->order;
+    sh->nr_dirty_pages -= pg->ndirty;
 }
 
 /* purge.c */

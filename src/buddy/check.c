@@ -35,6 +35,8 @@ int buddy_check(void)
                             rc = fail("free block outside the shard's carved arena", z, s, pfn);
                         else if (pg->next && pg->next->prev != pg)
                             rc = fail("broken free list link", z, s, pfn);
+                        else if (pg->ndirty != dbits_count(ar, pfn, (size_t)1 << o) || (pg->ndirty > 0) != !!(pg->flags & PG_DIRTY))
+                            rc = fail("free block's ndirty does not match its dirty bits", z, s, pfn);
                         if (rc)
                             break;
                         seen_clean |= !(pg->flags & PG_DIRTY);
@@ -51,7 +53,7 @@ int buddy_check(void)
                     rc = fail("clean or busy block on the dirty list", z, s, 0);
                 else if (pg->dnext && pg->dnext->freed_ms < pg->freed_ms)
                     rc = fail("dirty list not oldest first", z, s, 0);
-                dirty_pages += (size_t)1 << pg->order;
+                dirty_pages += pg->ndirty;
             }
             /* Every frame is in at most one free block: count heads covering each frame. */
             for (struct arena *ar = sh->arenas; ar && !rc; ar = ar->next) {
@@ -71,6 +73,10 @@ int buddy_check(void)
                             }
                         pfn = end;
                     } else {
+                        if (dbits_count(ar, pfn, 1)) {
+                            rc = fail("dirty bit set on a frame not in a free block", z, s, pfn);
+                            break;
+                        }
                         pfn++;
                     }
                 }

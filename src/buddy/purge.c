@@ -2,7 +2,9 @@
  *
  * Four rules, all purging the oldest dirty blocks first (the dirty list is sorted by free time):
  *  1. RSS-neutral growth (offset_growth in buddy.c calls purge_oldest_locked): clean frames handed
- *     out while dirty ones are held are paid for by purging as many dirty frames;
+ *     out (counted exactly, from the arena's dirty bits) while the zone holds more dirty frames
+ *     than its reserve (used / BUDDY_OFFSET_RESERVE_DIV, at most BUDDY_DIRTY_FLOOR) are paid for by
+ *     purging as many dirty frames, down to the reserve;
  *  2. decay: blocks free longer than decay_ms are purged (checked on buddy_free at most every
  *     decay_ms / 8, and by the tick);
  *  3. the live heap: on a free, a shard keeps at most twice as many dirty frames as frames in use
@@ -37,11 +39,13 @@ void purge_block_locked(struct buddy_shard *sh, struct page *pg)
     if (pg->order >= 6)
         purge_block_meta(pg);
     dirty_del_locked(sh, pg);
+    sh->purged_pages += pg->ndirty; /* what was resident, at most (the clean part was already purged) */
+    dbits_assign(pg->arena, page_to_pfn(pg->arena, pg), (size_t)1 << pg->order, 0);
+    pg->ndirty = 0;
     pg->flags &= (uint8_t)~PG_DIRTY;
     unsigned list = pg->size_class; /* clean now: to the tail of its list */
     area_del_locked(sh, pg);
     area_add_locked(sh, pg, list, 0);
-    sh->purged_pages += (size_t)1 << pg->order;
 }
 
 size_t purge_oldest_locked(struct buddy_shard *sh, size_t need)

@@ -222,4 +222,10 @@ static void postfork_child(void)
     fork_locked = fork_stdio = 0;
 }
 
-void bsl_fork_register(void) { pthread_atfork(prefork, postfork_parent, postfork_child); }
+/* pthread_atfork is not in libc.so: libc_nonshared.a supplies it, as a call to glibc's exported
+ * __register_atfork with the caller's __dso_handle, and the linker puts that object after all of
+ * ours, at the end of the text, where only this one call at start-up would fault it in (a 64 KiB
+ * fault-around window of otherwise cold code: src/meson.build). Make the same call from here. */
+extern int __register_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void), void *dso);
+extern void *__dso_handle;
+void bsl_fork_register(void) { __register_atfork(prefork, postfork_parent, postfork_child, __dso_handle); }

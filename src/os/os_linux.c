@@ -180,8 +180,9 @@ unsigned os_ncpus(void)
     if (n <= 0)
         return 1;
     unsigned cnt = 0;
-    for (long i = 0; i < n / (long)sizeof(unsigned long); i++)
-        cnt += (unsigned)__builtin_popcountl(mask[i]);
+    for (long i = 0; i < n / (long)sizeof(unsigned long); i++) /* not __builtin_popcountl: a call to */
+        for (unsigned long m = mask[i]; m; m &= m - 1)             /* libgcc, at the end of the text */
+            cnt++;
     return cnt ? cnt : 1;
 }
 

@@ -4,7 +4,11 @@
  * bsl_rseq_tp_off), then runs a critical section [start, end) whose only store visible to other
  * threads is the last one, which commits the bin's new count. If the kernel preempts, migrates or
  * signals the thread inside the section, it resumes at the abort handler (in section
- * __rseq_failure, preceded by glibc's RSEQ_SIG), which starts the sequence over. Every input
+ * .text.bsl_rseq_abort, preceded by glibc's RSEQ_SIG), which starts the sequence over. The section
+ * is out of the functions' way but named .text.*, so the linker keeps it with its object's text:
+ * librseq's name, __rseq_failure, is an orphan section that lands after all of the text, and the
+ * kernel's read of the signature on an abort then faulted in the library's last, otherwise cold,
+ * 64 KiB of text (src/meson.build's link order). Every input
  * stays in its register across a restart; only the scratch outputs are rewritten.
  *
  * Offsets and sizes come from pcp_layout.h as strings (struct rseq's cpu_id and rseq_cs, struct
@@ -32,7 +36,7 @@
     ".Lcs%=: .long 0, 0\n"                              /* version, flags */                      \
     ".quad .Lstart%=, .Lend%= - .Lstart%=, .Labort%=\n" /* start, post_commit_offset, abort */    \
     ".popsection\n"                                                                                \
-    ".pushsection __rseq_failure, \"ax\"\n"                                                        \
+    ".pushsection .text.bsl_rseq_abort, \"ax\"\n"                                                  \
     ".long " PCP_STR(PCP_RSEQ_SIG) "\n"                                                            \
     ".Labort%=: jmp .Lrestart%=\n"                                                                 \
     ".popsection\n"                                                                                \

@@ -233,11 +233,13 @@ void slab_free_bulk(void *const *objs, unsigned n)
     }
 }
 
-/* Transfer cache capacity: about 128 KiB of objects, between 16 and 512 of them. */
+/* Transfer cache capacity: about 128 KiB of objects, between 4 and 512 of them. The floor was 16:
+ * the classes above 8 KiB then held up to 512 KiB each (16 x 32 KiB), a third of what mstress
+ * (bench/macro/mstress.c) kept cached at its peak; their per-CPU batches are 2 to 4 objects. */
 static uint32_t xfer_cap_for(uint32_t size)
 {
     uint32_t n = (128u << 10) / size;
-    return n < 16 ? 16 : n > 512 ? 512 : n;
+    return n < 4 ? 4 : n > 512 ? 512 : n;
 }
 
 void slab_free_batch(unsigned c, void *const *objs, unsigned n)

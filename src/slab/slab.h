@@ -71,7 +71,7 @@ struct kmem_cache {
     struct page *partial;   /* slabs with free objects, most recently freed-into first */
     struct page *spare;     /* one empty slab kept to absorb alloc/free churn */
     void **xfer;            /* transfer cache: xfer[0, nr_xfer) are free objects */
-    uint32_t nr_xfer, xfer_cap; /* xfer_cap: about 128 KiB of objects, 16 .. 512 */
+    uint32_t nr_xfer, xfer_cap; /* xfer_cap: about 128 KiB of objects, 4 .. 512 */
     uint32_t busy;          /* refilled or drained since the last idle check */
     size_t nr_partial;
     size_t nr_slabs;        /* slabs owned, spare included */

@@ -39,7 +39,7 @@ enum zone_id { ZONE_LOW32 = 0, ZONE_NORMAL = 1, ZONE_HUGE = 2, NR_ZONES = 3 };
 
 /* Page flags (struct page.flags). */
 #define PG_BUDDY 0x01 /* head of a free buddy block: order, lru, dirty, freed_ms valid */
-#define PG_DIRTY 0x02 /* free block whose frames may be resident (not purged since last use) */
+#define PG_DIRTY 0x02 /* free block some of whose frames may be resident (ndirty > 0; arena dirty_bits) */
 #define PG_LARGE 0x04 /* head of an allocated large block: npages valid */
 #define PG_SLAB 0x08  /* frame of a slab: head valid on every frame, slab fields on the head */
 #define PG_ZEROED 0x10 /* PG_LARGE: the block was clean (all zero) when handed out */
@@ -58,7 +58,10 @@ struct page {
     uint8_t order;      /* PG_BUDDY: order of the free block. PG_SLAB: slab order (every frame) */
     uint8_t size_class; /* PG_SLAB: size class of every object in the slab */
     uint8_t zone;       /* zone of the arena (set on block heads) */
-    uint32_t npages;    /* PG_LARGE: frames in the block; PG_SLAB head: frames in the slab */
+    union {
+        uint32_t npages; /* PG_LARGE: frames in the block; PG_SLAB head: frames in the slab */
+        uint32_t ndirty; /* PG_BUDDY: frames of the free block whose dirty bit is set (arena dirty_bits) */
+    };
     struct page *head;  /* PG_SLAB: the slab's head frame (itself on the head) */
     struct page *next, *prev; /* PG_BUDDY: free_area list; PG_SLAB head: kmem_cache partial list */
     union {
@@ -77,8 +80,8 @@ struct page {
 _Static_assert(sizeof(struct page) == 64, "struct page is one cache line");
 
 /* An arena: ARENA_SIZE bytes owned by one buddy shard of one zone. The struct lives in metadata;
- * the descriptors live at the arena's base. Immutable after creation except `fresh` and
- * `pb_type` (both protected by the owning shard's lock). */
+ * the descriptors live at the arena's base. Immutable after creation except `fresh`,
+ * `pb_type` and `dirty_bits` (protected by the owning shard's lock). */
 struct arena {
     uintptr_t base;      /* aligned to ARENA_SIZE; == (uintptr_t)pages */
     struct page *pages;  /* ARENA_PAGES descriptors; [0, ARENA_META_PAGES) describe themselves */
@@ -87,6 +90,12 @@ struct arena {
     size_t fresh;        /* first pfn never given to the buddy lists (protected by the shard lock) */
     /* Kind (enum pb_type) of each MAX_ORDER pageblock while it is split (shard lock). */
     uint8_t pb_type[ARENA_PAGES >> MAX_ORDER];
+    /* One bit per frame (shard lock): set on a free frame that may be resident (used since it was
+     * last purged). Invariants (buddy_check): a frame in use or never used has its bit clear; a free
+     * block's head counts its set bits in `ndirty` and is PG_DIRTY exactly when ndirty > 0. So
+     * buddy_alloc knows how many frames of what it hands out are clean, even when a block is made
+     * of dirty and clean parts merged or split (src/buddy/purge.c, rule 1). */
+    uint64_t dirty_bits[ARENA_PAGES / 64];
     struct arena *next;  /* owning shard's arena list (shard lock) */
 };
 
