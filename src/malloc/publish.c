@@ -73,7 +73,8 @@ void publish_update(uint64_t now)
     uint64_t seq = page->seq;
     __atomic_store_n(&page->seq, seq + 1, __ATOMIC_RELAXED); /* odd: being written */
     __atomic_thread_fence(__ATOMIC_RELEASE);
-    page->updated_ms = now;
+    page->updated_ms = os_clock_ms(); /* top compares it with its own CLOCK_MONOTONIC */
+    (void)now;
     page->updates++;
     page->rseq = (uint32_t)pcp_use_rseq;
     page->shards = buddy_nr_shards;

@@ -222,7 +222,7 @@ static void write_json(struct track_out *o, const struct oom_trigger *t, const s
 {
     char lab[OOM_NAME_MAX + 8];
     track_out_fmt(o, "{\"tool\": \"buddyslab-oom\", \"format\": 1, \"pid\": %ld, \"time_ms\": %llu, \"event\": \"%s\"",
-               os_getpid(), (unsigned long long)os_now_ms(), kind_name(t->kind));
+               os_getpid(), (unsigned long long)os_clock_ms(), kind_name(t->kind));
     if (t->kind == OOM_EV_BUDGET) {
         oom_acct_label(lab, sizeof lab, &oom_accts[t->acct]);
         track_out_put(o, ", \"budget\": ");

@@ -39,7 +39,16 @@ BSL_HIDDEN int os_protect(void *addr, size_t size, int access);
  * caller owns, which it replaces) or anywhere (fixed_at NULL, may_move=1). NULL on failure. */
 BSL_HIDDEN void *os_remap(void *addr, size_t old_size, size_t new_size, int may_move, void *fixed_at);
 
+/* Milliseconds on the monotonic clock since the library first read it, plus 1 (0 stays "never"):
+ * the allocator's timestamps (decay, ticks, reports' rate limits). Small on purpose: a timestamp
+ * kept in the allocator's memory must not look like a pointer into the heap. With milliseconds
+ * since boot, a machine up 23-24 hours stored values in 0x5000000-0x5500000, where Valgrind puts
+ * the heap, and memcheck called a leaked 5 MiB block "possibly lost" (next_tick_ms and a shard's
+ * last decay time pointed inside it). */
 BSL_HIDDEN uint64_t os_now_ms(void);
+/* Milliseconds on CLOCK_MONOTONIC since boot: for what other processes compare with their own
+ * clock (the statistics page's update time, the time of a soft OOM report). */
+BSL_HIDDEN uint64_t os_clock_ms(void);
 /* 64 random bits (getrandom, falling back to the clock and addresses). */
 BSL_HIDDEN uint64_t os_random64(void);
 BSL_HIDDEN void os_sleep_ms(uint64_t ms);

@@ -143,11 +143,27 @@ void *os_remap(void *addr, size_t old_size, size_t new_size, int may_move, void 
     return p == MAP_FAILED ? NULL : p;
 }
 
-uint64_t os_now_ms(void)
+uint64_t os_clock_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* ~(os_clock_ms() at the first os_now_ms(), minus 1), set once; 0 while unset. Kept inverted so
+ * that it does not look like a pointer either. */
+static uint64_t clock_base_inv;
+
+uint64_t os_now_ms(void)
+{
+    uint64_t now = os_clock_ms(), inv = __atomic_load_n(&clock_base_inv, __ATOMIC_RELAXED);
+    if (__builtin_expect(inv == 0, 0)) {
+        uint64_t expect = 0;
+        inv = ~(now - 1);
+        if (!__atomic_compare_exchange_n(&clock_base_inv, &expect, inv, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+            inv = expect; /* another thread set it first */
+    }
+    return now - ~inv;
 }
 
 uint64_t os_random64(void)
