@@ -116,24 +116,21 @@ OFF_UPDATES = field_offset("updates")
 
 def print_layout():
     """The offsets used here, in the format the tools test compares with offsetof()."""
-    for n, off in offsets(HEADER_FIELDS):
-        print("%s %d" % (n, off))
+    def fields(fs, base=0, prefix=""):
+        for n, off in offsets(fs, base):
+            print("%s%s %d" % (prefix, n, off))
+    fields(HEADER_FIELDS)
     print("nr_free %d" % OFF_NR_FREE)
     print("classes %d" % OFF_CLASSES)
-    for n, off in offsets(CLASS_FIELDS):
-        print("class.%s %d" % (n, off))
+    fields(CLASS_FIELDS, prefix="class.")
     print("sizeof_class %d" % CLASS.size)
-    for n, off in offsets(OOM_FIELDS, OFF_OOM):
-        print("%s %d" % (n, off))
+    fields(OOM_FIELDS, OFF_OOM)
     print("budgets %d" % OFF_BUDGETS)
-    for n, off in offsets(BUDGET_FIELDS):
-        print("budget.%s %d" % (n, off))
+    fields(BUDGET_FIELDS, prefix="budget.")
     print("sizeof_budget %d" % BUDGET.size)
-    for n, off in offsets(TRACK_FIELDS, OFF_TRACK):
-        print("%s %d" % (n, off))
+    fields(TRACK_FIELDS, OFF_TRACK)
     print("sites %d" % OFF_SITES)
-    for n, off in offsets(SITE_FIELDS):
-        print("site.%s %d" % (n, off))
+    fields(SITE_FIELDS, prefix="site.")
     print("sizeof_site %d" % SITE.size)
     print("sizeof_page %d" % PAGE_BYTES)
     print("magic_value %#x" % SHM_MAGIC)

@@ -44,7 +44,7 @@ static void tick(uint64_t now)
         buddy_trim_to_live(); /* free dirty frames within a share of the live heap */
     }
     huge_tick(now, d < 0 ? UINT64_MAX / 2 : (uint64_t)d);
-    publish_update(now);
+    publish_update();
     os_unlock(&tick_lock);
 }
 

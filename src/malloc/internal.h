@@ -91,7 +91,7 @@ BSL_HIDDEN void bsl_fork_register(void);
 /* The published statistics page (publish.c): created at start with option publish, refreshed
  * by the tick while someone watches, removed at exit. */
 BSL_HIDDEN void publish_init(void);
-BSL_HIDDEN void publish_update(uint64_t now);
+BSL_HIDDEN void publish_update(void);
 BSL_HIDDEN void publish_exit(void);
 BSL_HIDDEN void publish_postfork_child(void);
 

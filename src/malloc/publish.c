@@ -51,7 +51,7 @@ static void publish_sites(void)
     page->nsites = n;
 }
 
-void publish_update(uint64_t now)
+void publish_update(void)
 {
     if (!page || !__atomic_load_n(&page->watchers, __ATOMIC_ACQUIRE))
         return;
@@ -74,7 +74,6 @@ void publish_update(uint64_t now)
     __atomic_store_n(&page->seq, seq + 1, __ATOMIC_RELAXED); /* odd: being written */
     __atomic_thread_fence(__ATOMIC_RELEASE);
     page->updated_ms = os_clock_ms(); /* top compares it with its own CLOCK_MONOTONIC */
-    (void)now;
     page->updates++;
     page->rseq = (uint32_t)pcp_use_rseq;
     page->shards = buddy_nr_shards;

@@ -344,9 +344,6 @@ const char *os_signal_name(int sig)
     case SIGINT: return "SIGINT";
     case SIGHUP: return "SIGHUP";
     case SIGPIPE: return "SIGPIPE";
-    case SIGALRM: return "SIGALRM";
-    case SIGUSR1: return "SIGUSR1";
-    case SIGUSR2: return "SIGUSR2";
     default: return "signal";
     }
 }

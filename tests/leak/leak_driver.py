@@ -301,22 +301,26 @@ def case_exitcode(args, tmp):
     print("exitcode: ok")
 
 
-def case_fork(args, tmp):
-    cmd = [exe(args, "leak_fork")]
-    pattern = os.path.join(tmp, "fork-%p.json")
-    env = base_env({"LD_PRELOAD": args.lib, "BUDDYSLAB_OPTIONS": "leak=1,leak_report=" + pattern})
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def run_leak_fork(args, report, label):
+    """leak_fork under leak=1 with leak_report=report; its pid once it has exited well."""
+    env = base_env({"LD_PRELOAD": args.lib, "BUDDYSLAB_OPTIONS": "leak=1,leak_report=" + report})
+    proc = subprocess.Popen([exe(args, "leak_fork")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = proc.communicate(timeout=TIMEOUT)
     if proc.returncode != 0 or b"fork: 8 children ok" not in out:
-        fail("fork: program failed: status %s\n%s\n%s" % (proc.returncode, out.decode(), err.decode()))
+        fail("%s: program failed: status %s\n%s\n%s" % (label, proc.returncode, out.decode(), err.decode()))
+    return proc.pid
+
+
+def case_fork(args, tmp):
+    pid = run_leak_fork(args, os.path.join(tmp, "fork-%p.json"), "fork")
     reports = sorted(glob.glob(os.path.join(tmp, "fork-*.json")))
     if len(reports) != 9:
         fail("fork: expected 9 reports (parent and 8 children), got %d" % len(reports))
-    parent = Report(os.path.join(tmp, "fork-%d.json" % proc.pid))
+    parent = Report(os.path.join(tmp, "fork-%d.json" % pid))
     check_no_untagged_lost(parent, "fork parent")
     check_exact(parent, "definitely_lost", {"lk_in_parent": (1111, 1)}, "fork parent")
     for r in reports:
-        if r.endswith("-%d.json" % proc.pid):
+        if r.endswith("-%d.json" % pid):
             continue
         child = Report(r)
         # The busy threads do not exist in a child: what their stacks held is lost there.
@@ -367,13 +371,8 @@ def case_fork_path(args, tmp):
     """leak_report without %p in a program that forks: the parent's report keeps the path, each
     child writes PATH with its pid before the extension and never overwrites the parent's (issue
     16: a child's report replaced the parent's after the launcher had named it)."""
-    cmd = [exe(args, "leak_fork")]
     path = os.path.join(tmp, "fork.json")
-    env = base_env({"LD_PRELOAD": args.lib, "BUDDYSLAB_OPTIONS": "leak=1,leak_report=" + path})
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out, err = proc.communicate(timeout=TIMEOUT)
-    if proc.returncode != 0 or b"fork: 8 children ok" not in out:
-        fail("fork-path: program failed: status %s\n%s\n%s" % (proc.returncode, out.decode(), err.decode()))
+    pid = run_leak_fork(args, path, "fork-path")
     files = sorted(os.listdir(tmp))
     children = [f for f in files if re.fullmatch(r"fork\.\d+\.json", f)]
     if "fork.json" not in files or len(children) != 8 or len(files) != 9:
@@ -382,11 +381,11 @@ def case_fork_path(args, tmp):
     # conservative scan may find a stale copy of a pointer to lk_in_parent's block on the stack,
     # which made this case fail once when it checked the records too.)
     parent = Report(path)
-    if parent.doc["pid"] != proc.pid:
-        fail("fork-path: fork.json holds the report of pid %s, not the parent's (%d)" % (parent.doc["pid"], proc.pid))
+    if parent.doc["pid"] != pid:
+        fail("fork-path: fork.json holds the report of pid %s, not the parent's (%d)" % (parent.doc["pid"], pid))
     for f in children:
         child = Report(os.path.join(tmp, f))
-        if "fork.%d.json" % child.doc["pid"] != f or child.doc["pid"] == proc.pid:
+        if "fork.%d.json" % child.doc["pid"] != f or child.doc["pid"] == pid:
             fail("fork-path: %s is not its child's report (pid %s)\n%s" % (
                 f, child.doc["pid"], json.dumps(child.doc, indent=1)[:3000]))
     print("fork-path: ok (fork.json is the parent's, 8 fork.<pid>.json)")
