@@ -12,6 +12,9 @@
 #define HOOK_DEBUG 2u /* this file: junk, canary, quarantine, Valgrind */
 #define HOOK_INIT 4u  /* not initialised yet: the first call takes the hooked path, which initialises
                        * and then sees the real hooks, so even the very first block is tracked */
+#define HOOK_FULL 8u  /* with HOOK_LEAK: every block is tracked (leak=1), so every free asks the
+                       * tracker; HOOK_LEAK alone is sampled tracking, whose frees of untracked
+                       * blocks take the untracked path (frames holding tracked blocks: PG_TRACKED) */
 
 /* Called once at init (inside the init lock: must not allocate). Returns HOOK_DEBUG when a feature
  * is on (options junk, canary, quarantine, or running under Valgrind), else 0. */

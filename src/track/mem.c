@@ -19,6 +19,12 @@ static struct track_core core; /* set once at init, before any tracking */
 
 void track_set_core(const struct track_core *c) { core = *c; }
 
+void track_core_mark(void *p, int sign)
+{
+    if (core.mark)
+        core.mark(p, sign);
+}
+
 #define TRACK_SCRATCH_MAX 256
 static uintptr_t scratch[TRACK_SCRATCH_MAX]; /* block starts (headers) */
 static unsigned nscratch;

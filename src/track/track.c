@@ -71,14 +71,13 @@ static __attribute__((noinline)) void track_block(void *p, size_t size, uint32_t
     uint64_t val = (exact ? TRACK_EXACT : 0) | (s ? TRACK_CHARGED : 0) | sz << TRACK_SITE_IDX_BITS | site;
     int r = track_map_insert((uintptr_t)p, val, &old);
     if (r >= 0) {
-        track_site_live(site, sz, exact, 1);
+        if (track_live_sites)
+            track_site_live(site, sz, exact, 1);
         if (s)
             acct->charge(s, sz, 1, exact);
         if (r == 0)
             track_uncharge(old); /* a stale record (its free went unseen) */
     }
-    if (r == 1 && track_sample_bytes)
-        __atomic_fetch_add(track_filter_of((uintptr_t)p), 1, __ATOMIC_RELAXED);
     if (unlikely(track_ndeferred))
         track_drain_deferred();
     track_guard = 0;
@@ -90,7 +89,7 @@ uint64_t track_before_alloc(size_t size, uint16_t label, int force)
     if (track_guard || unlikely(track_done))
         return 0;
     if (track_sample_bytes && size < track_sample_bytes) {
-        if (unlikely(__atomic_load_n(&track_force, __ATOMIC_RELAXED) || force))
+        if (unlikely(track_forced() || force))
             return track_site(size, label, 1); /* sampling suspended: tracked exactly */
         int64_t c = track_countdown - (int64_t)size;
         track_countdown = c;
@@ -110,8 +109,6 @@ void track_after_alloc(void *p, size_t size, uint64_t ticket)
 
 void track_on_free(void *p)
 {
-    if (track_sample_bytes && likely(!__atomic_load_n(track_filter_of((uintptr_t)p), __ATOMIC_RELAXED)))
-        return; /* not sampled: the common case, decided first */
     if (unlikely(track_done))
         return;
     if (track_guard) {
@@ -126,7 +123,7 @@ void track_on_free(void *p)
 }
 
 /* ---- start, stop ---- */
-int track_start(long depth, uint64_t sample_bytes)
+int track_start(long depth, uint64_t sample_bytes, int live_sites)
 {
     int g = track_guard;
     track_guard = 1;
@@ -134,6 +131,8 @@ int track_start(long depth, uint64_t sample_bytes)
     const char *why = NULL;
     track_depth = (unsigned)(depth < 1 ? 1 : depth > TRACK_MAX_DEPTH ? TRACK_MAX_DEPTH : depth);
     track_sample_bytes = sample_bytes;
+    track_lean_max = sample_bytes;
+    track_live_sites = live_sites;
     if (!track_is_dynamic())
         why = "the program is statically linked (the tracker loads liburcu and libdw with dlopen)";
     else if ((why = track_sites_load()) != NULL)

@@ -94,6 +94,8 @@ BSL_HIDDEN void track_map_fork_child(void);
 BSL_HIDDEN extern os_lock_t track_sym_lock; /* the cache, its arena and the libdw session */
 
 /* ---- memory (mem.c) ---- */
+/* struct track_core's mark (sampled mode, under the shard of p's frame). */
+BSL_HIDDEN void track_core_mark(void *p, int sign);
 #define TRACK_HDR 16 /* every track_alloc block has a header this big before it */
 
 #endif
