@@ -32,19 +32,30 @@ static __attribute__((noinline)) uint64_t track_site(size_t size, uint16_t label
     unsigned depth =
         track_capture(frames, track_depth, t ? t->lo : 0, t ? t->hi : 0, t ? &t->memo : NULL, &same);
     uint32_t site;
-    if (same) {
+    const struct track_site *s;
+    if (same && t->memo.site_ptr && t->memo.site_label == label) { /* a loop: the previous site */
         site = t->memo.site;
-        const struct track_site *s = track_site_get(site);
-        if (s && track_site_label(s) != label) /* the same stack under another label: another site */
-            site = track_site_find(t, frames, track_capture(frames, track_depth, t->lo, t->hi, NULL, &same), label);
+        s = t->memo.site_ptr;
     } else {
-        site = track_site_find(t, frames, depth, label);
+        if (same) { /* the same stack under another label (another site), or not resolved: the frames */
+            site = t->memo.site;
+            s = track_site_get(site);
+            if (!s || track_site_label(s) != label)
+                site = track_site_find(t, frames, track_capture(frames, track_depth, t->lo, t->hi, NULL, &same), label);
+        } else {
+            site = track_site_find(t, frames, depth, label);
+        }
+        s = track_site_get(site);
+        if (t) {
+            t->memo.site_ptr = s;
+            t->memo.site_label = label;
+            t->memo.site_internal = (uint8_t)track_site_internal(s);
+        }
     }
     if (t)
         t->memo.site = site;
     int refuse = 0, internal = 0;
-    const struct track_site *s = track_site_get(site);
-    if (track_site_internal(s)) {
+    if (t ? t->memo.site_internal : track_site_internal(s)) {
         internal = 1; /* the allocator's own (liburcu's resize threads): not the program's, never tracked */
     } else {
         const struct track_accounting *acct = __atomic_load_n(&track_acct, __ATOMIC_ACQUIRE);

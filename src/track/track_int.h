@@ -28,6 +28,11 @@ BSL_HIDDEN void track_unwind_init(void);
 struct track_memo {
     unsigned n, nown, complete; /* levels; leading own levels; ended at the stack's end, not at max */
     uint32_t site;              /* the site the previous capture found (for *same) */
+    /* That site (immortal), its label and whether it is internal: a loop allocating from one
+     * place asks the site table nothing (track.c's track_site). NULL: look it up. */
+    const struct track_site *site_ptr;
+    uint16_t site_label;
+    uint8_t site_internal;
     uintptr_t pc[TRACK_MEMO_MAX], sp[TRACK_MEMO_MAX];
 };
 /* Frames of the caller's stack (return addresses), the tracker's and allocator's own frames
