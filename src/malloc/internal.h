@@ -71,6 +71,7 @@ BSL_HIDDEN extern struct bsl_hooks_word bsl_hooks;
 #define bsl_hooks_on (bsl_hooks.on)
 /* The allocator's own allocations for hook data (site tables, records): our pages, no hooks. */
 BSL_HIDDEN void *bsl_raw_malloc(size_t n);
+BSL_HIDDEN void *bsl_raw_calloc(size_t n); /* zeroed; fresh pages are not touched */
 BSL_HIDDEN void bsl_raw_free(void *p);
 /* Sampled tracking's frame marks (malloc.c): struct track_core's mark, and whether the block at p
  * may be a tracked one (its frame is marked, or it is huge). */

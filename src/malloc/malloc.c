@@ -604,6 +604,7 @@ static __attribute__((noinline, cold)) void *hooked_realloc(void *p, size_t n)
 }
 
 void *bsl_raw_malloc(size_t n) { return do_malloc(n); }
+void *bsl_raw_calloc(size_t n) { return do_calloc(1, n); }
 void bsl_raw_free(void *p) { do_free_body(p, 1); }
 
 /* struct track_core's mark (sampled tracking; the tracker serialises calls for one frame): count the

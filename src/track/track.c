@@ -15,6 +15,11 @@ int track_on;
 unsigned track_depth;
 const struct track_accounting *track_acct;
 static int track_done; /* the exit report was written: the hooks do nothing any more */
+/* A block was tracked in this process since it started tracking or was forked (read-mostly: set
+ * once). A forked child that tracked nothing of its own writes no exit report. */
+static int track_own_blocks_seen;
+
+int track_tracked_since_fork(void) { return __atomic_load_n(&track_own_blocks_seen, __ATOMIC_RELAXED); }
 
 void track_set_accounting(const struct track_accounting *a) { __atomic_store_n(&track_acct, a, __ATOMIC_RELEASE); }
 
@@ -82,6 +87,8 @@ static __attribute__((noinline)) void track_block(void *p, size_t size, uint32_t
     uint64_t val = (exact ? TRACK_EXACT : 0) | (s ? TRACK_CHARGED : 0) | sz << TRACK_SITE_IDX_BITS | site;
     int r = track_map_insert((uintptr_t)p, val, &old);
     if (r >= 0) {
+        if (unlikely(!track_own_blocks_seen))
+            track_own_blocks_seen = 1;
         if (track_live_sites)
             track_site_live(site, sz, exact, 1);
         if (s)
@@ -217,6 +224,7 @@ void track_fork_child(void)
 {
     if (!track_on)
         return;
+    track_own_blocks_seen = 0;
     int locked = forking;
     if (locked) {
         forking = 0;

@@ -24,7 +24,9 @@
 
 /* ---- the core allocator, as the tracker sees it (set once, before the first use) ---- */
 struct track_core {
-    void *(*alloc)(size_t n); /* the allocator's own pages: no hooks; NULL on failure */
+    void *(*alloc)(size_t n); /* the allocator's own pages, zeroed (calloc: fresh pages are not
+                               * touched, so a big table costs only what is used): no hooks; NULL
+                               * on failure */
     void (*free)(void *p);
     /* Sampled tracking only: the record of the block at p entered (sign 1) or left (-1) the block
      * map. The allocator marks the block's frame, so that a free of an untracked block (nearly all)
@@ -63,6 +65,8 @@ BSL_HIDDEN int track_mode(void);
 /* The exit report was written: the hooks do nothing any more. */
 BSL_HIDDEN void track_stop(void);
 BSL_HIDDEN int track_stopped(void);
+/* 1: this process tracked a block since tracking started or since it was forked. */
+BSL_HIDDEN int track_tracked_since_fork(void);
 
 /* ---- the hooks (track.c), called by src/malloc/hooks.c only ---- */
 /* An allocation of `size` bytes is about to be made: decide whether it is tracked (sampling; force:

@@ -391,6 +391,28 @@ def case_fork_path(args, tmp):
     print("fork-path: ok (fork.json is the parent's, 8 fork.<pid>.json)")
 
 
+def case_fork_quiet(args, tmp):
+    """A forked child that tracked no block of its own writes no exit report: a shell's subshells
+    under sampling (each one used to scan the heap and write FILE.<pid>.json, 1.5-4x the shell's
+    time). Under leak=1 every subshell allocates, so each still writes its own."""
+    script = "for i in 1 2 3 4 5 6; do x=$(echo $i); done; echo done"
+    for opts, want_children in ((["leak_sample=512K"], False), (["leak=1"], True)):
+        sub = os.path.join(tmp, opts[0].split("=")[0])
+        os.mkdir(sub)
+        path = os.path.join(sub, "sh.json")
+        env = base_env({"LD_PRELOAD": args.lib, "BUDDYSLAB_OPTIONS": ",".join(opts + ["leak_report=" + path])})
+        p = run(["bash", "-c", script], env, "fork-quiet")
+        files = sorted(os.listdir(sub))
+        children = [f for f in files if re.fullmatch(r"sh\.\d+\.json", f)]
+        if p.returncode != 0 or "sh.json" not in files:
+            fail("fork-quiet (%s): no parent report\n%s" % (opts[0], describe(p, "bash")))
+        if want_children and len(children) < 6:
+            fail("fork-quiet (%s): expected a report from each of the 6 subshells, got %s" % (opts[0], files))
+        if not want_children and children:
+            fail("fork-quiet (%s): subshells that tracked nothing wrote reports: %s" % (opts[0], files))
+        print("fork-quiet: %s: %d child reports" % (opts[0], len(children)))
+
+
 ALLOC_FNS = {"malloc", "calloc", "realloc", "reallocarray", "memalign", "aligned_alloc", "posix_memalign", "valloc",
              "strdup", "strndup", "operator new", "operator new[]"}
 
@@ -608,6 +630,8 @@ def main():
             case_sample(args, tmp)
         elif c == "churn":
             case_churn(args, tmp)
+        elif c == "fork-quiet":
+            case_fork_quiet(args, tmp)
         elif c == "suppressions":
             case_suppressions(args, tmp)
         elif c == "exitcode":
