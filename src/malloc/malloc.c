@@ -777,8 +777,9 @@ static void *do_realloc(void *p, size_t n)
 BSL_EXPORT void *realloc(void *p, size_t n)
 {
     if (unlikely(bsl_hooks_on)) {
-        if (p && n && LEAN_FREE(p) && LEAN_ALLOC(n))
-            return do_realloc(p, n); /* neither the old block nor the new one is tracked */
+        if (p && n && LEAN_FREE(p) && !bsl_maybe_tracked(p) && LEAN_ALLOC(n))
+            return do_realloc(p, n); /* neither the old block nor the new one is tracked (a block
+                                      * resized in place must not keep a tracked record's size) */
         return hooked_realloc(p, n);
     }
     return do_realloc(p, n);

@@ -4,7 +4,8 @@
  * them, then everything is freed except keep_churn's blocks. A free of a sampled block that the
  * tracker misses (the untracked free path must send blocks of marked frames to it) leaves an
  * lk_churn record behind: the driver fails on any. keep_churn's 2000 blocks of 1000 bytes must be
- * found (estimated) as still reachable, so the test cannot pass with tracking off.
+ * found (estimated) as still reachable, so the test cannot pass with tracking off. keep_grown keeps
+ * 50 blocks of 4001 bytes, shrunk in place by realloc from 5000.
  *
  *   leak_churn [iterations per thread]   prints "churn: done" */
 #include <pthread.h>
@@ -60,6 +61,23 @@ static void *worker(void *arg)
     return NULL;
 }
 
+/* Blocks at least as big as the sample size (always tracked, exactly) shrunk in place below it:
+ * their records must have the new size (realloc's untracked path must not take them, or the
+ * record keeps its 5000 bytes). 4001 and 5000 share no factor the driver could be fooled by. */
+static void *grown[50];
+static NOINLINE void keep_grown(void)
+{
+    for (int i = 0; i < 50; i++) {
+        char *p = malloc(5000);
+        touch(p, 5000);
+        char *q = realloc(p, 4001);
+        if (q != p)
+            printf("churn: keep_grown moved\n");
+        touch(q, 4001);
+        grown[i] = q;
+    }
+}
+
 static NOINLINE void keep_churn(void)
 {
     for (int i = 0; i < 2000; i++) {
@@ -81,6 +99,7 @@ int main(int argc, char **argv)
         pthread_join(t[i], NULL);
     for (int i = 0; i < SLOTS; i++)
         free(slots[i]);
+    keep_grown();
     scrub_stack();
     printf("churn: done\n");
     return 0;

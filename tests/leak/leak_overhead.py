@@ -8,6 +8,8 @@ Workloads (the same for every configuration):
   bench-larson  bsl-bench larson, 2 threads: a server-like producer/consumer pattern
   python        python3 bench/macro/alloc_heavy.py 0.5: a real allocation-heavy program
   cxx           tests/preload/cxx_workload 2 (4 threads, containers, strings)
+  perl          perl bench/macro/hash_churn.pl 0.25: big nested hashes built and churned
+  bash          bash running 300 command substitutions: start-up and fork children
 Configurations:
   glibc         nothing preloaded
   buddyslab     LD_PRELOAD=libbuddyslab.so, no tracking (the baseline of the ratios)
@@ -146,6 +148,9 @@ def main():
         ("python", "s", program([sys.executable, os.path.join(ROOT, "bench", "macro", "alloc_heavy.py"),
                                  "0.25" if a.quick else "0.5"])),
         ("cxx", "s", program([cxx, "1" if a.quick else "2"])),
+        ("perl", "s", program(["perl", os.path.join(ROOT, "bench", "macro", "hash_churn.pl"),
+                               "0.1" if a.quick else "0.25"])),
+        ("bash", "s", program(["bash", "-c", "for i in $(seq %d); do x=$(echo $i); done" % (100 if a.quick else 300)])),
     ]
     if a.only:
         keep = set(a.only.split(","))
