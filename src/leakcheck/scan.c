@@ -514,6 +514,9 @@ static __attribute__((noinline)) void scan_roots(struct scan *s, uintptr_t my_sp
         if (v->r && v->w && !v->skip)
             scan_minus(s, v->lo, v->hi, &ex);
     }
+    uintptr_t rlo, rhi;
+    if (track_static_relro(&rlo, &rhi)) /* read-only, so not in the loop above */
+        scan_minus(s, rlo, rhi, &ex);
     for (size_t i = 0; i < roots.n; i++)
         scan_range(s, roots.v[i].lo, roots.v[i].hi);
     if (track_sample_bytes)

@@ -134,9 +134,7 @@ int track_start(long depth, uint64_t sample_bytes)
     const char *why = NULL;
     track_depth = (unsigned)(depth < 1 ? 1 : depth > TRACK_MAX_DEPTH ? TRACK_MAX_DEPTH : depth);
     track_sample_bytes = sample_bytes;
-    if (!track_is_dynamic())
-        why = "the program is statically linked (the tracker loads liburcu and libdw with dlopen)";
-    else if ((why = track_sites_load()) != NULL)
+    if ((why = track_sites_load()) != NULL)
         ;
     else if (track_threads_init() != 0)
         why = "no pthread key left";

@@ -245,6 +245,10 @@ BSL_HIDDEN char *track_read_file(const char *path, size_t *len);
 BSL_HIDDEN int track_is_dynamic(void);
 BSL_HIDDEN void *track_dlopen(const char *name);
 BSL_HIDDEN void *track_dlsym(void *handle, const char *name);
+/* In a program without a dynamic loader: the program's RELRO data (read-only once libc's start-up
+ * is done, after it allocated blocks it keeps there: a root of the leak scan). 1 and [*lo, *hi),
+ * or 0 (none, or a dynamic program). */
+BSL_HIDDEN int track_static_relro(uintptr_t *lo, uintptr_t *hi);
 /* exp(x) and log(x) without libm (the static archive must not need -lm). */
 BSL_HIDDEN double track_exp(double x);
 BSL_HIDDEN double track_log(double x);
