@@ -14,7 +14,6 @@
 #include <elf.h>
 #include <link.h>
 #include <string.h>
-#include <sys/auxv.h>
 
 static struct track_core core; /* set once at init, before any tracking */
 
@@ -164,39 +163,3 @@ void *track_dlsym(void *handle, const char *name)
     return dlsym(handle, name);
 }
 
-/* The main program's program headers, from the auxiliary vector: in a static program the first
- * malloc runs before libc has made its link map (inside _dl_non_dynamic_init), and until then
- * dl_iterate_phdr reports nothing. The load bias: AT_PHDR less PT_PHDR's address (static-pie),
- * else 0 (a non-PIE executable is linked where it runs). */
-size_t track_exe_phdrs(const Elf64_Phdr **phdr, uintptr_t *bias)
-{
-    const ElfW(Phdr) *ph = (const ElfW(Phdr) *)getauxval(AT_PHDR);
-    size_t n = ph ? (size_t)getauxval(AT_PHNUM) : 0;
-    *bias = 0;
-    for (size_t i = 0; i < n; i++)
-        if (ph[i].p_type == PT_PHDR)
-            *bias = (uintptr_t)ph - ph[i].p_vaddr;
-    *phdr = ph;
-    return n;
-}
-
-/* A program without a dynamic loader: libc's start-up allocates (_dl_non_dynamic_init: the
- * library search path, _dl_find_object's tables) before it write-protects the program's RELRO
- * data, where it keeps those blocks; the leak scan takes only writable mappings as roots, so it is
- * told of this one. [*lo, *hi) and 1, or 0 (a dynamic program: the loader allocates there with
- * its own allocator, and relocation is done before the program's first malloc). */
-int track_static_relro(uintptr_t *lo, uintptr_t *hi)
-{
-    if (track_is_dynamic())
-        return 0;
-    const Elf64_Phdr *ph;
-    uintptr_t bias;
-    size_t n = track_exe_phdrs(&ph, &bias);
-    for (size_t i = 0; i < n; i++)
-        if (ph[i].p_type == PT_GNU_RELRO) {
-            *lo = bias + ph[i].p_vaddr;
-            *hi = *lo + ph[i].p_memsz;
-            return 1;
-        }
-    return 0;
-}

@@ -7,7 +7,7 @@
  * come from dladdr1 (the offset is from the object's load bias, what addr2line expects). C++ names
  * are demangled with __cxa_demangle from the libstdc++ already loaded.
  * A program without a dynamic loader (cc -static) has neither libdw nor dladdr1: names come from
- * the executable's own symbol table (elfsyms.c), module and offset from its load bias, and no
+ * the executable's own symbol table (exe.c), module and offset from its load bias, and no
  * file:line (`buddyslab report` and addr2line add them offline from module+offset); C++ names are
  * demangled when the program links __cxa_demangle in (a weak reference).
  *

@@ -2,7 +2,8 @@
  *
  * It owns sampling (sample.c), the block map (blockmap.c: block address -> size and site), the site
  * table (sites.c: deduplicated stacks, immortal once published), the thread registry (threads.c),
- * stack capture (unwind.c), symbols (syms.c), the report writer shared by every report (out.c), the
+ * stack capture (unwind.c), symbols (syms.c; exe.c: the executable's own image where there is no
+ * dynamic loader), the report writer shared by every report (out.c), the
  * tracker's own memory (mem.c) and the hooks that tie them together (track.c). Two consumers use it
  * and neither knows the other: the leak report (src/leakcheck/: the reachability scan at exit and
  * on demand) and the soft OOM policy (src/oom/: accounts per site, which it keeps in a site's
@@ -218,6 +219,12 @@ BSL_HIDDEN unsigned long long track_syms_adds(void);
 /* LSan's pattern rules: '*' wildcards, a leading '^' and a trailing '$' anchor; else a substring. */
 BSL_HIDDEN int track_tmatch(const char *pattern, const char *s);
 
+/* ---- the executable's image (exe.c) ----
+ * In a program without a dynamic loader: the program's RELRO data (read-only once libc's start-up
+ * is done, after it allocated blocks it keeps there: a root of the leak scan). 1 and [*lo, *hi),
+ * or 0 (none, or a dynamic program). */
+BSL_HIDDEN int track_static_relro(uintptr_t *lo, uintptr_t *hi);
+
 /* ---- report output (out.c): the writer of the leak report and the soft OOM report ---- */
 struct track_out {
     int fd;
@@ -245,10 +252,6 @@ BSL_HIDDEN char *track_read_file(const char *path, size_t *len);
 BSL_HIDDEN int track_is_dynamic(void);
 BSL_HIDDEN void *track_dlopen(const char *name);
 BSL_HIDDEN void *track_dlsym(void *handle, const char *name);
-/* In a program without a dynamic loader: the program's RELRO data (read-only once libc's start-up
- * is done, after it allocated blocks it keeps there: a root of the leak scan). 1 and [*lo, *hi),
- * or 0 (none, or a dynamic program). */
-BSL_HIDDEN int track_static_relro(uintptr_t *lo, uintptr_t *hi);
 /* exp(x) and log(x) without libm (the static archive must not need -lm). */
 BSL_HIDDEN double track_exp(double x);
 BSL_HIDDEN double track_log(double x);

@@ -101,9 +101,13 @@ BSL_HIDDEN void track_map_fork_parent(void);
 BSL_HIDDEN void track_map_fork_child(void);
 
 /* ---- symbols (syms.c) ---- */
-BSL_HIDDEN extern os_lock_t track_sym_lock; /* the cache, its arena, the libdw session, elfsyms.c's table */
-/* The executable's own symbol table (elfsyms.c), for programs without a dynamic loader; read on
- * the first call. With track_sym_lock held. Whether pc lies in the executable's code; its load
+BSL_HIDDEN extern os_lock_t track_sym_lock; /* the cache, its arena, the libdw session, exe.c's table */
+/* ---- the executable's image (exe.c), for programs without a dynamic loader ----
+ * The main program's program headers (*phdr, the count returned) and load bias (*bias), from the
+ * auxiliary vector: valid from the first malloc on, even in a static program (where
+ * dl_iterate_phdr reports nothing until libc's own start-up has run). No lock. */
+BSL_HIDDEN size_t track_exe_phdrs(const Elf64_Phdr **phdr, uintptr_t *bias);
+/* Its symbol table, read on the first call. With track_sym_lock held. Whether pc lies in the executable's code; its load
  * bias; the name of the function holding address a (NULL: none known; the string never moves). */
 BSL_HIDDEN int track_exe_has_locked(uintptr_t pc);
 BSL_HIDDEN uintptr_t track_exe_bias_locked(void);
@@ -111,11 +115,7 @@ BSL_HIDDEN const char *track_exe_func_locked(uintptr_t a);
 /* The executable's .eh_frame section (*start) and its size; 0 when it has none. */
 BSL_HIDDEN size_t track_exe_eh_frame_locked(const uint8_t **start);
 
-/* ---- memory and the loader (mem.c) ---- */
+/* ---- memory (mem.c) ---- */
 #define TRACK_HDR 16 /* every track_alloc block has a header this big before it */
-/* The main program's program headers (*phdr, the count returned) and load bias (*bias), from the
- * auxiliary vector: valid from the first malloc on, even in a static program (where
- * dl_iterate_phdr reports nothing until libc's own start-up has run). */
-BSL_HIDDEN size_t track_exe_phdrs(const Elf64_Phdr **phdr, uintptr_t *bias);
 
 #endif

@@ -1,6 +1,8 @@
-/* Function names from the executable's own ELF symbol table, for a program without a dynamic
- * loader (cc -static with the archive): there neither libdw (dlopen) nor dladdr1 can be had, and
- * every return address but the vDSO's lies in the executable. syms.c asks here for such programs.
+/* The executable's own image, for a program without a dynamic loader (cc -static with the
+ * archive): its program headers (from the auxiliary vector), its RELRO data (a root of the leak
+ * scan), and function names from its ELF symbol table: there neither libdw (dlopen) nor dladdr1
+ * can be had, and every return address but the vDSO's lies in the executable. syms.c asks here
+ * for names in such programs, unwind.c for code and .eh_frame, the leak scan for RELRO.
  *
  * /proc/self/exe is read with pread into the tracker's memory (track_alloc: the allocator's own
  * pages, never the public malloc): its section headers, then .symtab (.dynsym when stripped) and
@@ -11,11 +13,12 @@
  * The same reading finds the executable's .eh_frame for unwind.c: a static link has no
  * .eh_frame_hdr unless asked for (gcc passes --eh-frame-hdr to dynamic links only).
  *
- * Locking: everything here runs with syms.c's track_sym_lock held (the _locked functions); the
- * table is built once, on the first question, and never changes after. */
+ * Locking: the symbol table and .eh_frame are read with syms.c's track_sym_lock held (the _locked
+ * functions), once, on the first question, and never change after; the program headers need none. */
 #include "track/track_int.h"
 
 #include <string.h>
+#include <sys/auxv.h>
 
 struct efunc {
     uintptr_t lo;  /* st_value: the link-time address */
@@ -209,4 +212,41 @@ const char *track_exe_func_locked(uintptr_t a)
     if (!lo || v >= exe.f[lo - 1].lo + exe.f[lo - 1].size)
         return NULL;
     return exe.strtab + exe.f[lo - 1].name;
+}
+
+/* The main program's program headers, from the auxiliary vector: in a static program the first
+ * malloc runs before libc has made its link map (inside _dl_non_dynamic_init), and until then
+ * dl_iterate_phdr reports nothing. The load bias: AT_PHDR less PT_PHDR's address (static-pie),
+ * else 0 (a non-PIE executable is linked where it runs). */
+size_t track_exe_phdrs(const Elf64_Phdr **phdr, uintptr_t *bias)
+{
+    const Elf64_Phdr *ph = (const Elf64_Phdr *)getauxval(AT_PHDR);
+    size_t n = ph ? (size_t)getauxval(AT_PHNUM) : 0;
+    *bias = 0;
+    for (size_t i = 0; i < n; i++)
+        if (ph[i].p_type == PT_PHDR)
+            *bias = (uintptr_t)ph - ph[i].p_vaddr;
+    *phdr = ph;
+    return n;
+}
+
+/* A program without a dynamic loader: libc's start-up allocates (_dl_non_dynamic_init: the
+ * library search path, _dl_find_object's tables) before it write-protects the program's RELRO
+ * data, where it keeps those blocks; the leak scan takes only writable mappings as roots, so it is
+ * told of this one. [*lo, *hi) and 1, or 0 (a dynamic program: the loader allocates there with
+ * its own allocator, and relocation is done before the program's first malloc). */
+int track_static_relro(uintptr_t *lo, uintptr_t *hi)
+{
+    if (track_is_dynamic())
+        return 0;
+    const Elf64_Phdr *ph;
+    uintptr_t bias;
+    size_t n = track_exe_phdrs(&ph, &bias);
+    for (size_t i = 0; i < n; i++)
+        if (ph[i].p_type == PT_GNU_RELRO) {
+            *lo = bias + ph[i].p_vaddr;
+            *hi = *lo + ph[i].p_memsz;
+            return 1;
+        }
+    return 0;
 }
