@@ -260,6 +260,26 @@ def case_program(args, tmp, label, cmd, exp, opts=(), extra_env=None, valgrind=T
         cross_check(args, rep, cmd, tmp, label)
 
 
+def case_static(args, tmp):
+    """basic, statically linked; then `buddyslab report` adds the file:line the process had no libdw
+    for, from the module+offset of each frame (addr2line)."""
+    cmd = [static_exe(args, "leak_static")]
+    case_program(args, tmp, "static", cmd, BASIC, stdout_re="basic: done", valgrind=False)
+    rep, _ = run_tracked(args, cmd, ["leak=1"], tmp, name="lines")
+    direct = [r for r in rep.doc["leaks"] if tag(f["function"] for f in r["stack"]) == "lk_direct"]
+    frame = direct[0]["stack"][0] if direct else {}
+    if frame.get("function") != "lk_direct" or frame.get("file") or not frame.get("module") or "offset" not in frame:
+        fail("static: lk_direct's frame should have its name and module+offset, no file (no libdw): %s" % frame)
+    if not shutil.which("addr2line"):
+        print("static: addr2line missing, report's file:line not checked")
+        return
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts", "bsl-report.py")
+    p = run([sys.executable, script, os.path.join(tmp, "lines.json")], base_env(), "buddyslab report")
+    if p.returncode != 0 or not re.search(rb"lk_direct at \S*basic\.c:\d+", p.stdout):
+        fail("static: buddyslab report should give lk_direct's basic.c:LINE\n" + describe(p, "report"))
+    print("static: report lines ok")
+
+
 def case_sample(args, tmp, prog="leak_sample"):
     # Bounds of about 5 standard errors. A sampled block of s bytes stands for 1/p blocks, p ~ s/16K,
     # so the block-count estimate's variance is about the sum of 1/p: for 20000 kept blocks of
@@ -638,8 +658,7 @@ def main():
         elif c == "output":
             case_output(args, tmp)
         elif c == "static":  # no loader: our site index, the executable's symbols and .eh_frame
-            case_program(args, tmp, c, [static_exe(args, "leak_static")], BASIC, stdout_re="basic: done",
-                         valgrind=False)
+            case_static(args, tmp)
         elif c == "static-exitcode":
             static_exe(args, "leak_static")
             case_exitcode(args, tmp, "leak_static")
