@@ -216,16 +216,20 @@ const char *track_exe_func_locked(uintptr_t a)
 
 /* The main program's program headers, from the auxiliary vector: in a static program the first
  * malloc runs before libc has made its link map (inside _dl_non_dynamic_init), and until then
- * dl_iterate_phdr reports nothing. The load bias: AT_PHDR less PT_PHDR's address (static-pie),
- * else 0 (a non-PIE executable is linked where it runs). */
+ * dl_iterate_phdr reports nothing. The load bias: where the ELF header is (the linker's
+ * __ehdr_start: we are linked into the executable) less the address of the segment that maps it
+ * (file offset 0); 0 for a non-PIE executable, the load address for a static-pie one (which has
+ * no PT_PHDR to compare AT_PHDR with). */
+extern const char __ehdr_start[] __attribute__((weak, visibility("hidden")));
+
 size_t track_exe_phdrs(const Elf64_Phdr **phdr, uintptr_t *bias)
 {
     const Elf64_Phdr *ph = (const Elf64_Phdr *)getauxval(AT_PHDR);
     size_t n = ph ? (size_t)getauxval(AT_PHNUM) : 0;
     *bias = 0;
     for (size_t i = 0; i < n; i++)
-        if (ph[i].p_type == PT_PHDR)
-            *bias = (uintptr_t)ph - ph[i].p_vaddr;
+        if (ph[i].p_type == PT_LOAD && ph[i].p_offset == 0 && __ehdr_start)
+            *bias = (uintptr_t)__ehdr_start - ph[i].p_vaddr;
     *phdr = ph;
     return n;
 }

@@ -14,9 +14,9 @@ indirectly lost records, with their block counts, must be the same as ours.
 
 Cases: basic, basic-o2, basic-rseq0, basic-debug, threads, threads-exit, cxx, dlopen, sample,
 suppressions, exitcode, fork, fork-path, ondemand, stress, output, internal.
-static, static-exitcode, static-sample: basic.c and sample.c linked with `-static` and the archive
-(leak_static, leak_static_sample: no loader, so no LD_PRELOAD and no dlopen), checked as basic,
-exitcode and sample are (no Valgrind: memcheck cannot replace malloc in a static program).
+static, static-exitcode, static-sample, static-pie: basic.c and sample.c linked with `-static` (or
+`-static-pie`) and the archive (leak_static*: no loader, so no LD_PRELOAD and no dlopen), checked as
+basic, exitcode and sample are (no Valgrind: memcheck cannot replace malloc in a static program).
 Command lines and outputs are printed on failure.
 """
 import argparse
@@ -659,6 +659,9 @@ def main():
             case_output(args, tmp)
         elif c == "static":  # no loader: our site index, the executable's symbols and .eh_frame
             case_static(args, tmp)
+        elif c == "static-pie":
+            case_program(args, tmp, c, [static_exe(args, "leak_static_pie")], BASIC, stdout_re="basic: done",
+                         valgrind=False)
         elif c == "static-exitcode":
             static_exe(args, "leak_static")
             case_exitcode(args, tmp, "leak_static")
