@@ -214,6 +214,21 @@ const char *track_exe_func_locked(uintptr_t a)
     return exe.strtab + exe.f[lo - 1].name;
 }
 
+void *track_exe_function(const char *name)
+{
+    if (track_is_dynamic())
+        return NULL;
+    void *r = NULL;
+    os_lock(&track_sym_lock);
+    if (!exe.tried)
+        load_locked();
+    for (size_t i = 0; exe.ok && i < exe.n && !r; i++)
+        if (strcmp(exe.strtab + exe.f[i].name, name) == 0)
+            r = (void *)(exe.bias + exe.f[i].lo);
+    os_unlock(&track_sym_lock);
+    return r;
+}
+
 /* The main program's program headers, from the auxiliary vector: in a static program the first
  * malloc runs before libc has made its link map (inside _dl_non_dynamic_init), and until then
  * dl_iterate_phdr reports nothing. The load bias: where the ELF header is (the linker's

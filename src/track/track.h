@@ -224,6 +224,10 @@ BSL_HIDDEN int track_tmatch(const char *pattern, const char *s);
  * is done, after it allocated blocks it keeps there: a root of the leak scan). 1 and [*lo, *hi),
  * or 0 (none, or a dynamic program). */
 BSL_HIDDEN int track_static_relro(uintptr_t *lo, uintptr_t *hi);
+/* In a program without a dynamic loader, where dlsym sees none of the program's symbols: the
+ * function `name` of the executable, from its symbol table (by its preferred name among aliases),
+ * or NULL. NULL in a dynamic program (use track_dlsym). Takes track_sym_lock. */
+BSL_HIDDEN void *track_exe_function(const char *name);
 
 /* ---- report output (out.c): the writer of the leak report and the soft OOM report ---- */
 struct track_out {

@@ -12,11 +12,11 @@ name fails the test (an unexpected leak). With --valgrind, the same program runs
 `valgrind --leak-check=full` on glibc's malloc (no preload) and the names of its definitely and
 indirectly lost records, with their block counts, must be the same as ours.
 
-Cases: basic, basic-o2, basic-rseq0, basic-debug, threads, threads-exit, cxx, dlopen, sample,
+Cases: basic, basic-o2, basic-rseq0, basic-debug, threads, threads-exit, threads-stale, cxx, dlopen, sample,
 suppressions, exitcode, fork, fork-path, ondemand, stress, output, internal.
-static, static-exitcode, static-sample, static-pie: basic.c and sample.c linked with `-static` (or
+static, static-exitcode, static-sample, static-threads, static-pie: basic.c, sample.c, threads.c linked with `-static` (or
 `-static-pie`) and the archive (leak_static*: no loader, so no LD_PRELOAD and no dlopen), checked as
-basic, exitcode and sample are (no Valgrind: memcheck cannot replace malloc in a static program).
+basic, exitcode, sample and threads are (no Valgrind: memcheck cannot replace malloc in a static program).
 Command lines and outputs are printed on failure.
 """
 import argparse
@@ -659,6 +659,11 @@ def main():
             case_output(args, tmp)
         elif c == "static":  # no loader: our site index, the executable's symbols and .eh_frame
             case_static(args, tmp)
+        elif c == "threads-stale":  # pointers left in dead threads' frames: not roots
+            case_program(args, tmp, c, [exe(args, "leak_threads"), "stale"], THREADS, stdout_re="threads: done")
+        elif c == "static-threads":  # the same static: glibc's static TLS size found without dlsym
+            case_program(args, tmp, c, [static_exe(args, "leak_static_threads"), "stale"], THREADS,
+                         stdout_re="threads: done", valgrind=False)
         elif c == "static-pie":
             case_program(args, tmp, c, [static_exe(args, "leak_static_pie")], BASIC, stdout_re="basic: done",
                          valgrind=False)
