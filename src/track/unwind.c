@@ -11,9 +11,11 @@
  *
  * A program without a dynamic loader (cc -static) has no _dl_find_object to ask (glibc's static
  * one is set up after the first malloc, which may already be tracked): its one object is the
- * executable, whose .eh_frame_hdr (PT_GNU_EH_FRAME) track_unwind_init notes; a static link has
- * none unless linked with -Wl,--eh-frame-hdr, and then track_unwind_init builds the same sorted
- * table of FDEs from the executable's .eh_frame (found through its section headers).
+ * executable, whose .eh_frame_hdr (PT_GNU_EH_FRAME) track_unwind_init notes. A static link has
+ * none unless linked with -Wl,--eh-frame-hdr (gcc asks for it in dynamic links only): then
+ * track_unwind_init builds the same sorted table of FDEs from the executable's .eh_frame (found
+ * through its section headers, exe.c). The executable's code segments are kept here too (exe.c
+ * has them under track_sym_lock; rule_compute takes no lock).
  *
  * The slow path is the compiler's _Unwind_Backtrace: used when the CFI holds something the fast
  * path does not interpret (expressions: PLT stubs, signal frames), when the stack bounds are
