@@ -14,9 +14,9 @@ indirectly lost records, with their block counts, must be the same as ours.
 
 Cases: basic, basic-o2, basic-rseq0, basic-debug, threads, threads-exit, threads-stale, cxx, dlopen, sample,
 suppressions, exitcode, fork, fork-path, ondemand, stress, output, internal.
-static, static-exitcode, static-sample, static-threads, static-pie: basic.c, sample.c, threads.c linked with `-static` (or
+static, static-exitcode, static-suppressions, static-sample, static-threads, static-pie: basic.c, sample.c, threads.c linked with `-static` (or
 `-static-pie`) and the archive (leak_static*: no loader, so no LD_PRELOAD and no dlopen), checked as
-basic, exitcode, sample and threads are (no Valgrind: memcheck cannot replace malloc in a static program).
+basic, exitcode, suppressions, sample and threads-stale are (no Valgrind: memcheck cannot replace malloc in a static program).
 Command lines and outputs are printed on failure.
 """
 import argparse
@@ -313,11 +313,11 @@ def case_sample(args, tmp, prog="leak_sample"):
                                                     for w, g, t in checks))
 
 
-def case_suppressions(args, tmp):
+def case_suppressions(args, tmp, prog="leak_basic"):
     supp = os.path.join(tmp, "supp.txt")
     with open(supp, "w") as f:
         f.write("# comments and blank lines are ignored\n\nleak:lk_direct\nleak:^lk_*ge$\nleak:lk_parent\n")
-    cmd = [exe(args, "leak_basic")]
+    cmd = [exe(args, prog)]
     rep, _ = run_tracked(args, cmd, ["leak=1", "leak_suppressions=" + supp, "leak_exitcode=9"], tmp,
                          expect_rc=9)
     exp = dict(BASIC["definite"])
@@ -667,6 +667,9 @@ def main():
         elif c == "static-pie":
             case_program(args, tmp, c, [static_exe(args, "leak_static_pie")], BASIC, stdout_re="basic: done",
                          valgrind=False)
+        elif c == "static-suppressions":  # by the names from the executable's symbol table
+            static_exe(args, "leak_static")
+            case_suppressions(args, tmp, "leak_static")
         elif c == "static-exitcode":
             static_exe(args, "leak_static")
             case_exitcode(args, tmp, "leak_static")
