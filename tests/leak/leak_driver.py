@@ -273,11 +273,21 @@ def case_static(args, tmp):
     if not shutil.which("addr2line"):
         print("static: addr2line missing, report's file:line not checked")
         return
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts", "bsl-report.py")
-    p = run([sys.executable, script, os.path.join(tmp, "lines.json")], base_env(), "buddyslab report")
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+    p = run([sys.executable, os.path.join(root, "scripts", "bsl-report.py"), os.path.join(tmp, "lines.json")],
+            base_env(), "buddyslab report")
     if p.returncode != 0 or not re.search(rb"lk_direct at \S*basic\.c:\d+", p.stdout):
         fail("static: buddyslab report should give lk_direct's basic.c:LINE\n" + describe(p, "report"))
     print("static: report lines ok")
+    # The launcher: options reach a static program that links buddyslab (no warning that the
+    # preload does nothing: it needs none).
+    out = os.path.join(tmp, "run.json")
+    p = run([os.path.join(root, "buddyslab"), "run", "--leaks", "--report", out, "--"] + cmd,
+            base_env({"BUDDYSLAB_LIB": args.lib}), "buddyslab run")
+    if p.returncode != 0 or b"statically linked" in p.stderr or not os.path.exists(out):
+        fail("static: buddyslab run --leaks on a static program with buddyslab linked in\n" + describe(p, "run"))
+    check_exact(Report(out), "definitely_lost", BASIC["definite"], "static: buddyslab run")
+    print("static: buddyslab run ok")
 
 
 def case_sample(args, tmp, prog="leak_sample"):
