@@ -100,6 +100,13 @@ void leak_at_exit(void)
 {
     if (!track_mode() || track_stopped() || !(opt_leak || opt_leak_sample))
         return; /* tracking only for the soft OOM policy: no leak report, and it goes on */
+    if (os_getpid() != owner_pid && !track_tracked_since_fork()) {
+        /* A forked child that tracked no block of its own (a shell's subshell, under sampling
+         * nearly every short child): what it holds is the parent's heap, which the parent reports.
+         * Writing a report here cost each child a heap scan and a file (bash: 1.5-4x). */
+        track_stop();
+        return;
+    }
     long lost = leak_report(opt_leak_report, 1);
     track_stop();
     if (lost > 0 && opt_leak_exitcode) {

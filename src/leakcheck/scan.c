@@ -178,7 +178,12 @@ struct scan {
     int phase;     /* 0: from roots; 1: from a lost clique leader */
     size_t leader; /* phase 1 */
     char *buf;     /* safe_read buffer */
+    size_t nreached; /* phase 0: blocks found reachable; at n the roots can tell nothing more */
 };
+/* Every tracked block is reachable already: the rest of the roots need not be read (a short
+ * program under sampling holds a handful of tracked blocks, found early in its data and stacks,
+ * while the heap walk reads every untracked block). */
+static inline int all_reached(const struct scan *s) { return s->nreached == s->n; }
 #define SCAN_BUF (256u << 10)
 
 static inline size_t bsize(const struct track_block *b) { return b->size ? b->size : 1; }
@@ -225,6 +230,7 @@ static inline void consider(struct scan *s, uintptr_t w)
         if (b->state != LEAK_UNREACHED)
             return;
         b->state = LEAK_REACHABLE;
+        s->nreached++;
         push(s, i);
     } else {
         if (b->state != LEAK_UNREACHED || i == s->leader)
@@ -237,6 +243,8 @@ static inline void consider(struct scan *s, uintptr_t w)
 
 static void scan_words(struct scan *s, const uintptr_t *w, size_t nw)
 {
+    if (s->phase == 0 && all_reached(s))
+        return;
     for (size_t k = 0; k < nw; k++)
         consider(s, w[k]);
 }
@@ -248,7 +256,7 @@ static void scan_range(struct scan *s, uintptr_t lo, uintptr_t hi)
     lo = (lo + 7) & ~(uintptr_t)7;
     hi &= ~(uintptr_t)7;
     uintptr_t a = lo;
-    while (a < hi) {
+    while (a < hi && !all_reached(s)) {
         uintptr_t sec_end = (a | (SECTION_SIZE - 1)) + 1;
         if (sec_end > hi || sec_end < a)
             sec_end = hi;
@@ -365,7 +373,7 @@ static int tracked_start(const struct scan *s, uintptr_t a)
 static void heap_block(uintptr_t a, size_t len, int kind, void *arg)
 {
     struct scan *s = arg;
-    if (tracked_start(s, a))
+    if (all_reached(s) || tracked_start(s, a))
         return;
     if (kind == SLAB_WALK_LARGE) {
         scan_range(s, a, a + len);
@@ -382,7 +390,7 @@ static void heap_block(uintptr_t a, size_t len, int kind, void *arg)
 static void heap_huge(uintptr_t base, size_t usable, void *arg)
 {
     struct scan *s = arg;
-    if (tracked_start(s, base))
+    if (all_reached(s) || tracked_start(s, base))
         return;
     for (uintptr_t a = base; a < base + usable;) {
         size_t len = base + usable - a < SCAN_BUF ? base + usable - a : SCAN_BUF;
@@ -396,6 +404,8 @@ static void heap_huge(uintptr_t base, size_t usable, void *arg)
 
 static void heap_roots(struct scan *s)
 {
+    if (all_reached(s))
+        return;
     own_n = track_shard_tables(own_set, 256);
     own_n += track_own_blocks(own_set + own_n, 512 - own_n);
     slab_heap_walk(heap_block, s);

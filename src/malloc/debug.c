@@ -200,10 +200,8 @@ void debug_flush_quarantine(void (*really_free)(void *), const char *func)
     }
 }
 
-void debug_vg_quiet(int on)
+void debug_vg_quiet_slow(int on)
 {
-    if (!debug_valgrind)
-        return;
     if (on)
         VALGRIND_DISABLE_ERROR_REPORTING;
     else

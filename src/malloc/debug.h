@@ -12,6 +12,9 @@
 #define HOOK_DEBUG 2u /* this file: junk, canary, quarantine, Valgrind */
 #define HOOK_INIT 4u  /* not initialised yet: the first call takes the hooked path, which initialises
                        * and then sees the real hooks, so even the very first block is tracked */
+#define HOOK_FULL 8u  /* with HOOK_LEAK: every block is tracked (leak=1), so every free asks the
+                       * tracker; HOOK_LEAK alone is sampled tracking, whose frees of untracked
+                       * blocks take the untracked path (frames holding tracked blocks: PG_TRACKED) */
 
 /* Called once at init (inside the init lock: must not allocate). Returns HOOK_DEBUG when a feature
  * is on (options junk, canary, quarantine, or running under Valgrind), else 0. */
@@ -35,7 +38,12 @@ BSL_HIDDEN int debug_quarantined(const void *p);
 /* The size the caller asked for (the canary records it), or `usable` without canaries. */
 BSL_HIDDEN size_t debug_requested(const void *p, size_t usable, const char *func);
 /* Around the allocator's own work while Valgrind watches: its accesses to free blocks are legal. */
-BSL_HIDDEN void debug_vg_quiet(int on);
+BSL_HIDDEN void debug_vg_quiet_slow(int on);
+static inline void debug_vg_quiet(int on) /* inline: the hooked paths call it on every block */
+{
+    if (__builtin_expect(debug_valgrind, 0))
+        debug_vg_quiet_slow(on);
+}
 /* Empty the quarantine, checking every block (malloc_trim and bsl_purge: func). At exit the
  * quarantine is checked without being emptied (a destructor in debug.c). */
 BSL_HIDDEN void debug_flush_quarantine(void (*really_free)(void *), const char *func);

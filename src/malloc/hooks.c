@@ -4,17 +4,17 @@
 
 #include "leakcheck/leakcheck.h"
 
-static const struct track_core core = {bsl_raw_malloc, bsl_raw_free};
+static const struct track_core core = {bsl_raw_calloc, bsl_raw_free, bsl_frame_mark};
 
 void hooks_init(void) { track_set_core(&core); }
 
-int hooks_start_tracking(void)
+unsigned hooks_start_tracking(void)
 {
     uint64_t sample = opt_leak ? 0 : opt_leak_sample ? (uint64_t)opt_leak_sample : oom_sample_bytes();
-    if (!track_start(opt_leak_depth, sample))
+    if (!track_start(opt_leak_depth, sample, opt_publish != 0))
         return 0;
     leak_start();
-    return 1;
+    return HOOK_LEAK | (sample ? 0 : HOOK_FULL);
 }
 
 BSL_EXPORT int bsl_leak_report(const char *path)

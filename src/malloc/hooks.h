@@ -6,6 +6,7 @@
 #ifndef BSL_MALLOC_HOOKS_H
 #define BSL_MALLOC_HOOKS_H
 
+#include "malloc/debug.h"
 #include "malloc/internal.h"
 #include "oom/oom.h"
 #include "track/track.h"
@@ -18,19 +19,24 @@ static inline uint64_t hook_before_alloc(size_t n) { return track_before_alloc(n
 static inline void hook_after_alloc(void *p, size_t n, uint64_t ticket) { track_after_alloc(p, n, ticket); }
 /* Both halves, for a block already handed out (the policy is asked but cannot refuse it). */
 static inline void hook_on_alloc(void *p, size_t n) { track_after_alloc(p, n, hook_before_alloc(n)); }
-/* The block at p (p != NULL, maybe never tracked) is about to be given back. */
-static inline void hook_on_free(void *p) { track_on_free(p); }
+/* The block at p (p != NULL, maybe never tracked) is about to be given back. With sampling, only
+ * blocks the allocator's frame marks say may be tracked are looked up (bsl_maybe_tracked). */
+static inline void hook_on_free(void *p)
+{
+    if ((bsl_hooks_on & HOOK_FULL) || bsl_maybe_tracked(p))
+        track_on_free(p);
+}
 
-/* The sampled fast path, inlined into the public entry points: 1 when the call may skip the hooks
- * (an allocation that is not sampled, with no budget being enforced exactly for this thread's tag;
- * a free of a block that cannot be tracked). */
+/* The sampled fast path, inlined into malloc: 1 when the call may skip the hooks (an allocation
+ * that is not sampled, with no budget being enforced exactly for this thread's tag). Frees need no
+ * such test: the untracked path's free_slow asks for blocks in marked frames. */
 static inline int hook_unsampled_alloc(size_t n) { return !oom_force_here() && track_unsampled_alloc(n); }
-static inline int hook_untracked_free(const void *p) { return track_untracked_free(p); }
 
 /* At init (inside the init lock; does not allocate): the tracker allocates through bsl_raw_*. */
 BSL_HIDDEN void hooks_init(void);
 /* Start site tracking (leak/leak_sample set, or the soft OOM policy needs sites): full for leak=1,
- * else sampled per leak_sample or oom_sample. Outside every allocator lock. 1: on (set HOOK_LEAK). */
-BSL_HIDDEN int hooks_start_tracking(void);
+ * else sampled per leak_sample or oom_sample. Outside every allocator lock. Returns the bits to set
+ * in bsl_hooks_on: HOOK_LEAK (sampled), HOOK_LEAK | HOOK_FULL (every block), or 0 (unavailable). */
+BSL_HIDDEN unsigned hooks_start_tracking(void);
 
 #endif

@@ -41,8 +41,8 @@ void bsl_init_slow(void)
         bsl_fork_register();
         if (opt_publish)
             publish_init();
-        if ((opt_leak || opt_leak_sample || oom_wants_tracking()) && hooks_start_tracking())
-            __atomic_fetch_or(&bsl_hooks_on, HOOK_LEAK, __ATOMIC_RELEASE);
+        if (opt_leak || opt_leak_sample || oom_wants_tracking())
+            __atomic_fetch_or(&bsl_hooks_on, hooks_start_tracking(), __ATOMIC_RELEASE);
         __atomic_store_n(&atfork_state, 2, __ATOMIC_RELEASE);
     }
 }

@@ -71,7 +71,12 @@ BSL_HIDDEN extern struct bsl_hooks_word bsl_hooks;
 #define bsl_hooks_on (bsl_hooks.on)
 /* The allocator's own allocations for hook data (site tables, records): our pages, no hooks. */
 BSL_HIDDEN void *bsl_raw_malloc(size_t n);
+BSL_HIDDEN void *bsl_raw_calloc(size_t n); /* zeroed; fresh pages are not touched */
 BSL_HIDDEN void bsl_raw_free(void *p);
+/* Sampled tracking's frame marks (malloc.c): struct track_core's mark, and whether the block at p
+ * may be a tracked one (its frame is marked, or it is huge). */
+BSL_HIDDEN void bsl_frame_mark(void *p, int sign);
+BSL_HIDDEN int bsl_maybe_tracked(const void *p);
 
 /* Start site tracking after init (the soft OOM policy got a budget or limit from code): 0, or -1
  * when tracking is unavailable (oom_api.c). */

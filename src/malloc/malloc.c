@@ -248,12 +248,20 @@ static int blk_zone(const void *p, const struct blk *b)
     return zone_arena_of(p)->zone;
 }
 
-static __attribute__((noinline)) void free_slow(void *p)
+/* Sampled site tracking (HOOK_LEAK without HOOK_FULL) lets free() of untracked blocks skip the
+ * hooks: frames holding tracked blocks carry PG_TRACKED, which fails the fast path's test and
+ * brings the block here, where the tracker forgets it before it can be reused. Huge blocks have no
+ * frame flag: they are always looked up. `raw`: the allocator's own blocks (bsl_raw_free), never
+ * tracked, though they may share a marked frame. */
+static inline __attribute__((always_inline)) void free_slow_body(void *p, int raw)
 {
     if (!p)
         return;
     struct blk b;
     classify(p, "free()", &b);
+    if (!raw && unlikely(b.kind == K_HUGE ? bsl_hooks_on == HOOK_LEAK
+                                          : (__atomic_load_n(&b.pg->flags, __ATOMIC_RELAXED) & PG_TRACKED) != 0))
+        track_on_free(p);
     switch (b.kind) {
     case K_SLAB: /* classify() checked the boundary: small_in() fails only on the free key */
         if (small_in(p, b.pg))
@@ -265,6 +273,8 @@ static __attribute__((noinline)) void free_slow(void *p)
             pcp_free_slow(p, b.pg->size_class);
         break;
     case K_LARGE:
+        if (unlikely(b.pg->flags & PG_TRACKED)) /* its record was deferred (tracker code freed it): the frame goes */
+            __atomic_fetch_and(&b.pg->flags, (uint8_t)~PG_TRACKED, __ATOMIC_RELAXED);
         if (b.pg->flags & PG_GUARD)
             os_protect((char *)p + b.usable, PAGE_SIZE, 1);
         buddy_free(b.pg, b.pg->npages);
@@ -275,6 +285,9 @@ static __attribute__((noinline)) void free_slow(void *p)
     }
     bsl_tick_maybe();
 }
+
+static __attribute__((noinline)) void free_slow(void *p) { free_slow_body(p, 0); }
+static __attribute__((noinline)) void raw_free_slow(void *p) { free_slow_body(p, 1); }
 
 /* The bin was full (or there is no cache yet). Only p is passed: the class is read again from the
  * descriptor, so the fast path need not keep it in a register across the restartable sequence. */
@@ -287,21 +300,23 @@ static __attribute__((noinline)) void small_free_slow(void *p)
     bsl_tick_maybe();
 }
 
-static inline void do_free(void *p)
+static inline __attribute__((always_inline)) void do_free_body(void *p, int raw)
 {
     if (likely(addr_in_arena(p))) {
         struct page *pg = arena_page(p);
-        if (likely(pg->flags == PG_SLAB)) { /* a NORMAL-zone slab: the per-CPU caches take it */
+        if (likely(pg->flags == PG_SLAB)) { /* a NORMAL-zone slab, no tracked block: the per-CPU caches take it */
             unsigned c = pg->size_class;
             if (unlikely(small_in(p, pg)))
-                return free_slow(p); /* a bad pointer or the free key: free_slow decides exactly */
+                return raw ? raw_free_slow(p) : free_slow(p); /* a bad pointer or the free key: decided exactly there */
             if (likely(pcp_fast_push(p, c)))
                 return;
             return small_free_slow(p); /* a tail call keeps this path free of register saves */
         }
     }
-    free_slow(p);
+    raw ? raw_free_slow(p) : free_slow(p);
 }
+
+static inline void do_free(void *p) { do_free_body(p, 0); }
 
 /* The class do_memalign serves (align, n) from (the first class whose size is a multiple of the
  * alignment: every object of it is aligned), or SLAB_NR_CLASSES when it maps whole frames. */
@@ -589,12 +604,46 @@ static __attribute__((noinline, cold)) void *hooked_realloc(void *p, size_t n)
 }
 
 void *bsl_raw_malloc(size_t n) { return do_malloc(n); }
-void bsl_raw_free(void *p) { do_free(p); }
+void *bsl_raw_calloc(size_t n) { return do_calloc(1, n); }
+void bsl_raw_free(void *p) { do_free_body(p, 1); }
+
+/* struct track_core's mark (sampled tracking; the tracker serialises calls for one frame): count the
+ * frame's tracked blocks, flag it PG_TRACKED while any is live. A large block is alone on its head
+ * frame. Huge blocks are not marked (free_slow looks every one up). */
+void bsl_frame_mark(void *p, int sign)
+{
+    if (!addr_in_arena(p))
+        return;
+    struct page *pg = arena_page(p);
+    uint8_t f = __atomic_load_n(&pg->flags, __ATOMIC_RELAXED);
+    int on;
+    if (f & PG_SLAB) {
+        if (sign < 0 && !pg->ntracked)
+            return; /* a stale record's (its free went unseen) */
+        pg->ntracked += (uint32_t)sign;
+        on = pg->ntracked != 0;
+    } else if (f & PG_LARGE) {
+        on = sign > 0;
+    } else {
+        return;
+    }
+    if (on)
+        __atomic_fetch_or(&pg->flags, PG_TRACKED, __ATOMIC_RELEASE);
+    else
+        __atomic_fetch_and(&pg->flags, (uint8_t)~PG_TRACKED, __ATOMIC_RELEASE);
+}
+
+int bsl_maybe_tracked(const void *p)
+{
+    if (addr_in_arena(p))
+        return (__atomic_load_n(&arena_page(p)->flags, __ATOMIC_ACQUIRE) & PG_TRACKED) != 0;
+    return 1; /* huge (or not ours: the free path then reports it) */
+}
 
 /* Only sampled site tracking is on, and this call is not sampled: skip the hooks (see
  * hook_unsampled_alloc). HOOK_LEAK alone implies initialised (HOOK_INIT is clear). */
 #define LEAN_ALLOC(n) (bsl_hooks_on == HOOK_LEAK && hook_unsampled_alloc(n))
-#define LEAN_FREE(p) (bsl_hooks_on == HOOK_LEAK && hook_untracked_free(p))
+#define LEAN_FREE(p) (bsl_hooks_on == HOOK_LEAK) /* free_slow asks the tracker for marked frames */
 
 BSL_EXPORT void *malloc(size_t n)
 {

@@ -21,9 +21,9 @@ int bsl_tracking_start(void)
     static int state; /* 0: not tried, 1: on, -1: unavailable */
     os_lock(&bsl_tracking_lock);
     if (state == 0) {
-        state = hooks_start_tracking() ? 1 : -1;
-        if (state == 1)
-            __atomic_fetch_or(&bsl_hooks_on, HOOK_LEAK, __ATOMIC_RELEASE);
+        unsigned h = hooks_start_tracking();
+        state = h ? 1 : -1;
+        __atomic_fetch_or(&bsl_hooks_on, h, __ATOMIC_RELEASE);
     }
     int r = state;
     os_unlock(&bsl_tracking_lock);

@@ -261,7 +261,7 @@ const char *oom_tag_name(void) { return oom_tag ? oom_accts[oom_tag].name : NULL
  * over-budget site is refused. Sampling resumes when the account falls twice that far below its
  * budget (hysteresis: no flapping). For a tag only the allocations made under that tag pay for
  * full tracking (the thread knows its tag); for a pattern, the site is known only after capturing
- * the stack, so sampling is suspended process-wide (track_force) and every allocation pays. */
+ * the stack, so sampling is suspended process-wide (track_force_add) and every allocation pays. */
 #define OOM_FORCE_SAMPLES 16
 
 static void force_on(unsigned a)
@@ -270,7 +270,7 @@ static void force_on(unsigned a)
     if (!oom_forced[a]) {
         __atomic_store_n(&oom_forced[a], 1, __ATOMIC_RELEASE);
         if (!oom_accts[a].is_tag)
-            __atomic_add_fetch(&track_force, 1, __ATOMIC_RELEASE);
+            track_force_add(1);
     }
     os_unlock(&oom_acct_lock);
 }
@@ -283,7 +283,7 @@ static __attribute__((noinline)) void force_maybe_off(unsigned a, int64_t bytes)
     if (oom_forced[a]) {
         __atomic_store_n(&oom_forced[a], 0, __ATOMIC_RELEASE);
         if (!oom_accts[a].is_tag)
-            __atomic_sub_fetch(&track_force, 1, __ATOMIC_RELEASE);
+            track_force_add(-1);
     }
     os_unlock(&oom_acct_lock);
 }

@@ -27,7 +27,7 @@
  * counted outside the lock). Read and written with relaxed atomics, outside the lock, by the
  * checks on the allocation paths: soft_over, soft_next_ms, last_bg_ms (the background purge takes
  * the lock with a trylock). oom_victim and victim_forced change under oom_acct_lock (they move
- * track_force); oom_victim is read without it. oom_busy: this thread is evaluating an event. */
+ * track_force_add); oom_victim is read without it. oom_busy: this thread is evaluating an event. */
 os_lock_t oom_policy_lock = OS_LOCK_INIT(LOCK_RANK_OOM_POLICY);
 uint32_t oom_victim;
 struct oom_stats_counters oom_stats;
@@ -241,7 +241,7 @@ static uint32_t pick_victim(void)
     return best;
 }
 
-/* A victim under sampled tracking: sampling is suspended (track_force) while it is chosen, so that
+/* A victim under sampled tracking: sampling is suspended (track_force_add) while it is chosen, so that
  * every one of its allocations is seen and refused, not only the sampled ones. */
 static int victim_forced;
 
@@ -253,9 +253,9 @@ static void victim_set(uint32_t site)
     if (want != victim_forced) {
         victim_forced = want;
         if (want)
-            __atomic_add_fetch(&track_force, 1, __ATOMIC_RELEASE);
+            track_force_add(1);
         else
-            __atomic_sub_fetch(&track_force, 1, __ATOMIC_RELEASE);
+            track_force_add(-1);
     }
     os_unlock(&oom_acct_lock);
 }

@@ -102,6 +102,7 @@ static struct page *new_slab(struct kmem_cache *kc, unsigned c, unsigned cpu)
         pg->order = kc->order; /* on every frame: slab_offset() */
         pg->head = head;
         pg->zone = head->zone;
+        pg->ntracked = 0;
         __atomic_store_n(&pg->flags, (uint8_t)(PG_SLAB | (kc->zone == ZONE_LOW32 ? PG_LOW32 : 0)), __ATOMIC_RELEASE);
     }
     head->npages = (uint32_t)npages;

@@ -1,5 +1,7 @@
-/* The block map: block address -> (size, site, flags), open addressing in 128 shards by address
- * hash, each under its own lock (shard_lock_t below). A report locks every shard in index order and
+/* The block map: block address -> (size, site, flags), open addressing in 128 shards, each under
+ * its own lock (shard_lock_t below). The shard is chosen by the block's 4 KiB frame, so every record
+ * of one frame lives in one shard, whose lock also serialises the allocator's frame marks (struct
+ * track_core's mark, sampled mode: the frame's count of tracked blocks and its flag). A report locks every shard in index order and
  * copies the records out (track_blocks_lock_snapshot); nothing here holds a shard while waiting for
  * another thread, except the shard -> allocator order (a shard grows its table with track_alloc
  * while locked): the hooks run outside every allocator lock, so the order is never reversed. */
@@ -51,10 +53,11 @@ struct map_shard {
 } __attribute__((aligned(64)));
 static struct map_shard shards[MAP_SHARDS];
 
-static inline uint64_t addr_hash(uintptr_t p) { return track_mix64(p >> 4); }
-static inline struct map_shard *shard_of(uint64_t h) { return &shards[h >> (64 - MAP_SHARD_BITS)]; }
-
-#define filter_of track_filter_of
+static inline uint64_t addr_hash(uintptr_t p) { return track_mix64(p >> 4); } /* the slot in a shard */
+static inline struct map_shard *shard_of(uintptr_t p) /* by frame: see the top of the file */
+{
+    return &shards[track_mix64(p >> 12) >> (64 - MAP_SHARD_BITS)];
+}
 
 static int shard_grow(struct map_shard *s)
 {
@@ -83,7 +86,7 @@ static int shard_grow(struct map_shard *s)
 int track_map_insert(uintptr_t key, uint64_t val, uint64_t *old)
 {
     uint64_t h = addr_hash(key);
-    struct map_shard *s = shard_of(h);
+    struct map_shard *s = shard_of(key);
     shard_lock(&s->lock);
     if ((!s->tab || (s->count + 1) * 4 > (s->mask + 1) * 3) && shard_grow(s) != 0) {
         shard_unlock(&s->lock);
@@ -102,6 +105,8 @@ int track_map_insert(uintptr_t key, uint64_t val, uint64_t *old)
     s->tab[i].key = key;
     s->tab[i].val = val;
     s->count++;
+    if (track_sample_bytes)
+        track_core_mark((void *)key, 1);
     shard_unlock(&s->lock);
     return 1;
 }
@@ -111,7 +116,7 @@ int track_map_insert(uintptr_t key, uint64_t val, uint64_t *old)
  * thread). */
 static int map_remove(uintptr_t key, uint64_t h, int try_only, uint64_t *val)
 {
-    struct map_shard *s = shard_of(h);
+    struct map_shard *s = shard_of(key);
     if (try_only) {
         if (!shard_trylock(&s->lock))
             return -1;
@@ -147,6 +152,8 @@ static int map_remove(uintptr_t key, uint64_t h, int try_only, uint64_t *val)
     s->tab[i].key = 0;
     s->tab[i].val = 0;
     s->count--;
+    if (track_sample_bytes)
+        track_core_mark((void *)key, -1);
     shard_unlock(&s->lock);
     return 1;
 }
@@ -162,7 +169,8 @@ __thread unsigned track_ndeferred;
 /* A record leaves the map: the block's bytes leave its site's account. */
 void track_uncharge(uint64_t val)
 {
-    track_site_live((uint32_t)(val & TRACK_MAX_SITES), (val & ~TRACK_FLAGS) >> TRACK_SITE_IDX_BITS, !!(val & TRACK_EXACT),
+    if (track_live_sites)
+        track_site_live((uint32_t)(val & TRACK_MAX_SITES), (val & ~TRACK_FLAGS) >> TRACK_SITE_IDX_BITS, !!(val & TRACK_EXACT),
                     -1);
     if (!(val & TRACK_CHARGED))
         return;
@@ -177,8 +185,6 @@ void track_forget(uintptr_t p, int try_only)
     int r = map_remove(p, addr_hash(p), try_only, &val);
     if (r == 1)
         track_uncharge(val);
-    if (r == 1 && track_sample_bytes)
-        __atomic_fetch_sub(filter_of(p), 1, __ATOMIC_RELAXED);
     if (r < 0 && track_ndeferred < MAP_DEFERRED)
         deferred[track_ndeferred++] = p;
 }

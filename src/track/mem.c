@@ -19,6 +19,12 @@ static struct track_core core; /* set once at init, before any tracking */
 
 void track_set_core(const struct track_core *c) { core = *c; }
 
+void track_core_mark(void *p, int sign)
+{
+    if (core.mark)
+        core.mark(p, sign);
+}
+
 #define TRACK_SCRATCH_MAX 256
 static uintptr_t scratch[TRACK_SCRATCH_MAX]; /* block starts (headers) */
 static unsigned nscratch;
@@ -43,13 +49,7 @@ static void *alloc_raw(size_t n)
     return b + TRACK_HDR;
 }
 
-void *track_alloc(size_t n)
-{
-    void *p = alloc_raw(n);
-    if (p)
-        memset(p, 0, n);
-    return p;
-}
+void *track_alloc(size_t n) { return alloc_raw(n); } /* the core's memory comes zeroed */
 
 size_t track_own_blocks(uintptr_t *out, size_t max)
 {

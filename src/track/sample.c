@@ -7,9 +7,27 @@
 #include <errno.h>
 
 uint64_t track_sample_bytes;
-int track_force;
+uint64_t track_lean_max;
 __thread int64_t track_countdown;
-uint16_t track_filter[1u << TRACK_FILTER_BITS];
+/* Sampling suspended (>0): every allocation is tracked exactly. track_lean_max follows it (0 while
+ * it is nonzero): each change stores lean_max from the count it read, then reads the count again and
+ * redoes the store if the count moved meanwhile, so the last store always matches the final count
+ * (a concurrent change can leave a stale value for the few instructions until it is redone). No
+ * lock: the callers hold the soft OOM policy's locks, and fork must not find one of ours held. */
+static int track_force;
+
+void track_force_add(int delta)
+{
+    __atomic_add_fetch(&track_force, delta, __ATOMIC_SEQ_CST);
+    for (;;) {
+        int f = __atomic_load_n(&track_force, __ATOMIC_SEQ_CST);
+        __atomic_store_n(&track_lean_max, f ? 0 : track_sample_bytes, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&track_force, __ATOMIC_SEQ_CST) == f)
+            return;
+    }
+}
+
+int track_forced(void) { return __atomic_load_n(&track_force, __ATOMIC_ACQUIRE) != 0; }
 
 double track_log(double x)
 {

@@ -184,6 +184,8 @@ static int frames_internal(const uintptr_t *frames, unsigned depth)
     return 0;
 }
 
+int track_live_sites;
+
 void track_site_live(uint32_t idx, uint64_t size, int exact, int sign)
 {
     struct track_site *s = (struct track_site *)track_site_get(idx);

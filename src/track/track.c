@@ -15,6 +15,11 @@ int track_on;
 unsigned track_depth;
 const struct track_accounting *track_acct;
 static int track_done; /* the exit report was written: the hooks do nothing any more */
+/* A block was tracked in this process since it started tracking or was forked (read-mostly: set
+ * once). A forked child that tracked nothing of its own writes no exit report. */
+static int track_own_blocks_seen;
+
+int track_tracked_since_fork(void) { return __atomic_load_n(&track_own_blocks_seen, __ATOMIC_RELAXED); }
 
 void track_set_accounting(const struct track_accounting *a) { __atomic_store_n(&track_acct, a, __ATOMIC_RELEASE); }
 
@@ -32,19 +37,30 @@ static __attribute__((noinline)) uint64_t track_site(size_t size, uint16_t label
     unsigned depth =
         track_capture(frames, track_depth, t ? t->lo : 0, t ? t->hi : 0, t ? &t->memo : NULL, &same);
     uint32_t site;
-    if (same) {
+    const struct track_site *s;
+    if (same && t->memo.site_ptr && t->memo.site_label == label) { /* a loop: the previous site */
         site = t->memo.site;
-        const struct track_site *s = track_site_get(site);
-        if (s && track_site_label(s) != label) /* the same stack under another label: another site */
-            site = track_site_find(t, frames, track_capture(frames, track_depth, t->lo, t->hi, NULL, &same), label);
+        s = t->memo.site_ptr;
     } else {
-        site = track_site_find(t, frames, depth, label);
+        if (same) { /* the same stack under another label (another site), or not resolved: the frames */
+            site = t->memo.site;
+            s = track_site_get(site);
+            if (!s || track_site_label(s) != label)
+                site = track_site_find(t, frames, track_capture(frames, track_depth, t->lo, t->hi, NULL, &same), label);
+        } else {
+            site = track_site_find(t, frames, depth, label);
+        }
+        s = track_site_get(site);
+        if (t) {
+            t->memo.site_ptr = s;
+            t->memo.site_label = label;
+            t->memo.site_internal = (uint8_t)track_site_internal(s);
+        }
     }
     if (t)
         t->memo.site = site;
     int refuse = 0, internal = 0;
-    const struct track_site *s = track_site_get(site);
-    if (track_site_internal(s)) {
+    if (t ? t->memo.site_internal : track_site_internal(s)) {
         internal = 1; /* the allocator's own (liburcu's resize threads): not the program's, never tracked */
     } else {
         const struct track_accounting *acct = __atomic_load_n(&track_acct, __ATOMIC_ACQUIRE);
@@ -71,14 +87,15 @@ static __attribute__((noinline)) void track_block(void *p, size_t size, uint32_t
     uint64_t val = (exact ? TRACK_EXACT : 0) | (s ? TRACK_CHARGED : 0) | sz << TRACK_SITE_IDX_BITS | site;
     int r = track_map_insert((uintptr_t)p, val, &old);
     if (r >= 0) {
-        track_site_live(site, sz, exact, 1);
+        if (unlikely(!track_own_blocks_seen))
+            track_own_blocks_seen = 1;
+        if (track_live_sites)
+            track_site_live(site, sz, exact, 1);
         if (s)
             acct->charge(s, sz, 1, exact);
         if (r == 0)
             track_uncharge(old); /* a stale record (its free went unseen) */
     }
-    if (r == 1 && track_sample_bytes)
-        __atomic_fetch_add(track_filter_of((uintptr_t)p), 1, __ATOMIC_RELAXED);
     if (unlikely(track_ndeferred))
         track_drain_deferred();
     track_guard = 0;
@@ -90,7 +107,7 @@ uint64_t track_before_alloc(size_t size, uint16_t label, int force)
     if (track_guard || unlikely(track_done))
         return 0;
     if (track_sample_bytes && size < track_sample_bytes) {
-        if (unlikely(__atomic_load_n(&track_force, __ATOMIC_RELAXED) || force))
+        if (unlikely(track_forced() || force))
             return track_site(size, label, 1); /* sampling suspended: tracked exactly */
         int64_t c = track_countdown - (int64_t)size;
         track_countdown = c;
@@ -110,8 +127,6 @@ void track_after_alloc(void *p, size_t size, uint64_t ticket)
 
 void track_on_free(void *p)
 {
-    if (track_sample_bytes && likely(!__atomic_load_n(track_filter_of((uintptr_t)p), __ATOMIC_RELAXED)))
-        return; /* not sampled: the common case, decided first */
     if (unlikely(track_done))
         return;
     if (track_guard) {
@@ -126,7 +141,7 @@ void track_on_free(void *p)
 }
 
 /* ---- start, stop ---- */
-int track_start(long depth, uint64_t sample_bytes)
+int track_start(long depth, uint64_t sample_bytes, int live_sites)
 {
     int g = track_guard;
     track_guard = 1;
@@ -134,6 +149,8 @@ int track_start(long depth, uint64_t sample_bytes)
     const char *why = NULL;
     track_depth = (unsigned)(depth < 1 ? 1 : depth > TRACK_MAX_DEPTH ? TRACK_MAX_DEPTH : depth);
     track_sample_bytes = sample_bytes;
+    track_lean_max = sample_bytes;
+    track_live_sites = live_sites;
     if ((why = track_sites_load()) != NULL)
         ;
     else if (track_threads_init() != 0)
@@ -205,6 +222,7 @@ void track_fork_child(void)
 {
     if (!track_on)
         return;
+    track_own_blocks_seen = 0;
     int locked = forking;
     if (locked) {
         forking = 0;

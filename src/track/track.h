@@ -25,8 +25,15 @@
 
 /* ---- the core allocator, as the tracker sees it (set once, before the first use) ---- */
 struct track_core {
-    void *(*alloc)(size_t n); /* the allocator's own pages: no hooks; NULL on failure */
+    void *(*alloc)(size_t n); /* the allocator's own pages, zeroed (calloc: fresh pages are not
+                               * touched, so a big table costs only what is used): no hooks; NULL
+                               * on failure */
     void (*free)(void *p);
+    /* Sampled tracking only: the record of the block at p entered (sign 1) or left (-1) the block
+     * map. The allocator marks the block's frame, so that a free of an untracked block (nearly all)
+     * need not ask the tracker. Called under the map shard that holds every record of p's 4 KiB
+     * frame (track_map_shard_key): calls for one frame are serialised. */
+    void (*mark)(void *p, int sign);
 };
 BSL_HIDDEN void track_set_core(const struct track_core *core);
 
@@ -35,7 +42,7 @@ BSL_HIDDEN void track_set_core(const struct track_core *core);
 #define TRACK_SITE_IDX_BITS 24
 #define TRACK_MAX_SITES ((1u << TRACK_SITE_IDX_BITS) - 1)
 #define TRACK_SIZE_MAX (((uint64_t)1 << (62 - TRACK_SITE_IDX_BITS)) - 1)
-/* The block was tracked outside sampling (sampling suspended: track_force, or the caller's force
+/* The block was tracked outside sampling (sampling suspended: track_force_add, or the caller's force
  * flag): it weighs 1. */
 #define TRACK_EXACT ((uint64_t)1 << 63)
 /* The block was charged through the accounting hooks when it was allocated: its free uncharges
@@ -48,14 +55,19 @@ BSL_HIDDEN extern __thread int track_guard;
 
 /* ---- starting and stopping (track.c) ---- */
 /* Start tracking: stacks of up to `depth` frames (clamped to 1 .. TRACK_MAX_DEPTH), every
- * allocation (sample_bytes 0) or about one per sample_bytes bytes. Outside every allocator lock.
- * 1: on (the hooks must be called from now on); 0: unavailable (one line on stderr says why). */
-BSL_HIDDEN int track_start(long depth, uint64_t sample_bytes);
+ * allocation (sample_bytes 0) or about one per sample_bytes bytes. live_sites: keep each site's
+ * live counters (track_site_live, read by track_sites_top for `buddyslab top`); they cost shared
+ * atomic adds on every tracked allocation and free, so only a published process pays them.
+ * Outside every allocator lock. 1: on (the hooks must be called from now on); 0: unavailable
+ * (one line on stderr says why). */
+BSL_HIDDEN int track_start(long depth, uint64_t sample_bytes, int live_sites);
 /* 0: no tracking, 1: every allocation, 2: sampled. */
 BSL_HIDDEN int track_mode(void);
 /* The exit report was written: the hooks do nothing any more. */
 BSL_HIDDEN void track_stop(void);
 BSL_HIDDEN int track_stopped(void);
+/* 1: this process tracked a block since tracking started or since it was forked. */
+BSL_HIDDEN int track_tracked_since_fork(void);
 
 /* ---- the hooks (track.c), called by src/malloc/hooks.c only ---- */
 /* An allocation of `size` bytes is about to be made: decide whether it is tracked (sampling; force:
@@ -67,42 +79,36 @@ BSL_HIDDEN int track_stopped(void);
 BSL_HIDDEN uint64_t track_before_alloc(size_t size, uint16_t label, int force);
 /* The allocation succeeded: the block at p enters the tracker (ticket from track_before_alloc). */
 BSL_HIDDEN void track_after_alloc(void *p, size_t size, uint64_t ticket);
-/* The block at p (p != NULL, maybe never tracked) is about to be given back. */
+/* The block at p (p != NULL, maybe never tracked) is about to be given back. In sampled mode the
+ * caller asks only for blocks in frames the allocator marked (struct track_core's mark). */
 BSL_HIDDEN void track_on_free(void *p);
 
 /* ---- the sampled fast path, inlined into the public entry points (sample.c owns this state) ----
  * With sampling nearly every call is not sampled. Deciding that inline, before the generic hooked
  * path (init check, debug features, Valgrind quieting), keeps sampled tracking close to the
- * untracked cost. */
+ * untracked cost. Frees need nothing here: the allocator marks frames that hold tracked blocks
+ * (struct track_core's mark). */
 BSL_HIDDEN extern uint64_t track_sample_bytes;      /* 0: full tracking */
-BSL_HIDDEN extern int track_force;                  /* >0: sampling suspended process-wide */
 BSL_HIDDEN extern __thread int64_t track_countdown; /* bytes until this thread's next sampled allocation */
-/* A counter per hash bucket of 4 KiB pages holding sampled blocks alive, so that free() of an
- * unsampled block (nearly all of them) is a multiply and a load, without a lock. Hashing the page,
- * not the block, keeps neighbouring frees on the same cache line of the filter. */
-#define TRACK_FILTER_BITS 16
-BSL_HIDDEN extern uint16_t track_filter[1u << TRACK_FILTER_BITS];
-static inline uint16_t *track_filter_of(uintptr_t p)
-{
-    return &track_filter[((p >> 12) * 0x9E3779B97F4A7C15ull) >> (64 - TRACK_FILTER_BITS)];
-}
+/* Allocations below this many bytes may be decided inline: track_sample_bytes while sampling, 0 in
+ * full mode and while sampling is suspended (track_force_add). */
+BSL_HIDDEN extern uint64_t track_lean_max;
+/* Suspend (delta 1) or resume (-1) sampling process-wide: while suspended, every allocation is
+ * tracked exactly (a budget is being enforced, a victim chosen). Nests. */
+BSL_HIDDEN void track_force_add(int delta);
+BSL_HIDDEN int track_forced(void);
 /* 1: an allocation of n bytes is not sampled (its bytes are taken off the countdown): the caller
  * may skip the hooks. 0: track_before_alloc decides (full tracking, a large block, the countdown
  * running out, or sampling suspended). */
 static inline int track_unsampled_alloc(size_t n)
 {
-    if (!track_sample_bytes || n >= track_sample_bytes || __atomic_load_n(&track_force, __ATOMIC_RELAXED))
+    if (n >= __atomic_load_n(&track_lean_max, __ATOMIC_RELAXED))
         return 0;
     int64_t c = track_countdown - (int64_t)n;
     if (unlikely(c <= 0))
         return 0;
     track_countdown = c;
     return 1;
-}
-/* 1: the block at p cannot be a tracked one (sampled mode, no sampled block alive on its page). */
-static inline int track_untracked_free(const void *p)
-{
-    return track_sample_bytes && !__atomic_load_n(track_filter_of((uintptr_t)p), __ATOMIC_RELAXED);
 }
 /* A sampled block of `size` bytes stands for *bytes bytes in *blocks blocks (1 and size when
  * tracking in full, for blocks of at least track_sample_bytes, and for exact ones). */
@@ -125,9 +131,11 @@ BSL_HIDDEN int track_site_internal(const struct track_site *s);
  * written only by that consumer (the soft OOM policy's accounts). */
 #define TRACK_SITE_DATA 32
 BSL_HIDDEN void *track_site_data(const struct track_site *s);
-/* A tracked block of `size` bytes from site idx arrived (sign 1) or left (-1): its live counters. */
+/* A tracked block of `size` bytes from site idx arrived (sign 1) or left (-1): its live counters
+ * (only when track_live_sites: track_start's live_sites). */
+BSL_HIDDEN extern int track_live_sites;
 BSL_HIDDEN void track_site_live(uint32_t idx, uint64_t size, int exact, int sign);
-/* The n sites with the most live bytes, largest first (racy reads: a view for `buddyslab top`,
+/* The n sites with the most live bytes, largest first (none without track_live_sites; racy reads: a view for `buddyslab top`,
  * not an account). Returns how many were filled. Takes no lock; O(sites). */
 struct track_site_stat {
     const struct track_site *site;

@@ -30,6 +30,11 @@ BSL_HIDDEN void track_unwind_init(void);
 struct track_memo {
     unsigned n, nown, complete; /* levels; leading own levels; ended at the stack's end, not at max */
     uint32_t site;              /* the site the previous capture found (for *same) */
+    /* That site (immortal), its label and whether it is internal: a loop allocating from one
+     * place asks the site table nothing (track.c's track_site). NULL: look it up. */
+    const struct track_site *site_ptr;
+    uint16_t site_label;
+    uint8_t site_internal;
     uintptr_t pc[TRACK_MEMO_MAX], sp[TRACK_MEMO_MAX];
 };
 /* Frames of the caller's stack (return addresses), the tracker's and allocator's own frames
@@ -116,6 +121,8 @@ BSL_HIDDEN const char *track_exe_func_locked(uintptr_t a);
 BSL_HIDDEN size_t track_exe_eh_frame_locked(const uint8_t **start);
 
 /* ---- memory (mem.c) ---- */
+/* struct track_core's mark (sampled mode, under the shard of p's frame). */
+BSL_HIDDEN void track_core_mark(void *p, int sign);
 #define TRACK_HDR 16 /* every track_alloc block has a header this big before it */
 
 #endif

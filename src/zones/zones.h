@@ -45,6 +45,11 @@ enum zone_id { ZONE_LOW32 = 0, ZONE_NORMAL = 1, ZONE_HUGE = 2, NR_ZONES = 3 };
 #define PG_ZEROED 0x10 /* PG_LARGE: the block was clean (all zero) when handed out */
 #define PG_LOW32 0x20  /* PG_SLAB of the LOW32 zone: its objects bypass the per-CPU caches */
 #define PG_GUARD 0x40  /* PG_LARGE: the block's last frame is an inaccessible guard page (option guard) */
+/* PG_SLAB frame or PG_LARGE head holding blocks that sampled site tracking recorded (ntracked > 0 on
+ * a slab frame): free()'s fast path, which wants flags == PG_SLAB, leaves such frames for free_slow,
+ * which tells the tracker. Set and cleared, with ntracked, only under the tracker's block map shard
+ * of the frame (the tracker's core mark callback): all records of one frame live in one shard. */
+#define PG_TRACKED 0x80
 
 struct arena;
 
@@ -73,6 +78,7 @@ struct page {
             uint32_t inuse;     /* objects handed out (to callers or per-CPU caches) */
             uint32_t total;     /* objects in the slab (at most 256) */
             uint32_t on_partial;
+            uint32_t ntracked;  /* every slab frame: its blocks that sampled tracking recorded (PG_TRACKED) */
         };
     };
     struct arena *arena; /* block heads: the arena the frame belongs to */

@@ -454,6 +454,28 @@ def case_fork_path(args, tmp):
     print("fork-path: ok (fork.json is the parent's, 8 fork.<pid>.json)")
 
 
+def case_fork_quiet(args, tmp):
+    """A forked child that tracked no block of its own writes no exit report: a shell's subshells
+    under sampling (each one used to scan the heap and write FILE.<pid>.json, 1.5-4x the shell's
+    time). Under leak=1 every subshell allocates, so each still writes its own."""
+    script = "for i in 1 2 3 4 5 6; do x=$(echo $i); done; echo done"
+    for opts, want_children in ((["leak_sample=512K"], False), (["leak=1"], True)):
+        sub = os.path.join(tmp, opts[0].split("=")[0])
+        os.mkdir(sub)
+        path = os.path.join(sub, "sh.json")
+        env = base_env({"LD_PRELOAD": args.lib, "BUDDYSLAB_OPTIONS": ",".join(opts + ["leak_report=" + path])})
+        p = run(["bash", "-c", script], env, "fork-quiet")
+        files = sorted(os.listdir(sub))
+        children = [f for f in files if re.fullmatch(r"sh\.\d+\.json", f)]
+        if p.returncode != 0 or "sh.json" not in files:
+            fail("fork-quiet (%s): no parent report\n%s" % (opts[0], describe(p, "bash")))
+        if want_children and len(children) < 6:
+            fail("fork-quiet (%s): expected a report from each of the 6 subshells, got %s" % (opts[0], files))
+        if not want_children and children:
+            fail("fork-quiet (%s): subshells that tracked nothing wrote reports: %s" % (opts[0], files))
+        print("fork-quiet: %s: %d child reports" % (opts[0], len(children)))
+
+
 ALLOC_FNS = {"malloc", "calloc", "realloc", "reallocarray", "memalign", "aligned_alloc", "posix_memalign", "valloc",
              "strdup", "strndup", "operator new", "operator new[]"}
 
@@ -555,6 +577,29 @@ def case_ondemand(args, tmp):
     print("ondemand: ok")
 
 
+def case_churn(args, tmp):
+    """Sampled tracking lets free() of untracked blocks skip the tracker; blocks in frames holding
+    tracked ones must still reach it. Four threads churn small, slab, large and huge blocks, free
+    each other's and realloc them, then free everything but keep_churn's: no lk_churn record may be
+    left, and keep_churn's 2000 x 1000 bytes must be estimated as still reachable. Full tracking
+    too, where every record must be exact."""
+    # keep_churn's estimate only shows that tracking ran: at 16K about 120 samples stand for its 2 MB
+    # (a standard error near 9 %), at 4K about 490 (4.5 %).
+    for opts, tol in ((["leak_sample=4K"], 0.25), (["leak_sample=16K"], 0.5), (["leak=1"], 0)):
+        rep, p = run_tracked(args, [exe(args, "leak_churn"), "60000"], opts + ["leak_reachable=1"], tmp, name="churn")
+        if b"churn: done" not in p.stdout:
+            fail("churn (%s): the program did not finish\n%s" % (opts[0], describe(p, "leak_churn")))
+        left = {k: rep.by[k]["lk_churn"] for k in KINDS if "lk_churn" in rep.by[k]}
+        if left:
+            fail("churn (%s): records of freed blocks left behind: %s\n%s" % (
+                opts[0], left, json.dumps(rep.doc["summary"], indent=1)))
+        check_no_untagged_lost(rep, "churn")
+        kb, kn = rep.by["still_reachable"].get("keep_churn", (0, 0))
+        if abs(kb - 2000000) > tol * 2000000 or abs(kn - 2000) > tol * 2000:
+            fail("churn (%s): keep_churn estimated %d bytes in %d blocks, true 2000000 in 2000" % (opts[0], kb, kn))
+        print("churn: %s: no record left of the freed blocks; keep_churn %d bytes in %d blocks" % (opts[0], kb, kn))
+
+
 def case_stress(args, tmp):
     """Reports (and exit) while three threads malloc, free and realloc flat out."""
     path = os.path.join(tmp, "stress.json")
@@ -646,6 +691,10 @@ def main():
                          DLOPEN, stdout_re="dlprog: done")
         elif c == "sample":
             case_sample(args, tmp)
+        elif c == "churn":
+            case_churn(args, tmp)
+        elif c == "fork-quiet":
+            case_fork_quiet(args, tmp)
         elif c == "suppressions":
             case_suppressions(args, tmp)
         elif c == "exitcode":
