@@ -171,6 +171,7 @@ out:
 
 int track_exe_has_locked(uintptr_t pc)
 {
+    bsl_assert_locked(&track_sym_lock);
     if (!exe.tried)
         load_locked();
     for (unsigned i = 0; i < exe.ntext; i++)
@@ -181,6 +182,7 @@ int track_exe_has_locked(uintptr_t pc)
 
 uintptr_t track_exe_bias_locked(void)
 {
+    bsl_assert_locked(&track_sym_lock);
     if (!exe.tried)
         load_locked();
     return exe.bias;
@@ -188,6 +190,7 @@ uintptr_t track_exe_bias_locked(void)
 
 size_t track_exe_eh_frame_locked(const uint8_t **start)
 {
+    bsl_assert_locked(&track_sym_lock);
     if (!exe.tried)
         load_locked();
     *start = (const uint8_t *)exe.eh_frame;
@@ -196,6 +199,7 @@ size_t track_exe_eh_frame_locked(const uint8_t **start)
 
 const char *track_exe_func_locked(uintptr_t a)
 {
+    bsl_assert_locked(&track_sym_lock);
     if (!exe.tried)
         load_locked();
     if (!exe.ok || a < exe.bias)
