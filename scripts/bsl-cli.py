@@ -298,7 +298,8 @@ def compose(lib, frags):
 
 
 def warn_unpreloadable(prog):
-    """Tell the user when the preload will silently not happen."""
+    """Tell the user when the preload will silently not happen (a static program that has buddyslab
+    linked in needs none)."""
     path = shutil.which(prog)
     if not path or not os.path.isabs(path):
         return
@@ -325,9 +326,19 @@ def warn_unpreloadable(prog):
     except OSError:
         return
     types = [struct.unpack_from(e + "I", table, k * phentsize)[0] for k in range(len(table) // max(phentsize, 1))]
-    if types and 3 not in types:
+    if types and 3 not in types and not links_buddyslab(path):
         say("warning: %s is statically linked: LD_PRELOAD has no effect; link build/libbuddyslab.a instead "
             "(see LD_PRELOAD.md)" % path)
+
+
+def links_buddyslab(path):
+    """Whether the (static) executable has buddyslab linked in: then it reads BUDDYSLAB_OPTIONS itself
+    (the name is in the library's read-only data, stripped or not), and --leaks, --budget, ... work."""
+    try:
+        with open(path, "rb") as f:
+            return b"BUDDYSLAB_OPTIONS\0" in f.read(256 << 20)
+    except OSError:
+        return False
 
 
 def cmd_run(argv):

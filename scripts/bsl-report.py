@@ -32,6 +32,9 @@ writes them to FILE.json, one report a line); '-' reads standard input. Format 1
   --title TEXT     svg: the title line (default: from the report)
   --width PIXELS   svg: image width (default 1200)
 Folded stacks and flame graphs of a soft OOM file show the live bytes of its last report.
+Frames the process gave no file:line for (a program linked with -static has no libdw: its report
+names functions and module+offset only) get them here from addr2line (binutils) where the module
+is on this machine: read a report where the programs it names were built.
 
 Exit status: 0, 1 when the file cannot be read, is not a leak or soft OOM report, or has a format
 version this script does not know; 2 for a usage error.
@@ -41,6 +44,8 @@ import html
 import json
 import os
 import re
+import shutil
+import subprocess
 import sys
 import zlib
 
@@ -363,6 +368,41 @@ def load(path):
                             "this one is %s" % (where, "'%s'" % tool if tool else "not one"))
         reports.append((doc, oom_sites(doc, where)))
     return Loaded("buddyslab-oom", reports)
+
+
+def add_lines(loaded):
+    """File and line, from addr2line, for the frames that have a module (on this machine) and an
+    offset but no file. The offset is from the module's load bias, what addr2line expects; it is a
+    return address, so the call is the byte before it. Nothing changes without addr2line."""
+    a2l = shutil.which("addr2line")
+    if not a2l:
+        return
+    want = {}  # module -> frames
+    for _, sites in loaded.reports:
+        for s in sites:
+            for f in s.frames:
+                if not f.file and f.module and f.offset and os.path.isfile(f.module):
+                    want.setdefault(f.module, []).append(f)
+    for mod, frames in want.items():
+        offs = sorted({f.offset for f in frames})
+        try:
+            p = subprocess.run([a2l, "-f", "-C", "-e", mod] + ["%#x" % (o - 1) for o in offs],
+                               capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        out = p.stdout.split("\n")
+        got = {}
+        for i, o in enumerate(offs):  # two lines each: the function, then file:line
+            if 2 * i + 1 >= len(out):
+                break
+            fn, loc = out[2 * i], out[2 * i + 1].split(" (discriminator")[0]
+            file, _, line = loc.rpartition(":")
+            if file and not file.startswith("??") and line.isdigit() and int(line) > 0:
+                got[o] = (None if fn.startswith("??") else fn, file, int(line))
+        for f in frames:
+            if f.offset in got:
+                fn, f.file, f.line = got[f.offset]
+                f.function = f.function or fn
 
 
 def is_sampled(meta):
@@ -966,6 +1006,7 @@ def main(argv):
     except BadReport as e:
         sys.stderr.write("%s: %s: %s\n" % (PROG, path, e))
         return 1
+    add_lines(loaded)
     meta, all_sites = loaded.reports[-1]  # a soft OOM file: folded and svg show its last report
     sites = all_sites
     if kinds is not None:

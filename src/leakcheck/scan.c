@@ -326,12 +326,16 @@ static uintptr_t task_sp(long tid)
 static size_t live_tids(long *out, size_t max) { return os_proc_numbers("/proc/self/task", out, max); }
 
 /* glibc's static TLS size (TLS blocks + surplus + thread descriptor), for dead threads' roots.
- * Looked up by leak_scan_init, outside the report: dlsym may free the program's dlerror state. */
+ * Looked up by leak_scan_init, outside the report: dlsym may free the program's dlerror state. A
+ * static program has the function (with pthread_create) but no dlsym that sees it: its symbol
+ * table then. Without it, 64 KiB: a dead thread's frames below its TLS are roots too. */
 static size_t static_tls = 64 << 10;
 
 void leak_scan_init(void)
 {
     void (*get)(size_t *, size_t *) = (void (*)(size_t *, size_t *))track_dlsym(NULL, "_dl_get_tls_static_info");
+    if (!get)
+        *(void **)&get = track_exe_function("_dl_get_tls_static_info");
     size_t sz = 0, al = 0;
     if (get)
         get(&sz, &al);
@@ -524,6 +528,9 @@ static __attribute__((noinline)) void scan_roots(struct scan *s, uintptr_t my_sp
         if (v->r && v->w && !v->skip)
             scan_minus(s, v->lo, v->hi, &ex);
     }
+    uintptr_t rlo, rhi;
+    if (track_static_relro(&rlo, &rhi)) /* read-only, so not in the loop above */
+        scan_minus(s, rlo, rhi, &ex);
     for (size_t i = 0; i < roots.n; i++)
         scan_range(s, roots.v[i].lo, roots.v[i].hi);
     if (track_sample_bytes)

@@ -87,6 +87,8 @@ BSL_HIDDEN size_t os_rss(void);
 BSL_HIDDEN int os_open_read(const char *path);  /* O_RDONLY, -1 on failure */
 /* Up to n bytes from fd (retried on EINTR): the count, 0 at the end, -1 on an error. */
 BSL_HIDDEN long os_read(int fd, void *buf, size_t n);
+/* Up to n bytes at file offset off (retried on EINTR, short only at the end of the file); -1 on error. */
+BSL_HIDDEN long os_pread(int fd, void *buf, size_t n, uint64_t off);
 BSL_HIDDEN long os_gettid(void);
 /* The numeric entries of a /proc directory (e.g. "/proc/self/task": live thread ids), up to max;
  * returns how many were stored. */

@@ -28,6 +28,26 @@ long os_read(int fd, void *buf, size_t n)
     return r < 0 ? -1 : r;
 }
 
+long os_pread(int fd, void *buf, size_t n, uint64_t off)
+{
+    int saved = errno;
+    size_t got = 0;
+    while (got < n) {
+        long r = syscall(SYS_pread64, fd, (char *)buf + got, n - got, (long)(off + got));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            errno = saved;
+            return -1;
+        }
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    errno = saved;
+    return (long)got;
+}
+
 long os_gettid(void) { return syscall(SYS_gettid); }
 
 struct os_dirent64 { /* struct linux_dirent64 */

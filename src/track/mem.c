@@ -162,3 +162,4 @@ void *track_dlsym(void *handle, const char *name)
         return NULL;
     return dlsym(handle, name);
 }
+

@@ -2,8 +2,13 @@
  * per-thread value the caller passes: the soft OOM policy's tag), so the same stack under two labels
  * is two sites. Sites are immortal: published once, never freed.
  *
- * Locking: site_lock serializes creation (index and arena); resize_lock the table's growth.
- * Readers take only liburcu's read lock. fork(): track_fork_locks visits resize_lock, then
+ * The hash index over them is liburcu's lock-free hash table (liburcu-cds with the urcu-bp
+ * flavour, dlopen'ed) in a program with a dynamic loader, and siteindex.c's table in one without
+ * (cc -static): `use_urcu` says which, set once by track_sites_load.
+ *
+ * Locking: site_lock serializes creation (index and arena) and, without liburcu, insertion into
+ * siteindex.c's table; resize_lock liburcu's table's growth. Readers take only liburcu's read
+ * lock (no lock at all without liburcu). fork(): track_fork_locks visits resize_lock, then
  * site_lock (outer phase); liburcu's own locks are taken last by track_fork_prepare. */
 #include "track/track_int.h"
 
@@ -36,6 +41,7 @@ struct cds_lfht_iter_tr { /* struct cds_lfht_iter: node, next (no debug member i
     struct cds_lfht_node *node, *next;
 };
 typedef int (*track_match_fn)(struct cds_lfht_node *, const void *);
+static int use_urcu; /* 1: liburcu's hash table; 0: siteindex.c's (set once, before tracking starts) */
 static struct {
     void (*read_lock)(void);
     void (*read_unlock)(void);
@@ -221,31 +227,29 @@ struct site_key {
     uint16_t tag;
 };
 
-static int site_match(struct cds_lfht_node *node, const void *key)
+static int site_match_site(const void *site, const void *key)
 {
-    const struct track_site *s = (const struct track_site *)node;
+    const struct track_site *s = site;
     const struct site_key *k = key;
     return s->depth == k->depth && s->tag == k->tag &&
            memcmp(s->frames, k->frames, k->depth * sizeof(uintptr_t)) == 0;
 }
 
-/* A new site, not yet published (NULL: out of memory or of indices). */
-static struct track_site *site_new(const uintptr_t *frames, unsigned depth, uint16_t tag, uint64_t hash)
+static int site_match(struct cds_lfht_node *node, const void *key) { return site_match_site(node, key); }
+
+/* A new site, not yet published (NULL: out of memory or of indices). With site_lock held. */
+static struct track_site *site_new_locked(const uintptr_t *frames, unsigned depth, uint16_t tag, uint64_t hash)
 {
     size_t sz = (sizeof(struct track_site) + depth * sizeof(uintptr_t) + 15) & ~(size_t)15;
-    os_lock(&site_lock);
-    if (site_next > TRACK_MAX_SITES) {
-        os_unlock(&site_lock);
+    bsl_assert_locked(&site_lock);
+    if (site_next > TRACK_MAX_SITES)
         return NULL;
-    }
     uint32_t idx = site_next;
     unsigned ci = idx >> SITE_CHUNK_SHIFT;
     if (!site_dir[ci]) {
         struct track_site **chunk = track_alloc(sizeof(struct track_site *) << SITE_CHUNK_SHIFT);
-        if (!chunk) {
-            os_unlock(&site_lock);
+        if (!chunk)
             return NULL;
-        }
         __atomic_store_n(&site_dir[ci], chunk, __ATOMIC_RELEASE);
     }
     if ((size_t)(site_arena_end - site_arena) < sz) {
@@ -253,7 +257,6 @@ static struct track_site *site_new(const uintptr_t *frames, unsigned depth, uint
         site_arena = track_alloc(csz);
         if (!site_arena) {
             site_arena_end = NULL;
-            os_unlock(&site_lock);
             return NULL;
         }
         site_arena_end = site_arena + csz;
@@ -262,7 +265,6 @@ static struct track_site *site_new(const uintptr_t *frames, unsigned depth, uint
     site_arena += sz;
     site_next++;
     __atomic_store_n(&track_nsites, idx, __ATOMIC_RELEASE);
-    os_unlock(&site_lock);
     s->hash = hash;
     s->idx = idx;
     s->depth = (uint16_t)depth;
@@ -294,6 +296,52 @@ static void site_ht_maybe_grow(uint32_t nsites)
     os_unlock(&resize_lock);
 }
 
+/* Find or add the site of key in liburcu's table. NULL: out of memory or of indices. */
+static const struct track_site *site_find_urcu(const struct site_key *key, uint64_t h)
+{
+    struct cds_lfht_iter_tr it;
+    urcu.read_lock();
+    urcu.lookup(site_ht, (unsigned long)h, site_match, key, &it);
+    const struct track_site *s = (const struct track_site *)it.node;
+    urcu.read_unlock();
+    if (!s) {
+        os_lock(&site_lock);
+        struct track_site *n = site_new_locked(key->frames, key->depth, key->tag, h);
+        os_unlock(&site_lock);
+        if (!n)
+            return NULL;
+        urcu.read_lock();
+        struct cds_lfht_node *got = urcu.add_unique(site_ht, (unsigned long)h, site_match, key, &n->node);
+        urcu.read_unlock();
+        s = (const struct track_site *)got;
+        if (got == &n->node) {
+            site_publish(n);
+            site_ht_maybe_grow(n->idx);
+        } /* else another thread published the same stack first: n's index stays a hole */
+    }
+    return s;
+}
+
+/* The same in siteindex.c's table: looked up without a lock, then again under site_lock, which
+ * also covers the insertion (so no index is lost to a race). */
+static const struct track_site *site_find_index(const struct site_key *key, uint64_t h)
+{
+    const struct track_site *s = track_sindex_lookup(h, site_match_site, key);
+    if (s)
+        return s;
+    os_lock(&site_lock);
+    s = track_sindex_lookup(h, site_match_site, key);
+    if (!s) {
+        struct track_site *n = site_new_locked(key->frames, key->depth, key->tag, h);
+        if (n && track_sindex_add_locked(h, n) == 0) {
+            site_publish(n);
+            s = n;
+        } /* else out of memory: n's index stays a hole */
+    }
+    os_unlock(&site_lock);
+    return s;
+}
+
 uint32_t track_site_find(struct track_thread *t, const uintptr_t *frames, unsigned depth, uint16_t tag)
 {
     uint64_t h = 0x9E3779B97F4A7C15ull ^ depth ^ ((uint64_t)tag << 32);
@@ -306,24 +354,9 @@ uint32_t track_site_find(struct track_thread *t, const uintptr_t *frames, unsign
     struct track_tcache *ce = t ? &t->cache[h & (TRACK_TCACHE - 1)] : NULL;
     if (ce && ce->hash == h && ce->site && site_match((struct cds_lfht_node *)ce->site, &key))
         return ce->site->idx;
-    struct cds_lfht_iter_tr it;
-    urcu.read_lock();
-    urcu.lookup(site_ht, (unsigned long)h, site_match, &key, &it);
-    const struct track_site *s = (const struct track_site *)it.node;
-    urcu.read_unlock();
-    if (!s) {
-        struct track_site *n = site_new(frames, depth, tag, h);
-        if (!n)
-            return 0;
-        urcu.read_lock();
-        struct cds_lfht_node *got = urcu.add_unique(site_ht, (unsigned long)h, site_match, &key, &n->node);
-        urcu.read_unlock();
-        s = (const struct track_site *)got;
-        if (got == &n->node) {
-            site_publish(n);
-            site_ht_maybe_grow(n->idx);
-        } /* else another thread published the same stack first: n's index stays a hole */
-    }
+    const struct track_site *s = use_urcu ? site_find_urcu(&key, h) : site_find_index(&key, h);
+    if (!s)
+        return 0;
     if (ce) {
         ce->hash = h;
         ce->site = s;
@@ -334,6 +367,9 @@ uint32_t track_site_find(struct track_thread *t, const uintptr_t *frames, unsign
 
 const char *track_sites_load(void)
 {
+    if (!track_is_dynamic())
+        return NULL; /* no dynamic loader: siteindex.c's table, no helper libraries */
+    use_urcu = 1;
     if (!BSL_HAVE_URCU)
         return "built without liburcu headers (install liburcu-dev and rebuild)";
     if (urcu_load() != 0)
@@ -345,6 +381,8 @@ const char *track_sites_load(void)
 
 const char *track_sites_init(void)
 {
+    if (!use_urcu)
+        return NULL; /* siteindex.c's first table comes with the first site */
     site_ht_size = 1ul << 12;
     site_ht = urcu.lfht_new(site_ht_size, 1, 1ul << 22, 0, NULL, urcu.flavor, NULL);
     if (!site_ht)
@@ -358,6 +396,21 @@ void track_sites_fork_locks(os_lock_visit_fn visit)
     visit(&site_lock);
 }
 
-void track_urcu_before_fork(void) { urcu.before_fork(); }
-void track_urcu_after_fork_parent(void) { urcu.after_fork_parent(); }
-void track_urcu_after_fork_child(void) { urcu.after_fork_child(); }
+/* liburcu's fork handlers (nothing to do without it: siteindex.c has no lock of its own). */
+void track_urcu_before_fork(void)
+{
+    if (use_urcu)
+        urcu.before_fork();
+}
+
+void track_urcu_after_fork_parent(void)
+{
+    if (use_urcu)
+        urcu.after_fork_parent();
+}
+
+void track_urcu_after_fork_child(void)
+{
+    if (use_urcu)
+        urcu.after_fork_child();
+}

@@ -6,6 +6,10 @@
  * static functions included, and file:line from DWARF where the object has it. Module and offset
  * come from dladdr1 (the offset is from the object's load bias, what addr2line expects). C++ names
  * are demangled with __cxa_demangle from the libstdc++ already loaded.
+ * A program without a dynamic loader (cc -static) has neither libdw nor dladdr1: names come from
+ * the executable's own symbol table (exe.c), module and offset from its load bias, and no
+ * file:line (`buddyslab report` and addr2line add them offline from module+offset); C++ names are
+ * demangled when the program links __cxa_demangle in (a weak reference).
  *
  * The cache lives as long as the process: one entry per distinct return address, its strings in
  * an arena that only grows (sites are immortal, so are their symbols). Locking: sym_lock protects
@@ -21,6 +25,7 @@
 #include <unistd.h>
 
 extern int dladdr1(const void *, Dl_info *, void **, int) __attribute__((weak));
+extern char *__cxa_demangle(const char *, char *, size_t *, int *) __attribute__((weak));
 
 os_lock_t track_sym_lock = OS_LOCK_INIT(LOCK_RANK_LEAK_SYMS);
 __thread int track_sym_lean;
@@ -93,6 +98,8 @@ static void dw_load(void)
         return;
     dw.tried = 1;
     *(void **)&dw.demangle = track_dlsym(NULL, "__cxa_demangle");
+    if (!track_is_dynamic())
+        dw.demangle = __cxa_demangle; /* linked in, or NULL */
     void *h = track_dlopen("libdw.so.1");
     if (!h)
         return;
@@ -165,6 +172,16 @@ static void sym_fill_name(struct track_sym *s)
     if (!exe_path[0]) {      /* the main program's name (dladdr1 gives it as "") */
         ssize_t n = readlink("/proc/self/exe", exe_path, sizeof(exe_path) - 1);
         exe_path[n > 0 ? n : 0] = 0;
+    }
+    if (!track_is_dynamic()) { /* no loader: the executable's symbol table is all there is */
+        dw_load();
+        s->names_done = 1;
+        if (track_exe_has_locked(a)) {
+            s->module = str_dup(exe_path);
+            s->off = s->pc - track_exe_bias_locked();
+            s->func = demangle(track_exe_func_locked(a));
+        }
+        return;
     }
     if (!track_sym_lean) { /* lean: dladdr1 only, and the entry may be completed later */
         dwfl_refresh();

@@ -151,9 +151,7 @@ int track_start(long depth, uint64_t sample_bytes, int live_sites)
     track_sample_bytes = sample_bytes;
     track_lean_max = sample_bytes;
     track_live_sites = live_sites;
-    if (!track_is_dynamic())
-        why = "the program is statically linked (the tracker loads liburcu and libdw with dlopen)";
-    else if ((why = track_sites_load()) != NULL)
+    if ((why = track_sites_load()) != NULL)
         ;
     else if (track_threads_init() != 0)
         why = "no pthread key left";

@@ -2,7 +2,8 @@
  *
  * It owns sampling (sample.c), the block map (blockmap.c: block address -> size and site), the site
  * table (sites.c: deduplicated stacks, immortal once published), the thread registry (threads.c),
- * stack capture (unwind.c), symbols (syms.c), the report writer shared by every report (out.c), the
+ * stack capture (unwind.c), symbols (syms.c; exe.c: the executable's own image where there is no
+ * dynamic loader), the report writer shared by every report (out.c), the
  * tracker's own memory (mem.c) and the hooks that tie them together (track.c). Two consumers use it
  * and neither knows the other: the leak report (src/leakcheck/: the reachability scan at exit and
  * on demand) and the soft OOM policy (src/oom/: accounts per site, which it keeps in a site's
@@ -225,6 +226,16 @@ BSL_HIDDEN int track_syms_walk(int (*module)(uintptr_t base, void *arg),
 BSL_HIDDEN unsigned long long track_syms_adds(void);
 /* LSan's pattern rules: '*' wildcards, a leading '^' and a trailing '$' anchor; else a substring. */
 BSL_HIDDEN int track_tmatch(const char *pattern, const char *s);
+
+/* ---- the executable's image (exe.c) ----
+ * In a program without a dynamic loader: the program's RELRO data (read-only once libc's start-up
+ * is done, after it allocated blocks it keeps there: a root of the leak scan). 1 and [*lo, *hi),
+ * or 0 (none, or a dynamic program). */
+BSL_HIDDEN int track_static_relro(uintptr_t *lo, uintptr_t *hi);
+/* In a program without a dynamic loader, where dlsym sees none of the program's symbols: the
+ * function `name` of the executable, from its symbol table (by its preferred name among aliases),
+ * or NULL. NULL in a dynamic program (use track_dlsym). Takes track_sym_lock. */
+BSL_HIDDEN void *track_exe_function(const char *name);
 
 /* ---- report output (out.c): the writer of the leak report and the soft OOM report ---- */
 struct track_out {

@@ -5,6 +5,8 @@
 
 #include "track/track.h"
 
+#include <elf.h>
+
 /* ---- state of track.c, read by the other files ---- */
 BSL_HIDDEN extern int track_on;      /* tracking started */
 BSL_HIDDEN extern unsigned track_depth; /* frames per stack */
@@ -71,12 +73,20 @@ BSL_HIDDEN void track_threads_fork_child(int locked);
 BSL_HIDDEN int track_sample_slow(size_t size);
 
 /* ---- sites (sites.c) ---- */
-/* Load liburcu (NULL), else say why it cannot be; then create the table (NULL, else why not). */
+/* Choose the index (liburcu's, loaded now, with a dynamic loader; else siteindex.c's): NULL, else
+ * why there can be none; then create the table (NULL, else why not). */
 BSL_HIDDEN const char *track_sites_load(void);
 BSL_HIDDEN const char *track_sites_init(void);
 /* The index of the site of (frames, label), created when new (0: out of memory or indices). */
 BSL_HIDDEN uint32_t track_site_find(struct track_thread *t, const uintptr_t *frames, unsigned depth, uint16_t label);
 BSL_HIDDEN void track_sites_fork_locks(os_lock_visit_fn visit);
+/* The site index without liburcu (siteindex.c, for programs without a dynamic loader): a site
+ * whose hash is `hash` and that match(site, key) accepts, or NULL (lock-free; NULL may be stale:
+ * look again under site_lock before adding). Adding: with sites.c's site_lock held; 0, or -1 when
+ * out of memory. */
+BSL_HIDDEN const void *track_sindex_lookup(uint64_t hash, int (*match)(const void *site, const void *key),
+                                           const void *key);
+BSL_HIDDEN int track_sindex_add_locked(uint64_t hash, const void *site);
 BSL_HIDDEN void track_urcu_before_fork(void);
 BSL_HIDDEN void track_urcu_after_fork_parent(void);
 BSL_HIDDEN void track_urcu_after_fork_child(void);
@@ -96,7 +106,19 @@ BSL_HIDDEN void track_map_fork_parent(void);
 BSL_HIDDEN void track_map_fork_child(void);
 
 /* ---- symbols (syms.c) ---- */
-BSL_HIDDEN extern os_lock_t track_sym_lock; /* the cache, its arena and the libdw session */
+BSL_HIDDEN extern os_lock_t track_sym_lock; /* the cache, its arena, the libdw session, exe.c's table */
+/* ---- the executable's image (exe.c), for programs without a dynamic loader ----
+ * The main program's program headers (*phdr, the count returned) and load bias (*bias), from the
+ * auxiliary vector: valid from the first malloc on, even in a static program (where
+ * dl_iterate_phdr reports nothing until libc's own start-up has run). No lock. */
+BSL_HIDDEN size_t track_exe_phdrs(const Elf64_Phdr **phdr, uintptr_t *bias);
+/* Its symbol table, read on the first call. With track_sym_lock held. Whether pc lies in the executable's code; its load
+ * bias; the name of the function holding address a (NULL: none known; the string never moves). */
+BSL_HIDDEN int track_exe_has_locked(uintptr_t pc);
+BSL_HIDDEN uintptr_t track_exe_bias_locked(void);
+BSL_HIDDEN const char *track_exe_func_locked(uintptr_t a);
+/* The executable's .eh_frame section (*start) and its size; 0 when it has none. */
+BSL_HIDDEN size_t track_exe_eh_frame_locked(const uint8_t **start);
 
 /* ---- memory (mem.c) ---- */
 /* struct track_core's mark (sampled mode, under the shard of p's frame). */

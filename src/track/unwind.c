@@ -9,6 +9,14 @@
  * table, so a steady-state frame costs a hash, a load and two bounded loads from the stack.
  * Every load is checked against the thread's stack bounds and must move up the stack.
  *
+ * A program without a dynamic loader (cc -static) has no _dl_find_object to ask (glibc's static
+ * one is set up after the first malloc, which may already be tracked): its one object is the
+ * executable, whose .eh_frame_hdr (PT_GNU_EH_FRAME) track_unwind_init notes. A static link has
+ * none unless linked with -Wl,--eh-frame-hdr (gcc asks for it in dynamic links only): then
+ * track_unwind_init builds the same sorted table of FDEs from the executable's .eh_frame (found
+ * through its section headers, exe.c). The executable's code segments are kept here too (exe.c
+ * has them under track_sym_lock; rule_compute takes no lock).
+ *
  * The slow path is the compiler's _Unwind_Backtrace: used when the CFI holds something the fast
  * path does not interpret (expressions: PLT stubs, signal frames), when the stack bounds are
  * unknown (an alternate signal stack, a thread that is exiting), or when _dl_find_object is
@@ -24,35 +32,54 @@ extern int _dl_find_object(void *, struct dl_find_object *) __attribute__((weak)
 #pragma weak _Unwind_Backtrace
 #pragma weak _Unwind_GetIP
 
-/* Our own library: frames in it are the allocator's and the tracker's, not the program's. */
-static uintptr_t own_text_lo, own_text_hi;
+/* Our own library: frames in it are the allocator's and the tracker's, not the program's; its
+ * writable data is not a root of the leak scan. As a shared object (LD_PRELOAD) the library owns
+ * its segments; linked into the program (the static archive, in a static program or not), the
+ * program's segments hold the program too, and the library is what lies between the markers of
+ * image_begin.c and image_end.c: its .text and .text.unlikely (the cold hooked paths) for code,
+ * its .data and .bss for data. Set once by track_unwind_init, before tracking starts. */
+#define OWN_TEXT_MAX 2
+static uintptr_t own_text[OWN_TEXT_MAX][2];
+static size_t own_ntext;
 #define OWN_DATA_MAX 8
 static uintptr_t own_data[OWN_DATA_MAX][2];
 static size_t own_ndata;
 
+struct own_find {
+    uintptr_t me;  /* an address of our code */
+    unsigned seen; /* objects visited: the first is the main program */
+    int in_program;
+};
+
 static int own_cb(struct dl_phdr_info *info, size_t size, void *arg)
 {
     (void)size;
-    uintptr_t me = (uintptr_t)arg;
+    struct own_find *f = arg;
     int mine = 0;
+    f->seen++;
     for (int i = 0; i < info->dlpi_phnum; i++) {
         const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
         uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
-        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X) && me >= lo && me < lo + ph->p_memsz)
+        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X) && f->me >= lo && f->me < lo + ph->p_memsz)
             mine = 1;
     }
     if (!mine)
         return 0;
+    if (f->seen == 1) {
+        f->in_program = 1;
+        return 1;
+    }
+    uintptr_t tlo = 0, thi = 0;
     for (int i = 0; i < info->dlpi_phnum; i++) {
         const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
         if (ph->p_type != PT_LOAD)
             continue;
         uintptr_t lo = info->dlpi_addr + ph->p_vaddr, hi = lo + ph->p_memsz;
         if (ph->p_flags & PF_X) {
-            if (!own_text_lo || lo < own_text_lo)
-                own_text_lo = lo;
-            if (hi > own_text_hi)
-                own_text_hi = hi;
+            if (!tlo || lo < tlo)
+                tlo = lo;
+            if (hi > thi)
+                thi = hi;
         }
         if ((ph->p_flags & PF_W) && own_ndata < OWN_DATA_MAX) {
             own_data[own_ndata][0] = lo & ~(uintptr_t)4095;
@@ -60,15 +87,32 @@ static int own_cb(struct dl_phdr_info *info, size_t size, void *arg)
             own_ndata++;
         }
     }
+    own_text[0][0] = tlo;
+    own_text[0][1] = thi;
+    own_ntext = 1;
     return 1;
 }
 
-void track_unwind_init(void)
+/* The markers (image_begin.c, image_end.c): each range runs from the first file's marker to the
+ * end of the last file's (the end markers are never return addresses, nor hold pointers). */
+BSL_HIDDEN int track_image_text_begin(void), track_image_cold_begin(void);
+BSL_HIDDEN int track_image_text_end(void), track_image_cold_end(void);
+BSL_HIDDEN extern char track_image_data_begin[1], track_image_bss_begin[1];
+BSL_HIDDEN extern char track_image_data_end[1], track_image_bss_end[1];
+
+static void own_add(uintptr_t (*r)[2], size_t *n, size_t max, uintptr_t lo, uintptr_t hi)
 {
-    dl_iterate_phdr(own_cb, (void *)(uintptr_t)&track_capture);
+    if (lo < hi && *n < max) {
+        r[*n][0] = lo;
+        r[*n][1] = hi;
+        (*n)++;
+    }
 }
 
-int track_own_code(uintptr_t pc) { return pc >= own_text_lo && pc < own_text_hi; }
+int track_own_code(uintptr_t pc)
+{
+    return (pc >= own_text[0][0] && pc < own_text[0][1]) || (pc >= own_text[1][0] && pc < own_text[1][1]);
+}
 
 size_t track_own_data(uintptr_t (*ranges)[2], size_t max)
 {
@@ -413,26 +457,137 @@ static int run_cfi(const uint8_t *p, const uint8_t *end, const struct cie *ci, u
     return 0;
 }
 
-/* The rule for return address pc (the state just before the call, at pc - 1). */
-static uint64_t rule_compute(uintptr_t pc)
+/* ---- where the FDEs are ---- */
+/* Without a dynamic loader: the executable's .eh_frame_hdr and code (set once, before tracking). */
+static const uint8_t *exe_eh_hdr;
+static uintptr_t exe_text[4][2];
+static unsigned exe_ntext;
+
+static void exe_segments(void)
 {
-    uintptr_t target = pc - 1;
-    if (!_dl_find_object)
-        return rule_make(RK_SLOW, 0, 0, 0);
-    struct dl_find_object dlfo;
-    if (_dl_find_object((void *)target, &dlfo) != 0 || !dlfo.dlfo_eh_frame)
-        return rule_make(RK_NOFDE, 0, 0, 0);
-    const uint8_t *hdr = dlfo.dlfo_eh_frame;
+    const Elf64_Phdr *ph;
+    uintptr_t bias;
+    size_t n = track_exe_phdrs(&ph, &bias);
+    for (size_t i = 0; i < n; i++) {
+        uintptr_t lo = bias + ph[i].p_vaddr;
+        if (ph[i].p_type == PT_GNU_EH_FRAME)
+            exe_eh_hdr = (const uint8_t *)lo;
+        else if (ph[i].p_type == PT_LOAD && (ph[i].p_flags & PF_X) && exe_ntext < 4) {
+            exe_text[exe_ntext][0] = lo;
+            exe_text[exe_ntext][1] = lo + ph[i].p_memsz;
+            exe_ntext++;
+        }
+    }
+}
+
+static int exe_code(uintptr_t pc)
+{
+    for (unsigned i = 0; i < exe_ntext; i++)
+        if (pc >= exe_text[i][0] && pc < exe_text[i][1])
+            return 1;
+    return 0;
+}
+
+/* Without a dynamic loader nor .eh_frame_hdr: every FDE of the executable's .eh_frame by initial
+ * location (track_unwind_init builds it before tracking starts; read-only after). */
+struct exe_fde {
+    uintptr_t pc;
+    const uint8_t *fde;
+};
+static struct exe_fde *exe_fdes;
+static size_t exe_nfde;
+
+static void build_fde_table(void)
+{
+    const uint8_t *eh;
+    os_lock(&track_sym_lock);
+    size_t len = track_exe_eh_frame_locked(&eh);
+    os_unlock(&track_sym_lock);
+    const uint8_t *end = eh + len, *cie_at = NULL, *p, *next;
+    struct cie ci;
+    size_t n = 0, cap = 0;
+    for (int pass = 0; pass < 2; pass++) { /* count, then fill */
+        if (pass == 1 && !(exe_fdes = track_alloc((cap = n) * sizeof(*exe_fdes) + 1)))
+            return;
+        n = 0;
+        for (const uint8_t *e = eh; len && end - e >= 8; e = next) {
+            uint32_t l32;
+            memcpy(&l32, e, 4);
+            if (l32 == 0) /* the terminator */
+                break;
+            if (!(p = entry_bounds(e, &next)) || next > end)
+                break;
+            int32_t id;
+            memcpy(&id, p, 4);
+            if (id == 0) /* a CIE */
+                continue;
+            if (p - id != cie_at) {
+                cie_at = p - id;
+                if (parse_cie(cie_at, &ci) != 0) {
+                    cie_at = NULL;
+                    continue;
+                }
+            }
+            const uint8_t *f = p + 4;
+            uintptr_t begin;
+            if (read_enc(ci.fde_enc, &f, next, 0, &begin) != 0 || !begin)
+                continue;
+            if (pass == 1 && n < cap)
+                exe_fdes[n] = (struct exe_fde){begin, e};
+            n++;
+        }
+    }
+    for (size_t gap = n / 2; gap > 0; gap = gap == 2 ? 1 : gap * 5 / 11) /* Shell sort on pc */
+        for (size_t i = gap; i < n; i++) {
+            struct exe_fde t = exe_fdes[i];
+            size_t j = i;
+            for (; j >= gap && exe_fdes[j - gap].pc > t.pc; j -= gap)
+                exe_fdes[j] = exe_fdes[j - gap];
+            exe_fdes[j] = t;
+        }
+    exe_nfde = n;
+}
+
+/* The FDE that may hold target (its range is still to be checked): 0 and *fde (NULL: no FDE, the
+ * frame-pointer walk then), or RK_SLOW when the tables cannot be read. */
+static unsigned fde_of(uintptr_t target, const uint8_t **fde)
+{
+    *fde = NULL;
+    const uint8_t *hdr = NULL;
+    if (exe_ntext) { /* no dynamic loader: the executable is the only object with CFI */
+        if (!exe_code(target))
+            return 0;
+        if (!exe_eh_hdr) {
+            size_t lo = 0, hi = exe_nfde; /* the first entry above target */
+            while (lo < hi) {
+                size_t mid = (lo + hi) / 2;
+                if (exe_fdes[mid].pc <= target)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            *fde = lo ? exe_fdes[lo - 1].fde : NULL;
+            return 0;
+        }
+        hdr = exe_eh_hdr;
+    } else {
+        if (!_dl_find_object)
+            return RK_SLOW;
+        struct dl_find_object dlfo;
+        if (_dl_find_object((void *)target, &dlfo) != 0 || !dlfo.dlfo_eh_frame)
+            return 0;
+        hdr = dlfo.dlfo_eh_frame;
+    }
     if (hdr[0] != 1 || hdr[3] != 0x3b) /* version 1, table of datarel sdata4 pairs */
-        return rule_make(RK_SLOW, 0, 0, 0);
+        return RK_SLOW;
     const uint8_t *p = hdr + 4, *lim = hdr + 64;
     uintptr_t ehf, count;
     if (read_enc(hdr[1], &p, lim, (uintptr_t)hdr, &ehf) != 0 || read_enc(hdr[2], &p, lim, (uintptr_t)hdr, &count) != 0)
-        return rule_make(RK_SLOW, 0, 0, 0);
+        return RK_SLOW;
     const int32_t *tab = (const int32_t *)(const void *)p;
     intptr_t rel = (intptr_t)(target - (uintptr_t)hdr);
     if (count == 0 || rel < tab[0])
-        return rule_make(RK_NOFDE, 0, 0, 0);
+        return 0;
     size_t lo = 0, hi = count; /* last entry with initial location <= target */
     while (hi - lo > 1) {
         size_t mid = (lo + hi) / 2;
@@ -441,7 +596,20 @@ static uint64_t rule_compute(uintptr_t pc)
         else
             hi = mid;
     }
-    const uint8_t *fde = hdr + tab[2 * lo + 1], *fend;
+    *fde = hdr + tab[2 * lo + 1];
+    return 0;
+}
+
+/* The rule for return address pc (the state just before the call, at pc - 1). */
+static uint64_t rule_compute(uintptr_t pc)
+{
+    uintptr_t target = pc - 1;
+    const uint8_t *fde, *fend;
+    unsigned kind = fde_of(target, &fde);
+    if (kind)
+        return rule_make(kind, 0, 0, 0);
+    if (!fde)
+        return rule_make(RK_NOFDE, 0, 0, 0);
     const uint8_t *f = entry_bounds(fde, &fend);
     if (!f)
         return rule_make(RK_SLOW, 0, 0, 0);
@@ -487,6 +655,30 @@ static inline uint64_t rule_get(uintptr_t pc)
     __atomic_store_n(&rule_cache[i].b, b, __ATOMIC_RELAXED);
     __atomic_store_n(&rule_cache[i].a, b ^ pc, __ATOMIC_RELAXED);
     return b;
+}
+
+/* ---- start ---- */
+void track_unwind_init(void)
+{
+    struct own_find f = {(uintptr_t)&track_capture, 0, 0};
+    if (!track_is_dynamic()) { /* one object, the program: we are in it */
+        exe_segments();
+        if (!exe_eh_hdr)
+            build_fde_table();
+        f.in_program = 1;
+    } else {
+        dl_iterate_phdr(own_cb, &f);
+    }
+    if (!f.in_program)
+        return;
+    own_add(own_text, &own_ntext, OWN_TEXT_MAX, (uintptr_t)&track_image_text_begin,
+            (uintptr_t)&track_image_text_end + 1);
+    own_add(own_text, &own_ntext, OWN_TEXT_MAX, (uintptr_t)&track_image_cold_begin,
+            (uintptr_t)&track_image_cold_end + 1);
+    own_add(own_data, &own_ndata, OWN_DATA_MAX, (uintptr_t)track_image_data_begin,
+            (uintptr_t)track_image_data_end + 1);
+    own_add(own_data, &own_ndata, OWN_DATA_MAX, (uintptr_t)track_image_bss_begin,
+            (uintptr_t)track_image_bss_end + 1);
 }
 
 /* ---- the slow path ---- */

@@ -12,8 +12,11 @@ name fails the test (an unexpected leak). With --valgrind, the same program runs
 `valgrind --leak-check=full` on glibc's malloc (no preload) and the names of its definitely and
 indirectly lost records, with their block counts, must be the same as ours.
 
-Cases: basic, basic-o2, basic-rseq0, basic-debug, threads, threads-exit, cxx, dlopen, sample,
+Cases: basic, basic-o2, basic-rseq0, basic-debug, threads, threads-exit, threads-stale, cxx, dlopen, sample,
 suppressions, exitcode, fork, fork-path, ondemand, stress, output, internal.
+static, static-exitcode, static-suppressions, static-sample, static-threads, static-pie: basic.c, sample.c, threads.c linked with `-static` (or
+`-static-pie`) and the archive (leak_static*: no loader, so no LD_PRELOAD and no dlopen), checked as
+basic, exitcode, suppressions, sample and threads-stale are (no Valgrind: memcheck cannot replace malloc in a static program).
 Command lines and outputs are printed on failure.
 """
 import argparse
@@ -22,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -94,9 +98,38 @@ class Report:
         return s["bytes"], s["blocks"]
 
 
+def has_interp(path):
+    """Whether the ELF64 executable at path names a dynamic loader (a PT_INTERP header)."""
+    with open(path, "rb") as f:
+        h = f.read(64)
+        phoff, = struct.unpack_from("<Q", h, 32)
+        phentsize, phnum = struct.unpack_from("<HH", h, 54)
+        f.seek(phoff)
+        ph = f.read(phentsize * phnum)
+    return any(struct.unpack_from("<I", ph, i * phentsize)[0] == 3 for i in range(phnum))
+
+
+def static_exe(args, name):
+    """The statically linked test program name (it must have no loader: else the test proves nothing)."""
+    path = exe(args, name)
+    if has_interp(path):
+        fail("%s is not statically linked (it has a PT_INTERP)" % path)
+    return path
+
+
+def preload_env(args, cmd, extra):
+    """The environment for cmd: LD_PRELOAD of the library, except for a static program (leak_static*,
+    which static_exe checked)."""
+    env = dict(extra)
+    if os.path.basename(cmd[0]).startswith("leak_static"):
+        return base_env(env)
+    env["LD_PRELOAD"] = args.lib
+    return base_env(env)
+
+
 def run_tracked(args, cmd, opts, tmp, name="report", extra_env=None, expect_rc=0):
     path = os.path.join(tmp, name + ".json")
-    env = base_env({"LD_PRELOAD": args.lib, "BUDDYSLAB_OPTIONS": ",".join(["leak_report=" + path] + opts)})
+    env = preload_env(args, cmd, {"BUDDYSLAB_OPTIONS": ",".join(["leak_report=" + path] + opts)})
     env.update(extra_env or {})
     p = run(cmd, env, name)
     if expect_rc is not None and p.returncode != expect_rc:
@@ -227,13 +260,43 @@ def case_program(args, tmp, label, cmd, exp, opts=(), extra_env=None, valgrind=T
         cross_check(args, rep, cmd, tmp, label)
 
 
-def case_sample(args, tmp):
+def case_static(args, tmp):
+    """basic, statically linked; then `buddyslab report` adds the file:line the process had no libdw
+    for, from the module+offset of each frame (addr2line)."""
+    cmd = [static_exe(args, "leak_static")]
+    case_program(args, tmp, "static", cmd, BASIC, stdout_re="basic: done", valgrind=False)
+    rep, _ = run_tracked(args, cmd, ["leak=1"], tmp, name="lines")
+    direct = [r for r in rep.doc["leaks"] if tag(f["function"] for f in r["stack"]) == "lk_direct"]
+    frame = direct[0]["stack"][0] if direct else {}
+    if frame.get("function") != "lk_direct" or frame.get("file") or not frame.get("module") or "offset" not in frame:
+        fail("static: lk_direct's frame should have its name and module+offset, no file (no libdw): %s" % frame)
+    if not shutil.which("addr2line"):
+        print("static: addr2line missing, report's file:line not checked")
+        return
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+    p = run([sys.executable, os.path.join(root, "scripts", "bsl-report.py"), os.path.join(tmp, "lines.json")],
+            base_env(), "buddyslab report")
+    if p.returncode != 0 or not re.search(rb"lk_direct at \S*basic\.c:\d+", p.stdout):
+        fail("static: buddyslab report should give lk_direct's basic.c:LINE\n" + describe(p, "report"))
+    print("static: report lines ok")
+    # The launcher: options reach a static program that links buddyslab (no warning that the
+    # preload does nothing: it needs none).
+    out = os.path.join(tmp, "run.json")
+    p = run([os.path.join(root, "buddyslab"), "run", "--leaks", "--report", out, "--"] + cmd,
+            base_env({"BUDDYSLAB_LIB": args.lib}), "buddyslab run")
+    if p.returncode != 0 or b"statically linked" in p.stderr or not os.path.exists(out):
+        fail("static: buddyslab run --leaks on a static program with buddyslab linked in\n" + describe(p, "run"))
+    check_exact(Report(out), "definitely_lost", BASIC["definite"], "static: buddyslab run")
+    print("static: buddyslab run ok")
+
+
+def case_sample(args, tmp, prog="leak_sample"):
     # Bounds of about 5 standard errors. A sampled block of s bytes stands for 1/p blocks, p ~ s/16K,
     # so the block-count estimate's variance is about the sum of 1/p: for 20000 kept blocks of
     # 16..800 bytes, 20000 * 16384 * ln(50) / 784, a standard error of 6.4 % (measured: 4-6 %);
     # 20 % (3 of them) failed once in ~200 runs, so block counts get 30 %. Byte estimates are
     # tighter (sum of s/p ~ 16K * bytes: about 1.5 % for the kept bytes) and keep 20 %.
-    cmd = [exe(args, "leak_sample")]
+    cmd = [exe(args, prog)]
     rep, p = run_tracked(args, cmd, ["leak_sample=16K", "leak_reachable=1"], tmp)
     m = re.search(r"leaked_bytes=(\d+) leaked_blocks=(\d+) kept_bytes=(\d+) kept_blocks=(\d+)", p.stdout.decode())
     if not m:
@@ -260,11 +323,11 @@ def case_sample(args, tmp):
                                                     for w, g, t in checks))
 
 
-def case_suppressions(args, tmp):
+def case_suppressions(args, tmp, prog="leak_basic"):
     supp = os.path.join(tmp, "supp.txt")
     with open(supp, "w") as f:
         f.write("# comments and blank lines are ignored\n\nleak:lk_direct\nleak:^lk_*ge$\nleak:lk_parent\n")
-    cmd = [exe(args, "leak_basic")]
+    cmd = [exe(args, prog)]
     rep, _ = run_tracked(args, cmd, ["leak=1", "leak_suppressions=" + supp, "leak_exitcode=9"], tmp,
                          expect_rc=9)
     exp = dict(BASIC["definite"])
@@ -288,14 +351,14 @@ def case_suppressions(args, tmp):
     print("suppressions: ok (%s)" % used)
 
 
-def case_exitcode(args, tmp):
-    cmd = [exe(args, "leak_basic")]
-    env = base_env({"LD_PRELOAD": args.lib, "BUDDYSLAB_OPTIONS": "leak=1,leak_exitcode=23"})
+def case_exitcode(args, tmp, prog="leak_basic"):
+    cmd = [exe(args, prog)]
+    env = preload_env(args, cmd, {"BUDDYSLAB_OPTIONS": "leak=1,leak_exitcode=23"})
     p = run(cmd, env, "exitcode")
     if p.returncode != 23 or p.stdout.decode() != "basic: done\n" or b"are definitely lost" not in p.stderr:
         fail("exitcode: expected status 23, the program's whole output and the report on stderr\n" +
              describe(p, " ".join(cmd)))
-    p = run(cmd, base_env({"LD_PRELOAD": args.lib, "BUDDYSLAB_OPTIONS": "leak=1"}), "no exitcode")
+    p = run(cmd, preload_env(args, cmd, {"BUDDYSLAB_OPTIONS": "leak=1"}), "no exitcode")
     if p.returncode != 0 or p.stdout.decode() != "basic: done\n":
         fail("exitcode: without leak_exitcode the status must stay 0\n" + describe(p, " ".join(cmd)))
     print("exitcode: ok")
@@ -659,6 +722,25 @@ def main():
                          opts=["junk=1", "canary=1", "quarantine=1M"], valgrind=False)
         elif c == "output":
             case_output(args, tmp)
+        elif c == "static":  # no loader: our site index, the executable's symbols and .eh_frame
+            case_static(args, tmp)
+        elif c == "threads-stale":  # pointers left in dead threads' frames: not roots
+            case_program(args, tmp, c, [exe(args, "leak_threads"), "stale"], THREADS, stdout_re="threads: done")
+        elif c == "static-threads":  # the same static: glibc's static TLS size found without dlsym
+            case_program(args, tmp, c, [static_exe(args, "leak_static_threads"), "stale"], THREADS,
+                         stdout_re="threads: done", valgrind=False)
+        elif c == "static-pie":
+            case_program(args, tmp, c, [static_exe(args, "leak_static_pie")], BASIC, stdout_re="basic: done",
+                         valgrind=False)
+        elif c == "static-suppressions":  # by the names from the executable's symbol table
+            static_exe(args, "leak_static")
+            case_suppressions(args, tmp, "leak_static")
+        elif c == "static-exitcode":
+            static_exe(args, "leak_static")
+            case_exitcode(args, tmp, "leak_static")
+        elif c == "static-sample":
+            static_exe(args, "leak_static_sample")
+            case_sample(args, tmp, "leak_static_sample")
         elif c == "internal":
             case_internal(args, tmp)
         else:

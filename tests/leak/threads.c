@@ -1,7 +1,10 @@
 /* Threads: a leak in a thread that exited; a block held only by a blocked thread's stack
  * (reachable); a block a finished thread published in a global (reachable). Mode "exit-thread":
  * the program exits from a thread while main waits in pthread_join (its stack still holds a
- * pointer: reachable). */
+ * pointer: reachable). Mode "stale": the three leaking threads run at once (three stacks, of
+ * which the later threads reuse at most two) and leave the pointer in their dead frames (no
+ * scrub): still definitely lost, as a dead thread's frames are not roots (only its TLS and
+ * descriptor at the top of its stack block, glibc's static TLS size). */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +31,24 @@ static void *leaker(void *arg)
     p = NULL;
     scrub_stack();
     return p;
+}
+
+NOINLINE void stale_inner(void)
+{
+    void *volatile p = lk_in_thread(); /* stays in this frame after the thread ends */
+    (void)p;
+}
+
+static pthread_barrier_t stale_all;
+
+static void *stale_leaker(void *arg)
+{
+    (void)arg;
+    volatile char pad[16384]; /* below it, deeper than the thread's exit path reaches */
+    pad[0] = 0;
+    pthread_barrier_wait(&stale_all); /* all three alive: three stacks */
+    stale_inner();
+    return (void *)(uintptr_t)pad[0];
 }
 
 NOINLINE void *keep_on_stack(void)
@@ -80,9 +101,18 @@ int main(int argc, char **argv)
     if (pipe(blocker) != 0)
         return 2;
     pthread_barrier_init(&ready, NULL, 2);
-    for (int i = 0; i < 3; i++) { /* three threads, one after the other (recycled stacks) */
-        pthread_create(&t, NULL, leaker, NULL);
-        pthread_join(t, NULL);
+    if (argc > 1 && strcmp(argv[1], "stale") == 0) {
+        pthread_t s[3];
+        pthread_barrier_init(&stale_all, NULL, 3);
+        for (int i = 0; i < 3; i++)
+            pthread_create(&s[i], NULL, stale_leaker, NULL);
+        for (int i = 0; i < 3; i++)
+            pthread_join(s[i], NULL);
+    } else {
+        for (int i = 0; i < 3; i++) { /* three threads, one after the other (recycled stacks) */
+            pthread_create(&t, NULL, leaker, NULL);
+            pthread_join(t, NULL);
+        }
     }
     pthread_create(&t, NULL, publisher, NULL);
     pthread_join(t, NULL);

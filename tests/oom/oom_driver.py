@@ -27,6 +27,10 @@ Cases:
   dlopen                        a budget on a function of a library dlopen'ed after the first crossing
   python                        python3 with a budget on its bytearray buffers under oom_action=fail:
                                 MemoryError near the budget, the rest of the program unaffected
+  static-budget                 fail-full on runaway.c linked with -static and the archive
+                                (--static-prog; no LD_PRELOAD): the budget names runaway_* by the
+                                executable's own symbol table
+  static-soft-limit             soft-fail-sampled on the same static program
 """
 import argparse
 import atexit
@@ -35,6 +39,7 @@ import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -58,7 +63,8 @@ def run(args, lib, prog, opts, label):
     env = dict(os.environ)
     for k in ("LD_PRELOAD", "BUDDYSLAB_OPTIONS", "GLIBC_TUNABLES"):
         env.pop(k, None)
-    env["LD_PRELOAD"] = lib
+    if lib:  # None: a static program (no loader to preload into)
+        env["LD_PRELOAD"] = lib
     if opts is not None:
         env["BUDDYSLAB_OPTIONS"] = opts
     cmd = [prog] + args
@@ -385,6 +391,26 @@ def case_dlopen(a):
           "lk_lib_leak (dlopen'ed) refused at its 16 MiB budget")
 
 
+def has_interp(path):
+    """Whether the ELF64 executable at path names a dynamic loader (a PT_INTERP header)."""
+    with open(path, "rb") as f:
+        h = f.read(64)
+        phoff, = struct.unpack_from("<Q", h, 32)
+        phentsize, phnum = struct.unpack_from("<HH", h, 54)
+        f.seek(phoff)
+        ph = f.read(phentsize * phnum)
+    return any(struct.unpack_from("<I", ph, i * phentsize)[0] == 3 for i in range(phnum))
+
+
+def static_prog(a):
+    """a, with the statically linked runaway program and nothing to preload."""
+    if not a.static_prog:
+        fail("static cases need --static-prog")
+    if has_interp(a.static_prog):
+        fail("%s is not statically linked (it has a PT_INTERP)" % a.static_prog)
+    return argparse.Namespace(**dict(vars(a), prog=a.static_prog, lib=None))
+
+
 def case_bad(a):
     opts = "budget=foo,budget=bar:12X,budget=tag::1M,oom_action=explode,soft_limit=lots,budget=ok_*:1M"
     p = run(["plain"], a.lib, a.prog, opts, "bad-syntax")
@@ -420,6 +446,8 @@ CASES = {
     "python": case_python,
     "rlimit": case_rlimit,
     "dlopen": case_dlopen,
+    "static-budget": lambda a: case_fail(static_prog(a), False),
+    "static-soft-limit": lambda a: case_soft_fail(static_prog(a), True),
 }
 
 if __name__ == "__main__":
@@ -428,6 +456,7 @@ if __name__ == "__main__":
     ap.add_argument("--lib", required=True)
     ap.add_argument("--prog", required=True)
     ap.add_argument("--src", required=True)
+    ap.add_argument("--static-prog")
     a = ap.parse_args()
     CASES[a.case](a)
     print("ok: " + a.case)

@@ -77,8 +77,19 @@ LIBC = {"malloc", "free", "calloc", "realloc", "memalign", "posix_memalign", "al
 
 
 def link_graph(archive, nm, dirs):
-    """{dir: {dir it uses symbols of: [symbol, ...]}} from the archive's members (src_DIR_FILE.o)."""
-    out = subprocess.run([nm, "-A", archive], capture_output=True, text=True, check=True).stdout
+    """{dir: {dir it uses symbols of: [symbol, ...]}} from the archive's members (src_DIR_FILE.o).
+    A prelinked archive (meson.build: one `ld -r` object) is read through the objects meson
+    compiled beside it, in LIB.a.p/."""
+    members = subprocess.run(["ar", "t", archive], capture_output=True, text=True).stdout.split()
+    objdir = archive + ".p"
+    if not any(m.startswith("src_") for m in members) and os.path.isdir(objdir):
+        objs = sorted(os.path.join(objdir, f) for f in os.listdir(objdir) if f.startswith("src_") and f.endswith(".o"))
+        if not objs:
+            raise SystemExit(f"check_includes: {archive} is prelinked and {objdir} holds no objects")
+        out = subprocess.run([nm, "-A"] + objs, capture_output=True, text=True, check=True).stdout
+        out = "\n".join(":" + line[len(objdir) + 1:] for line in out.splitlines() if line.startswith(objdir + "/"))
+    else:
+        out = subprocess.run([nm, "-A", archive], capture_output=True, text=True, check=True).stdout
     defined, used = {}, []
     for line in out.splitlines():
         m = re.match(r"^[^:]*:([^:]+):\s*(?:[0-9a-fA-F]+)?\s+([A-Za-z])\s+(\S+)$", line)
