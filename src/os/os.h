@@ -28,7 +28,10 @@ BSL_HIDDEN void *os_reserve(size_t size, size_t align, int low32);
  * mode (2) one beyond the commit limit; mode 1 accepts everything. Still demand-paged. Only the
  * block itself is charged, not the slack reserved to align it. NULL (errno kept) when refused. */
 BSL_HIDDEN void *os_map_committed(size_t size, size_t align, int low32);
-BSL_HIDDEN void os_release(void *addr, size_t size);
+/* The same at exactly [addr, addr+size), which must be free address space (MAP_FIXED_NOREPLACE:
+ * never replaces a mapping). Returns 0, or -1 (errno kept) when the range is taken or refused. */
+BSL_HIDDEN int os_map_committed_at(void *addr, size_t size);
+BSL_HIDDEN int os_release(void *addr, size_t size);
 /* Return the frames of [addr, addr+size) to the OS; they read as zero afterwards. */
 BSL_HIDDEN int os_purge(void *addr, size_t size);
 /* Advise transparent huge pages on a 2 MiB-aligned range. */

@@ -101,7 +101,29 @@ void *os_map_committed(size_t size, size_t align, int low32)
     return map_aligned(size, align, low32, 0, PROT_NONE);
 }
 
-void os_release(void *addr, size_t size) { munmap(addr, size); }
+int os_map_committed_at(void *addr, size_t size)
+{
+#ifdef MAP_FIXED_NOREPLACE
+    int saved = errno;
+    void *p = mmap(addr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (p != MAP_FAILED && p != addr) /* a kernel before 4.17 takes the flag as a hint */
+        munmap(p, size);
+    errno = saved;
+    return p == addr ? 0 : -1;
+#else
+    (void)addr;
+    (void)size;
+    return -1;
+#endif
+}
+
+int os_release(void *addr, size_t size)
+{
+    int saved = errno;
+    int r = munmap(addr, size);
+    errno = saved;
+    return r;
+}
 
 int os_purge(void *addr, size_t size)
 {
