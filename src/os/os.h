@@ -31,11 +31,17 @@ BSL_HIDDEN void *os_map_committed(size_t size, size_t align, int low32);
 /* The same at exactly [addr, addr+size), which must be free address space (MAP_FIXED_NOREPLACE:
  * never replaces a mapping). Returns 0, or -1 (errno kept) when the range is taken or refused. */
 BSL_HIDDEN int os_map_committed_at(void *addr, size_t size);
+/* Replace [addr, addr+size), a mapping of the caller's, by a fresh committed one (MAP_FIXED).
+ * Returns 0, or -1 (errno kept, the old mapping stays) when refused. */
+BSL_HIDDEN int os_commit_fixed(void *addr, size_t size);
 BSL_HIDDEN int os_release(void *addr, size_t size);
 /* Return the frames of [addr, addr+size) to the OS; they read as zero afterwards. */
 BSL_HIDDEN int os_purge(void *addr, size_t size);
-/* Advise transparent huge pages on a 2 MiB-aligned range. */
-BSL_HIDDEN void os_advise_huge(void *addr, size_t size);
+/* Advise transparent huge pages on a 2 MiB-aligned range (on 0: advise against them). */
+BSL_HIDDEN void os_advise_huge(void *addr, size_t size, int on);
+/* How many of the pages of [addr, addr + size) are resident (mincore), at most 512 pages (2 MiB)
+ * from a page-aligned addr; -1 on failure. */
+BSL_HIDDEN int os_resident_pages(void *addr, size_t size);
 /* Make [addr, addr+size) inaccessible (access 0) or readable and writable again (access 1). */
 BSL_HIDDEN int os_protect(void *addr, size_t size, int access);
 /* Resize a mapping: in place when possible (may_move=0), else to `fixed_at` (a reservation the

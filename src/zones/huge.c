@@ -37,6 +37,12 @@ static struct huge_block *cache; /* freed extents, newest first */
 static size_t cache_bytes, cache_count, cache_dirty; /* cache_dirty: sum of the extents' ndirty */
 #define HUGE_DIRTY_MIN ((size_t)64 << 20)
 static struct huge_block *live_head;
+/* Unadvised freed blocks found densely written in a row (saturating at 8; a sparse one resets
+ * it): from THP_DENSE_RUN on, blocks are advised MADV_HUGEPAGE when handed out (huge_thp only),
+ * except every THP_PROBE-th, which keeps 4 KiB pages so that its use is seen at its free. */
+static unsigned thp_dense, thp_count;
+#define THP_DENSE_RUN 2
+#define THP_PROBE 8
 
 static void live_add_locked(struct huge_block *hb)
 {
@@ -184,14 +190,14 @@ static void cache_put(struct huge_block *hb)
     unmap_list(old);
 }
 
-/* Cut the extent hb (held, not cached) to its first `map` bytes; the rest becomes a cached extent
- * of its own, resident pages and all. Returns 0, or -1 when no descriptor could be had (hb is
- * unchanged). */
-static int split_tail(struct huge_block *hb, size_t map)
+/* Cut the extent or block hb (held, not cached) to its first `map` bytes; the rest becomes an
+ * extent of its own, resident pages and all, returned for the caller to cache. NULL when no
+ * descriptor could be had (hb is unchanged). */
+static struct huge_block *split_tail(struct huge_block *hb, size_t map)
 {
     struct huge_block *t = desc_get();
     if (!t)
-        return -1;
+        return NULL;
     uintptr_t base = huge_base(hb);
     t->xbase = (base + map) ^ HUGE_XBASE;
     t->map_size = hb->map_size - map;
@@ -204,12 +210,27 @@ static int split_tail(struct huge_block *hb, size_t map)
     if (pagemap_set(base + map, t->map_size, (uintptr_t)t | PAGEMAP_HUGE_TAG) != 0) {
         pagemap_set(base + map, t->map_size, (uintptr_t)hb | PAGEMAP_HUGE_TAG);
         desc_put(t);
-        return -1;
+        return NULL;
     }
     hb->map_size = hb->usable = map;
     hb->ndirty = min_size(hb->ndirty, map);
-    cache_put(t);
-    return 0;
+    return t;
+}
+
+/* A freed extent (not live, not accounted) into the cache: its front stays resident as far as the
+ * cached resident bytes stay within half the live huge bytes (or HUGE_DIRTY_MIN); the rest is
+ * purged. */
+static void cache_free_extent(struct huge_block *hb)
+{
+    os_lock(&huge_lock);
+    size_t dirty_max = huge_bytes_total / 2 > HUGE_DIRTY_MIN ? huge_bytes_total / 2 : HUGE_DIRTY_MIN;
+    size_t room = cache_dirty < dirty_max ? (dirty_max - cache_dirty) & ~(SECTION_SIZE - 1) : 0;
+    os_unlock(&huge_lock);
+    hb->ndirty = min_size(hb->map_size, room);
+    if (hb->ndirty < hb->map_size)
+        os_purge((void *)(huge_base(hb) + hb->ndirty), hb->map_size - hb->ndirty);
+    hb->stamp_ms = os_now_ms();
+    cache_put(hb);
 }
 
 /* Move [from, from + len) to [to, to + len), replacing what is there (whole sections: page tables
@@ -227,8 +248,9 @@ static size_t move_range(uintptr_t from, uintptr_t to, size_t len)
     return moved < half ? moved : half + move_range(from + half, to + half, len - half);
 }
 
-/* Fill the live block hb past its resident front with the resident fronts of other cached extents
- * of its zone, the most resident first, moved in (nothing is copied or faulted). */
+/* Fill the live block hb past its resident front (hb->ndirty) with the resident fronts of other
+ * cached extents of its zone, the most resident first, moved in (nothing is copied or faulted);
+ * hb->ndirty grows with them. */
 static void gather(struct huge_block *hb)
 {
     uintptr_t base = huge_base(hb);
@@ -250,6 +272,7 @@ static void gather(struct huge_block *hb)
         if (moved < len)
             pagemap_set(from + moved, len - moved, (uintptr_t)b | PAGEMAP_HUGE_TAG);
         off += moved;
+        hb->ndirty = off;
         if (moved == b->map_size) {
             desc_put(b);
         } else {
@@ -264,6 +287,45 @@ static void gather(struct huge_block *hb)
     }
 }
 
+/* Whether the freed block hb, never advised, was written densely: at least 7/8 of the pages of up
+ * to four sections (first, last and two between) of the part that was not resident when it was
+ * handed out (recycled pages say nothing of this block's use) resident. A program whose big blocks
+ * are written whole (buffers, arrays, matrices) gets 2 MiB pages for the next ones: one fault per
+ * 2 MiB instead of 512, and far fewer TLB misses; one that touches its big blocks sparsely does
+ * not, so its resident set does not round up to 2 MiB per touched page. (A block with 2 MiB pages
+ * reads dense however it is used: only unadvised ones teach.) */
+static void thp_learn(struct huge_block *hb)
+{
+    uintptr_t base = huge_base(hb) + hb->ndirty;
+    size_t nsec = hb->ndirty < hb->map_size ? (hb->map_size - hb->ndirty) >> SECTION_SHIFT : 0;
+    size_t step = nsec > 4 ? (nsec - 1) / 3 : 1;
+    int pages = 0, resident = 0;
+    if (nsec == 0)
+        return;
+    for (size_t i = 0, k = 0; i < nsec && k < 4; i += step, k++) {
+        int r = os_resident_pages((void *)(base + (i << SECTION_SHIFT)), SECTION_SIZE);
+        if (r < 0)
+            return;
+        resident += r;
+        pages += (int)(SECTION_SIZE >> PAGE_SHIFT);
+    }
+    unsigned d = __atomic_load_n(&thp_dense, __ATOMIC_RELAXED);
+    d = resident * 8 >= pages * 7 ? (d < 8 ? d + 1 : 8) : 0;
+    __atomic_store_n(&thp_dense, d, __ATOMIC_RELAXED);
+}
+
+static int thp_dense_mode(void) { return huge_thp && __atomic_load_n(&thp_dense, __ATOMIC_RELAXED) >= THP_DENSE_RUN; }
+
+/* A block being handed out in a program that writes its big blocks whole: 2 MiB pages (advise),
+ * or 4 KiB ones for a probe (a cached extent keeps the advice of its last life). */
+static void thp_set(struct huge_block *hb, int advise)
+{
+    if (hb->advised != advise) {
+        os_advise_huge((void *)huge_base(hb), hb->map_size, advise);
+        hb->advised = (uint8_t)advise;
+    }
+}
+
 void *huge_alloc(size_t size, size_t align, int zone, int zero)
 {
     if (size > ((size_t)1 << ADDR_BITS))
@@ -271,10 +333,17 @@ void *huge_alloc(size_t size, size_t align, int zone, int zero)
     size_t map = section_round(size);
     if (align < SECTION_SIZE)
         align = SECTION_SIZE;
+    int dense = thp_dense_mode();
+    int advise = dense && __atomic_add_fetch(&thp_count, 1, __ATOMIC_RELAXED) % THP_PROBE != 0;
     struct huge_block *hb = cache_take(map, align, zone, zero);
-    if (hb && hb->map_size > map && split_tail(hb, map) != 0 && hb->map_size / 2 > map) {
-        cache_put(hb); /* no descriptor for the tail, and too big to hand out whole */
-        hb = NULL;
+    if (hb && hb->map_size > map) {
+        struct huge_block *t = split_tail(hb, map);
+        if (t) {
+            cache_put(t);
+        } else if (hb->map_size / 2 > map) {
+            cache_put(hb); /* no descriptor for the tail, and too big to hand out whole */
+            hb = NULL;
+        }
     }
     if (hb) {
         account((long)hb->map_size, 1);
@@ -285,11 +354,14 @@ void *huge_alloc(size_t size, size_t align, int zone, int zero)
         live_add_locked(hb);
         os_unlock(&huge_lock);
         void *p = (void *)huge_base(hb);
-        if (zero && hb->ndirty)
+        if (zero && hb->ndirty) {
             os_purge(p, hb->ndirty);
-        else if (!zero && hb->ndirty < hb->map_size)
+            hb->ndirty = 0;
+        } else if (!zero && hb->ndirty < hb->map_size) {
             gather(hb);
-        hb->ndirty = 0;
+        }
+        if (dense)
+            thp_set(hb, advise);
         return p;
     }
     hb = desc_get();
@@ -322,6 +394,8 @@ void *huge_alloc(size_t size, size_t align, int zone, int zero)
     os_lock(&huge_lock);
     live_add_locked(hb);
     os_unlock(&huge_lock);
+    if (advise)
+        thp_set(hb, 1);
     if (!zero && cache_has_dirty()) /* smaller freed extents, still resident: moved in */
         gather(hb);
     return p;
@@ -333,17 +407,10 @@ void huge_free(struct huge_block *hb)
     hb->live = 0; /* its pagemap entries stay while cached: a second free is still caught */
     os_lock(&huge_lock);
     live_del_locked(hb);
-    /* Resident free huge memory follows the live heap: the front of the freed mapping stays
-     * resident as far as the cached resident bytes stay within a quarter of the live huge bytes
-     * (or HUGE_DIRTY_MIN); the rest is purged. */
-    size_t dirty_max = huge_bytes_total / 2 > HUGE_DIRTY_MIN ? huge_bytes_total / 2 : HUGE_DIRTY_MIN;
-    size_t room = cache_dirty < dirty_max ? (dirty_max - cache_dirty) & ~(SECTION_SIZE - 1) : 0;
     os_unlock(&huge_lock);
-    hb->ndirty = min_size(hb->map_size, room);
-    if (hb->ndirty < hb->map_size)
-        os_purge((void *)(huge_base(hb) + hb->ndirty), hb->map_size - hb->ndirty);
-    hb->stamp_ms = os_now_ms();
-    cache_put(hb);
+    if (huge_thp && !hb->advised)
+        thp_learn(hb);
+    cache_free_extent(hb);
 }
 
 size_t huge_release_cache(void)
@@ -364,7 +431,7 @@ void huge_tick(uint64_t now, uint64_t age_ms)
     os_lock(&huge_lock);
     for (struct huge_block *hb = live_head; hb && huge_thp; hb = hb->next_live)
         if (!hb->advised && now - hb->stamp_ms >= 1000) {
-            os_advise_huge((void *)huge_base(hb), hb->map_size);
+            os_advise_huge((void *)huge_base(hb), hb->map_size, 1);
             hb->advised = 1;
         }
     for (struct huge_block **pp = &cache; *pp;) {
@@ -384,24 +451,63 @@ void huge_tick(uint64_t now, uint64_t age_ms)
 /* Ordering rule: a range's pagemap entries are cleared BEFORE the range goes back to the kernel
  * (munmap, a shrinking mremap, or a moving mremap that vacates it): the moment it is returned,
  * another thread's mmap may get it and register it, and a late clear would unregister that block. */
+/* The cached extent that starts where hb ends, taken out of the cache, or NULL. */
+static struct huge_block *cache_take_after(struct huge_block *hb)
+{
+    uintptr_t end = huge_base(hb) + hb->map_size;
+    struct huge_block **pp, *c = NULL;
+    os_lock(&huge_lock);
+    for (pp = &cache; *pp; pp = &(*pp)->next_free)
+        if (huge_base(*pp) == end && (*pp)->zone == hb->zone) {
+            c = cache_unlink_locked(pp);
+            break;
+        }
+    os_unlock(&huge_lock);
+    return c;
+}
+
 void *huge_realloc(struct huge_block *hb, size_t size)
 {
     size_t map = section_round(size), old = hb->map_size;
     uintptr_t base = huge_base(hb), tag = (uintptr_t)hb | PAGEMAP_HUGE_TAG;
     if (map == old)
         return (void *)base;
-    if (map < old) { /* shrink in place; munmap when the block is several VMAs (gathered) */
-        pagemap_set(base + map, old - map, 0);
-        if (!os_remap((void *)base, old, map, 0, NULL) && os_release((void *)(base + map), old - map) != 0) {
-            pagemap_set(base + map, old - map, tag);
-            return NULL;
+    if (map < old) { /* shrink in place: the tail is a freed extent */
+        struct huge_block *t = split_tail(hb, map);
+        if (!t) {
+            pagemap_set(base + map, old - map, 0);
+            if (!os_remap((void *)base, old, map, 0, NULL) && os_release((void *)(base + map), old - map) != 0) {
+                pagemap_set(base + map, old - map, tag);
+                return NULL;
+            }
         }
         account((long)map - (long)old, 0);
         hb->map_size = hb->usable = map;
+        hb->ndirty = min_size(hb->ndirty, map);
+        if (t)
+            cache_free_extent(t);
         return (void *)base;
     }
-    /* Grow in place when the address space after the block is free (then it is ours): by mremap,
-     * or by a mapping right after it when the block is several VMAs... */
+    /* Grow in place into a cached extent right after the block (after a split, its tail often
+     * is), taking what it needs of it... */
+    struct huge_block *c = cache_take_after(hb);
+    if (c) {
+        size_t need = map - old;
+        struct huge_block *t = c->map_size > need ? split_tail(c, need) : NULL;
+        if (c->map_size > need && !t) {
+            cache_put(c);
+        } else {
+            pagemap_set(base + old, c->map_size, tag);
+            account((long)c->map_size, 0);
+            hb->map_size = hb->usable = old + c->map_size;
+            desc_put(c);
+            if (t)
+                cache_put(t);
+            return huge_realloc(hb, size); /* done, or more to grow */
+        }
+    }
+    /* ...or into free address space after it: by mremap, or by a mapping right after it when the
+     * block is several VMAs (gathered)... */
     void *p = NULL;
     if (hb->zone != ZONE_LOW32 || base + map <= ((uintptr_t)1 << 32)) {
         p = os_remap((void *)base, old, map, 0, NULL);
@@ -414,8 +520,8 @@ void *huge_realloc(struct huge_block *hb, size_t size)
             return NULL;
         }
     } else {
-        /* ...else move the pages (no copy) into a fresh 2 MiB-aligned reservation (one VMA only:
-         * a gathered block that cannot grow in place is copied by the caller). */
+        /* ...else move the pages (no copy) into a fresh 2 MiB-aligned mapping: one mremap for a
+         * block of one VMA, page-table moves range by range for a gathered one. */
         void *dst = os_reserve(map, SECTION_SIZE, hb->zone == ZONE_LOW32);
         if (!dst)
             return NULL;
@@ -425,6 +531,13 @@ void *huge_realloc(struct huge_block *hb, size_t size)
         }
         pagemap_set(base, old, 0); /* the old range is vacated by the move */
         p = os_remap((void *)base, old, map, 1, dst);
+        if (!p && os_commit_fixed(dst, map) == 0) {
+            size_t moved = move_range(base, (uintptr_t)dst, old);
+            if (moved == old)
+                p = dst;
+            else if (move_range((uintptr_t)dst, base, moved) != moved)
+                os_abort(); /* half of the block here, half there, and it cannot move back */
+        }
         if (!p) {
             pagemap_set(base, old, tag);
             pagemap_set((uintptr_t)dst, map, 0);
@@ -434,7 +547,7 @@ void *huge_realloc(struct huge_block *hb, size_t size)
         hb->xbase = (uintptr_t)p ^ HUGE_XBASE;
         hb->advised = 0; /* a moved mapping keeps its advice (mremap moves the VMA's flags) */
         if (huge_thp && hb->stamp_ms + 1000 <= os_now_ms()) {
-            os_advise_huge(p, map);
+            os_advise_huge(p, map, 1);
             hb->advised = 1;
         }
     }
