@@ -2,7 +2,7 @@
  * the model and the locking rules; the dirty-memory policy is in purge.c, buddy_check in check.c. */
 #include "buddy/buddy_int.h"
 
-struct buddy_shard buddy_shards[NR_ZONES][BUDDY_MAX_SHARDS];
+BSL_BIG_BSS struct buddy_shard buddy_shards[NR_ZONES][BUDDY_MAX_SHARDS];
 unsigned buddy_nr_shards = 1;
 long buddy_decay_ms = 10000;
 

@@ -9,6 +9,10 @@
 #include <stdint.h>
 
 #define BSL_HIDDEN __attribute__((visibility("hidden")))
+/* Zero-initialised tables of 2 KiB and more go to .lbss, which the linker places after .bss: the
+ * small variables that every program touches at start then share a few pages of .bss instead of
+ * one page each between the tables (a read of an untouched page commits it here too). */
+#define BSL_BIG_BSS __attribute__((section(".lbss.bsl")))
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 

@@ -9,7 +9,7 @@
 uint64_t track_sample_bytes;
 int track_force;
 __thread int64_t track_countdown;
-uint16_t track_filter[1u << TRACK_FILTER_BITS];
+BSL_BIG_BSS uint16_t track_filter[1u << TRACK_FILTER_BITS];
 
 double track_log(double x)
 {
