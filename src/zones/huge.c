@@ -427,6 +427,30 @@ void huge_free(struct huge_block *hb)
     cache_free_extent(hb);
 }
 
+size_t huge_offset(size_t bytes)
+{
+    size_t done = 0;
+    while (done < bytes && __atomic_load_n(&cache_dirty, __ATOMIC_RELAXED)) {
+        struct huge_block **pp, **old = NULL;
+        os_lock(&huge_lock);
+        for (pp = &cache; *pp; pp = &(*pp)->next_free)
+            if ((*pp)->ndirty && (!old || (*pp)->stamp_ms < (*old)->stamp_ms))
+                old = pp;
+        struct huge_block *hb = old ? cache_unlink_locked(old) : NULL;
+        os_unlock(&huge_lock);
+        if (!hb)
+            break;
+        size_t cut = section_round(bytes - done);
+        if (cut > hb->ndirty)
+            cut = hb->ndirty;
+        os_purge((void *)(huge_base(hb) + hb->ndirty - cut), cut); /* the back of its resident front */
+        hb->ndirty -= cut;
+        done += cut;
+        cache_put(hb);
+    }
+    return done;
+}
+
 size_t huge_release_cache(void)
 {
     os_lock(&huge_lock);

@@ -220,6 +220,10 @@ BSL_HIDDEN void huge_stats(size_t *bytes, size_t *count, size_t *cached, size_t 
 /* Periodic (the tick): advise MADV_HUGEPAGE on live blocks older than a second, and unmap cached
  * freed mappings older than age_ms (age_ms 0: all of them). */
 BSL_HIDDEN void huge_tick(uint64_t now, uint64_t age_ms);
+/* RSS-neutral growth across zones (buddy.c): `bytes` of clean frames were just handed out; purge as
+ * many bytes of the cached extents' resident fronts (whole sections, oldest extent first). Returns
+ * the bytes purged (0 at once, without a lock, when nothing cached is resident). */
+BSL_HIDDEN size_t huge_offset(size_t bytes);
 /* Bytes of live huge blocks, read without the lock (for limits: may be a moment stale). */
 BSL_HIDDEN size_t huge_live_bytes(void);
 /* fork(): huge_lock (visited by zones_fork_locks, after the zone locks). */
