@@ -506,6 +506,8 @@ static struct huge_block *cache_take_after(struct huge_block *hb)
 
 void *huge_realloc(struct huge_block *hb, size_t size)
 {
+    if (size == 0 || size > ((size_t)1 << ADDR_BITS)) /* section_round would wrap to a shrink */
+        return NULL;
     size_t map = section_round(size), old = hb->map_size;
     uintptr_t base = huge_base(hb), tag = (uintptr_t)hb | PAGEMAP_HUGE_TAG;
     if (map == old)
