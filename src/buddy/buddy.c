@@ -2,7 +2,7 @@
  * the model and the locking rules; the dirty-memory policy is in purge.c, buddy_check in check.c. */
 #include "buddy/buddy_int.h"
 
-struct buddy_shard buddy_shards[NR_ZONES][BUDDY_MAX_SHARDS];
+BSL_BIG_BSS struct buddy_shard buddy_shards[NR_ZONES][BUDDY_MAX_SHARDS];
 unsigned buddy_nr_shards = 1;
 long buddy_decay_ms = 10000;
 
@@ -223,6 +223,16 @@ static void add_arena_locked(struct buddy_shard *sh, struct arena *ar)
     free_range_locked(sh, ar, ARENA_META_PAGES, MAX_ORDER_PAGES - ARENA_META_PAGES, 0);
 }
 
+/* Rule 1 across zones: clean frames handed out are offset by freed huge mappings' resident pages
+ * first (they serve only huge requests, and a program whose small heap grows after it freed its
+ * big buffers has no use for them), then by the zone's dirty frames (offset_growth). Returns the
+ * clean frames still to offset. Called under the shard lock, as the zone's own purges are. */
+static size_t offset_huge(size_t clean)
+{
+    size_t h = huge_offset(clean << PAGE_SHIFT) >> PAGE_SHIFT;
+    return h >= clean ? 0 : clean - h;
+}
+
 static const int zonelist[NR_ZONES][3] = {
     [ZONE_LOW32] = {ZONE_LOW32, -1, -1},
     [ZONE_NORMAL] = {ZONE_NORMAL, ZONE_LOW32, -1},
@@ -297,6 +307,8 @@ struct page *buddy_alloc_type(int zone, size_t npages, unsigned min_order, unsig
                 struct page *pg = alloc_locked(sh, npages, order, type, zeroed, &clean, from);
                 if (pg && k)
                     sh->nr_steal++;
+                if (pg && clean)
+                    clean = offset_huge(clean);
                 if (pg && clean && zone_has_dirty(z))
                     offset_growth(z, sh, clean);
                 else
@@ -309,8 +321,15 @@ struct page *buddy_alloc_type(int zone, size_t npages, unsigned min_order, unsig
         os_lock(&sh->lock);
         if (ar)
             add_arena_locked(sh, ar);
+        /* The new arena's first pageblock (a slab one, after the descriptor frames) first: a small
+         * program's slabs then sit next to the descriptors and bitmaps that describe them, and
+         * the second pageblock is not carved (nor its descriptors touched) until needed. */
         size_t clean = 0;
-        struct page *pg = alloc_locked(sh, npages, order, type, zeroed, &clean, FROM_FRESH);
+        struct page *pg = alloc_locked(sh, npages, order, type, zeroed, &clean, FROM_FREE);
+        if (!pg)
+            pg = alloc_locked(sh, npages, order, type, zeroed, &clean, FROM_FRESH);
+        if (pg && clean)
+            clean = offset_huge(clean);
         if (pg && clean && zone_has_dirty(z))
             offset_growth(z, sh, clean);
         else

@@ -353,7 +353,7 @@ static void meta_chunk_cb(uintptr_t start, size_t size, void *arg) { rv_add(arg,
 static void meta_exclude(struct rvec *ex) { meta_for_each_chunk(meta_chunk_cb, ex); }
 
 /* ---- sampling: the untracked live heap is a root ---- */
-static uintptr_t own_set[512];
+BSL_BIG_BSS static uintptr_t own_set[512];
 static size_t own_n;
 
 /* A tracked block (a graph node), or one of the tracker's own blocks (never a root). */

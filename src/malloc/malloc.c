@@ -925,7 +925,7 @@ BSL_EXPORT struct mallinfo2 mallinfo2(void)
     bsl_stats_t s;
     bsl_stats_get(&s);
     size_t hb, hn, hc;
-    huge_stats(&hb, &hn, &hc);
+    huge_stats(&hb, &hn, &hc, NULL);
     mi.arena = s.committed;
     mi.ordblks = 1;
     mi.hblks = hn;

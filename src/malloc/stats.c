@@ -46,7 +46,7 @@ BSL_EXPORT int bsl_stats_get(bsl_stats_t *out)
     out->cached = cached_bytes + xfer_bytes;
     out->allocated -= cached_bytes < out->allocated ? cached_bytes : out->allocated;
     size_t hcached;
-    huge_stats(&out->huge_bytes, &hcount, &hcached);
+    huge_stats(&out->huge_bytes, &hcount, &hcached, NULL);
     out->reserved += out->huge_bytes + hcached;
     out->slab_bytes = slab_pages << PAGE_SHIFT;
     out->large_bytes = (in_use_pages - slab_pages) << PAGE_SHIFT;
@@ -122,10 +122,10 @@ BSL_EXPORT void bsl_stats_print(int fd)
             managed += buddy_shards[z][sh].nr_pages;
         }
         if (z == ZONE_HUGE) {
-            size_t hb, hn, hc;
-            huge_stats(&hb, &hn, &hc);
-            os_printf(fd, "Zone %-6s  blocks %zu  mapped %zu KiB  cached (purged, for reuse) %zu KiB\n", zn->name, hn,
-                      hb >> 10, hc >> 10);
+            size_t hb, hn, hc, hd;
+            huge_stats(&hb, &hn, &hc, &hd);
+            os_printf(fd, "Zone %-6s  blocks %zu  mapped %zu KiB  cached (freed, for reuse) %zu KiB (resident %zu KiB)\n",
+                      zn->name, hn, hb >> 10, hc >> 10, hd >> 10);
             continue;
         }
         os_printf(fd,

@@ -7,14 +7,15 @@
 #include <string.h>
 
 long opt_soft_limit = 0, opt_hard_limit = 0, opt_oom_interval_ms = 1000, opt_oom_sample = 64 << 10;
-char opt_budget[4096], opt_oom_action[16] = "report", opt_oom_report[256];
+BSL_BIG_BSS char opt_budget[4096];
+char opt_oom_action[16] = "report", opt_oom_report[256];
 
 int oom_on, oom_limits_on;
 __thread uint16_t oom_tag;
 static __thread uint16_t tag_stack[OOM_TAG_DEPTH];
 static __thread unsigned tag_depth;
 
-struct oom_acct oom_accts[OOM_MAX_ACCTS];
+BSL_BIG_BSS struct oom_acct oom_accts[OOM_MAX_ACCTS];
 uint8_t oom_forced[OOM_MAX_ACCTS];
 unsigned oom_naccts = 1;
 uint32_t oom_gen = 1;
@@ -346,7 +347,7 @@ struct prange {
     uint32_t acct;
 };
 #define PIDX_MODULES 512
-static struct {
+BSL_BIG_BSS static struct {
     int state; /* 0: not built, 1: built, -1: libdw unavailable (symbolize frames instead) */
     uint32_t gen;
     unsigned long long adds;

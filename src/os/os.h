@@ -9,6 +9,10 @@
 #include <stdint.h>
 
 #define BSL_HIDDEN __attribute__((visibility("hidden")))
+/* Zero-initialised tables of 2 KiB and more go to .lbss, which the linker places after .bss: the
+ * small variables that every program touches at start then share a few pages of .bss instead of
+ * one page each between the tables (a read of an untouched page commits it here too). */
+#define BSL_BIG_BSS __attribute__((section(".lbss.bsl")))
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 
@@ -28,11 +32,20 @@ BSL_HIDDEN void *os_reserve(size_t size, size_t align, int low32);
  * mode (2) one beyond the commit limit; mode 1 accepts everything. Still demand-paged. Only the
  * block itself is charged, not the slack reserved to align it. NULL (errno kept) when refused. */
 BSL_HIDDEN void *os_map_committed(size_t size, size_t align, int low32);
-BSL_HIDDEN void os_release(void *addr, size_t size);
+/* The same at exactly [addr, addr+size), which must be free address space (MAP_FIXED_NOREPLACE:
+ * never replaces a mapping). Returns 0, or -1 (errno kept) when the range is taken or refused. */
+BSL_HIDDEN int os_map_committed_at(void *addr, size_t size);
+/* Replace [addr, addr+size), a mapping of the caller's, by a fresh committed one (MAP_FIXED).
+ * Returns 0, or -1 (errno kept, the old mapping stays) when refused. */
+BSL_HIDDEN int os_commit_fixed(void *addr, size_t size);
+BSL_HIDDEN int os_release(void *addr, size_t size);
 /* Return the frames of [addr, addr+size) to the OS; they read as zero afterwards. */
 BSL_HIDDEN int os_purge(void *addr, size_t size);
-/* Advise transparent huge pages on a 2 MiB-aligned range. */
-BSL_HIDDEN void os_advise_huge(void *addr, size_t size);
+/* Advise transparent huge pages on a 2 MiB-aligned range (on 0: advise against them). */
+BSL_HIDDEN void os_advise_huge(void *addr, size_t size, int on);
+/* How many of the pages of [addr, addr + size) are resident (mincore), at most 512 pages (2 MiB)
+ * from a page-aligned addr; -1 on failure. */
+BSL_HIDDEN int os_resident_pages(void *addr, size_t size);
 /* Make [addr, addr+size) inaccessible (access 0) or readable and writable again (access 1). */
 BSL_HIDDEN int os_protect(void *addr, size_t size, int access);
 /* Resize a mapping: in place when possible (may_move=0), else to `fixed_at` (a reservation the

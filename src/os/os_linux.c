@@ -101,7 +101,37 @@ void *os_map_committed(size_t size, size_t align, int low32)
     return map_aligned(size, align, low32, 0, PROT_NONE);
 }
 
-void os_release(void *addr, size_t size) { munmap(addr, size); }
+int os_map_committed_at(void *addr, size_t size)
+{
+#ifdef MAP_FIXED_NOREPLACE
+    int saved = errno;
+    void *p = mmap(addr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (p != MAP_FAILED && p != addr) /* a kernel before 4.17 takes the flag as a hint */
+        munmap(p, size);
+    errno = saved;
+    return p == addr ? 0 : -1;
+#else
+    (void)addr;
+    (void)size;
+    return -1;
+#endif
+}
+
+int os_commit_fixed(void *addr, size_t size)
+{
+    int saved = errno;
+    void *p = mmap(addr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    errno = saved;
+    return p == addr ? 0 : -1;
+}
+
+int os_release(void *addr, size_t size)
+{
+    int saved = errno;
+    int r = munmap(addr, size);
+    errno = saved;
+    return r;
+}
 
 int os_purge(void *addr, size_t size)
 {
@@ -111,16 +141,34 @@ int os_purge(void *addr, size_t size)
     return r;
 }
 
-void os_advise_huge(void *addr, size_t size)
+void os_advise_huge(void *addr, size_t size, int on)
 {
 #ifdef MADV_HUGEPAGE
     int saved = errno;
-    madvise(addr, size, MADV_HUGEPAGE);
+    madvise(addr, size, on ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
     errno = saved;
 #else
     (void)addr;
     (void)size;
+    (void)on;
 #endif
+}
+
+int os_resident_pages(void *addr, size_t size)
+{
+    unsigned char vec[512];
+    size_t n = (size + OS_PAGE_SIZE - 1) >> OS_PAGE_SHIFT;
+    if (n > sizeof(vec))
+        n = sizeof(vec);
+    int saved = errno;
+    int r = mincore(addr, n << OS_PAGE_SHIFT, vec);
+    errno = saved;
+    if (r != 0)
+        return -1;
+    int resident = 0;
+    for (size_t i = 0; i < n; i++)
+        resident += vec[i] & 1;
+    return resident;
 }
 
 int os_protect(void *addr, size_t size, int access)

@@ -35,7 +35,7 @@ _Static_assert(sizeof(struct rseq_cs) == 32 && offsetof(struct rseq_cs, start_ip
 #endif
 #endif
 
-struct pcp pcp_cpus[PCP_MAX_CID] __attribute__((aligned(4096)));
+BSL_BIG_BSS struct pcp pcp_cpus[PCP_MAX_CID] __attribute__((aligned(4096)));
 __thread struct pcp pcp_tls __attribute__((tls_model("initial-exec")));
 struct pcp_read_mostly pcp_rm;
 static long rseq_area_off; /* thread pointer -> glibc's struct rseq (when rseq_live) */
@@ -55,9 +55,9 @@ static os_lock_t drain_lock = OS_LOCK_INIT(LOCK_RANK_PCP_DRAIN);
 static uint32_t bin_cap[SLAB_NR_CLASSES];
 static uint32_t bin_first[SLAB_NR_CLASSES]; /* bin c's slots start at slot bin_first[c] of the array */
 static size_t slots_per_cache;
-static void **pcp_slots[PCP_MAX_CID];  /* each id's slot array, set once under pcp_lock */
+BSL_BIG_BSS static void **pcp_slots[PCP_MAX_CID];  /* each id's slot array, set once under pcp_lock */
 unsigned pcp_cid_end;                  /* ids at or above this never had a cache (pcp_lock to raise) */
-static uint64_t idle_sig[PCP_MAX_CID]; /* sum of the bins' tops at the last pcp_drain_idle */
+BSL_BIG_BSS static uint64_t idle_sig[PCP_MAX_CID]; /* sum of the bins' tops at the last pcp_drain_idle */
 static int fence_broken;               /* os_rseq_fence failed once: drain the caller's cache only */
 static int rseq_live; /* rseq registered by glibc, whether or not we use it */
 #define PCP_MAX_BATCH 64
@@ -316,6 +316,14 @@ void *pcp_alloc_slow(unsigned c)
     if (n == 0)
         return NULL;
     if (n > 1) {
+        /* The bin pops its top first: pushed highest address first, the objects go out in address
+         * order (buf[0], then buf[1], ...), so a program that uses few objects of a class touches
+         * the fewest pages of a fresh slab (1152 B objects: 0 and 1152 share a page, 3456 spans two). */
+        for (unsigned i = 1, j = n - 1; i < j; i++, j--) {
+            void *t = buf[i];
+            buf[i] = buf[j];
+            buf[j] = t;
+        }
         unsigned pushed = push_bulk(buf + 1, n - 1, c);
         if (pushed < n - 1) /* migrated to a CPU whose bin is full or has no cache */
             slab_free_bulk(buf + 1 + pushed, n - 1 - pushed);
@@ -404,7 +412,7 @@ static int drain_cids(const unsigned *cids, unsigned n)
  * the last call). */
 static void drain_where(int idle_only)
 {
-    static unsigned cids[PCP_MAX_CID]; /* under drain_lock */
+    BSL_BIG_BSS static unsigned cids[PCP_MAX_CID]; /* under drain_lock */
     unsigned n = 0;
     os_lock(&drain_lock);
     for (unsigned cid = 0, end = pcp_cids_used(); cid < end; cid++) {

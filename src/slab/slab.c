@@ -21,7 +21,7 @@ const uint8_t slab_small_class[65] = {
     31,
 };
 
-struct kmem_cache kmem_caches[NR_ZONES][SLAB_NR_CLASSES];
+BSL_BIG_BSS struct kmem_cache kmem_caches[NR_ZONES][SLAB_NR_CLASSES];
 uint64_t slab_div_magic[SLAB_NR_CLASSES];
 
 /* Bits of word w of a slab bitmap that stand for objects (the slab has `total` of them). */

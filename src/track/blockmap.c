@@ -51,7 +51,7 @@ struct map_shard {
     size_t mask;
     size_t count;
 } __attribute__((aligned(64)));
-static struct map_shard shards[MAP_SHARDS];
+BSL_BIG_BSS static struct map_shard shards[MAP_SHARDS];
 
 static inline uint64_t addr_hash(uintptr_t p) { return track_mix64(p >> 4); } /* the slot in a shard */
 static inline struct map_shard *shard_of(uintptr_t p) /* by frame: see the top of the file */

@@ -106,7 +106,7 @@ struct track_site {
 
 #define SITE_CHUNK_SHIFT 12
 #define SITE_DIR_SIZE ((TRACK_MAX_SITES >> SITE_CHUNK_SHIFT) + 1)
-static struct track_site **site_dir[SITE_DIR_SIZE];
+BSL_BIG_BSS static struct track_site **site_dir[SITE_DIR_SIZE];
 static os_lock_t site_lock = OS_LOCK_INIT(LOCK_RANK_LEAK_SITE);
 static char *site_arena, *site_arena_end;
 static uint32_t site_next = 1;   /* next index to hand out (site_lock) */

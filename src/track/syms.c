@@ -124,7 +124,7 @@ static void dw_load(void)
  * loader has loaded objects since (dl_iterate_phdr's dlpi_adds), so dlopen'ed code gets names. */
 static void *dwfl;
 static unsigned long long dwfl_adds;
-static char exe_path[4096];
+BSL_BIG_BSS static char exe_path[4096];
 
 static int adds_cb(struct dl_phdr_info *info, size_t size, void *arg)
 {

@@ -132,7 +132,7 @@ static inline uint64_t rule_make(unsigned kind, unsigned flags, uint32_t cfa_off
 }
 
 #define RC_BITS 14
-static struct {
+BSL_BIG_BSS static struct {
     uint64_t a, b; /* a = pc ^ b: a torn pair fails the check */
 } rule_cache[1u << RC_BITS];
 

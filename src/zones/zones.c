@@ -4,8 +4,8 @@
 #include "zones/zones.h"
 
 struct zone zones[NR_ZONES];
-uintptr_t *pagemap_top[1u << (ADDR_BITS - 34)];
-uint64_t arena_bitmap[1u << (ADDR_BITS - ARENA_SHIFT - 6)];
+BSL_BIG_BSS uintptr_t *pagemap_top[1u << (ADDR_BITS - 34)];
+BSL_BIG_BSS uint64_t arena_bitmap[1u << (ADDR_BITS - ARENA_SHIFT - 6)];
 static os_lock_t pagemap_lock = OS_LOCK_INIT(LOCK_RANK_PAGEMAP);
 
 #define LEAF_ENTRIES (1u << (34 - SECTION_SHIFT))

@@ -204,10 +204,11 @@ struct huge_block {
                           * leaked block look reachable to Valgrind's leak scan */
     size_t map_size;     /* bytes mapped, a multiple of SECTION_SIZE */
     size_t usable;       /* bytes the caller may use (<= map_size) */
+    size_t ndirty;       /* cached: bytes at its front that may be resident (the rest was purged or
+                          * never touched), a multiple of SECTION_SIZE; held by the cache */
     uint8_t zone;        /* the zone it was asked from: HUGE, or NORMAL/LOW32 above MAX_ORDER */
     uint8_t live;        /* 1 while allocated: catches double frees */
     uint8_t advised;     /* MADV_HUGEPAGE given (once it proved long-lived) */
-    uint8_t dirty;       /* cached: not purged (its pages may be resident); huge_lock */
     uint64_t stamp_ms;   /* live: when allocated; cached: when freed */
     struct huge_block *next_free; /* descriptor free list, or the cache of freed mappings */
     struct huge_block *next_live, *prev_live; /* live blocks (huge_lock), for lazy THP advice */
@@ -219,11 +220,16 @@ BSL_HIDDEN void *huge_alloc(size_t size, size_t align, int zone, int zero);
 BSL_HIDDEN void huge_free(struct huge_block *hb);
 /* Resize in place or by mremap; NULL when it cannot (the block is unchanged). */
 BSL_HIDDEN void *huge_realloc(struct huge_block *hb, size_t size);
-/* Live huge blocks: bytes mapped and count; *cached: bytes of freed mappings kept for reuse. */
-BSL_HIDDEN void huge_stats(size_t *bytes, size_t *count, size_t *cached);
+/* Live huge blocks: bytes mapped and count; *cached: bytes of freed mappings kept for reuse,
+ * *cached_dirty (if not NULL): how many of those may be resident. */
+BSL_HIDDEN void huge_stats(size_t *bytes, size_t *count, size_t *cached, size_t *cached_dirty);
 /* Periodic (the tick): advise MADV_HUGEPAGE on live blocks older than a second, and unmap cached
  * freed mappings older than age_ms (age_ms 0: all of them). */
 BSL_HIDDEN void huge_tick(uint64_t now, uint64_t age_ms);
+/* RSS-neutral growth across zones (buddy.c): `bytes` of clean frames were just handed out; purge as
+ * many bytes of the cached extents' resident fronts (whole sections, oldest extent first). Returns
+ * the bytes purged (0 at once, without a lock, when nothing cached is resident). */
+BSL_HIDDEN size_t huge_offset(size_t bytes);
 /* Bytes of live huge blocks, read without the lock (for limits: may be a moment stale). */
 BSL_HIDDEN size_t huge_live_bytes(void);
 /* fork(): huge_lock (visited by zones_fork_locks, after the zone locks). */
