@@ -25,11 +25,13 @@ import json
 import os
 import re
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
 import xml.etree.ElementTree as ET
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+from bsl_elf import has_interp  # noqa: E402
 
 TIMEOUT = 240
 KINDS = ("definitely_lost", "indirectly_lost", "still_reachable")
@@ -96,17 +98,6 @@ class Report:
     def summary(self, kind):
         s = self.doc["summary"][kind]
         return s["bytes"], s["blocks"]
-
-
-def has_interp(path):
-    """Whether the ELF64 executable at path names a dynamic loader (a PT_INTERP header)."""
-    with open(path, "rb") as f:
-        h = f.read(64)
-        phoff, = struct.unpack_from("<Q", h, 32)
-        phentsize, phnum = struct.unpack_from("<HH", h, 54)
-        f.seek(phoff)
-        ph = f.read(phentsize * phnum)
-    return any(struct.unpack_from("<I", ph, i * phentsize)[0] == 3 for i in range(phnum))
 
 
 def static_exe(args, name):

@@ -39,10 +39,12 @@ import os
 import re
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+from bsl_elf import has_interp  # noqa: E402
 
 TIMEOUT = 120
 MiB = 1 << 20
@@ -389,17 +391,6 @@ def case_dlopen(a):
     check(p.returncode == 0 and num(p, "early_ok") == 2048, p, "runaway_alloc refused at its 2 MiB budget")
     check(num(p, "lib_ok") == 16 * 1024 and p.kv.get("lib_errno") == "ENOMEM", p,
           "lk_lib_leak (dlopen'ed) refused at its 16 MiB budget")
-
-
-def has_interp(path):
-    """Whether the ELF64 executable at path names a dynamic loader (a PT_INTERP header)."""
-    with open(path, "rb") as f:
-        h = f.read(64)
-        phoff, = struct.unpack_from("<Q", h, 32)
-        phentsize, phnum = struct.unpack_from("<HH", h, 54)
-        f.seek(phoff)
-        ph = f.read(phentsize * phnum)
-    return any(struct.unpack_from("<I", ph, i * phentsize)[0] == 3 for i in range(phnum))
 
 
 def static_prog(a):
