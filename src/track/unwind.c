@@ -99,6 +99,7 @@ BSL_HIDDEN int track_image_text_begin(void), track_image_cold_begin(void);
 BSL_HIDDEN int track_image_text_end(void), track_image_cold_end(void);
 BSL_HIDDEN extern char track_image_data_begin[1], track_image_bss_begin[1];
 BSL_HIDDEN extern char track_image_data_end[1], track_image_bss_end[1];
+BSL_HIDDEN extern char track_image_lbss_begin[1], track_image_lbss_end[1];
 
 static void own_add(uintptr_t (*r)[2], size_t *n, size_t max, uintptr_t lo, uintptr_t hi)
 {
@@ -679,6 +680,8 @@ void track_unwind_init(void)
             (uintptr_t)track_image_data_end + 1);
     own_add(own_data, &own_ndata, OWN_DATA_MAX, (uintptr_t)track_image_bss_begin,
             (uintptr_t)track_image_bss_end + 1);
+    own_add(own_data, &own_ndata, OWN_DATA_MAX, (uintptr_t)track_image_lbss_begin,
+            (uintptr_t)track_image_lbss_end + 1);
 }
 
 /* ---- the slow path ---- */
