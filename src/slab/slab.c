@@ -198,8 +198,13 @@ void slab_free_bulk(void *const *objs, unsigned n)
             os_lock(&kc->lock);
             locked = kc;
         }
-        size_t off = (size_t)((char *)obj - (char *)slab_base(head)), idx = off / kc->size;
-        if (unlikely(off % kc->size != 0))
+        /* A slab is at most 128 KiB, so the offset fits 32 bits: the index is the high half of
+         * off * magic (Lemire's fastdiv with the divisibility test's magic), no divide; the
+         * division was a fifth of a drain to the slabs (batch_fifo, 64-byte objects). */
+        uint32_t off = (uint32_t)((char *)obj - (char *)slab_base(head));
+        uint64_t magic = slab_div_magic[head->size_class];
+        size_t idx = (size_t)(((unsigned __int128)off * magic) >> 64);
+        if (unlikely((uint64_t)off * magic > magic - 1))
             slab_corrupt(obj, "invalid pointer (not the start of a block)");
         uint64_t *w = &slab_bitmap(head)[idx / 64], bit = (uint64_t)1 << (idx % 64);
         if (unlikely(head->inuse == 0 || (*w & bit)))
