@@ -361,9 +361,6 @@ void buddy_free(struct page *head, size_t npages)
      * PG_BUDDY on its head (one merged into a bigger free block has a tail's flags: not caught). */
     bsl_assert(1, !(head->flags & PG_BUDDY));
     os_lock(&sh->lock);
-    size_t used = sh->nr_pages - sh->nr_free_pages; /* the heap only grew since the last free */
-    if (used > sh->peak_used)
-        sh->peak_used = used;
     head->flags = 0;
     dbits_assign(ar, page_to_pfn(ar, head), npages, 1); /* frames that were in use: maybe resident */
     free_range_locked(sh, ar, page_to_pfn(ar, head), npages, now);
