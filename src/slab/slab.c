@@ -198,13 +198,12 @@ void slab_free_bulk(void *const *objs, unsigned n)
             os_lock(&kc->lock);
             locked = kc;
         }
-        /* A slab is at most 128 KiB, so the offset fits 32 bits: the index is the high half of
-         * off * magic (Lemire's fastdiv with the divisibility test's magic), no divide; the
-         * division was a fifth of a drain to the slabs (batch_fifo, 64-byte objects). */
+        /* A slab is at most 128 KiB, so the offset fits 32 bits: index and boundary test by the
+         * class's multiply magic (slab.h), no divide; the division was a fifth of a drain to the
+         * slabs (batch_fifo, 64-byte objects). */
         uint32_t off = (uint32_t)((char *)obj - (char *)slab_base(head));
-        uint64_t magic = slab_div_magic[head->size_class];
-        size_t idx = (size_t)(((unsigned __int128)off * magic) >> 64);
-        if (unlikely((uint64_t)off * magic > magic - 1))
+        size_t idx = slab_index(off, head->size_class);
+        if (unlikely(!slab_on_boundary(off, head->size_class)))
             slab_corrupt(obj, "invalid pointer (not the start of a block)");
         uint64_t *w = &slab_bitmap(head)[idx / 64], bit = (uint64_t)1 << (idx % 64);
         if (unlikely(head->inuse == 0 || (*w & bit)))

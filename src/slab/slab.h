@@ -31,6 +31,12 @@ static inline int slab_on_boundary(uint32_t off, unsigned c)
 {
     return (uint64_t)off * slab_div_magic[c] <= slab_div_magic[c] - 1;
 }
+/* off / size of class c for an offset x < 2^32, from the same magic: the high half of x * magic
+ * (Lemire's fastdiv), no divide. */
+static inline uint32_t slab_index(uint32_t off, unsigned c)
+{
+    return (uint32_t)(((unsigned __int128)off * slab_div_magic[c]) >> 64);
+}
 
 /* Offset of p in the slab whose frame descriptor is pg. A slab is a buddy block of 2^order frames,
  * so it is aligned to its size (arenas are aligned, and buddy blocks are aligned within them), and

@@ -450,8 +450,8 @@ def case_fork_quiet(args, tmp):
     under sampling (each one used to scan the heap and write FILE.<pid>.json, 1.5-4x the shell's
     time). Under leak=1 every subshell allocates, so each still writes its own.
     The sampled run uses a 1 GiB mean interval: a subshell allocates some tens of KiB, and one that
-    does sample a block rightly writes its report (at 512K that was about one run in five: CI saw
-    sh.634.json); at 1 GiB all six sample nothing except about once in 10^4 runs."""
+    does sample a block rightly writes its report (at 512K that was about one run in twenty here; CI
+    saw sh.634.json); at 1 GiB all six sample nothing except about once in 10^4 runs."""
     script = "for i in 1 2 3 4 5 6; do x=$(echo $i); done; echo done"
     for opts, want_children in ((["leak_sample=1G"], False), (["leak=1"], True)):
         sub = os.path.join(tmp, opts[0].split("=")[0])
