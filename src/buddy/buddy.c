@@ -25,9 +25,12 @@ void buddy_init(unsigned nr_shards)
 }
 
 /* Put a block on the free lists as is (no coalescing), on its pageblock kind's list. `ndirty` is
- * the number of its frames whose dirty bit is set (the caller knows it or counted it). */
+ * the number of its frames whose dirty bit is set (the caller knows it or counted it). A dirty
+ * block, stamped `ms`, goes on the dirty list before `next` (a block stamped no older, from the
+ * caller's merge or split: see free_one_locked), or with no `next` at the tail, stamped at least
+ * the tail's time. */
 static void set_free_locked(struct buddy_shard *sh, struct arena *ar, struct page *pg, unsigned order, size_t ndirty,
-                            uint64_t ms)
+                            uint64_t ms, struct page *next)
 {
     bsl_assert_locked(&sh->lock);
     bsl_assert(1, !(pg->flags & (PG_SLAB | PG_LARGE | PG_BUDDY))); /* not in use, not free already */
@@ -40,11 +43,10 @@ static void set_free_locked(struct buddy_shard *sh, struct arena *ar, struct pag
     area_add_locked(sh, pg, list_of(order, pb_type_of(ar, page_to_pfn(ar, pg))), ndirty != 0);
     sh->nr_free_pages += (size_t)1 << order;
     if (ndirty) {
-        /* Keep the dirty list sorted: a block re-freed with an older stamp takes the newest. */
-        if (sh->dirty_tail && sh->dirty_tail->freed_ms > ms)
-            ms = sh->dirty_tail->freed_ms;
+        if (!next && sh->dirty_tail && sh->dirty_tail->freed_ms > ms)
+            ms = sh->dirty_tail->freed_ms; /* the clock is per CPU: never out of order */
         pg->freed_ms = ms;
-        dirty_add_locked(sh, pg);
+        dirty_insert_locked(sh, pg, next);
     }
 }
 
@@ -68,11 +70,18 @@ static size_t take_free_locked(struct buddy_shard *sh, struct page *pg)
  * of the same order, the two merge into one block of order+1 at the lower pfn, and the merge is
  * tried again one order up, until the buddy is busy, split differently, or MAX_ORDER is reached.
  * Arenas start on a MAX_ORDER boundary, so pfns relative to the arena have the same alignment as
- * the addresses. A merged block counts the dirty frames of its parts (ndirty); it is dirty, and on
- * the dirty list stamped with its newest part's time, if any part was. Its frames' dirty bits are
- * already what they must be: freeing sets them (buddy_free), splitting and merging leave them.
+ * the addresses. A merged block counts the dirty frames of its parts (ndirty); it is dirty if any
+ * part was, stamped with its OLDEST dirty part's time and placed where that part was on the dirty
+ * list (before its `next`). The oldest, not the newest: a block that a busy loop splits and merges
+ * again and again (a 64 KiB buffer taken from a big free block and freed at once) would otherwise
+ * keep the whole block young, and its idle frames resident, forever; the price is that the part
+ * freed last may be purged up to decay_ms early. Splitting keeps the parent's stamp likewise
+ * (alloc_locked, buddy_extend). The caller gives the block's own stamp and place (`ms`, `next`,
+ * as for set_free_locked). Frames' dirty bits are already what they must be: freeing sets them
+ * (buddy_free), splitting and merging leave them.
  */
-static void free_one_locked(struct buddy_shard *sh, struct arena *ar, size_t pfn, unsigned order, uint64_t ms)
+static void free_one_locked(struct buddy_shard *sh, struct arena *ar, size_t pfn, unsigned order, uint64_t ms,
+                            struct page *next)
 {
     bsl_assert_locked(&sh->lock);
     /* The block is aligned to its size, inside the arena's used part, and not free already. */
@@ -86,17 +95,25 @@ static void free_one_locked(struct buddy_shard *sh, struct arena *ar, size_t pfn
         struct page *b = &ar->pages[bpfn];
         if (!(b->flags & PG_BUDDY) || b->order != order)
             break;
-        if (b->flags & PG_DIRTY)
-            ms = (ndirty && ms > b->freed_ms) ? ms : b->freed_ms;
+        if (b->flags & PG_DIRTY) {
+            if (b == next) /* leaving the list: the place is before the block after it */
+                next = b->dnext;
+            if (!ndirty || b->freed_ms < ms) {
+                ms = b->freed_ms;
+                next = b->dnext;
+            }
+        }
         ndirty += take_free_locked(sh, b);
         pfn &= ~((size_t)1 << order);
         order++;
     }
-    set_free_locked(sh, ar, &ar->pages[pfn], order, ndirty, ms);
+    set_free_locked(sh, ar, &ar->pages[pfn], order, ndirty, ms, next);
 }
 
-/* Free [pfn, pfn+n) as naturally aligned power-of-two blocks, each coalesced (dirty bits as set). */
-static void free_range_locked(struct buddy_shard *sh, struct arena *ar, size_t pfn, size_t n, uint64_t ms)
+/* Free [pfn, pfn+n) as naturally aligned power-of-two blocks, each coalesced (dirty bits as set);
+ * `ms` and `next` as for free_one_locked. */
+static void free_range_locked(struct buddy_shard *sh, struct arena *ar, size_t pfn, size_t n, uint64_t ms,
+                              struct page *next)
 {
     bsl_assert_locked(&sh->lock);
     while (n) {
@@ -105,7 +122,7 @@ static void free_range_locked(struct buddy_shard *sh, struct arena *ar, size_t p
             o = MAX_ORDER;
         while (((size_t)1 << o) > n)
             o--;
-        free_one_locked(sh, ar, pfn, o, ms);
+        free_one_locked(sh, ar, pfn, o, ms, next);
         pfn += (size_t)1 << o;
         n -= (size_t)1 << o;
     }
@@ -164,11 +181,14 @@ static struct page *alloc_locked(struct buddy_shard *sh, size_t npages, unsigned
     }
     size_t dirty = 0; /* dirty frames in the block taken */
     uint64_t ms = 0;
+    struct page *next = NULL; /* the pieces given back keep the block's stamp and place */
     unsigned o;
     if (pg) {
         ar = pg->arena;
         o = pg->order;
         ms = pg->freed_ms;
+        if (pg->flags & PG_DIRTY)
+            next = pg->dnext;
         dirty = take_free_locked(sh, pg);
     } else {
         if (from != FROM_FRESH)
@@ -192,10 +212,10 @@ static struct page *alloc_locked(struct buddy_shard *sh, size_t npages, unsigned
         o--;
         size_t up = pfn + ((size_t)1 << o);
         set_free_locked(sh, ar, &ar->pages[up], o,
-                        mixed ? dbits_count(ar, up, (size_t)1 << o) : dirty ? (size_t)1 << o : 0, ms);
+                        mixed ? dbits_count(ar, up, (size_t)1 << o) : dirty ? (size_t)1 << o : 0, ms, next);
     }
     if (npages < ((size_t)1 << order)) /* trim the tail: exact allocation */
-        free_range_locked(sh, ar, pfn + npages, ((size_t)1 << order) - npages, ms);
+        free_range_locked(sh, ar, pfn + npages, ((size_t)1 << order) - npages, ms, next);
     /* The frames handed out are in use: their bits go. */
     size_t d = mixed ? dbits_count(ar, pfn, npages) : dirty ? npages : 0;
     if (d)
@@ -220,7 +240,7 @@ static void add_arena_locked(struct buddy_shard *sh, struct arena *ar)
     ar->fresh = MAX_ORDER_PAGES;
     ar->pb_type[0] = PB_SLAB;
     sh->nr_pages += MAX_ORDER_PAGES - ARENA_META_PAGES;
-    free_range_locked(sh, ar, ARENA_META_PAGES, MAX_ORDER_PAGES - ARENA_META_PAGES, 0);
+    free_range_locked(sh, ar, ARENA_META_PAGES, MAX_ORDER_PAGES - ARENA_META_PAGES, 0, NULL);
 }
 
 /* Rule 1 across zones: clean frames handed out are offset by freed huge mappings' resident pages
@@ -361,9 +381,12 @@ void buddy_free(struct page *head, size_t npages)
      * PG_BUDDY on its head (one merged into a bigger free block has a tail's flags: not caught). */
     bsl_assert(1, !(head->flags & PG_BUDDY));
     os_lock(&sh->lock);
+    size_t used = sh->nr_pages - sh->nr_free_pages; /* the heap only grew since the last free */
+    if (used > sh->peak_used)
+        sh->peak_used = used;
     head->flags = 0;
     dbits_assign(ar, page_to_pfn(ar, head), npages, 1); /* frames that were in use: maybe resident */
-    free_range_locked(sh, ar, page_to_pfn(ar, head), npages, now);
+    free_range_locked(sh, ar, page_to_pfn(ar, head), npages, now, NULL);
     sh->nr_free_calls++;
     maybe_decay_locked(sh, now);
     os_unlock(&sh->lock);
@@ -406,14 +429,15 @@ int buddy_extend(struct page *head, size_t old_n, size_t new_n)
     for (size_t q = start; q < end;) { /* second pass: claim, giving back what sticks out */
         struct page *b = free_block_of_locked(ar, q);
         size_t h = page_to_pfn(ar, b), bend = h + ((size_t)1 << b->order);
-        uint64_t ms = b->freed_ms; /* meaningful only for the dirty frames it gives back */
+        uint64_t ms = b->freed_ms; /* stamp and place: meaningful only for the dirty frames it gives back */
+        struct page *next = (b->flags & PG_DIRTY) ? b->dnext : NULL;
         if (b->order == MAX_ORDER) /* a whole pageblock joins the block's kind */
             ar->pb_type[h >> MAX_ORDER] = pb_type_of(ar, pfn);
         take_free_locked(sh, b);
         if (h < q)
-            free_range_locked(sh, ar, h, q - h, ms);
+            free_range_locked(sh, ar, h, q - h, ms, next);
         if (bend > end)
-            free_range_locked(sh, ar, end, bend - end, ms);
+            free_range_locked(sh, ar, end, bend - end, ms, next);
         q = bend;
     }
     size_t d = dbits_count(ar, start, end - start), clean = (end - start) - d;
@@ -433,7 +457,7 @@ void buddy_shrink(struct page *head, size_t old_n, size_t new_n)
     uint64_t now = os_now_ms();
     os_lock(&sh->lock);
     dbits_assign(ar, page_to_pfn(ar, head) + new_n, old_n - new_n, 1);
-    free_range_locked(sh, ar, page_to_pfn(ar, head) + new_n, old_n - new_n, now);
+    free_range_locked(sh, ar, page_to_pfn(ar, head) + new_n, old_n - new_n, now, NULL);
     os_unlock(&sh->lock);
 }
 

@@ -18,7 +18,9 @@
  * Free frames are dirty (may be resident) or clean (purged or never touched), frame by frame: the
  * arena's dirty_bits, with each free block's head counting its own (ndirty; PG_DIRTY when > 0).
  * Blocks with dirty frames sit on the shard's dirty list, oldest first, and at the head of their
- * free list (clean ones at the tail), so resident frames are reused first. The dirty-memory policy
+ * free list (clean ones at the tail), so resident frames are reused first. A merged block is
+ * stamped with its oldest dirty part's free time, split pieces keep their block's (a busy
+ * split-and-merge never makes idle frames young again). The dirty-memory policy
  * (purge.c):
  *  - growth is RSS-neutral beyond a reserve: a request handed clean frames while the zone holds
  *    more dirty frames than a quarter of its frames in use (at most BUDDY_DIRTY_FLOOR) purges as
@@ -27,8 +29,10 @@
  *    So frames in use plus free dirty frames grow past the peak of the frames in use by the
  *    reserve at most;
  *  - frames free longer than decay_ms are purged (the tick and buddy_free check);
- *  - the tick keeps free dirty frames within a share of the frames in use (the live heap, with a
- *    floor), and the zone's high watermark (a share of the machine's memory) purges at once;
+ *  - a free keeps the shard's free dirty frames within twice its recent peak of frames in use, and
+ *    the tick within an eighth of it (both with a floor); the peak follows the live heap down by
+ *    a quarter per tick, so memory freed for reuse stays and memory freed for good goes within
+ *    a few ticks; the zone's high watermark (a share of the machine's memory) purges at once;
  *  - buddy_purge(0) (malloc_trim) purges everything.
  * A clean block reads as zeros, which calloc exploits. */
 #ifndef BSL_BUDDY_H
@@ -66,6 +70,12 @@ struct buddy_shard {
     uint64_t nr_alloc, nr_free_calls, nr_steal, purged_pages;
     uint64_t nr_fallback;                 /* requests served from the other kind's pageblocks */
     uint64_t offset_pages;                /* dirty frames purged to offset clean growth */
+    /* The recent peak of frames in use: raised to the frames in use before every free, lowered by
+     * a quarter toward them at each tick (buddy_trim_to_live). The live-heap bounds follow it, not
+     * the frames in use of the moment: a program whose heap empties and refills (a request loop, a
+     * batch of objects freed and made again) keeps the frames it will reuse, and one whose heap
+     * shrank for good gives them back within a few ticks. */
+    size_t peak_used;
 } __attribute__((aligned(64)));
 
 BSL_HIDDEN extern struct buddy_shard buddy_shards[NR_ZONES][BUDDY_MAX_SHARDS];
@@ -95,9 +105,10 @@ BSL_HIDDEN int buddy_extend(struct page *head, size_t old_n, size_t new_n);
 BSL_HIDDEN void buddy_shrink(struct page *head, size_t old_n, size_t new_n);
 /* Purge dirty blocks free since before now - age_ms (age 0: all). Returns bytes purged. */
 BSL_HIDDEN size_t buddy_purge(uint64_t age_ms);
-/* The tick: purge each shard's oldest dirty blocks down to its share of the live heap (free dirty
- * frames at most 1/BUDDY_DIRTY_LIVE_DIV of the frames in use, with a floor of BUDDY_DIRTY_FLOOR
- * per zone). Returns bytes purged. */
+/* The tick: lower each shard's recent peak of frames in use (peak_used) a quarter of the way to the
+ * frames in use, and purge its oldest dirty blocks down to its share of that peak (free dirty
+ * frames at most 1/BUDDY_DIRTY_LIVE_DIV of it, with a floor of BUDDY_DIRTY_FLOOR per zone).
+ * Returns bytes purged. */
 BSL_HIDDEN size_t buddy_trim_to_live(void);
 #define BUDDY_DIRTY_LIVE_DIV 8
 #define BUDDY_OFFSET_RESERVE_DIV 4 /* rule 1's reserve: dirty frames up to used/4 (at most the floor) */

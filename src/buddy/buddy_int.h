@@ -126,6 +126,26 @@ static inline void dirty_add_locked(struct buddy_shard *sh, struct page *pg)
     sh->nr_dirty_pages += pg->ndirty;
 }
 
+/* Put pg on the dirty list just before `next`, a dirty block that sorts at or after it (the list
+ * stays oldest first); with no `next`, at the tail. */
+static inline void dirty_insert_locked(struct buddy_shard *sh, struct page *pg, struct page *next)
+{
+    bsl_assert_locked(&sh->lock);
+    if (!next) {
+        dirty_add_locked(sh, pg);
+        return;
+    }
+    bsl_assert(1, next->freed_ms >= pg->freed_ms && (!next->dprev || next->dprev->freed_ms <= pg->freed_ms));
+    pg->dnext = next;
+    pg->dprev = next->dprev;
+    if (next->dprev)
+        next->dprev->dnext = pg;
+    else
+        sh->dirty_head = pg;
+    next->dprev = pg;
+    sh->nr_dirty_pages += pg->ndirty;
+}
+
 static inline void dirty_del_locked(struct buddy_shard *sh, struct page *pg)
 {
     bsl_assert_locked(&sh->lock);

@@ -7,9 +7,13 @@
  *     purging as many dirty frames, down to the reserve;
  *  2. decay: blocks free longer than decay_ms are purged (checked on buddy_free at most every
  *     decay_ms / 8, and by the tick);
- *  3. the live heap: on a free, a shard keeps at most twice as many dirty frames as frames in use
- *     (at least its share of BUDDY_DIRTY_FLOOR); at each tick, at most 1/BUDDY_DIRTY_LIVE_DIV of
- *     them (idle memory goes back while the program runs on);
+ *  3. the live heap: on a free, a shard keeps at most twice as many dirty frames as its recent
+ *     peak of frames in use (peak_used; at least its share of BUDDY_DIRTY_FLOOR); at each tick,
+ *     at most 1/BUDDY_DIRTY_LIVE_DIV of that peak, which the tick lowers a quarter of the way to
+ *     the frames in use (idle memory goes back while the program runs on). The bound followed the
+ *     frames in use of the moment until the peak replaced it: a loop that fills 6 MiB of 64-byte
+ *     objects and frees them all purged and faulted back the whole batch every round, 18 ms a
+ *     round against glibc's and jemalloc's 1.7;
  *  4. the zone's high watermark (a share of the machine's memory, or of the soft OOM limit):
  *     above it, purge down to the low watermark at once.
  * Every function here runs under the shard's lock except the public ones, which take it. */
@@ -78,13 +82,13 @@ static size_t decay_locked(struct buddy_shard *sh, uint64_t cutoff, int all)
     return (sh->purged_pages - before) << PAGE_SHIFT;
 }
 
-/* The live-heap bound on a free: a shard holding more dirty frames than twice its frames in use
- * (and than its share of BUDDY_DIRTY_FLOOR) purges its oldest down to 3/4 of that bound, so that
- * the purges come in batches. */
+/* The live-heap bound on a free: a shard holding more dirty frames than twice its recent peak of
+ * frames in use (and than its share of BUDDY_DIRTY_FLOOR) purges its oldest down to 3/4 of that
+ * bound, so that the purges come in batches. */
 static void live_bound_locked(struct buddy_shard *sh)
 {
     bsl_assert_locked(&sh->lock);
-    size_t bound = (sh->nr_pages - sh->nr_free_pages) * 2, floor = BUDDY_DIRTY_FLOOR / buddy_nr_shards;
+    size_t bound = sh->peak_used * 2, floor = BUDDY_DIRTY_FLOOR / buddy_nr_shards;
     if (bound < floor)
         bound = floor;
     if (sh->nr_dirty_pages <= bound || buddy_decay_ms < 0) /* decay_ms=-1: policy purges off */
@@ -138,10 +142,12 @@ size_t buddy_trim_to_live(void)
     for (int z = 0; z < NR_ZONES; z++)
         for (unsigned s = 0; s < buddy_nr_shards; s++) {
             struct buddy_shard *sh = &buddy_shards[z][s];
-            if (!__atomic_load_n(&sh->nr_dirty_pages, __ATOMIC_RELAXED))
+            if (!__atomic_load_n(&sh->nr_pages, __ATOMIC_RELAXED))
                 continue;
-            os_lock(&sh->lock);
-            size_t used = sh->nr_pages - sh->nr_free_pages, keep = used / BUDDY_DIRTY_LIVE_DIV;
+            os_lock(&sh->lock); /* with no dirty frames too: the peak comes down all the same */
+            size_t used = sh->nr_pages - sh->nr_free_pages;
+            sh->peak_used = used > sh->peak_used ? used : sh->peak_used - (sh->peak_used - used) / 4;
+            size_t keep = sh->peak_used / BUDDY_DIRTY_LIVE_DIV;
             if (keep < BUDDY_DIRTY_FLOOR / buddy_nr_shards)
                 keep = BUDDY_DIRTY_FLOOR / buddy_nr_shards;
             if (sh->nr_dirty_pages > keep) {
