@@ -177,7 +177,10 @@ struct scan {
     size_t nwork, capwork;
     int phase;     /* 0: from roots; 1: from a lost clique leader */
     size_t leader; /* phase 1 */
-    char *buf;     /* safe_read buffer */
+    char *buf;     /* safe_read buffer (SCAN_BUF bytes) */
+    char *win;     /* the heap walk's window on slab objects (SCAN_WIN bytes after buf) */
+    uintptr_t win_lo;
+    size_t win_got; /* [win_lo, win_lo + win_got) is in win */
     size_t nreached; /* phase 0: blocks found reachable; at n the roots can tell nothing more */
 };
 /* Every tracked block is reachable already: the rest of the roots need not be read (a short
@@ -185,6 +188,10 @@ struct scan {
  * while the heap walk reads every untracked block). */
 static inline int all_reached(const struct scan *s) { return s->nreached == s->n; }
 #define SCAN_BUF (256u << 10)
+/* Slab objects are read through a window: one safe_read of up to SCAN_WIN bytes from the object
+ * where the last window ended, the following objects (the walk goes up the addresses) taken from
+ * it. One system call per object cost python3 -c pass 800 calls, 14 % of its run time. */
+#define SCAN_WIN (64u << 10)
 
 static inline size_t bsize(const struct track_block *b) { return b->size ? b->size : 1; }
 
@@ -368,6 +375,22 @@ static int tracked_start(const struct scan *s, uintptr_t a)
     return 0;
 }
 
+/* Scan an untracked large or huge block of the heap as a root. Not with scan_range, which skips
+ * heap sections: large blocks live in them, and the leak_sample scan used to miss every pointer
+ * held in an untracked large block (python3 -c pass: a sampled block referenced from a 4 KiB+
+ * buffer was reported definitely lost in about 2 runs of 5; leak=1 found no leak). */
+static void scan_heap_span(struct scan *s, uintptr_t base, size_t len)
+{
+    for (uintptr_t a = base; a < base + len && !all_reached(s);) {
+        size_t n = base + len - a < SCAN_BUF ? base + len - a : SCAN_BUF;
+        size_t got = safe_read(a, s->buf, n);
+        scan_words(s, (const uintptr_t *)(const void *)s->buf, got / 8);
+        if (got < n)
+            break;
+        a += n;
+    }
+}
+
 /* A block of the heap that is not tracked is a root (tracked ones are graph nodes; the tracker's
  * own blocks are neither). A slab object waiting free in a cache holds nothing of the program's. */
 static void heap_block(uintptr_t a, size_t len, int kind, void *arg)
@@ -376,30 +399,31 @@ static void heap_block(uintptr_t a, size_t len, int kind, void *arg)
     if (all_reached(s) || tracked_start(s, a))
         return;
     if (kind == SLAB_WALK_LARGE) {
-        scan_range(s, a, a + len);
+        scan_heap_span(s, a, len);
         return;
     }
-    size_t got = safe_read(a, s->buf, len < SCAN_BUF ? len : SCAN_BUF);
-    const uintptr_t *obj = (const uintptr_t *)(const void *)s->buf;
+    if (len > SCAN_WIN)
+        len = SCAN_WIN;
+    if (a < s->win_lo || a - s->win_lo + len > s->win_got) {
+        s->win_lo = a; /* a snapshot from here: racy like the walk, which the caller tolerates */
+        s->win_got = safe_read(a, s->win, SCAN_WIN);
+    }
+    size_t got = a - s->win_lo < s->win_got ? s->win_got - (a - s->win_lo) : 0;
+    if (got > len)
+        got = len;
+    const uintptr_t *obj = (const uintptr_t *)(const void *)(s->win + (a - s->win_lo));
     if (got >= 16 && slab_marked_free(a, obj))
         return; /* free in a per-CPU or transfer cache */
     scan_words(s, obj, got / 8);
 }
 
-/* A live huge block: scan_range skips heap sections, so read it directly through safe_read. */
+/* A live huge block: scan_range skips heap sections, so it is read directly. */
 static void heap_huge(uintptr_t base, size_t usable, void *arg)
 {
     struct scan *s = arg;
     if (all_reached(s) || tracked_start(s, base))
         return;
-    for (uintptr_t a = base; a < base + usable;) {
-        size_t len = base + usable - a < SCAN_BUF ? base + usable - a : SCAN_BUF;
-        size_t got = safe_read(a, s->buf, len);
-        scan_words(s, (const uintptr_t *)(const void *)s->buf, got / 8);
-        if (got < len)
-            break;
-        a += len;
-    }
+    scan_heap_span(s, base, usable);
 }
 
 static void heap_roots(struct scan *s)
@@ -561,9 +585,10 @@ void leak_scan(struct track_block *blocks, size_t n)
         if (end > s.hi)
             s.hi = end;
     }
-    s.buf = track_alloc(SCAN_BUF);
+    s.buf = track_alloc(SCAN_BUF + SCAN_WIN);
     if (!s.buf)
         return;
+    s.win = s.buf + SCAN_BUF;
     /* The registers of this thread: setjmp spills the callee-saved ones into jb, on the stack
      * that scan_roots scans from sp (the caller-saved ones hold nothing of the program's here). */
     jmp_buf jb;

@@ -17,16 +17,22 @@ static void walk_arena(uintptr_t base, void *arg)
 {
     const struct walk *w = arg;
     const struct page *pages = (const struct page *)base;
+    const struct arena *ar = zone_arena_of((const void *)base);
+    /* Frames from `fresh` on were never used: their descriptors are zero, and reading them would
+     * fault in pages of descriptors for nothing (most of a 64 MiB arena in a short program). */
+    size_t end = ar ? __atomic_load_n(&ar->fresh, __ATOMIC_RELAXED) : ARENA_PAGES;
+    if (end > ARENA_PAGES)
+        end = ARENA_PAGES;
     size_t pfn = ARENA_META_PAGES;
-    while (pfn < ARENA_PAGES) {
+    while (pfn < end) {
         const struct page *pg = &pages[pfn];
         uint8_t f = __atomic_load_n(&pg->flags, __ATOMIC_RELAXED);
         uintptr_t addr = base + (pfn << PAGE_SHIFT);
         size_t np = 1;
         if ((f & PG_SLAB) && pg->head == pg) {
             np = pg->npages ? pg->npages : 1;
-            if (np > ARENA_PAGES - pfn)
-                np = ARENA_PAGES - pfn;
+            if (np > end - pfn)
+                np = end - pfn;
             unsigned cls = pg->size_class;
             uint32_t total = pg->total;
             if (cls < SLAB_NR_CLASSES && total && total <= 256) {
@@ -41,8 +47,8 @@ static void walk_arena(uintptr_t base, void *arg)
             }
         } else if (f & PG_LARGE) {
             np = pg->npages ? pg->npages : 1;
-            if (np > ARENA_PAGES - pfn)
-                np = ARENA_PAGES - pfn;
+            if (np > end - pfn)
+                np = end - pfn;
             size_t bytes = (np - ((f & PG_GUARD) && np > 1 ? 1 : 0)) << PAGE_SHIFT;
             w->fn(addr, bytes, SLAB_WALK_LARGE, w->arg);
         } else if (f & PG_BUDDY) {

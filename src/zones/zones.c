@@ -3,6 +3,8 @@
  * zone->lock protects only the zone's counters: an arena belongs to its buddy shard. */
 #include "zones/zones.h"
 
+#include <stdint.h>
+
 struct zone zones[NR_ZONES];
 BSL_BIG_BSS uintptr_t *pagemap_top[1u << (ADDR_BITS - 34)];
 BSL_BIG_BSS uint64_t arena_bitmap[1u << (ADDR_BITS - ARENA_SHIFT - 6)];
@@ -33,10 +35,25 @@ void meta_for_each_chunk(void (*fn)(uintptr_t start, size_t size, void *arg), vo
         fn((uintptr_t)c, c->size, arg);
 }
 
+/* The words of arena_bitmap that ever held a bit: [arena_word_lo, arena_word_hi], widened before
+ * the bit is set (atomics, no lock). The bitmap spans the whole address space (256 KiB); walking
+ * all of it cost the leak scan of a short program 0.2 ms and faulted in its untouched pages. */
+static size_t arena_word_lo = SIZE_MAX, arena_word_hi;
+
+static void arena_words_widen(size_t w)
+{
+    size_t v = __atomic_load_n(&arena_word_lo, __ATOMIC_RELAXED);
+    while (w < v && !__atomic_compare_exchange_n(&arena_word_lo, &v, w, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+        ;
+    v = __atomic_load_n(&arena_word_hi, __ATOMIC_RELAXED);
+    while (w > v && !__atomic_compare_exchange_n(&arena_word_hi, &v, w, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+        ;
+}
+
 void zones_for_each_arena(void (*fn)(uintptr_t base, void *arg), void *arg)
 {
-    size_t nwords = sizeof(arena_bitmap) / sizeof(arena_bitmap[0]);
-    for (size_t wi = 0; wi < nwords; wi++) {
+    size_t lo = __atomic_load_n(&arena_word_lo, __ATOMIC_ACQUIRE), hi = __atomic_load_n(&arena_word_hi, __ATOMIC_ACQUIRE);
+    for (size_t wi = lo; wi <= hi && wi < sizeof(arena_bitmap) / sizeof(arena_bitmap[0]); wi++) {
         uint64_t bits = __atomic_load_n(&arena_bitmap[wi], __ATOMIC_RELAXED);
         while (bits) {
             unsigned bit = (unsigned)__builtin_ctzll(bits);
@@ -161,6 +178,7 @@ struct arena *zone_grow(int zid, unsigned shard)
     }
     ar->base = (uintptr_t)base;
     ar->pages = (struct page *)base;
+    arena_words_widen(ar->base >> (ARENA_SHIFT + 6));
     __atomic_fetch_or(&arena_bitmap[ar->base >> (ARENA_SHIFT + 6)], (uint64_t)1 << ((ar->base >> ARENA_SHIFT) & 63),
                       __ATOMIC_RELEASE);
     ar->zone = (uint8_t)zid;

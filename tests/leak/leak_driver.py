@@ -314,6 +314,21 @@ def case_sample(args, tmp, prog="leak_sample"):
                                                     for w, g, t in checks))
 
 
+def case_sample_large_roots(args, tmp):
+    # 1 MiB blocks (tracked: at least leak_sample) held only by 40 KiB holders, which sampling
+    # leaves untracked ~25 times in 26: the heap walk must scan those holders as roots. Before
+    # the fix it skipped every untracked large block (scan_range skips heap sections), and the
+    # 1 MiB blocks under untracked holders were reported definitely lost.
+    rep, _ = run_tracked(args, [exe(args, "leak_sample"), "large-roots"], ["leak_sample=1M", "leak_reachable=1"], tmp)
+    if rep.by["definitely_lost"] or rep.by["indirectly_lost"]:
+        fail("sample-large-roots: blocks held by untracked large blocks reported lost: %s %s" % (
+            sorted(rep.by["definitely_lost"].items()), sorted(rep.by["indirectly_lost"].items())))
+    held = rep.by["still_reachable"].get("keep_held")
+    if held != [20 << 20, 20]:
+        fail("sample-large-roots: keep_held reachable %s, expected exactly [%d, 20]" % (held, 20 << 20))
+    print("sample-large-roots: 20 blocks of 1 MiB held by 40 KiB holders: all reachable")
+
+
 def case_suppressions(args, tmp, prog="leak_basic"):
     supp = os.path.join(tmp, "supp.txt")
     with open(supp, "w") as f:
@@ -691,6 +706,8 @@ def main():
                          DLOPEN, stdout_re="dlprog: done")
         elif c == "sample":
             case_sample(args, tmp)
+        elif c == "sample-large-roots":
+            case_sample_large_roots(args, tmp)
         elif c == "churn":
             case_churn(args, tmp)
         elif c == "fork-quiet":
