@@ -113,36 +113,23 @@ static inline void area_del_locked(struct buddy_shard *sh, struct page *pg)
     fa->nr_free--;
 }
 
-static inline void dirty_add_locked(struct buddy_shard *sh, struct page *pg)
-{
-    bsl_assert_locked(&sh->lock);
-    pg->dnext = NULL;
-    pg->dprev = sh->dirty_tail;
-    if (sh->dirty_tail)
-        sh->dirty_tail->dnext = pg;
-    else
-        sh->dirty_head = pg;
-    sh->dirty_tail = pg;
-    sh->nr_dirty_pages += pg->ndirty;
-}
-
-/* Put pg on the dirty list just before `next`, a dirty block that sorts at or after it (the list
- * stays oldest first); with no `next`, at the tail. */
+/* Put pg on the dirty list just before `next`, a dirty block that sorts at or after it, or with no
+ * `next` at the tail (the list stays oldest first: the caller stamps pg accordingly). */
 static inline void dirty_insert_locked(struct buddy_shard *sh, struct page *pg, struct page *next)
 {
     bsl_assert_locked(&sh->lock);
-    if (!next) {
-        dirty_add_locked(sh, pg);
-        return;
-    }
-    bsl_assert(1, next->freed_ms >= pg->freed_ms && (!next->dprev || next->dprev->freed_ms <= pg->freed_ms));
+    struct page *prev = next ? next->dprev : sh->dirty_tail;
+    bsl_assert(1, (!next || next->freed_ms >= pg->freed_ms) && (!prev || prev->freed_ms <= pg->freed_ms));
     pg->dnext = next;
-    pg->dprev = next->dprev;
-    if (next->dprev)
-        next->dprev->dnext = pg;
+    pg->dprev = prev;
+    if (prev)
+        prev->dnext = pg;
     else
         sh->dirty_head = pg;
-    next->dprev = pg;
+    if (next)
+        next->dprev = pg;
+    else
+        sh->dirty_tail = pg;
     sh->nr_dirty_pages += pg->ndirty;
 }
 
