@@ -262,19 +262,62 @@ static const int zonelist[NR_ZONES][3] = {
 /* Growth is RSS-neutral (buddy.h): `need` clean frames were just handed out in zone z; purge as
  * many dirty frames, oldest first, from shard `first` (its lock held by the caller and released
  * here), then from the zone's other shards. */
-static void offset_growth(int z, struct buddy_shard *first, size_t need)
+/* Zone z's frames in use and free dirty frames (racy sums over the shards, without their locks: a
+ * hint). */
+static void zone_sums(int z, size_t *used, size_t *dirty)
 {
-    bsl_assert_locked(&first->lock);
-    /* The reserve: free dirty frames up to a quarter of the zone's frames in use (at most
-     * BUDDY_DIRTY_FLOOR) are kept without offset (racy sums over the shards: a hint). */
-    size_t used = 0, dirty = 0;
+    *used = *dirty = 0;
     for (unsigned k = 0; k < buddy_nr_shards; k++) {
         const struct buddy_shard *sh = &buddy_shards[z][k];
         size_t n = __atomic_load_n(&sh->nr_pages, __ATOMIC_RELAXED), f = __atomic_load_n(&sh->nr_free_pages, __ATOMIC_RELAXED);
-        used += f <= n ? n - f : 0;
-        dirty += __atomic_load_n(&sh->nr_dirty_pages, __ATOMIC_RELAXED);
+        *used += f <= n ? n - f : 0;
+        *dirty += __atomic_load_n(&sh->nr_dirty_pages, __ATOMIC_RELAXED);
     }
-    size_t keep = used / BUDDY_OFFSET_RESERVE_DIV;
+}
+
+/* Rule 1's reserve, per zone (buddy.h): dirty frames up to the frames in use >> shift are kept
+ * without offset. `churn` counts the frames rule 1 purged since the shift last changed; once they
+ * reach the frames in use (the program refaults what was purged for it: a working set that the
+ * reserve does not hold), the shift steps down toward BUDDY_RESERVE_SHIFT_MIN; each tick that saw
+ * little churn steps it back up toward BUDDY_RESERVE_SHIFT_MAX (buddy_relax_reserve). Read and
+ * written with relaxed atomics by any shard's holder: a hint, like the sums it is compared with. */
+static struct {
+    unsigned shift;
+    size_t churn;
+} reserve[NR_ZONES] = {[0 ... NR_ZONES - 1] = {BUDDY_RESERVE_SHIFT_MAX, 0}};
+
+static void reserve_note_purge(int z, size_t got, size_t used)
+{
+    size_t churn = __atomic_add_fetch(&reserve[z].churn, got, __ATOMIC_RELAXED);
+    unsigned shift = __atomic_load_n(&reserve[z].shift, __ATOMIC_RELAXED);
+    if (churn >= used && shift > BUDDY_RESERVE_SHIFT_MIN) {
+        __atomic_store_n(&reserve[z].shift, shift - 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&reserve[z].churn, 0, __ATOMIC_RELAXED);
+    }
+}
+
+void buddy_relax_reserve(void)
+{
+    for (int z = 0; z < NR_ZONES; z++) {
+        size_t used, dirty;
+        zone_sums(z, &used, &dirty);
+        unsigned shift = __atomic_load_n(&reserve[z].shift, __ATOMIC_RELAXED);
+        if (__atomic_load_n(&reserve[z].churn, __ATOMIC_RELAXED) < used / 4 && shift < BUDDY_RESERVE_SHIFT_MAX)
+            __atomic_store_n(&reserve[z].shift, shift + 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&reserve[z].churn, 0, __ATOMIC_RELAXED);
+    }
+}
+
+unsigned buddy_reserve_shift(int zone) { return __atomic_load_n(&reserve[zone].shift, __ATOMIC_RELAXED); }
+
+static void offset_growth(int z, struct buddy_shard *first, size_t need)
+{
+    bsl_assert_locked(&first->lock);
+    /* The reserve: free dirty frames up to the zone's frames in use >> its shift (at most
+     * BUDDY_DIRTY_FLOOR) are kept without offset (racy sums over the shards: a hint). */
+    size_t used, dirty;
+    zone_sums(z, &used, &dirty);
+    size_t keep = used >> __atomic_load_n(&reserve[z].shift, __ATOMIC_RELAXED);
     if (keep > BUDDY_DIRTY_FLOOR)
         keep = BUDDY_DIRTY_FLOOR;
     if (dirty <= keep) {
@@ -293,6 +336,8 @@ static void offset_growth(int z, struct buddy_shard *first, size_t need)
         got += purge_oldest_locked(sh, need - got);
         os_unlock(&sh->lock);
     }
+    if (got)
+        reserve_note_purge(z, got, used);
 }
 
 /* Whether any shard of zone z holds dirty frames (racy: a hint). */

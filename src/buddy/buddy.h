@@ -23,11 +23,14 @@
  * split-and-merge never makes idle frames young again). The dirty-memory policy
  * (purge.c):
  *  - growth is RSS-neutral beyond a reserve: a request handed clean frames while the zone holds
- *    more dirty frames than a quarter of its frames in use (at most BUDDY_DIRTY_FLOOR) purges as
- *    many dirty frames, oldest first (in its shard, then the zone's others). Free frames that
- *    could not serve the request that needed new ones are resident for nothing: give them back.
- *    So frames in use plus free dirty frames grow past the peak of the frames in use by the
- *    reserve at most;
+ *    more dirty frames than its reserve (a quarter of its frames in use, at most
+ *    BUDDY_DIRTY_FLOOR) purges as many dirty frames, oldest first (in its shard, then the zone's
+ *    others). Free frames that could not serve the request that needed new ones are resident for
+ *    nothing: give them back. So frames in use plus free dirty frames grow past the peak of the
+ *    frames in use by the reserve at most. The reserve follows refaults: once rule 1 has purged
+ *    as many frames as the zone has in use, growth is faulting back what it purged (big blocks
+ *    freed and asked for again, mstress), and the reserve doubles, up to the frames in use; a
+ *    tick that saw little of it halves it again (buddy_relax_reserve);
  *  - frames free longer than decay_ms are purged (the tick and buddy_free check);
  *  - a free keeps the shard's free dirty frames within twice its recent peak of frames in use, and
  *    the tick within an eighth of it (both with a floor); the peak follows the live heap down by
@@ -111,7 +114,15 @@ BSL_HIDDEN size_t buddy_purge(uint64_t age_ms);
  * Returns bytes purged. */
 BSL_HIDDEN size_t buddy_trim_to_live(void);
 #define BUDDY_DIRTY_LIVE_DIV 8
-#define BUDDY_OFFSET_RESERVE_DIV 4 /* rule 1's reserve: dirty frames up to used/4 (at most the floor) */
+/* Rule 1's reserve: dirty frames up to used >> shift (at most the floor), the shift between these
+ * (used/4 while growth is not refaulting what it purges, up to used/1 while it is). */
+#define BUDDY_RESERVE_SHIFT_MAX 2
+#define BUDDY_RESERVE_SHIFT_MIN 0
+/* The tick: a zone whose rule-1 purges since the last tick were under a quarter of its frames in
+ * use steps its reserve back toward used >> BUDDY_RESERVE_SHIFT_MAX. */
+BSL_HIDDEN void buddy_relax_reserve(void);
+/* The zone's reserve shift now (stats, tests). */
+BSL_HIDDEN unsigned buddy_reserve_shift(int zone);
 #define BUDDY_DIRTY_FLOOR (((size_t)8 << 20) >> PAGE_SHIFT)
 /* Frames that may be resident (in use, or free and dirty) in every shard, in bytes: read without
  * the locks (for the soft OOM limits: a moment stale at worst). */

@@ -3,7 +3,8 @@
  * Four rules, all purging the oldest dirty blocks first (the dirty list is sorted by free time):
  *  1. RSS-neutral growth (offset_growth in buddy.c calls purge_oldest_locked): clean frames handed
  *     out (counted exactly, from the arena's dirty bits) while the zone holds more dirty frames
- *     than its reserve (used / BUDDY_OFFSET_RESERVE_DIV, at most BUDDY_DIRTY_FLOOR) are paid for by
+ *     than its reserve (used >> the zone's reserve shift, at most BUDDY_DIRTY_FLOOR; buddy.c's
+ *     reserve[]: a quarter, up to all of it while growth refaults what it purged) are paid for by
  *     purging as many dirty frames, down to the reserve;
  *  2. decay: blocks free longer than decay_ms are purged (checked on buddy_free at most every
  *     decay_ms / 8, and by the tick);

@@ -43,6 +43,7 @@ static void tick(uint64_t now)
         buddy_purge(d > 0 ? (uint64_t)d : 1);
         buddy_trim_to_live(); /* free dirty frames within a share of the live heap */
     }
+    buddy_relax_reserve(); /* rule 1's reserve back toward a quarter when growth stopped refaulting */
     huge_tick(now, d < 0 ? UINT64_MAX / 2 : (uint64_t)d);
     publish_update();
     os_unlock(&tick_lock);

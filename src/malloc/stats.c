@@ -130,9 +130,9 @@ BSL_EXPORT void bsl_stats_print(int fd)
         }
         os_printf(fd,
                   "Zone %-6s  arenas %u  reserved %zu MiB  managed %zu pages  free %zu (dirty %zu)  "
-                  "wmark min %zu low %zu high %zu\n",
+                  "wmark min %zu low %zu high %zu  growth reserve in-use/%u\n",
                   zn->name, zn->nr_arenas, zn->reserved >> 20, managed, free_p, dirty_p, zn->wmark_min,
-                  zn->wmark_low, zn->wmark_high);
+                  zn->wmark_low, zn->wmark_high, 1u << buddy_reserve_shift(z));
     }
     os_printf(fd, "--- buddyinfo (free blocks per order; order 0 = 4 KiB) ---\n");
     for (int z = 0; z < ZONE_HUGE; z++)
