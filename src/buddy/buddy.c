@@ -259,9 +259,6 @@ static const int zonelist[NR_ZONES][3] = {
     [ZONE_HUGE] = {-1, -1, -1},
 };
 
-/* Growth is RSS-neutral (buddy.h): `need` clean frames were just handed out in zone z; purge as
- * many dirty frames, oldest first, from shard `first` (its lock held by the caller and released
- * here), then from the zone's other shards. */
 /* Zone z's frames in use and free dirty frames (racy sums over the shards, without their locks: a
  * hint). */
 static void zone_sums(int z, size_t *used, size_t *dirty)
@@ -310,6 +307,9 @@ void buddy_relax_reserve(void)
 
 unsigned buddy_reserve_shift(int zone) { return __atomic_load_n(&reserve[zone].shift, __ATOMIC_RELAXED); }
 
+/* Growth is RSS-neutral (buddy.h): `need` clean frames were just handed out in zone z; purge as
+ * many dirty frames, oldest first, from shard `first` (its lock held by the caller and released
+ * here), then from the zone's other shards. */
 static void offset_growth(int z, struct buddy_shard *first, size_t need)
 {
     bsl_assert_locked(&first->lock);
