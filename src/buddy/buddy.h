@@ -81,7 +81,8 @@ struct buddy_shard {
     size_t peak_used;
 } __attribute__((aligned(64)));
 
-BSL_HIDDEN extern struct buddy_shard buddy_shards[NR_ZONES][BUDDY_MAX_SHARDS];
+/* buddy_shards[shard][zone]: the shards in use (buddy_nr_shards) of every zone share pages. */
+BSL_HIDDEN extern struct buddy_shard buddy_shards[BUDDY_MAX_SHARDS][NR_ZONES];
 BSL_HIDDEN extern unsigned buddy_nr_shards;
 BSL_HIDDEN extern long buddy_decay_ms; /* option decay_ms; -1: never purge on a timer */
 

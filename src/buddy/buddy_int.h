@@ -5,7 +5,7 @@
 
 #include "buddy/buddy.h"
 
-static inline struct buddy_shard *shard_of(const struct arena *ar) { return &buddy_shards[ar->zone][ar->shard]; }
+static inline struct buddy_shard *shard_of(const struct arena *ar) { return &buddy_shards[ar->shard][ar->zone]; }
 
 /* The list a free block of `order` in a pageblock of kind `type` belongs on. */
 static inline unsigned list_of(unsigned order, unsigned type) { return order == MAX_ORDER ? 0 : type; }

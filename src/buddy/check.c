@@ -11,7 +11,7 @@ int buddy_check(void)
 {
     for (unsigned z = 0; z < NR_ZONES; z++)
         for (unsigned s = 0; s < buddy_nr_shards; s++) {
-            struct buddy_shard *sh = &buddy_shards[z][s];
+            struct buddy_shard *sh = &buddy_shards[s][z];
             os_lock(&sh->lock);
             size_t free_pages = 0, dirty_pages = 0, nr_pages = 0, heads = 0;
             int rc = 0;

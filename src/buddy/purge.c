@@ -124,7 +124,7 @@ size_t buddy_purge(uint64_t age_ms)
     uint64_t now = os_now_ms();
     for (int z = 0; z < NR_ZONES; z++)
         for (unsigned s = 0; s < buddy_nr_shards; s++) {
-            struct buddy_shard *sh = &buddy_shards[z][s];
+            struct buddy_shard *sh = &buddy_shards[s][z];
             if (!__atomic_load_n(&sh->nr_dirty_pages, __ATOMIC_RELAXED))
                 continue;
             os_lock(&sh->lock);
@@ -142,7 +142,7 @@ size_t buddy_trim_to_live(void)
     size_t total = 0;
     for (int z = 0; z < NR_ZONES; z++)
         for (unsigned s = 0; s < buddy_nr_shards; s++) {
-            struct buddy_shard *sh = &buddy_shards[z][s];
+            struct buddy_shard *sh = &buddy_shards[s][z];
             if (!__atomic_load_n(&sh->nr_pages, __ATOMIC_RELAXED))
                 continue;
             os_lock(&sh->lock); /* with no dirty frames too: the peak comes down all the same */
@@ -168,7 +168,7 @@ size_t buddy_committed_bytes(void)
     size_t pages = 0;
     for (int z = 0; z < NR_ZONES; z++)
         for (unsigned i = 0; i < buddy_nr_shards; i++) {
-            const struct buddy_shard *sh = &buddy_shards[z][i];
+            const struct buddy_shard *sh = &buddy_shards[i][z];
             size_t n = __atomic_load_n(&sh->nr_pages, __ATOMIC_RELAXED),
                    f = __atomic_load_n(&sh->nr_free_pages, __ATOMIC_RELAXED),
                    d = __atomic_load_n(&sh->nr_dirty_pages, __ATOMIC_RELAXED);

@@ -28,7 +28,7 @@ static uintptr_t canary_key;
 static int canary_check; /* the user asked for canaries (under Valgrind only the size word is used:
                           * memcheck reports the overflow itself, and the program must go on) */
 
-unsigned debug_init(void)
+BSL_RARE unsigned debug_init(void)
 {
     debug_valgrind = RUNNING_ON_VALGRIND ? 1 : 0;
     canary_key = (uintptr_t)os_random64();

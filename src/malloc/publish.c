@@ -51,7 +51,7 @@ static void publish_sites(void)
     page->nsites = n;
 }
 
-void publish_update(void)
+BSL_RARE void publish_update(void)
 {
     if (!page || !__atomic_load_n(&page->watchers, __ATOMIC_ACQUIRE))
         return;

@@ -20,7 +20,7 @@ BSL_EXPORT int bsl_stats_get(bsl_stats_t *out)
     for (int z = 0; z < NR_ZONES; z++) {
         out->reserved += zones[z].reserved;
         for (unsigned s = 0; s < buddy_nr_shards; s++) {
-            struct buddy_shard *sh = &buddy_shards[z][s];
+            struct buddy_shard *sh = &buddy_shards[s][z];
             os_lock(&sh->lock);
             in_use_pages += sh->nr_pages - sh->nr_free_pages;
             out->free_dirty += sh->nr_dirty_pages << PAGE_SHIFT;
@@ -30,7 +30,7 @@ BSL_EXPORT int bsl_stats_get(bsl_stats_t *out)
             out->nfree += sh->nr_free_calls;
             os_unlock(&sh->lock);
         }
-        for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
+        for (unsigned c = 0; z < SLAB_NR_ZONES && c < SLAB_NR_CLASSES; c++) {
             struct kmem_cache *kc = &kmem_caches[z][c];
             os_lock(&kc->lock);
             slab_pages += kc->nr_slabs << kc->order;
@@ -66,7 +66,7 @@ BSL_EXPORT int bsl_stats_buddyinfo(bsl_zone_id zone, size_t nr_free[BSL_MAX_ORDE
     if (!bsl_inited)
         return 0;
     for (unsigned s = 0; s < buddy_nr_shards; s++) {
-        struct buddy_shard *sh = &buddy_shards[zone][s];
+        struct buddy_shard *sh = &buddy_shards[s][zone];
         os_lock(&sh->lock);
         for (int o = 0; o <= MAX_ORDER; o++)
             nr_free[o] += sh->free_area[o].nr_free;
@@ -117,9 +117,9 @@ BSL_EXPORT void bsl_stats_print(int fd)
         struct zone *zn = &zones[z];
         size_t free_p = 0, dirty_p = 0, managed = 0;
         for (unsigned sh = 0; sh < buddy_nr_shards; sh++) {
-            free_p += buddy_shards[z][sh].nr_free_pages;
-            dirty_p += buddy_shards[z][sh].nr_dirty_pages;
-            managed += buddy_shards[z][sh].nr_pages;
+            free_p += buddy_shards[sh][z].nr_free_pages;
+            dirty_p += buddy_shards[sh][z].nr_dirty_pages;
+            managed += buddy_shards[sh][z].nr_pages;
         }
         if (z == ZONE_HUGE) {
             size_t hb, hn, hc, hd;
@@ -137,7 +137,7 @@ BSL_EXPORT void bsl_stats_print(int fd)
     os_printf(fd, "--- buddyinfo (free blocks per order; order 0 = 4 KiB) ---\n");
     for (int z = 0; z < ZONE_HUGE; z++)
         for (unsigned sh = 0; sh < buddy_nr_shards; sh++) {
-            struct buddy_shard *b = &buddy_shards[z][sh];
+            struct buddy_shard *b = &buddy_shards[sh][z];
             if (!b->nr_pages)
                 continue;
             char line[512];
@@ -210,7 +210,7 @@ BSL_EXPORT void bsl_stats_print_json(int fd)
         os_printf(fd, "%s{\"name\":\"%s\",\"reserved\":%zu,\"shards\":[", z ? "," : "", zones[z].name,
                   zones[z].reserved);
         for (unsigned sh = 0; sh < buddy_nr_shards; sh++) {
-            struct buddy_shard *b = &buddy_shards[z][sh];
+            struct buddy_shard *b = &buddy_shards[sh][z];
             os_printf(fd, "%s{\"managed\":%zu,\"free\":%zu,\"dirty\":%zu,\"free_area\":[", sh ? "," : "",
                       b->nr_pages, b->nr_free_pages, b->nr_dirty_pages);
             for (int o = 0; o <= MAX_ORDER; o++)

@@ -85,7 +85,7 @@ int oom_budget_check(const char *val, size_t n)
 
 static const char *const action_names[] = {"report", "fail", "abort"};
 
-static int action_of(const char *v, size_t n)
+BSL_RARE static int action_of(const char *v, size_t n)
 {
     for (int i = 0; i < 3; i++)
         if (strlen(action_names[i]) == n && memcmp(v, action_names[i], n) == 0)
@@ -196,7 +196,7 @@ int oom_budget_set(const char *pattern, uint64_t bytes)
     return budget_set(name, nn, is_tag, bytes);
 }
 
-void oom_apply(void)
+BSL_RARE void oom_apply(void)
 {
     oom_soft = (uint64_t)opt_soft_limit;
     oom_hard = (uint64_t)opt_hard_limit;
@@ -217,7 +217,7 @@ void oom_apply(void)
         oom_turn_on();
 }
 
-int oom_wants_tracking(void) { return oom_on || oom_limits_on; }
+BSL_RARE int oom_wants_tracking(void) { return oom_on || oom_limits_on; }
 
 uint64_t oom_sample_bytes(void) { return (uint64_t)opt_oom_sample; }
 

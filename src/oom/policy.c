@@ -51,7 +51,7 @@ static uint64_t backoff(uint32_t *ms, int over, uint64_t now)
 
 uint64_t oom_committed(void) { return (uint64_t)buddy_committed_bytes() + (uint64_t)huge_live_bytes(); }
 
-void oom_watermarks(void)
+BSL_RARE void oom_watermarks(void)
 {
     uint64_t lim = oom_soft ? oom_soft : oom_hard;
     zones_cap_dirty((size_t)(lim / 8));

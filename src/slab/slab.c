@@ -21,7 +21,7 @@ const uint8_t slab_small_class[65] = {
     31,
 };
 
-BSL_BIG_BSS struct kmem_cache kmem_caches[NR_ZONES][SLAB_NR_CLASSES];
+BSL_BIG_BSS struct kmem_cache kmem_caches[SLAB_NR_ZONES][SLAB_NR_CLASSES];
 uint64_t slab_div_magic[SLAB_NR_CLASSES];
 
 /* Bits of word w of a slab bitmap that stand for objects (the slab has `total` of them). */
@@ -46,7 +46,7 @@ void slab_init(void)
 {
     for (unsigned c = 0; c < SLAB_NR_CLASSES; c++)
         slab_div_magic[c] = 1 + UINT64_MAX / slab_class_size[c];
-    for (int z = 0; z < NR_ZONES; z++)
+    for (int z = 0; z < SLAB_NR_ZONES; z++)
         for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
             struct kmem_cache *kc = &kmem_caches[z][c];
             kc->size = slab_class_size[c];
@@ -322,7 +322,7 @@ void slab_wipe_stale(void)
 
 void slab_release_spares(void)
 {
-    for (int z = 0; z < NR_ZONES; z++)
+    for (int z = 0; z < SLAB_NR_ZONES; z++)
         for (unsigned c = 0; c < SLAB_NR_CLASSES; c++)
             release_spare(&kmem_caches[z][c]);
 }
@@ -369,7 +369,7 @@ int slab_object_is_free(const void *obj)
 
 int slab_check(void)
 {
-    for (int z = 0; z < NR_ZONES; z++)
+    for (int z = 0; z < SLAB_NR_ZONES; z++)
         for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
             struct kmem_cache *kc = &kmem_caches[z][c];
             int rc = 0;
@@ -414,7 +414,7 @@ int slab_check(void)
 
 void slab_fork_locks(os_lock_visit_fn visit)
 {
-    for (int z = 0; z < NR_ZONES; z++)
+    for (int z = 0; z < SLAB_NR_ZONES; z++)
         for (unsigned c = 0; c < SLAB_NR_CLASSES; c++)
             visit(&kmem_caches[z][c].lock);
 }

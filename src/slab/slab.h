@@ -85,7 +85,10 @@ struct kmem_cache {
     uint64_t nr_refill, nr_drain, nr_slab_alloc, nr_slab_free;
 } __attribute__((aligned(64)));
 
-BSL_HIDDEN extern struct kmem_cache kmem_caches[NR_ZONES][SLAB_NR_CLASSES];
+/* One row per zone that has slabs: LOW32 and NORMAL (ZONE_HUGE, the last zone, has none, and its
+ * row was 8 KiB of .bss that start-up wrote and the tick read in every process). */
+#define SLAB_NR_ZONES ZONE_HUGE
+BSL_HIDDEN extern struct kmem_cache kmem_caches[SLAB_NR_ZONES][SLAB_NR_CLASSES];
 
 BSL_HIDDEN void slab_init(void);
 /* Take up to n objects of class c from zone's caches into out[]; returns how many (0: no memory). */

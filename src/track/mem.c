@@ -17,7 +17,7 @@
 
 static struct track_core core; /* set once at init, before any tracking */
 
-void track_set_core(const struct track_core *c) { core = *c; }
+BSL_RARE void track_set_core(const struct track_core *c) { core = *c; }
 
 void track_core_mark(void *p, int sign)
 {

@@ -427,7 +427,7 @@ void huge_free(struct huge_block *hb)
     cache_free_extent(hb);
 }
 
-size_t huge_offset(size_t bytes)
+BSL_RARE size_t huge_offset(size_t bytes)
 {
     size_t done = 0;
     while (done < bytes && __atomic_load_n(&cache_dirty, __ATOMIC_RELAXED)) {
@@ -463,7 +463,7 @@ size_t huge_release_cache(void)
 
 size_t huge_live_bytes(void) { return __atomic_load_n(&huge_bytes_total, __ATOMIC_RELAXED); }
 
-void huge_tick(uint64_t now, uint64_t age_ms)
+BSL_RARE void huge_tick(uint64_t now, uint64_t age_ms)
 {
     struct huge_block *old = NULL;
     os_lock(&huge_lock);

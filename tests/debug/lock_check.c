@@ -41,7 +41,7 @@ static void *spin(void *arg)
 static int run_case(const char *c)
 {
     free(malloc(64)); /* the allocator is initialised (shards have their ranks) */
-    struct buddy_shard *sh = &buddy_shards[ZONE_NORMAL][0];
+    struct buddy_shard *sh = &buddy_shards[0][ZONE_NORMAL];
     if (!strcmp(c, "order")) {
         os_lock(&buddy_like);
         os_lock(&slab_like); /* wrong: SLAB ranks before BUDDY */

@@ -38,14 +38,14 @@ static size_t free_pages_total(int zone)
 {
     size_t n = 0;
     for (unsigned s = 0; s < buddy_nr_shards; s++)
-        n += buddy_shards[zone][s].nr_free_pages;
+        n += buddy_shards[s][zone].nr_free_pages;
     return n;
 }
 static size_t managed_total(int zone)
 {
     size_t n = 0;
     for (unsigned s = 0; s < buddy_nr_shards; s++)
-        n += buddy_shards[zone][s].nr_pages;
+        n += buddy_shards[s][zone].nr_pages;
     return n;
 }
 
@@ -133,14 +133,14 @@ int main(void)
     size_t small_blocks = 0;
     for (unsigned s = 0; s < buddy_nr_shards; s++)
         for (int o = 0; o < MAX_ORDER; o++)
-            small_blocks += buddy_shards[ZONE_NORMAL][s].free_area[o].nr_free;
+            small_blocks += buddy_shards[s][ZONE_NORMAL].free_area[o].nr_free;
     CHECK(small_blocks <= (MAX_ORDER + 1) * (buddy_nr_shards * 2 + base_used));
 
     /* Purge: every dirty frame goes back to the OS and the block reads zero afterwards. */
     size_t purged = buddy_purge(0);
     CHECK(purged > 0);
     for (unsigned s = 0; s < buddy_nr_shards; s++)
-        CHECK(buddy_shards[ZONE_NORMAL][s].nr_dirty_pages == 0);
+        CHECK(buddy_shards[s][ZONE_NORMAL].nr_dirty_pages == 0);
     pg = buddy_alloc(ZONE_NORMAL, 64, 0, 0, &zeroed);
     CHECK(pg && zeroed);
     const unsigned char *p = page_address(pg);
@@ -167,7 +167,7 @@ int main(void)
     buddy_purge(100); /* at once: the block freed last is a few microseconds old */
     size_t dirty_left = 0;
     for (unsigned s = 0; s < buddy_nr_shards; s++)
-        dirty_left += buddy_shards[ZONE_NORMAL][s].nr_dirty_pages;
+        dirty_left += buddy_shards[s][ZONE_NORMAL].nr_dirty_pages;
     CHECK(dirty_left == 0);
     CHECK(buddy_check() == 0);
 
