@@ -52,6 +52,12 @@ BSL_HIDDEN void os_advise_huge(void *addr, size_t size, int on);
 /* How many of the pages of [addr, addr + size) are resident (mincore), at most 512 pages (2 MiB)
  * from a page-aligned addr; -1 on failure. */
 BSL_HIDDEN int os_resident_pages(void *addr, size_t size);
+/* Make the private anonymous pages [addr, addr + size) (page-aligned) read as zeros, writing only
+ * those that may hold data: present in memory or in swap, per /proc/self/pagemap (opened, read
+ * and closed each call: a cached descriptor would name the parent's memory after a fork, or another
+ * file after the program closed it). A page neither present nor swapped out reads as zero already.
+ * Returns 0, or -1 when pagemap cannot be read (the caller must clear the block another way). */
+BSL_HIDDEN int os_zero_resident(void *addr, size_t size);
 /* Make [addr, addr+size) inaccessible (access 0) or readable and writable again (access 1). */
 BSL_HIDDEN int os_protect(void *addr, size_t size, int access);
 /* Resize a mapping: in place when possible (may_move=0), else to `fixed_at` (a reservation the

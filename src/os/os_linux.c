@@ -171,6 +171,53 @@ int os_resident_pages(void *addr, size_t size)
     return resident;
 }
 
+int os_zero_resident(void *addr, size_t size)
+{
+    uint64_t ent[512]; /* pagemap entries: bit 63 present, bit 62 swapped */
+    int saved = errno;
+    int fd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        errno = saved;
+        return -1;
+    }
+    uintptr_t a = (uintptr_t)addr, end = a + size;
+    int rc = 0;
+    /* A failed read stops here: the pages written so far are zeros, the caller clears the rest. */
+    for (uintptr_t at = a; at < end && rc == 0;) {
+        size_t n = (end - at) >> OS_PAGE_SHIFT;
+        if (n > sizeof(ent) / sizeof(ent[0]))
+            n = sizeof(ent) / sizeof(ent[0]);
+        size_t want = n * sizeof(ent[0]), got = 0;
+        while (got < want) {
+            long r = syscall(SYS_pread64, fd, (char *)ent + got, want - got, (long)((at >> OS_PAGE_SHIFT) * 8 + got));
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0)
+                break;
+            got += (size_t)r;
+        }
+        if (got < want) {
+            rc = -1;
+            break;
+        }
+        for (size_t i = 0; i < n;) { /* runs of pages that may hold data */
+            if (!(ent[i] >> 62)) {
+                i++;
+                continue;
+            }
+            size_t j = i + 1;
+            while (j < n && (ent[j] >> 62))
+                j++;
+            memset((char *)at + (i << OS_PAGE_SHIFT), 0, (j - i) << OS_PAGE_SHIFT);
+            i = j;
+        }
+        at += n << OS_PAGE_SHIFT;
+    }
+    syscall(SYS_close, fd);
+    errno = saved;
+    return rc;
+}
+
 int os_protect(void *addr, size_t size, int access)
 {
     int saved = errno;

@@ -183,6 +183,26 @@ static void test_calloc(void)
         free(q);
     }
 
+    /* a dirty block whose frames are partly resident: a big calloc clears only the pages that are
+     * present or swapped out (os_zero_resident); the others must read as zero too, and the
+     * written ones must be cleared wherever they sit */
+    for (size_t s = 256 * KiB; s <= 4 * MiB; s *= 2) {
+        for (int stride = 1; stride <= 7; stride += 3) {
+            unsigned char *p = malloc(s - 100);
+            CHECK(p != NULL);
+            for (size_t off = (size_t)stride * 1000; off < s - 100; off += (size_t)stride * 4096)
+                p[off] = 0x5A; /* every stride-th page, at a moving offset */
+            p[s - 101] = 0x5A;
+            free(p);
+            unsigned char *q = calloc(1, s - 100);
+            CHECK(q != NULL);
+            CHECKF(bsl_all_zero(q, s - 100), "calloc(1, %zu) after sparse writes (stride %d) not zeroed", s - 100,
+                   stride);
+            memset(q, 0x33, s - 100);
+            free(q);
+        }
+    }
+
     /* dirty frames given back by a realloc shrink or by splitting a freed block are not zero */
     for (int round = 0; round < 4; round++) {
         unsigned char *big = malloc(4 * MiB - round * 100 * KiB);
