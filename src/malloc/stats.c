@@ -162,7 +162,7 @@ BSL_EXPORT void bsl_stats_print(int fd)
     os_printf(fd, "--- slabinfo ---\n");
     os_printf(fd, "%-16s %8s %8s %6s %5s %8s %8s %8s %8s %10s %10s\n", "# name", "objsize", "inuse", "total",
               "order", "slabs", "partial", "xfer", "waste%", "refills", "drains");
-    for (int z = 0; z < ZONE_HUGE; z++)
+    for (int z = 0; z < SLAB_NR_ZONES; z++)
         for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
             struct kmem_cache *kc = &kmem_caches[z][c];
             if (!kc->nr_slabs && !kc->nr_refill)
@@ -226,7 +226,7 @@ BSL_EXPORT void bsl_stats_print_json(int fd)
     }
     os_printf(fd, "],\"slabs\":[");
     int first = 1;
-    for (int z = 0; z < ZONE_HUGE; z++)
+    for (int z = 0; z < SLAB_NR_ZONES; z++)
         for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
             struct kmem_cache *kc = &kmem_caches[z][c];
             if (!kc->nr_slabs && !kc->nr_refill)

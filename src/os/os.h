@@ -109,7 +109,7 @@ BSL_HIDDEN size_t os_rss(void);
 
 /* ---- reading the process's own state (os_proc.c), for the tracking layer and the leak scan ----
  * Raw system calls (never cancellation points); errno is left as it was. */
-BSL_HIDDEN int os_open_read(const char *path);  /* O_RDONLY, -1 on failure */
+BSL_HIDDEN int os_open_read(const char *path);  /* O_RDONLY, -1 on failure (os_linux.c, with os_pread) */
 /* Up to n bytes from fd (retried on EINTR): the count, 0 at the end, -1 on an error. */
 BSL_HIDDEN long os_read(int fd, void *buf, size_t n);
 /* Up to n bytes at file offset off (retried on EINTR, short only at the end of the file); -1 on error. */

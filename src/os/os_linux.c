@@ -174,29 +174,18 @@ int os_resident_pages(void *addr, size_t size)
 int os_zero_resident(void *addr, size_t size)
 {
     uint64_t ent[512]; /* pagemap entries: bit 63 present, bit 62 swapped */
-    int saved = errno;
-    int fd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        errno = saved;
+    int fd = os_open_read("/proc/self/pagemap");
+    if (fd < 0)
         return -1;
-    }
     uintptr_t a = (uintptr_t)addr, end = a + size;
     int rc = 0;
     /* A failed read stops here: the pages written so far are zeros, the caller clears the rest. */
-    for (uintptr_t at = a; at < end && rc == 0;) {
+    for (uintptr_t at = a; at < end;) {
         size_t n = (end - at) >> OS_PAGE_SHIFT;
         if (n > sizeof(ent) / sizeof(ent[0]))
             n = sizeof(ent) / sizeof(ent[0]);
-        size_t want = n * sizeof(ent[0]), got = 0;
-        while (got < want) {
-            long r = syscall(SYS_pread64, fd, (char *)ent + got, want - got, (long)((at >> OS_PAGE_SHIFT) * 8 + got));
-            if (r < 0 && errno == EINTR)
-                continue;
-            if (r <= 0)
-                break;
-            got += (size_t)r;
-        }
-        if (got < want) {
+        long want = (long)(n * sizeof(ent[0]));
+        if (os_pread(fd, ent, (size_t)want, (uint64_t)(at >> OS_PAGE_SHIFT) * sizeof(ent[0])) != want) {
             rc = -1;
             break;
         }
@@ -213,8 +202,7 @@ int os_zero_resident(void *addr, size_t size)
         }
         at += n << OS_PAGE_SHIFT;
     }
-    syscall(SYS_close, fd);
-    errno = saved;
+    os_close(fd);
     return rc;
 }
 
@@ -344,6 +332,36 @@ int os_open_append(const char *path)
     int fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     errno = saved;
     return fd;
+}
+
+/* os_open_read and os_pread live here, not with the other /proc readers (os_proc.c, cold):
+ * calloc reads /proc/self/pagemap through them (os_zero_resident). */
+int os_open_read(const char *path)
+{
+    int saved = errno;
+    int fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
+    errno = saved;
+    return fd < 0 ? -1 : fd;
+}
+
+long os_pread(int fd, void *buf, size_t n, uint64_t off)
+{
+    int saved = errno;
+    size_t got = 0;
+    while (got < n) {
+        long r = syscall(SYS_pread64, fd, (char *)buf + got, n - got, (long)(off + got));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            errno = saved;
+            return -1;
+        }
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    errno = saved;
+    return (long)got;
 }
 
 void os_close(int fd)

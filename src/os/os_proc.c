@@ -10,14 +10,6 @@
 #include <time.h>
 #include <unistd.h>
 
-int os_open_read(const char *path)
-{
-    int saved = errno;
-    int fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
-    errno = saved;
-    return fd < 0 ? -1 : fd;
-}
-
 long os_read(int fd, void *buf, size_t n)
 {
     int saved = errno;
@@ -26,26 +18,6 @@ long os_read(int fd, void *buf, size_t n)
         ;
     errno = saved;
     return r < 0 ? -1 : r;
-}
-
-long os_pread(int fd, void *buf, size_t n, uint64_t off)
-{
-    int saved = errno;
-    size_t got = 0;
-    while (got < n) {
-        long r = syscall(SYS_pread64, fd, (char *)buf + got, n - got, (long)(off + got));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            errno = saved;
-            return -1;
-        }
-        if (r == 0)
-            break;
-        got += (size_t)r;
-    }
-    errno = saved;
-    return (long)got;
 }
 
 long os_gettid(void) { return syscall(SYS_gettid); }
