@@ -35,7 +35,7 @@ static void tick(uint64_t now)
     /* Classes idle centrally: this thread's (or CPU's) cache gives them back too. Caches of
      * other CPUs that nobody has touched for a tick interval give back everything (rseq mode). */
     uint64_t idle = slab_idle_classes();
-    pcp_flush_classes(idle);
+    pcp_flush_classes(idle, pcp_large_idle());
     pcp_drain_idle();
     slab_shrink(idle);
     long d = buddy_decay_ms;

@@ -57,44 +57,69 @@ static inline void *small_alloc_zone(int zone, unsigned c)
 /* The NORMAL zone's small slow path: the per-CPU cache of class c is empty. */
 static __attribute__((noinline)) void *small_alloc_slow(unsigned c) { return small_alloc_zone(ZONE_NORMAL, c); }
 
+/* A large block leaves the allocator: mark its head and clear what calloc wants cleared. */
+static void *large_out(struct page *pg, size_t npages, size_t n, int zeroed, int guard, int zero)
+{
+    pg->npages = (uint32_t)(npages + guard);
+    __atomic_store_n(&pg->flags, (uint8_t)(PG_LARGE | (zeroed ? PG_ZEROED : 0) | (guard ? PG_GUARD : 0)),
+                     __ATOMIC_RELEASE);
+    void *p = page_address(pg);
+    if (guard) /* an overflow past the last page faults at once */
+        os_protect((char *)p + (npages << PAGE_SHIFT), PAGE_SIZE, 0);
+    if (zero && !zeroed) {
+        /* A big dirty block: its frames may be resident or not (purged, or never written by
+         * the block's last owner), and only the resident ones (or swapped out) can hold
+         * anything but zeros. Clearing just those keeps the frames the caller will write
+         * mapped. Purging them all (the fallback, where /proc/self/pagemap cannot be read)
+         * made the caller fault in every page it then touched, ~10 us each on this project's
+         * VMs: bench calloc_large 1 MiB (3 bytes touched a round) took 40 us against
+         * glibc's 9 (a memset of the whole block). */
+        if (n < ((size_t)128 << 10))
+            memset(p, 0, n);
+        else if (os_zero_resident(p, npages << PAGE_SHIFT) != 0)
+            os_purge(p, npages << PAGE_SHIFT);
+    }
+    return p;
+}
+
 /* Blocks above SLAB_MAX_SIZE: whole frames from the buddy allocator, or a huge mapping.
- * align: 0 or a power of two > 16. zero: the block must read as zeros. */
+ * align: 0 or a power of two > 16. zero: the block must read as zeros.
+ * Sizes the per-CPU caches hold (NORMAL zone, 9-64 frames, no guard, page alignment at most) are
+ * rounded up to the cache's power of two and served from the caller's cache first: a hit does not
+ * check the commit limit (the block was committed already) and ticks once in LARGE_TICK_EVERY hits
+ * (the clock read was a quarter of a 256 KiB malloc/free pair). It must tick: a program that only
+ * cycles a cached size (a server idling on 64 KiB buffers) would otherwise never decay the rest. */
+#define LARGE_TICK_EVERY 16
+static __thread unsigned large_hits __attribute__((tls_model("initial-exec")));
+
 static void *large_alloc_try(int zone, size_t n, size_t align, int zero, int *limited)
 {
     bsl_ensure_init();
+    size_t npages = (n + PAGE_SIZE - 1) >> PAGE_SHIFT;
+    int guard = opt_guard && npages < MAX_ORDER_PAGES;
+    int bin = zone == ZONE_NORMAL && !guard && align <= PAGE_SIZE ? pcp_large_bin(npages) : -1;
+    if (bin >= 0) {
+        npages = pcp_large_pages(bin);
+        void *c = pcp_large_alloc(bin);
+        if (c) {
+            if (unlikely(++large_hits % LARGE_TICK_EVERY == 0))
+                bsl_tick_maybe();
+            return large_out(arena_page(c), npages, n, 0, 0, zero);
+        }
+    }
     bsl_tick_maybe();
     if (unlikely(!oom_commit_ok(n))) { /* over the hard limit after reclaim */
         *limited = 1;
         return NULL;
     }
     if (zone != ZONE_HUGE && n <= MAX_ORDER_BYTES && align <= MAX_ORDER_BYTES) {
-        size_t npages = (n + PAGE_SIZE - 1) >> PAGE_SHIFT;
         if (npages == 0)
             npages = 1;
         unsigned min_order = align > PAGE_SIZE ? (unsigned)__builtin_ctzl(align) - PAGE_SHIFT : 0;
-        int zeroed, guard = opt_guard && npages < MAX_ORDER_PAGES;
+        int zeroed;
         struct page *pg = buddy_alloc(zone, npages + guard, min_order, pcp_cpu_hint(), &zeroed);
-        if (likely(pg)) {
-            pg->npages = (uint32_t)(npages + guard);
-            pg->flags = (uint8_t)(PG_LARGE | (zeroed ? PG_ZEROED : 0) | (guard ? PG_GUARD : 0));
-            void *p = page_address(pg);
-            if (guard) /* an overflow past the last page faults at once */
-                os_protect((char *)p + (npages << PAGE_SHIFT), PAGE_SIZE, 0);
-            if (zero && !zeroed) {
-                /* A big dirty block: its frames may be resident or not (purged, or never written by
-                 * the block's last owner), and only the resident ones (or swapped out) can hold
-                 * anything but zeros. Clearing just those keeps the frames the caller will write
-                 * mapped. Purging them all (the fallback, where /proc/self/pagemap cannot be read)
-                 * made the caller fault in every page it then touched, ~10 us each on this project's
-                 * VMs: bench calloc_large 1 MiB (3 bytes touched a round) took 40 us against
-                 * glibc's 9 (a memset of the whole block). */
-                if (n < ((size_t)128 << 10))
-                    memset(p, 0, n);
-                else if (os_zero_resident(p, npages << PAGE_SHIFT) != 0)
-                    os_purge(p, npages << PAGE_SHIFT);
-            }
-            return p;
-        }
+        if (likely(pg))
+            return large_out(pg, npages, n, zeroed, guard, zero);
     }
     return huge_alloc(n, align, zone, zero); /* a reused dirty mapping is purged for calloc */
 }
@@ -237,7 +262,7 @@ static void classify(void *p, const char *func, struct blk *b)
         b->usable = (size_t)(pg->npages - ((f & PG_GUARD) ? 1 : 0)) << PAGE_SHIFT;
         return;
     }
-    if ((f & PG_BUDDY) && at_head)
+    if (((f & PG_BUDDY) || f == PG_LCACHED) && at_head) /* free in the buddy lists or a per-CPU cache */
         bsl_misuse(func, freed_what(func), p);
     bsl_misuse(func, "invalid pointer (not the start of a block)", p);
 }
@@ -281,6 +306,8 @@ static inline __attribute__((always_inline)) void free_slow_body(void *p, int ra
             __atomic_fetch_and(&b.pg->flags, (uint8_t)~PG_TRACKED, __ATOMIC_RELAXED);
         if (b.pg->flags & PG_GUARD)
             os_protect((char *)p + b.usable, PAGE_SIZE, 1);
+        else if (pcp_large_free(p, b.pg))
+            return; /* cached: the hits that take it back out tick (large_alloc_try) */
         buddy_free(b.pg, b.pg->npages);
         break;
     case K_HUGE:
@@ -354,8 +381,11 @@ static void size_range(const struct blk *b, size_t *lo, size_t *hi)
     case K_SLAB:
         *lo = u <= 64 ? 0 : u / 2;
         break;
-    case K_LARGE: /* whole frames, resized exactly by realloc */
+    case K_LARGE: /* whole frames, resized exactly by realloc; the per-CPU caches' sizes hold any
+                   * request that rounds up to them (large_alloc_try) */
         *lo = u == PAGE_SIZE ? 0 : u - PAGE_SIZE + 1;
+        if (pcp_large_bin(u >> PAGE_SHIFT) >= 0 && pcp_large_pages(pcp_large_bin(u >> PAGE_SHIFT)) == u >> PAGE_SHIFT)
+            *lo = u / 2 + 1;
         break;
     case K_HUGE: /* whole sections, kept by realloc down to half; a cached mapping of up to twice */
         half = ((u / 2) + SECTION_SIZE - 1) & ~(SECTION_SIZE - 1);
@@ -741,8 +771,9 @@ static void *do_realloc(void *p, size_t n)
     case K_LARGE:
         if (n > SLAB_MAX_SIZE / 2 && n <= MAX_ORDER_BYTES && !(b.pg->flags & PG_GUARD)) {
             size_t old_pages = b.pg->npages, new_pages = (n + PAGE_SIZE - 1) >> PAGE_SHIFT;
-            if (new_pages == old_pages)
-                return p;
+            int bin = pcp_large_bin(new_pages);
+            if (new_pages == old_pages || (bin >= 0 && pcp_large_pages(bin) == old_pages))
+                return p; /* the same frames, or the same per-CPU cache size (a block it can keep) */
             if (new_pages < old_pages) { /* shrink in place */
                 buddy_shrink(b.pg, old_pages, new_pages);
                 b.pg->npages = (uint32_t)new_pages;

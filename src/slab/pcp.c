@@ -36,7 +36,8 @@ _Static_assert(sizeof(struct rseq_cs) == 32 && offsetof(struct rseq_cs, start_ip
 #endif
 
 BSL_BIG_BSS struct pcp pcp_cpus[PCP_MAX_CID] __attribute__((aligned(4096)));
-__thread struct pcp pcp_tls __attribute__((tls_model("initial-exec")));
+static struct pcp pcp_none; /* never written */
+__thread struct pcp *pcp_mine __attribute__((tls_model("initial-exec"))) = &pcp_none;
 struct pcp_read_mostly pcp_rm;
 static long rseq_area_off; /* thread pointer -> glibc's struct rseq (when rseq_live) */
 
@@ -52,12 +53,13 @@ static __thread struct {
 
 static os_lock_t pcp_lock = OS_LOCK_INIT(LOCK_RANK_PCP);
 static os_lock_t drain_lock = OS_LOCK_INIT(LOCK_RANK_PCP_DRAIN);
-static uint32_t bin_cap[SLAB_NR_CLASSES];
-static uint32_t bin_first[SLAB_NR_CLASSES]; /* bin c's slots start at slot bin_first[c] of the array */
+static uint32_t bin_cap[PCP_NR_BINS];
+static uint32_t bin_first[PCP_NR_BINS]; /* bin c's slots start at slot bin_first[c] of the array */
 static size_t slots_per_cache;
 BSL_BIG_BSS static void **pcp_slots[PCP_MAX_CID];  /* each id's slot array, set once under pcp_lock */
 unsigned pcp_cid_end;                  /* ids at or above this never had a cache (pcp_lock to raise) */
 BSL_BIG_BSS static uint64_t idle_sig[PCP_MAX_CID]; /* sum of the bins' tops at the last pcp_drain_idle */
+BSL_BIG_BSS static uint64_t large_sig[PCP_MAX_CID]; /* sum of the large bins' tops at the last pcp_large_idle */
 static int fence_broken;               /* os_rseq_fence failed once: drain the caller's cache only */
 static int rseq_live; /* rseq registered by glibc, whether or not we use it */
 #define PCP_MAX_BATCH 64
@@ -66,10 +68,10 @@ static int rseq_live; /* rseq registered by glibc, whether or not we use it */
 static __thread int tls_state __attribute__((tls_model("initial-exec")));
 static pthread_key_t tls_key;
 static int tls_key_ok;
-struct slot_array {
-    struct slot_array *next;
+struct tls_cache {
+    struct tls_cache *next; /* while on free_tls (overlays the cache's first bin) */
 };
-static struct slot_array *free_slots; /* slot arrays of exited threads, reused */
+static struct tls_cache *free_tls; /* caches of exited threads (fallback mode), reused; pcp_lock */
 
 /* A bin holds at most 512 objects and about 32 KiB of them (at least 4): with 64 classes, a cache
  * full of big objects would otherwise pin megabytes per CPU. The count limit was 128: a program
@@ -81,6 +83,14 @@ static uint32_t cap_for(uint32_t size)
 {
     uint32_t n = (32u << 10) / size;
     return n > 512 ? 512 : n < 4 ? 4 : n;
+}
+
+/* Large bins hold up to 256 KiB of blocks (4, 2, 2 blocks of 64, 128, 256 KiB): at most 640 KiB per
+ * cache, given back when the cache goes idle for a tick. */
+static uint32_t large_cap(int bin)
+{
+    uint32_t n = (uint32_t)(64u / pcp_large_pages(bin));
+    return n < 2 ? 2 : n;
 }
 
 static inline unsigned batch_of(unsigned c)
@@ -112,6 +122,11 @@ void pcp_init(int rseq_wanted)
     slots_per_cache = 0;
     for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
         bin_cap[c] = cap_for(slab_class_size[c]);
+        bin_first[c] = (uint32_t)slots_per_cache;
+        slots_per_cache += bin_cap[c];
+    }
+    for (unsigned c = SLAB_NR_CLASSES; c < PCP_NR_BINS; c++) {
+        bin_cap[c] = large_cap((int)c);
         bin_first[c] = (uint32_t)slots_per_cache;
         slots_per_cache += bin_cap[c];
     }
@@ -148,13 +163,14 @@ unsigned pcp_cpu_hint(void)
     return 0;
 }
 
-/* A slot array from meta_alloc that does not cross a 4 GiB line, so the low 32 bits of its
- * addresses are ordered as the addresses are (the bins compare them with < and >, see pcp.h). */
-static void **slots_alloc(void)
+/* A slot array from meta_alloc, after head bytes of header, that does not cross a 4 GiB line, so
+ * the low 32 bits of its addresses are ordered as the addresses are (the bins compare them with <
+ * and >, see pcp.h). Returns the start of the header. */
+static void *slots_alloc(size_t head)
 {
-    size_t bytes = slots_per_cache * sizeof(void *);
+    size_t bytes = head + slots_per_cache * sizeof(void *);
     for (int tries = 0; tries < 4; tries++) {
-        void **s = meta_alloc(bytes);
+        void *s = meta_alloc(bytes);
         if (!s || (uint64_t)(uint32_t)(uintptr_t)s + bytes < ((uint64_t)1 << 32))
             return s;
         /* crosses the line (odds bytes / 4 GiB): leave it, metadata is never freed */
@@ -162,24 +178,25 @@ static void **slots_alloc(void)
     return NULL;
 }
 
-static void **slots_get(void)
+/* Fallback mode: a thread's cache is a struct pcp followed by its slot array. */
+static struct pcp *tls_cache_get(void)
 {
     os_lock(&pcp_lock);
-    struct slot_array *s = free_slots;
-    if (s)
-        free_slots = s->next;
+    struct tls_cache *t = free_tls;
+    if (t)
+        free_tls = t->next;
     os_unlock(&pcp_lock);
-    if (s)
-        return (void **)s;
-    return slots_alloc();
+    if (t)
+        return (struct pcp *)t;
+    return slots_alloc(sizeof(struct pcp));
 }
 
-static void slots_put(void **slots)
+static void tls_cache_put(struct pcp *pc)
 {
-    struct slot_array *s = (struct slot_array *)slots;
+    struct tls_cache *t = (struct tls_cache *)pc;
     os_lock(&pcp_lock);
-    s->next = free_slots;
-    free_slots = s;
+    t->next = free_tls;
+    free_tls = t;
     os_unlock(&pcp_lock);
 }
 
@@ -187,7 +204,7 @@ static void pcp_setup(struct pcp *pc, void **slots)
 {
     /* The bins' 32-bit bounds compare exactly only if the array stays below a 4 GiB line. */
     bsl_assert(1, (uint64_t)(uint32_t)(uintptr_t)slots + slots_per_cache * sizeof(void *) < ((uint64_t)1 << 32));
-    for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
+    for (unsigned c = 0; c < PCP_NR_BINS; c++) {
         struct pcp_bin *b = &pc->bins[c];
         b->base_lo = (uint32_t)(uintptr_t)slots;
         b->end_lo = (uint32_t)(uintptr_t)(slots + bin_cap[c]);
@@ -198,7 +215,25 @@ static void pcp_setup(struct pcp *pc, void **slots)
 
 static inline int pcp_is_setup(const struct pcp *pc)
 {
-    return __atomic_load_n(&pc->bins[SLAB_NR_CLASSES - 1].top, __ATOMIC_ACQUIRE) != NULL;
+    return __atomic_load_n(&pc->bins[PCP_NR_BINS - 1].top, __ATOMIC_ACQUIRE) != NULL;
+}
+
+/* Large blocks leave a cache for the buddy allocator. */
+static void large_give_back(void *const *blocks, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        struct page *pg = arena_page(blocks[i]);
+        buddy_free(pg, pg->npages); /* clears PG_LCACHED */
+    }
+}
+
+/* Objects of bin c leave a cache: slab objects to their slabs, large blocks to the buddy allocator. */
+static void give_back(unsigned c, void *const *objs, unsigned n)
+{
+    if (c < SLAB_NR_CLASSES)
+        slab_free_bulk(objs, n);
+    else
+        large_give_back(objs, n);
 }
 
 /* rseq mode: the current id's cache slot, or NULL when rseq is not live for this thread or the id
@@ -223,7 +258,7 @@ static int rseq_ensure_cache(void)
     os_lock(&pcp_lock);
     int ok = 1;
     if (!pcp_is_setup(pc)) {
-        void **slots = slots_alloc();
+        void **slots = slots_alloc(0);
         if (slots) {
             unsigned cid = (unsigned)(pc - pcp_cpus);
             pcp_slots[cid] = slots;
@@ -240,19 +275,18 @@ static int rseq_ensure_cache(void)
 static void tls_destructor(void *arg)
 {
     (void)arg;
-    struct pcp *pc = &pcp_tls;
+    struct pcp *pc = pcp_mine;
     tls_state = 2;
-    void **slots = pcp_is_setup(pc) ? pcp_bin_base(&pc->bins[0]) : NULL;
-    for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
+    if (pc == &pcp_none)
+        return;
+    pcp_mine = &pcp_none; /* frees from here on (other destructors) go to the central lists */
+    for (unsigned c = 0; c < PCP_NR_BINS; c++) {
         struct pcp_bin *b = &pc->bins[c];
         uint32_t n = pcp_bin_count(b);
         if (n)
-            slab_free_bulk(pcp_bin_base(b), n);
-        b->top = NULL;
-        b->base_lo = b->end_lo = 0;
+            give_back(c, pcp_bin_base(b), n);
     }
-    if (slots)
-        slots_put(slots);
+    tls_cache_put(pc);
 }
 
 /* Fallback mode: make sure this thread has its cache. Returns 0 while it cannot have one. */
@@ -267,12 +301,13 @@ static int tls_ensure_cache(void)
     if (!tls_key_ok && pthread_key_create(&tls_key, tls_destructor) == 0)
         tls_key_ok = 1;
     os_unlock(&pcp_lock);
-    void **slots = tls_key_ok ? slots_get() : NULL;
-    if (!slots) {
+    struct pcp *pc = tls_key_ok ? tls_cache_get() : NULL;
+    if (!pc) {
         tls_state = 0;
         return 0;
     }
-    pcp_setup(&pcp_tls, slots);
+    pcp_setup(pc, (void **)(pc + 1));
+    pcp_mine = pc;
     pthread_setspecific(tls_key, (void *)1);
     tls_state = 1;
     return 1;
@@ -282,7 +317,7 @@ static unsigned push_bulk(void *const *in, unsigned n, unsigned c)
 {
     if (pcp_use_rseq)
         return pcp_rseq_push_bulk(in, n, c);
-    struct pcp_bin *b = &pcp_tls.bins[c];
+    struct pcp_bin *b = &pcp_mine->bins[c];
     unsigned k = (b->end_lo - (uint32_t)(uintptr_t)b->top) / 8u;
     if (k > n)
         k = n;
@@ -296,7 +331,7 @@ static unsigned pop_bulk(void **out, unsigned n, unsigned c)
 {
     if (pcp_use_rseq)
         return pcp_rseq_pop_bulk(out, n, c);
-    struct pcp_bin *b = &pcp_tls.bins[c];
+    struct pcp_bin *b = &pcp_mine->bins[c];
     unsigned k = pcp_bin_count(b);
     if (k > n)
         k = n;
@@ -351,25 +386,64 @@ void pcp_free_slow(void *p, unsigned c)
     slab_free_bulk(&p, 1);
 }
 
-void pcp_flush_classes(uint64_t classes)
+void pcp_flush_classes(uint64_t classes, int large)
 {
     void *buf[PCP_MAX_BATCH];
     if (!pcp_use_rseq && tls_state != 1)
         return;
-    for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
+    for (unsigned c = 0; c < PCP_NR_BINS; c++) {
         unsigned n;
-        if (!(classes >> c & 1))
+        if (c < SLAB_NR_CLASSES ? !(classes >> c & 1) : !large)
             continue;
         while ((n = pop_bulk(buf, PCP_MAX_BATCH, c)) > 0)
-            slab_free_bulk(buf, n);
+            give_back(c, buf, n);
     }
+}
+
+int pcp_large_idle(void)
+{
+    struct pcp *pc = pcp_use_rseq ? rseq_current_pcp() : pcp_mine;
+    if (!pc || !pcp_is_setup(pc))
+        return 0;
+    uint64_t sig = 0;
+    for (unsigned c = SLAB_NR_CLASSES; c < PCP_NR_BINS; c++)
+        sig += (uintptr_t)__atomic_load_n(&pc->bins[c].top, __ATOMIC_RELAXED);
+    uint64_t *last = pcp_use_rseq ? &large_sig[pc - pcp_cpus] : &large_sig[0]; /* the fallback: a hint */
+    int idle = sig == *last;
+    *last = sig;
+    return idle;
+}
+
+void *pcp_large_alloc(int bin)
+{
+    return pcp_pop((unsigned)bin);
+}
+
+int pcp_large_free(void *p, struct page *pg)
+{
+    int bin = pcp_large_bin(pg->npages);
+    if (bin < 0 || pcp_large_pages(bin) != pg->npages || pg->zone != ZONE_NORMAL)
+        return 0;
+    int cached = pcp_use_rseq ? rseq_ensure_cache() : tls_ensure_cache();
+    if (!cached)
+        return 0;
+    __atomic_store_n(&pg->flags, (uint8_t)PG_LCACHED, __ATOMIC_RELEASE);
+    if (pcp_push(p, (unsigned)bin))
+        return 1;
+    void *buf[PCP_MAX_BATCH];
+    unsigned n = pop_bulk(buf, batch_of((unsigned)bin), (unsigned)bin); /* full: half of it goes */
+    large_give_back(buf, n);
+    if (pcp_push(p, (unsigned)bin))
+        return 1;
+    __atomic_store_n(&pg->flags, (uint8_t)PG_LARGE, __ATOMIC_RELAXED); /* migrated to a full bin: the caller frees it */
+    return 0;
 }
 
 void pcp_wipe_stale(void)
 {
-    struct pcp *pc = pcp_use_rseq ? rseq_current_pcp() : &pcp_tls;
+    struct pcp *pc = pcp_use_rseq ? rseq_current_pcp() : pcp_mine;
     if (pc && pcp_is_setup(pc))
-        for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
+        for (unsigned c = 0; c < PCP_NR_BINS; c++) {
             struct pcp_bin *b = &pc->bins[c];
             void **end = pcp_bin_base(b) + bin_cap[c];
             for (void **s = b->top; s < end; s++)
@@ -383,25 +457,25 @@ void pcp_wipe_stale(void)
 static int drain_cids(const unsigned *cids, unsigned n)
 {
     for (unsigned i = 0; i < n; i++)
-        for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
+        for (unsigned c = 0; c < PCP_NR_BINS; c++) {
             struct pcp_bin *b = &pcp_cpus[cids[i]].bins[c];
             __atomic_store_n(&b->base_lo, 0xffffffffu, __ATOMIC_RELAXED);
             __atomic_store_n(&b->end_lo, 0u, __ATOMIC_RELAXED);
         }
     int ok = os_rseq_fence() == 0;
     for (unsigned i = 0; ok && i < n; i++)
-        for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
+        for (unsigned c = 0; c < PCP_NR_BINS; c++) {
             struct pcp_bin *b = &pcp_cpus[cids[i]].bins[c];
             void **base = pcp_slots[cids[i]] + bin_first[c];
             void **top = __atomic_load_n(&b->top, __ATOMIC_ACQUIRE);
             if (top > base)
-                slab_free_bulk(base, (unsigned)(top - base));
+                give_back(c, base, (unsigned)(top - base));
             __atomic_store_n(&b->top, base, __ATOMIC_RELEASE);
         }
     if (ok && os_rseq_fence() != 0)
         ok = 0; /* cannot happen after one fence worked; restoring is still safe: nothing raced */
     for (unsigned i = 0; i < n; i++)
-        for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
+        for (unsigned c = 0; c < PCP_NR_BINS; c++) {
             struct pcp_bin *b = &pcp_cpus[cids[i]].bins[c];
             void **base = pcp_slots[cids[i]] + bin_first[c];
             __atomic_store_n(&b->base_lo, (uint32_t)(uintptr_t)base, __ATOMIC_RELEASE);
@@ -425,7 +499,7 @@ static void drain_where(int idle_only)
             continue;
         uint64_t sig = 0;
         size_t held = 0;
-        for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
+        for (unsigned c = 0; c < PCP_NR_BINS; c++) {
             sig += (uintptr_t)__atomic_load_n(&pc->bins[c].top, __ATOMIC_RELAXED);
             held += pcp_bin_count(&pc->bins[c]);
         }
@@ -441,7 +515,7 @@ static void drain_where(int idle_only)
     int fenced = n == 0 || (!fence_broken && drain_cids(cids, n) == 0);
     os_unlock(&drain_lock);
     if (!fenced && !idle_only)
-        pcp_flush_classes(~(uint64_t)0); /* no fence: the caller's own cache is all it can reach */
+        pcp_flush_classes(~(uint64_t)0, 1); /* no fence: the caller's own cache is all it can reach */
 }
 
 void pcp_flush_all(void)
@@ -449,7 +523,7 @@ void pcp_flush_all(void)
     if (pcp_use_rseq)
         drain_where(0);
     else
-        pcp_flush_classes(~(uint64_t)0);
+        pcp_flush_classes(~(uint64_t)0, 1);
 }
 
 void pcp_drain_idle(void)
@@ -465,10 +539,10 @@ void pcp_cached(size_t *objs, size_t *bytes)
         struct pcp *pc = &pcp_cpus[cid];
         if (!pcp_is_setup(pc))
             continue;
-        for (unsigned c = 0; c < SLAB_NR_CLASSES; c++) {
+        for (unsigned c = 0; c < PCP_NR_BINS; c++) {
             uint32_t n = pcp_bin_count(&pc->bins[c]);
             o += n;
-            b += (size_t)n * slab_class_size[c];
+            b += (size_t)n * (c < SLAB_NR_CLASSES ? slab_class_size[c] : pcp_large_pages((int)c) << PAGE_SHIFT);
         }
     }
     *objs = o;
@@ -490,7 +564,7 @@ static int bin_holds(const struct pcp_bin *b, const void *obj)
 int pcp_holds(const void *obj, unsigned c)
 {
     if (!pcp_use_rseq)
-        return tls_state == 1 && bin_holds(&pcp_tls.bins[c], obj);
+        return tls_state == 1 && bin_holds(&pcp_mine->bins[c], obj);
     for (unsigned cid = 0, end = pcp_cids_used(); cid < end; cid++) {
         const struct pcp *pc = &pcp_cpus[cid];
         if (pcp_is_setup(pc) && bin_holds(&pc->bins[c], obj))

@@ -53,11 +53,42 @@ _Static_assert(sizeof(struct pcp_bin) == (1u << PCP_BIN_SHIFT) && offsetof(struc
                    offsetof(struct pcp_bin, end_lo) == PCP_BIN_END_LO,
                "struct pcp_bin's layout is shared with the rseq assembly (pcp_layout.h)");
 
+/* Bins [0, SLAB_NR_CLASSES) hold slab objects of their class. The PCP_LARGE_BINS after them hold
+ * large blocks (whole buddy blocks of the NORMAL zone) of 2^(PCP_LARGE_MIN_ORDER + k) frames:
+ * 64, 128 and 256 KiB. A large request of 9-64 frames is rounded up to its bin's power of two, so
+ * that the block has no tail given back to the buddy lists: a cached block and its buddy then
+ * coalesce as soon as the block leaves the cache. (Bins of non-power-of-two sizes left a freed
+ * tail beside each cached block that could not merge while the block sat in a cache; requests of
+ * the next order then found no dirty block, took clean frames, and rule 1 purged what the caches'
+ * neighbours held.) A cached large block's head has flags PG_LCACHED and keeps npages: it is in
+ * use for the buddy allocator and free for the program (free() of it is a double free). Only the
+ * frames a program wrote are resident: a 33-frame request in a 64-frame block leaves the rest
+ * untouched (clean) unless an earlier owner wrote it. */
+#define PCP_LARGE_BINS 3
+#define PCP_LARGE_MIN_ORDER 4
+#define PCP_NR_BINS (SLAB_NR_CLASSES + PCP_LARGE_BINS)
+#define PG_LCACHED PG_DIRTY /* without PG_BUDDY: head of a large block held by a per-CPU cache */
+
 struct pcp {
-    struct pcp_bin bins[1u << (PCP_SHIFT - PCP_BIN_SHIFT)]; /* SLAB_NR_CLASSES used; the rest pads */
+    struct pcp_bin bins[1u << (PCP_SHIFT - PCP_BIN_SHIFT)]; /* PCP_NR_BINS used; the rest pads */
 };
-_Static_assert(sizeof(struct pcp) == (1u << PCP_SHIFT) && SLAB_NR_CLASSES <= (1u << (PCP_SHIFT - PCP_BIN_SHIFT)),
+_Static_assert(sizeof(struct pcp) == (1u << PCP_SHIFT) && PCP_NR_BINS <= (1u << (PCP_SHIFT - PCP_BIN_SHIFT)),
                "the rseq assembly computes &pcp_cpus[cid].bins[c] as cid << PCP_SHIFT | c << PCP_BIN_SHIFT");
+
+/* The large bin of a block of npages frames (before rounding), or -1 when no bin holds that size. */
+static inline int pcp_large_bin(size_t npages)
+{
+    if (npages <= ((size_t)1 << (PCP_LARGE_MIN_ORDER - 1)) ||
+        npages > ((size_t)1 << (PCP_LARGE_MIN_ORDER + PCP_LARGE_BINS - 1)))
+        return -1;
+    unsigned order = npages <= 1 ? 0 : (unsigned)(64 - __builtin_clzl(npages - 1));
+    return (int)(SLAB_NR_CLASSES + order - PCP_LARGE_MIN_ORDER);
+}
+/* Frames of a large bin's blocks. */
+static inline size_t pcp_large_pages(int bin)
+{
+    return (size_t)1 << (PCP_LARGE_MIN_ORDER + (unsigned)(bin - SLAB_NR_CLASSES));
+}
 
 /* Demand-zero .bss: untouched ids cost nothing. Page-aligned, so that each cache covers whole cache
  * lines and no two ids (nor a cache and another variable) share one: a cache is written by the
@@ -68,7 +99,11 @@ BSL_HIDDEN extern unsigned pcp_cid_end;
  * kernels (this project's VMs among them) reading an untouched page commits it like a write, and
  * a scan of all PCP_MAX_CID caches cost 1 MiB of RSS. */
 static inline unsigned pcp_cids_used(void) { return __atomic_load_n(&pcp_cid_end, __ATOMIC_ACQUIRE); }
-BSL_HIDDEN extern __thread struct pcp pcp_tls __attribute__((tls_model("initial-exec")));
+/* Fallback mode: this thread's cache, at the head of its slot array (pcp.c, tls_ensure_cache), or
+ * &pcp_none (every bin empty and full at once: pops and pushes fail to the slow path) while it has
+ * none. A pointer, not the 2 KiB cache: initial-exec TLS of a library that a program dlopen()s
+ * (the launcher reads options that way) comes out of glibc's static TLS surplus, 1664 bytes. */
+BSL_HIDDEN extern __thread struct pcp *pcp_mine __attribute__((tls_model("initial-exec")));
 /* What every malloc and free reads, written only while the library starts: a cache line of its
  * own. Next to a written field (bin 0 of cache 0 followed these in .bss) every CPU's fast path
  * missed whenever the thread on id 0 pushed or popped a 16-byte object, and thread_scaling stayed
@@ -95,7 +130,7 @@ static inline void *pcp_pop(unsigned c)
 {
     if (likely(pcp_use_rseq))
         return pcp_rseq_pop(c);
-    struct pcp_bin *b = &pcp_tls.bins[c];
+    struct pcp_bin *b = &pcp_mine->bins[c];
     void **t = b->top;
     if (unlikely((uint32_t)(uintptr_t)t == b->base_lo))
         return NULL;
@@ -107,7 +142,7 @@ static inline int pcp_push(void *p, unsigned c)
 {
     if (likely(pcp_use_rseq))
         return pcp_rseq_push(p, c);
-    struct pcp_bin *b = &pcp_tls.bins[c];
+    struct pcp_bin *b = &pcp_mine->bins[c];
     void **t = b->top;
     if (unlikely((uint32_t)(uintptr_t)t == b->end_lo))
         return 0;
@@ -136,6 +171,11 @@ static inline int pcp_fast_push(void *p, unsigned c)
  * drain the current cache to make room for p, then cache or free it. */
 BSL_HIDDEN void *pcp_alloc_slow(unsigned c);
 BSL_HIDDEN void pcp_free_slow(void *p, unsigned c);
+/* Large blocks: a cached block of `bin` (its head still PG_LCACHED: the caller marks it), or NULL.
+ * pcp_large_free caches a NORMAL-zone block of a bin's size (1; its head becomes PG_LCACHED) or
+ * returns 0 (the caller gives it to the buddy allocator). */
+BSL_HIDDEN void *pcp_large_alloc(int bin);
+BSL_HIDDEN int pcp_large_free(void *p, struct page *pg);
 /* Select the front end; rseq_wanted=0 forces the per-thread fallback. */
 BSL_HIDDEN void pcp_init(int rseq_wanted);
 /* The current CPU (or concurrency id) as a shard hint. */
@@ -154,8 +194,12 @@ BSL_HIDDEN void pcp_drain_idle(void);
 /* Zero the slots above each bin's top in this thread's cache and the transfer caches' unused
  * slots: copies of pointers to blocks now in use (for memcheck's leak scan at exit). */
 BSL_HIDDEN void pcp_wipe_stale(void);
-/* Give back what the current cache holds of the classes in `classes` (bit c), straight to the slabs. */
-BSL_HIDDEN void pcp_flush_classes(uint64_t classes);
+/* Give back what the current cache holds of the classes in `classes` (bit c), straight to the slabs,
+ * and its large blocks when `large`. */
+BSL_HIDDEN void pcp_flush_classes(uint64_t classes, int large);
+/* Whether the current cache's large bins are as they were at the last call (the tick's: the
+ * ticking thread gives back its large blocks when it has not used them for a tick interval). */
+BSL_HIDDEN int pcp_large_idle(void);
 /* Objects and bytes held in caches, for statistics. */
 BSL_HIDDEN void pcp_cached(size_t *objs, size_t *bytes);
 /* Whether obj sits in a per-CPU cache or this thread's cache (racy scan: for debugging). */

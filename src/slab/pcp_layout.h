@@ -8,7 +8,7 @@
 /* Caches: ids at or above PCP_MAX_CID use the kmem_caches directly; a cache is 1 << PCP_SHIFT bytes
  * (the assembly computes &pcp_cpus[cid].bins[c] as cid << PCP_SHIFT plus c << PCP_BIN_SHIFT). */
 #define PCP_MAX_CID 1024
-#define PCP_SHIFT 10
+#define PCP_SHIFT 11
 /* struct pcp_bin: 1 << PCP_BIN_SHIFT bytes; its fields' offsets. */
 #define PCP_BIN_SHIFT 4
 #define PCP_BIN_TOP 0

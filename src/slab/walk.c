@@ -2,6 +2,7 @@
  * objects from its free-object bitmap, large blocks whole, free buddy blocks skipped. Racy by
  * design: nothing is locked, so the caller (the leak scan, which runs while the program does)
  * must tolerate a block that was freed or reused meanwhile. Also the home of the free mark. */
+#include "slab/pcp.h"
 #include "slab/slab.h"
 
 #include <string.h>
@@ -53,6 +54,10 @@ static void walk_arena(uintptr_t base, void *arg)
             w->fn(addr, bytes, SLAB_WALK_LARGE, w->arg);
         } else if (f & PG_BUDDY) {
             np = (size_t)1 << (pg->order <= MAX_ORDER ? pg->order : 0);
+        } else if (f == PG_LCACHED) { /* a large block in a per-CPU cache: free for the program */
+            np = pg->npages ? pg->npages : 1;
+            if (np > end - pfn)
+                np = end - pfn;
         }
         pfn += np;
     }

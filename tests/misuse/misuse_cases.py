@@ -22,18 +22,19 @@ def always(message):
     return lambda opts: ('abort', message)
 
 
-def sized(func, given, class_range, exact):
+def sized(func, given, class_range, exact, guard_range=None):
     """A size mismatch: by default the check knows the block's class range, with canary=1 the
-    exact size asked for."""
+    exact size asked for. guard_range: the range under guard=1 where it differs (a large block of
+    9-64 frames is rounded up to a power of two for the per-CPU caches, but not when guarded)."""
     def expect(opts):
-        allocated = exact if 'canary' in opts else class_range
+        allocated = exact if 'canary' in opts else guard_range if guard_range and 'guard' in opts else class_range
         return ('abort', '%s: size mismatch (size given %s, size allocated %s)' % (func, given, allocated))
     return expect
 
 
 # Every double free, invalid free, use of a freed block and sized-free mismatch: the matrix runs
 # each under all 16 combinations of the hardening options, and the message must never change
-# (except that canary=1 knows the exact size asked for).
+# (except that canary=1 knows the exact size asked for, and guard=1 a large block's frames).
 CHECKED = [
     ('double-free-small', 'double free, small block', always('free(): double free detected')),
     ('double-free-small-drained', 'double free, small block pushed out of the caches first',
@@ -61,7 +62,7 @@ CHECKED = [
     ('free-sized-small', 'free_sized, wrong size (24-byte block, 4000 given)',
      sized('free_sized()', 4000, '0..32', 24)),
     ('free-sized-large', 'free_sized, wrong size (100000-byte block, half given)',
-     sized('free_sized()', 50000, '98305..102400', 100000)),
+     sized('free_sized()', 50000, '65537..131072', 100000, '98305..102400')),
     ('free-sized-huge', 'free_sized, wrong size (8 MiB block, 1 MiB given)',
      sized('free_sized()', 1048576, '2097153..8388608', 8388608)),
     ('free-sized-freed', 'free_sized of a freed block', always('free_sized(): double free detected')),
@@ -70,7 +71,7 @@ CHECKED = [
     ('delete-sized', 'sized operator delete, wrong size (24-byte object, 4000 given)',
      sized('operator delete()', 4000, '0..32', 24)),
     ('delete-array-sized', 'sized operator delete[], wrong size (100000-byte array, 24 given)',
-     sized('operator delete[]()', 24, '98305..102400', 100000)),
+     sized('operator delete[]()', 24, '65537..131072', 100000, '98305..102400')),
     ('delete-aligned', 'aligned operator delete, wrong alignment (4096 for a 64-aligned block)',
      always('operator delete(): ' + ALIGN_4096)),
 ]
