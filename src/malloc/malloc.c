@@ -384,7 +384,7 @@ static void size_range(const struct blk *b, size_t *lo, size_t *hi)
     case K_LARGE: /* whole frames, resized exactly by realloc; the per-CPU caches' sizes hold any
                    * request that rounds up to them (large_alloc_try) */
         *lo = u == PAGE_SIZE ? 0 : u - PAGE_SIZE + 1;
-        if (pcp_large_bin(u >> PAGE_SHIFT) >= 0 && pcp_large_pages(pcp_large_bin(u >> PAGE_SHIFT)) == u >> PAGE_SHIFT)
+        if (pcp_large_exact(u >> PAGE_SHIFT))
             *lo = u / 2 + 1;
         break;
     case K_HUGE: /* whole sections, kept by realloc down to half; a cached mapping of up to twice */

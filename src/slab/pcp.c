@@ -421,9 +421,9 @@ void *pcp_large_alloc(int bin)
 
 int pcp_large_free(void *p, struct page *pg)
 {
-    int bin = pcp_large_bin(pg->npages);
-    if (bin < 0 || pcp_large_pages(bin) != pg->npages || pg->zone != ZONE_NORMAL)
+    if (!pcp_large_exact(pg->npages) || pg->zone != ZONE_NORMAL)
         return 0;
+    int bin = pcp_large_bin(pg->npages);
     int cached = pcp_use_rseq ? rseq_ensure_cache() : tls_ensure_cache();
     if (!cached)
         return 0;

@@ -89,6 +89,12 @@ static inline size_t pcp_large_pages(int bin)
 {
     return (size_t)1 << (PCP_LARGE_MIN_ORDER + (unsigned)(bin - SLAB_NR_CLASSES));
 }
+/* Whether a block of npages frames is one of the large bins' sizes. */
+static inline int pcp_large_exact(size_t npages)
+{
+    int bin = pcp_large_bin(npages);
+    return bin >= 0 && pcp_large_pages(bin) == npages;
+}
 
 /* Demand-zero .bss: untouched ids cost nothing. Page-aligned, so that each cache covers whole cache
  * lines and no two ids (nor a cache and another variable) share one: a cache is written by the
