@@ -85,18 +85,24 @@ static uint32_t cap_for(uint32_t size)
     return n > 512 ? 512 : n < 4 ? 4 : n;
 }
 
-/* Large bins hold up to 256 KiB of blocks (4, 2, 2 blocks of 64, 128, 256 KiB): at most 640 KiB per
- * cache, given back when the cache goes idle for a tick. */
+/* A large bin holds one block (64, 128 or 256 KiB: at most 448 KiB a cache). A cached block is
+ * resident whatever it last held, and every cache id that a thread ever ran on keeps its bins until
+ * they go idle for a tick, so the bins' capacity times the ids in use is memory the program does
+ * not see: with 4, 2 and 2 blocks (1 MiB a cache) the mstress-like macro workload peaked at
+ * 22.7-23.4 MiB, with one block each at 21.2-21.8, without the bins at 19.6-20.3 (glibc 13.2).
+ * One block is what a malloc/free cycle of one size needs: malloc_free/262144 and
+ * thread_scaling kept the same times (bench/run, 3 reps). */
 static uint32_t large_cap(int bin)
 {
-    uint32_t n = (uint32_t)(64u / pcp_large_pages(bin));
-    return n < 2 ? 2 : n;
+    (void)bin;
+    return 1;
 }
 
+/* Half a bin, at least one object: a full bin gives this many back to make room. */
 static inline unsigned batch_of(unsigned c)
 {
     unsigned b = bin_cap[c] / 2;
-    return b > PCP_MAX_BATCH ? PCP_MAX_BATCH : b;
+    return b > PCP_MAX_BATCH ? PCP_MAX_BATCH : b ? b : 1;
 }
 
 /* A refill's batch starts small and doubles with the class's refills (4, 8, 16, 32, then
@@ -431,7 +437,7 @@ int pcp_large_free(void *p, struct page *pg)
     if (pcp_push(p, (unsigned)bin))
         return 1;
     void *buf[PCP_MAX_BATCH];
-    unsigned n = pop_bulk(buf, batch_of((unsigned)bin), (unsigned)bin); /* full: half of it goes */
+    unsigned n = pop_bulk(buf, batch_of((unsigned)bin), (unsigned)bin); /* full: half of it goes (the one block of a large bin) */
     large_give_back(buf, n);
     if (pcp_push(p, (unsigned)bin))
         return 1;
