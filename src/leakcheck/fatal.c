@@ -64,7 +64,7 @@ void leak_fatal_start(void)
                                  on_fatal_signal);
 }
 
-void leak_fork_child(void)
+BSL_RARE void leak_fork_child(void) /* with the rest of a fork child's path: see exit.c */
 {
     if (leak_pid)
         leak_pid = os_getpid();

@@ -80,8 +80,9 @@ void bsl_tick_maybe(void)
 
 void bsl_tick_fork_locks(os_lock_visit_fn visit) { visit(&tick_lock); }
 
-void bsl_tick_fork_child(void)
+BSL_RARE void bsl_tick_fork_child(void) /* with the rest of a fork child's path: see exit.c */
 {
-    bg_state = 0; /* the thread did not survive fork(): the next slow path restarts it */
+    if (bg_state) /* no store otherwise: a page written after fork() is copied (fork.c) */
+        bg_state = 0; /* the thread did not survive fork(): the next slow path restarts it */
     publish_postfork_child();
 }

@@ -8,11 +8,13 @@
 #include "malloc/hooks.h"
 #include "malloc/internal.h"
 
-BSL_EXPORT __attribute__((noreturn)) void _exit(int status)
+/* BSL_RARE: .text.unlikely, at the head of the text with the rest of what a forked child runs of
+ * this library (fork.c): in a child, every 64 KiB window of text it executes is one more fault. */
+BSL_EXPORT BSL_RARE __attribute__((noreturn)) void _exit(int status)
 {
     if (__atomic_load_n(&bsl_hooks_on, __ATOMIC_ACQUIRE) & HOOK_LEAK)
         leak_at_fast_exit();
     os_exit_group(status);
 }
 
-BSL_EXPORT __attribute__((noreturn)) void _Exit(int status) { _exit(status); }
+BSL_EXPORT BSL_RARE __attribute__((noreturn)) void _Exit(int status) { _exit(status); }

@@ -172,11 +172,21 @@ static void take_outer(void)
     }
 }
 
+/* Every page a fork handler writes is copied on write twice, in the child and in the parent (each
+ * fault ~10 us on this project's VMs): in a single-threaded process (a shell forking its
+ * subshells) the handlers write nothing. The variables are set only when they change, and the
+ * thread's last restartable sequence is forgotten so that the kernel does not read its descriptor
+ * and abort signature (pages of the library the child has not mapped yet) when the child first
+ * returns to user space. */
 static void prefork(void)
 {
-    fork_locked = !__libc_single_threaded;
-    fork_stdio = 0;
-    if (!fork_locked)
+    pcp_rseq_forget();
+    int locked = !__libc_single_threaded;
+    if (fork_locked != locked)
+        fork_locked = locked;
+    if (fork_stdio)
+        fork_stdio = 0;
+    if (!locked)
         return;
     /* A lock this thread owns counts in its os_lock_depth too: no scan of the table is needed. */
     fork_careful = os_lock_depth > 0;
@@ -208,7 +218,8 @@ static void postfork_parent(void)
     fork_locked = fork_stdio = 0;
 }
 
-static void postfork_child(void)
+/* BSL_RARE: with the rest of what a forked child runs of this library (see exit.c). */
+static BSL_RARE void postfork_child(void)
 {
     if (fork_locked) /* the child has one thread: every lock another thread held is free again */
         for (unsigned i = NR_FORK_ENTRIES; i-- > 0;)
@@ -219,7 +230,10 @@ static void postfork_child(void)
     for (unsigned i = 0; i < NR_FORK_ENTRIES; i++)
         if (fork_table[i].child)
             fork_table[i].child();
-    fork_locked = fork_stdio = 0;
+    if (fork_locked)
+        fork_locked = 0;
+    if (fork_stdio)
+        fork_stdio = 0;
 }
 
 /* pthread_atfork is not in libc.so: libc_nonshared.a supplies it, as a call to glibc's exported

@@ -101,10 +101,11 @@ void publish_exit(void)
         os_unlink(path);
 }
 
-void publish_postfork_child(void)
+BSL_RARE void publish_postfork_child(void) /* with the rest of a fork child's path: see exit.c */
 {
     /* The page belongs to the parent; a child that wants one publishes under its own pid. */
-    page = NULL;
+    if (page) /* no store otherwise: a page written after fork() is copied (fork.c) */
+        page = NULL;
     if (opt_publish)
         publish_init();
 }

@@ -590,6 +590,15 @@ size_t slab_reclaim(uint64_t now_ms)
     return purged;
 }
 
+void pcp_rseq_forget(void)
+{
+    if (!rseq_live)
+        return;
+    uint64_t *cs = (uint64_t *)(void *)((char *)__builtin_thread_pointer() + rseq_area_off + RSEQ_OFF_RSEQ_CS);
+    if (*cs)
+        __atomic_store_n(cs, 0, __ATOMIC_RELAXED);
+}
+
 void pcp_fork_locks(os_lock_visit_fn visit)
 {
     visit(&drain_lock);

@@ -211,5 +211,8 @@ BSL_HIDDEN void pcp_cached(size_t *objs, size_t *bytes);
 /* Whether obj sits in a per-CPU cache or this thread's cache (racy scan: for debugging). */
 BSL_HIDDEN int pcp_holds(const void *obj, unsigned c);
 BSL_HIDDEN void pcp_fork_locks(os_lock_visit_fn visit);
+/* Outside any restartable sequence: clear this thread's rseq_cs (the sequences leave it set, as
+ * librseq's do; the kernel clears it when it next finds the thread outside the section). */
+BSL_HIDDEN void pcp_rseq_forget(void);
 
 #endif
