@@ -4,11 +4,15 @@
  * bsl_rseq_tp_off), then runs a critical section [start, end) whose only store visible to other
  * threads is the last one, which commits the bin's new count. If the kernel preempts, migrates or
  * signals the thread inside the section, it resumes at the abort handler (in section
- * .text.bsl_rseq_abort, preceded by glibc's RSEQ_SIG), which starts the sequence over. The section
- * is out of the functions' way but named .text.*, so the linker keeps it with its object's text:
- * librseq's name, __rseq_failure, is an orphan section that lands after all of the text, and the
- * kernel's read of the signature on an abort then faulted in the library's last, otherwise cold,
- * 64 KiB of text (src/meson.build's link order). Every input
+ * .text.unlikely.bsl_rseq_abort, preceded by glibc's RSEQ_SIG), which starts the sequence over.
+ * The kernel reads the signature more often than it aborts: whenever it returns to a thread whose
+ * rseq_cs is set (after any preemption, signal or migration once the thread has run a sequence),
+ * before it looks at the instruction pointer. So the handlers must sit in text every process has
+ * mapped anyway: .text.unlikely.* is the head of the text (the linker's default script), the
+ * window of start-up code (src/meson.build). Named .text.bsl_rseq_abort, the section stayed whole
+ * in the prelinked object and landed after all of its text, the library's last page: one more
+ * page resident in every process and a fault in each fork child (librseq's name,
+ * __rseq_failure, is an orphan section that lands there too). Every input
  * stays in its register across a restart; only the scratch outputs are rewritten.
  *
  * Offsets and sizes come from pcp_layout.h as strings (struct rseq's cpu_id and rseq_cs, struct
@@ -36,7 +40,7 @@
     ".Lcs%=: .long 0, 0\n"                              /* version, flags */                      \
     ".quad .Lstart%=, .Lend%= - .Lstart%=, .Labort%=\n" /* start, post_commit_offset, abort */    \
     ".popsection\n"                                                                                \
-    ".pushsection .text.bsl_rseq_abort, \"ax\"\n"                                                  \
+    ".pushsection .text.unlikely.bsl_rseq_abort, \"ax\"\n"                                         \
     ".long " PCP_STR(PCP_RSEQ_SIG) "\n"                                                            \
     ".Labort%=: jmp .Lrestart%=\n"                                                                 \
     ".popsection\n"                                                                                \
