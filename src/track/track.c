@@ -218,7 +218,7 @@ void track_fork_parent(void)
     track_map_fork_parent();
 }
 
-void track_fork_child(void)
+BSL_RARE void track_fork_child(void) /* with the rest of a fork child's path: see malloc/exit.c */
 {
     if (!track_on)
         return;
