@@ -212,7 +212,10 @@ BSL_HIDDEN void pcp_cached(size_t *objs, size_t *bytes);
 BSL_HIDDEN int pcp_holds(const void *obj, unsigned c);
 BSL_HIDDEN void pcp_fork_locks(os_lock_visit_fn visit);
 /* Outside any restartable sequence: clear this thread's rseq_cs (the sequences leave it set, as
- * librseq's do; the kernel clears it when it next finds the thread outside the section). */
+ * librseq's do; the kernel clears it when it next finds the thread outside the section). Safe in a
+ * signal handler (fork() from one): a sequence the signal interrupted was already sent to its
+ * abort handler, which stores rseq_cs again before it restarts, and one interrupted before its
+ * store makes the store when it resumes (the store is the instruction right before the start). */
 BSL_HIDDEN void pcp_rseq_forget(void);
 
 #endif
