@@ -8,6 +8,9 @@
 
 long opt_soft_limit = 0, opt_hard_limit = 0, opt_oom_interval_ms = 1000, opt_oom_sample = 64 << 10;
 BSL_BIG_BSS char opt_budget[4096];
+/* Set once a budget value passed its check: until then oom_apply does not read opt_budget, a page
+ * of its own that a read would commit (this project's kernels commit an untouched page on a read). */
+static int budget_given;
 char opt_oom_action[16] = "report", opt_oom_report[256];
 
 int oom_on, oom_limits_on;
@@ -72,8 +75,10 @@ int oom_budget_check(const char *val, size_t n)
 {
     struct budget_spec b;
     const char *why = budget_parse(val, n, &b);
-    if (!why)
+    if (!why) {
+        __atomic_store_n(&budget_given, 1, __ATOMIC_RELAXED);
         return 0;
+    }
     char vb[128];
     size_t k = n < sizeof(vb) - 1 ? n : sizeof(vb) - 1;
     memcpy(vb, val, k);
@@ -203,7 +208,7 @@ BSL_RARE void oom_apply(void)
     int a = action_of(opt_oom_action, strlen(opt_oom_action));
     oom_action = a < 0 ? OOM_ACT_REPORT : a;
     /* Every budget option entry (idempotent: a budget set again keeps its account). */
-    const char *s = opt_budget;
+    const char *s = __atomic_load_n(&budget_given, __ATOMIC_RELAXED) ? opt_budget : "";
     while (*s) {
         const char *e = s;
         while (*e && *e != ';')

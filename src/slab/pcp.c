@@ -58,8 +58,12 @@ static uint32_t bin_first[PCP_NR_BINS]; /* bin c's slots start at slot bin_first
 static size_t slots_per_cache;
 BSL_BIG_BSS static void **pcp_slots[PCP_MAX_CID];  /* each id's slot array, set once under pcp_lock */
 unsigned pcp_cid_end;                  /* ids at or above this never had a cache (pcp_lock to raise) */
-BSL_BIG_BSS static uint64_t idle_sig[PCP_MAX_CID]; /* sum of the bins' tops at the last pcp_drain_idle */
-BSL_BIG_BSS static uint64_t large_sig[PCP_MAX_CID]; /* sum of the large bins' tops at the last pcp_large_idle */
+/* Per cache id: the sum of all its bins' tops at the last pcp_drain_idle, and of its large bins'
+ * tops at the last pcp_large_idle. Side by side: the two arrays were two pages of every process. */
+struct idle_sigs {
+    uint64_t all, large;
+};
+BSL_BIG_BSS static struct idle_sigs idle_sig[PCP_MAX_CID];
 static int fence_broken;               /* os_rseq_fence failed once: drain the caller's cache only */
 static int rseq_live; /* rseq registered by glibc, whether or not we use it */
 #define PCP_MAX_BATCH 64
@@ -414,7 +418,7 @@ int pcp_large_idle(void)
     uint64_t sig = 0;
     for (unsigned c = SLAB_NR_CLASSES; c < PCP_NR_BINS; c++)
         sig += (uintptr_t)__atomic_load_n(&pc->bins[c].top, __ATOMIC_RELAXED);
-    uint64_t *last = pcp_use_rseq ? &large_sig[pc - pcp_cpus] : &large_sig[0]; /* the fallback: a hint */
+    uint64_t *last = pcp_use_rseq ? &idle_sig[pc - pcp_cpus].large : &idle_sig[0].large; /* fallback: a hint */
     int idle = sig == *last;
     *last = sig;
     return idle;
@@ -509,8 +513,8 @@ static void drain_where(int idle_only)
             sig += (uintptr_t)__atomic_load_n(&pc->bins[c].top, __ATOMIC_RELAXED);
             held += pcp_bin_count(&pc->bins[c]);
         }
-        int idle = sig == idle_sig[cid];
-        idle_sig[cid] = sig;
+        int idle = sig == idle_sig[cid].all;
+        idle_sig[cid].all = sig;
         /* The tick leaves the caller's own cache alone: tick() already gave back its idle
          * classes, and stopping the cache of the thread that runs the tick made tests/exhaust
          * corrupt a slab's partial list (a slab unlinked with a stale prev): not understood yet,
