@@ -96,11 +96,7 @@ static uint32_t cap_for(uint32_t size)
  * 22.7-23.4 MiB, with one block each at 21.2-21.8, without the bins at 19.6-20.3 (glibc 13.2).
  * One block is what a malloc/free cycle of one size needs: malloc_free/262144 and
  * thread_scaling kept the same times (bench/run, 3 reps). */
-static uint32_t large_cap(int bin)
-{
-    (void)bin;
-    return 1;
-}
+#define LARGE_CAP 1
 
 /* Half a bin, at least one object: a full bin gives this many back to make room. */
 static inline unsigned batch_of(unsigned c)
@@ -136,7 +132,7 @@ void pcp_init(int rseq_wanted)
         slots_per_cache += bin_cap[c];
     }
     for (unsigned c = SLAB_NR_CLASSES; c < PCP_NR_BINS; c++) {
-        bin_cap[c] = large_cap((int)c);
+        bin_cap[c] = LARGE_CAP;
         bin_first[c] = (uint32_t)slots_per_cache;
         slots_per_cache += bin_cap[c];
     }
