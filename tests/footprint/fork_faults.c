@@ -16,6 +16,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "bsl_selfrun.h"
+
 #define FORKS 200
 
 static double child_faults_per_fork(int mode)
@@ -45,29 +47,8 @@ static double child_faults_per_fork(int mode)
 /* Run this program under `preload` (NULL: none); its "--child" output is two numbers. */
 static int run(const char *preload, double out[2])
 {
-    int fds[2];
-    if (pipe(fds) != 0)
-        return -1;
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(fds[1], 1);
-        if (preload)
-            setenv("LD_PRELOAD", preload, 1);
-        else
-            unsetenv("LD_PRELOAD");
-        execl("/proc/self/exe", "fork_faults", "--child", (char *)NULL);
-        _exit(127);
-    }
-    close(fds[1]);
-    char buf[128] = {0};
-    size_t got = 0;
-    ssize_t n;
-    while (got < sizeof buf - 1 && (n = read(fds[0], buf + got, sizeof buf - 1 - got)) > 0)
-        got += (size_t)n;
-    close(fds[0]);
-    int st;
-    waitpid(pid, &st, 0);
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0 || sscanf(buf, "%lf %lf", &out[0], &out[1]) != 2)
+    char buf[128];
+    if (bsl_run_self("fork_faults", preload, buf, sizeof buf) != 0 || sscanf(buf, "%lf %lf", &out[0], &out[1]) != 2)
         return -1;
     return 0;
 }

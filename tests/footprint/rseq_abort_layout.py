@@ -8,33 +8,26 @@ resident in every process and is faulted in again by every fork child that mallo
 named .text.bsl_rseq_abort they landed on the library's last text page (file offset 0x30b46 of
 0x31000): one more page per process. Finds every signature (0x53053053) followed by a jmp in
 .text of libbuddyslab.so (argv[1]) and checks its window."""
+import os
 import struct
 import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+from bsl_elf import section  # noqa: E402
 
 SIG = struct.pack("<I", 0x53053053)
 WINDOW = 64 << 10
 
 
-def text_section(data):
+def main():
+    with open(sys.argv[1], "rb") as f:
+        data = f.read()
     if data[:4] != b"\x7fELF" or data[4] != 2:
         sys.exit("not an ELF64 file")
-    shoff, = struct.unpack_from("<Q", data, 0x28)
-    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
-    def sh(i):
-        name, _type, _flags, _addr, off, size = struct.unpack_from("<IIQQQQ", data, shoff + i * shentsize)
-        return name, off, size
-    _, stroff, _ = sh(shstrndx)
-    for i in range(shnum):
-        name, off, size = sh(i)
-        end = data.index(b"\0", stroff + name)
-        if data[stroff + name:end] == b".text":
-            return off, size
-    sys.exit("no .text section")
-
-
-def main():
-    data = open(sys.argv[1], "rb").read()
-    off, size = text_section(data)
+    text = section(sys.argv[1], b".text")
+    if not text:
+        sys.exit("no .text section")
+    off, size = text
     handlers = []
     i = data.find(SIG, off, off + size)
     while i >= 0:

@@ -10,8 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
+
+#include "bsl_selfrun.h"
 
 static long rss_kib(void)
 {
@@ -29,26 +30,8 @@ static long rss_kib(void)
 
 static long child(const char *preload)
 {
-    int fds[2];
-    if (pipe(fds) != 0)
-        return -1;
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(fds[1], 1);
-        if (preload)
-            setenv("LD_PRELOAD", preload, 1);
-        else
-            unsetenv("LD_PRELOAD");
-        execl("/proc/self/exe", "rss_floor", "--child", (char *)NULL);
-        _exit(127);
-    }
-    close(fds[1]);
-    char buf[64] = {0};
-    ssize_t n = read(fds[0], buf, sizeof buf - 1);
-    close(fds[0]);
-    int st;
-    waitpid(pid, &st, 0);
-    return n > 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? atol(buf) : -1;
+    char buf[64];
+    return bsl_run_self("rss_floor", preload, buf, sizeof buf) == 0 ? atol(buf) : -1;
 }
 
 int main(int argc, char **argv)
