@@ -21,7 +21,10 @@
  * fork children too: the pid for them is the one recorded at start or by the fork child handler
  * (vfork runs no fork handlers).
  *
- * Locking: none of its own; leak_pid is written before any other thread of this process exists
+ * The process that writes reports is track_proc.report_pid (0: none, tracking without a report),
+ * beside what else a fork child writes of the tracker (track.h: one copied page in a child).
+ *
+ * Locking: none of its own; report_pid is written before any other thread of this process exists
  * (start: under the tracking start; fork child: one thread) and read after. */
 #include "leakcheck/leak_int.h"
 
@@ -30,7 +33,6 @@
 
 long opt_leak_fatal = 1;
 
-static long leak_pid;      /* the process that writes reports (0: none, tracking without a report) */
 static long start_pid;     /* the process that started tracking: the only one whose _exit reports */
 static int fatal_reported; /* set by the first fatal signal's handler */
 
@@ -40,7 +42,7 @@ static const int fatal_signals[] = {SIGABRT, SIGSEGV, SIGBUS, SIGILL, SIGFPE, SI
 static void on_fatal_signal(int sig)
 {
     int saved = errno;
-    if (!__atomic_exchange_n(&fatal_reported, 1, __ATOMIC_ACQ_REL) && os_getpid() == leak_pid) {
+    if (!__atomic_exchange_n(&fatal_reported, 1, __ATOMIC_ACQ_REL) && os_getpid() == track_proc.report_pid) {
         if (os_lock_depth || track_guard) {
             os_printf(2, "buddyslab: %s inside the allocator: no leak report\n", os_signal_name(sig));
         } else {
@@ -58,7 +60,7 @@ void leak_fatal_start(void)
 {
     if (!(opt_leak || opt_leak_sample))
         return; /* tracking for the soft OOM policy alone: no report */
-    leak_pid = start_pid = os_getpid();
+    track_proc.report_pid = start_pid = os_getpid();
     if (opt_leak_fatal)
         os_catch_default_signals(fatal_signals, (int)(sizeof(fatal_signals) / sizeof(fatal_signals[0])),
                                  on_fatal_signal);
@@ -66,11 +68,11 @@ void leak_fatal_start(void)
 
 BSL_RARE void leak_fork_child(void) /* with the rest of a fork child's path: see exit.c */
 {
-    if (leak_pid)
-        leak_pid = os_getpid();
+    if (track_proc.report_pid)
+        track_proc.report_pid = os_getpid();
 }
 
-void leak_at_fast_exit(void)
+BSL_RARE void leak_at_fast_exit(void) /* with the rest of a fork child's path: see malloc/exit.c */
 {
     if (start_pid && opt_leak_fatal && os_getpid() == start_pid && !os_lock_depth && !track_guard)
         leak_at_exit();

@@ -318,7 +318,8 @@ size_t leak_report_write(const struct track_block *b, size_t n, const char *path
                         (unsigned long long)supps[i].bytes);
             }
             track_out_put(o, "],\n  \"mappings\": [");
-            write_mappings(o);
+            if (nrec) /* they name the objects of the records' frames: none, none needed */
+                write_mappings(o);
             track_out_put(o, "]\n}\n");
         } else {
             track_out_fmt(o, "==%ld== buddyslab leak report%s: %s tracking", pid, at_exit ? " at exit" : "",

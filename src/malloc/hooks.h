@@ -28,9 +28,11 @@ static inline void hook_on_free(void *p)
 }
 
 /* The sampled fast path, inlined into malloc: 1 when the call may skip the hooks (an allocation
- * that is not sampled, with no budget being enforced exactly for this thread's tag). Frees need no
- * such test: the untracked path's free_slow asks for blocks in marked frames. */
-static inline int hook_unsampled_alloc(size_t n) { return !oom_force_here() && track_unsampled_alloc(n); }
+ * that is not sampled). While a tag's budget is enforced exactly the policy holds this path off
+ * (track_lean_hold_add), so that hook_before_alloc sees the thread's tag: the test costs no load of
+ * the tag here. Frees need no such test: the untracked path's free_slow asks for blocks in marked
+ * frames. */
+static inline int hook_unsampled_alloc(size_t n) { return track_unsampled_alloc(n); }
 
 /* At init (inside the init lock; does not allocate): the tracker allocates through bsl_raw_*. */
 BSL_HIDDEN void hooks_init(void);

@@ -266,7 +266,8 @@ const char *oom_tag_name(void) { return oom_tag ? oom_accts[oom_tag].name : NULL
  * weighs 1, so the account's live bytes grow exactly from there and every allocation from an
  * over-budget site is refused. Sampling resumes when the account falls twice that far below its
  * budget (hysteresis: no flapping). For a tag only the allocations made under that tag pay for
- * full tracking (the thread knows its tag); for a pattern, the site is known only after capturing
+ * full tracking (the thread knows its tag; the other threads' allocations only leave the inline
+ * unsampled path for the hooked one, which reads the tag: track_lean_hold_add); for a pattern, the site is known only after capturing
  * the stack, so sampling is suspended process-wide (track_force_add) and every allocation pays. */
 #define OOM_FORCE_SAMPLES 16
 
@@ -277,6 +278,8 @@ static void force_on(unsigned a)
         __atomic_store_n(&oom_forced[a], 1, __ATOMIC_RELEASE);
         if (!oom_accts[a].is_tag)
             track_force_add(1);
+        else
+            track_lean_hold_add(1); /* the inline path does not read the tag (hooks.h) */
     }
     os_unlock(&oom_acct_lock);
 }
@@ -290,6 +293,8 @@ static __attribute__((noinline)) void force_maybe_off(unsigned a, int64_t bytes)
         __atomic_store_n(&oom_forced[a], 0, __ATOMIC_RELEASE);
         if (!oom_accts[a].is_tag)
             track_force_add(-1);
+        else
+            track_lean_hold_add(-1);
     }
     os_unlock(&oom_acct_lock);
 }

@@ -1,10 +1,12 @@
 /* The tracker's memory: blocks from the core allocator (struct track_core), the scratch list of a
  * report, whole files read into such a block; and the dynamic loader, when there is one.
  *
- * Blocks carry a 16-byte header holding the size, so that track_free can wipe them (block
- * addresses left in freed memory would be taken for pointers by a later scan once the program got
- * that memory back) without asking the allocator, whose malloc_usable_size reads debug canaries
- * our blocks do not have. The blocks that exist only during a report (snapshot, buffers) are also
+ * Blocks carry a 16-byte header holding the size and how many bytes from the start may have been
+ * written, so that track_free can wipe them (block addresses left in freed memory would be taken
+ * for pointers by a later scan once the program got that memory back) without asking the
+ * allocator, whose malloc_usable_size reads debug canaries our blocks do not have. A file buffer
+ * (track_read_file) is wiped only as far as the file's bytes: the rest of its 64 KiB was never
+ * touched, and a wipe of all of it faulted in 15 pages at every report. The blocks that exist only during a report (snapshot, buffers) are also
  * listed: the heap walk of a sampled report must not take them for the program's (they hold block
  * addresses). Only the reporting thread (between track_report_begin and _end, which the leak
  * report calls under its report lock) adds and removes entries. */
@@ -43,7 +45,8 @@ static void *alloc_raw(size_t n)
     char *b = core.alloc ? core.alloc(n + TRACK_HDR) : NULL;
     if (!b)
         return NULL;
-    *(size_t *)(void *)b = n;
+    ((size_t *)(void *)b)[0] = n;
+    ((size_t *)(void *)b)[1] = n; /* the bytes to wipe when freed (track_read_file lowers it) */
     if (in_report && nscratch < TRACK_SCRATCH_MAX)
         scratch[nscratch++] = (uintptr_t)b;
     return b + TRACK_HDR;
@@ -64,7 +67,8 @@ void track_free(void *p)
     if (!p)
         return;
     char *b = (char *)p - TRACK_HDR;
-    memset(b, 0, *(size_t *)(void *)b + TRACK_HDR);
+    size_t wipe = ((size_t *)(void *)b)[1];
+    memset(b, 0, (wipe < ((size_t *)(void *)b)[0] ? wipe : ((size_t *)(void *)b)[0]) + TRACK_HDR);
     if (in_report)
         for (unsigned i = 0; i < nscratch; i++)
             if (scratch[i] == (uintptr_t)b) {
@@ -110,8 +114,10 @@ char *track_read_file(const char *path, size_t *len)
         n += (size_t)r;
     }
     os_close(fd);
-    if (buf)
+    if (buf) {
         buf[n] = 0;
+        ((size_t *)(void *)(buf - TRACK_HDR))[1] = n + 1; /* see the top: the rest is untouched */
+    }
     if (len)
         *len = n;
     return buf;

@@ -9,22 +9,37 @@
 uint64_t track_sample_bytes;
 uint64_t track_lean_max;
 __thread int64_t track_countdown;
-/* Sampling suspended (>0): every allocation is tracked exactly. track_lean_max follows it (0 while
- * it is nonzero): each change stores lean_max from the count it read, then reads the count again and
- * redoes the store if the count moved meanwhile, so the last store always matches the final count
- * (a concurrent change can leave a stale value for the few instructions until it is redone). No
- * lock: the callers hold the soft OOM policy's locks, and fork must not find one of ours held. */
-static int track_force;
+/* Sampling suspended (track_force > 0): every allocation is tracked exactly. The inline lean path
+ * held off (track_lean_hold > 0): every allocation goes through track_before_alloc, which samples as
+ * usual (a tag's budget is enforced exactly: only the tagged thread's allocations are forced, but
+ * the inline path cannot see the tag, so it steps aside for every thread). track_lean_max follows
+ * both (0 while either is nonzero): each change stores lean_max from the counts it read, then reads
+ * them again and redoes the store if one moved meanwhile, so the last store always matches the
+ * final counts (a concurrent change can leave a stale value for the few instructions until it is
+ * redone). No lock: the callers hold the soft OOM policy's locks, and fork must not find one of
+ * ours held. */
+static int track_force, track_lean_hold;
+
+static void lean_max_update(void)
+{
+    for (;;) {
+        int f = __atomic_load_n(&track_force, __ATOMIC_SEQ_CST), h = __atomic_load_n(&track_lean_hold, __ATOMIC_SEQ_CST);
+        __atomic_store_n(&track_lean_max, f || h ? 0 : track_sample_bytes, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&track_force, __ATOMIC_SEQ_CST) == f && __atomic_load_n(&track_lean_hold, __ATOMIC_SEQ_CST) == h)
+            return;
+    }
+}
 
 void track_force_add(int delta)
 {
     __atomic_add_fetch(&track_force, delta, __ATOMIC_SEQ_CST);
-    for (;;) {
-        int f = __atomic_load_n(&track_force, __ATOMIC_SEQ_CST);
-        __atomic_store_n(&track_lean_max, f ? 0 : track_sample_bytes, __ATOMIC_SEQ_CST);
-        if (__atomic_load_n(&track_force, __ATOMIC_SEQ_CST) == f)
-            return;
-    }
+    lean_max_update();
+}
+
+void track_lean_hold_add(int delta)
+{
+    __atomic_add_fetch(&track_lean_hold, delta, __ATOMIC_SEQ_CST);
+    lean_max_update();
 }
 
 int track_forced(void) { return __atomic_load_n(&track_force, __ATOMIC_ACQUIRE) != 0; }

@@ -383,7 +383,7 @@ const char *track_sites_init(void)
 {
     if (!use_urcu)
         return NULL; /* siteindex.c's first table comes with the first site */
-    site_ht_size = 1ul << 12;
+    site_ht_size = 1ul << 8; /* one page of buckets (4096 were 16 pages faulted in at start); grows by hand */
     site_ht = urcu.lfht_new(site_ht_size, 1, 1ul << 22, 0, NULL, urcu.flavor, NULL);
     if (!site_ht)
         return "cannot create the site table";

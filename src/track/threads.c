@@ -4,7 +4,13 @@
  * first tracked call and freed by a pthread key's destructor.
  *
  * Locking: treg_lock guards the registry list and each entry's tid. fork(): taken in the inner
- * phase after the block map shards (track_fork_prepare). */
+ * phase after the block map shards (track_fork_prepare).
+ *
+ * A fork child has one thread, the one that forked, but its registry holds the parent's tids: it
+ * is fixed only when something reads or changes the registry in the child (treg_fix_locked), not
+ * in the fork handler, which would copy the page of every entry in every child (a shell's
+ * subshells mostly exit without tracking anything). track_proc (track.h) says whether it is stale
+ * and which entry is the forking thread's. */
 #include "track/track_int.h"
 
 #include <pthread.h>
@@ -21,9 +27,22 @@ static struct track_treg *treg_head;
 static os_lock_t treg_lock = OS_LOCK_INIT(LOCK_RANK_LEAK_THREADS);
 #define TRACK_MAX_DEAD 256 /* exited threads remembered (their stacks may be cached by glibc) */
 
+/* In a fork child: every thread but the one that forked is gone; that one's tid is the child's pid. */
+static void treg_fix_locked(void)
+{
+    if (likely(!track_proc.treg_stale))
+        return;
+    for (struct track_treg *x = treg_head; x; x = x->next)
+        x->info.tid = 0;
+    if (track_proc.treg_forker)
+        ((struct track_treg *)track_proc.treg_forker)->info.tid = os_getpid();
+    track_proc.treg_stale = 0;
+}
+
 static void treg_add(struct track_treg *r)
 {
     os_lock(&treg_lock);
+    treg_fix_locked();
     /* A new thread on a recycled stack replaces the dead thread that had it; forget the oldest
      * dead threads beyond TRACK_MAX_DEAD. */
     unsigned dead = 0;
@@ -46,6 +65,7 @@ size_t track_threads_snapshot(struct track_thread_info *out, size_t max)
 {
     size_t n = 0;
     os_lock(&treg_lock);
+    treg_fix_locked();
     for (struct track_treg *x = treg_head; x && n < max; x = x->next)
         out[n++] = x->info;
     os_unlock(&treg_lock);
@@ -59,6 +79,7 @@ static void thread_exit(void *arg)
     track_guard = 1;
     if (t && t == track_self) {
         os_lock(&treg_lock);
+        treg_fix_locked();
         t->reg->info.tid = 0;
         os_unlock(&treg_lock);
         track_self = NULL;
@@ -109,14 +130,14 @@ void track_threads_fork_prepare(int careful) { os_fork_lock(&treg_lock, careful)
 
 void track_threads_fork_parent(void) { os_fork_unlock_parent(&treg_lock); }
 
-/* Only the forking thread survives: the others' stacks are still mapped, as dead threads'.
- * locked: track_threads_fork_prepare ran. */
-void track_threads_fork_child(int locked)
+/* Only the forking thread survives: the others' stacks are still mapped, as dead threads'. The
+ * registry is fixed when next used (see the top). locked: track_threads_fork_prepare ran. */
+BSL_RARE void track_threads_fork_child(int locked) /* with the rest of a fork child's path: see malloc/exit.c */
 {
     if (locked)
         os_fork_reset_child(&treg_lock);
-    for (struct track_treg *x = treg_head; x; x = x->next)
-        x->info.tid = 0;
-    if (track_self)
-        track_self->reg->info.tid = os_gettid();
+    void *forker = track_self ? track_self->reg : NULL;
+    if (track_proc.treg_forker != forker)
+        track_proc.treg_forker = forker;
+    track_proc.treg_stale = 1; /* the child's one page of track_proc */
 }

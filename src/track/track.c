@@ -14,12 +14,11 @@ __thread int track_guard;
 int track_on;
 unsigned track_depth;
 const struct track_accounting *track_acct;
-static int track_done; /* the exit report was written: the hooks do nothing any more */
-/* A block was tracked in this process since it started tracking or was forked (read-mostly: set
- * once). A forked child that tracked nothing of its own writes no exit report. */
-static int track_own_blocks_seen;
+/* track.h. own_seen is read-mostly (set once): a forked child that tracked nothing of its own
+ * writes no exit report. */
+struct track_proc track_proc;
 
-int track_tracked_since_fork(void) { return __atomic_load_n(&track_own_blocks_seen, __ATOMIC_RELAXED); }
+int track_tracked_since_fork(void) { return __atomic_load_n(&track_proc.own_seen, __ATOMIC_RELAXED); }
 
 void track_set_accounting(const struct track_accounting *a) { __atomic_store_n(&track_acct, a, __ATOMIC_RELEASE); }
 
@@ -87,8 +86,8 @@ static __attribute__((noinline)) void track_block(void *p, size_t size, uint32_t
     uint64_t val = (exact ? TRACK_EXACT : 0) | (s ? TRACK_CHARGED : 0) | sz << TRACK_SITE_IDX_BITS | site;
     int r = track_map_insert((uintptr_t)p, val, &old);
     if (r >= 0) {
-        if (unlikely(!track_own_blocks_seen))
-            track_own_blocks_seen = 1;
+        if (unlikely(!track_proc.own_seen))
+            track_proc.own_seen = 1;
         if (track_live_sites)
             track_site_live(site, sz, exact, 1);
         if (s)
@@ -104,7 +103,7 @@ static __attribute__((noinline)) void track_block(void *p, size_t size, uint32_t
 
 uint64_t track_before_alloc(size_t size, uint16_t label, int force)
 {
-    if (track_guard || unlikely(track_done))
+    if (track_guard || unlikely(track_proc.done))
         return 0;
     if (track_sample_bytes && size < track_sample_bytes) {
         if (unlikely(track_forced() || force))
@@ -127,7 +126,7 @@ void track_after_alloc(void *p, size_t size, uint64_t ticket)
 
 void track_on_free(void *p)
 {
-    if (unlikely(track_done))
+    if (unlikely(track_proc.done))
         return;
     if (track_guard) {
         track_forget((uintptr_t)p, 1);
@@ -179,9 +178,9 @@ int track_mode(void)
     return track_sample_bytes ? 2 : 1;
 }
 
-void track_stop(void) { __atomic_store_n(&track_done, 1, __ATOMIC_RELEASE); }
+void track_stop(void) { __atomic_store_n(&track_proc.done, 1, __ATOMIC_RELEASE); }
 
-int track_stopped(void) { return __atomic_load_n(&track_done, __ATOMIC_ACQUIRE); }
+int track_stopped(void) { return __atomic_load_n(&track_proc.done, __ATOMIC_ACQUIRE); }
 
 /* ---- fork (called by src/malloc/fork.c's table) ---- */
 static int forking; /* track_fork_prepare ran (the forking thread only) */
@@ -222,7 +221,8 @@ BSL_RARE void track_fork_child(void) /* with the rest of a fork child's path: se
 {
     if (!track_on)
         return;
-    track_own_blocks_seen = 0;
+    if (track_proc.own_seen) /* struct track_proc: the child's one copied page */
+        track_proc.own_seen = 0;
     int locked = forking;
     if (locked) {
         forking = 0;

@@ -69,6 +69,19 @@ BSL_HIDDEN int track_stopped(void);
 /* 1: this process tracked a block since tracking started or since it was forked. */
 BSL_HIDDEN int track_tracked_since_fork(void);
 
+/* What a fork() child writes of the tracking state, on one cache line: a child that tracks nothing
+ * (a shell's subshell under sampling) then copies one page of it, not the four that these fields
+ * were spread over (each copy is a page fault in the child, and one in the parent when it next
+ * writes there). Only the fork child handlers and the exit path write it in a child. */
+struct track_proc {
+    int done;          /* track.c: the exit report was written: the hooks do nothing any more */
+    int own_seen;      /* track.c: a block was tracked since tracking started or the fork (set once) */
+    int treg_stale;    /* threads.c: a fork child whose registry still holds the parent's tids */
+    void *treg_forker; /* threads.c: then the registry entry of the thread that forked (the only one) */
+    long report_pid;   /* leakcheck/fatal.c: the process whose fatal signals write a leak report */
+} __attribute__((aligned(64)));
+BSL_HIDDEN extern struct track_proc track_proc;
+
 /* ---- the hooks (track.c), called by src/malloc/hooks.c only ---- */
 /* An allocation of `size` bytes is about to be made: decide whether it is tracked (sampling; force:
  * track it exactly whatever the sampling), and if so capture its site (the stack under `label`,
@@ -96,6 +109,10 @@ BSL_HIDDEN extern uint64_t track_lean_max;
 /* Suspend (delta 1) or resume (-1) sampling process-wide: while suspended, every allocation is
  * tracked exactly (a budget is being enforced, a victim chosen). Nests. */
 BSL_HIDDEN void track_force_add(int delta);
+/* Hold the inline lean path off (delta 1) or let it back (-1) process-wide, sampling unchanged:
+ * every allocation then reaches track_before_alloc, whose caller can force it by its own test (the
+ * soft OOM policy enforcing a tag's budget exactly: the tag is the thread's). Nests. */
+BSL_HIDDEN void track_lean_hold_add(int delta);
 BSL_HIDDEN int track_forced(void);
 /* 1: an allocation of n bytes is not sampled (its bytes are taken off the countdown): the caller
  * may skip the hooks. 0: track_before_alloc decides (full tracking, a large block, the countdown
