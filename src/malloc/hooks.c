@@ -4,7 +4,7 @@
 
 #include "leakcheck/leakcheck.h"
 
-static const struct track_core core = {bsl_raw_calloc, bsl_raw_free, bsl_frame_mark};
+static const struct track_core core = {bsl_raw_calloc, bsl_raw_free, bsl_frame_mark, bsl_block_record, slab_recs_walk};
 
 void hooks_init(void) { track_set_core(&core); }
 

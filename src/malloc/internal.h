@@ -76,6 +76,8 @@ BSL_HIDDEN void bsl_raw_free(void *p);
 /* Sampled tracking's frame marks (malloc.c): struct track_core's mark, and whether the block at p
  * may be a tracked one (its frame is marked, or it is huge). */
 BSL_HIDDEN void bsl_frame_mark(void *p, int sign);
+/* struct track_core's rec: the record slot of the block at p (slab/recs.c). */
+BSL_HIDDEN uint64_t *bsl_block_record(void *p, int create);
 BSL_HIDDEN int bsl_maybe_tracked(const void *p);
 
 /* Start site tracking after init (the soft OOM policy got a budget or limit from code): 0, or -1

@@ -61,6 +61,7 @@ static __attribute__((noinline)) void *small_alloc_slow(unsigned c) { return sma
 static void *large_out(struct page *pg, size_t npages, size_t n, int zeroed, int guard, int zero)
 {
     pg->npages = (uint32_t)(npages + guard);
+    pg->large_rec = 0; /* the buddy's fields were there (slab/recs.c) */
     __atomic_store_n(&pg->flags, (uint8_t)(PG_LARGE | (zeroed ? PG_ZEROED : 0) | (guard ? PG_GUARD : 0)),
                      __ATOMIC_RELEASE);
     void *p = page_address(pg);
@@ -665,6 +666,39 @@ void bsl_frame_mark(void *p, int sign)
         __atomic_fetch_or(&pg->flags, PG_TRACKED, __ATOMIC_RELEASE);
     else
         __atomic_fetch_and(&pg->flags, (uint8_t)~PG_TRACKED, __ATOMIC_RELEASE);
+}
+
+/* struct track_core's rec. A slab object's slot is found as free finds the object (the frame's
+ * descriptor, the offset's boundary test and index: one multiply each); a pointer that is not an
+ * object's start has none (an invalid free reaches the tracker before classify reports it). A
+ * large block's is its head descriptor's. Huge blocks have none (NULL: the tracker's map). */
+uint64_t *bsl_block_record(void *p, int create)
+{
+    if (!addr_in_arena(p))
+        return NULL;
+    struct page *pg = arena_page(p);
+    uint8_t f = __atomic_load_n(&pg->flags, __ATOMIC_ACQUIRE);
+    if (f & PG_SLAB) {
+        uint32_t off = slab_offset(p, pg);
+        unsigned c = pg->size_class;
+        struct page *head = pg->head;
+        if (!slab_on_boundary(off, c))
+            return TRACK_REC_NONE;
+        uint32_t i = slab_index(off, c);
+        if (i >= head->total)
+            return TRACK_REC_NONE;
+        uint64_t *a = __atomic_load_n(&head->obj_recs, __ATOMIC_ACQUIRE);
+        if (unlikely(!a)) {
+            if (!create)
+                return TRACK_REC_NONE;
+            if (!(a = slab_recs_get(head)))
+                return TRACK_REC_NOMEM;
+        }
+        return &a[i];
+    }
+    if ((f & PG_LARGE) && !((uintptr_t)p & (PAGE_SIZE - 1)))
+        return &pg->large_rec;
+    return create ? TRACK_REC_NOMEM : TRACK_REC_NONE;
 }
 
 int bsl_maybe_tracked(const void *p)

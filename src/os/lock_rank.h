@@ -47,6 +47,9 @@
     /* kmem_cache lock (slab/slab.h): one class's slabs; new slabs come from the buddy (taken after */     \
     /* dropping it today, but the order allows taking a shard under it). */                                \
     X(SLAB, "kmem_cache lock")                                                                              \
+    /* recs_lock (slab/recs.c): free lists of the tracker's record arrays; nothing is called under it */  \
+    /* (taken by release_slab with no kmem_cache lock held, and from the tracker's hooks). */              \
+    X(RECS, "recs_lock (block record arrays)")                                                              \
     /* buddy shard lock (buddy/buddy.h): free lists of one shard; a purge under it accounts in the zone. */ \
     X(BUDDY, "buddy shard lock")                                                                            \
     /* zone->lock (zones/zones.h): a zone's counters only. */                                              \

@@ -115,6 +115,7 @@ static struct page *new_slab(struct kmem_cache *kc, unsigned c, unsigned cpu)
     head->inuse = 0;
     head->total = kc->objs_per_slab;
     head->on_partial = 0;
+    head->obj_recs = NULL; /* the buddy's fields were there (recs.c) */
     uint64_t *bm = slab_bitmap(head); /* every object free: bits [0, total) */
     for (unsigned w = 0; w < SLAB_BITMAP_BYTES / 8; w++)
         bm[w] = bitmap_valid(head->total, w);
@@ -123,6 +124,7 @@ static struct page *new_slab(struct kmem_cache *kc, unsigned c, unsigned cpu)
 
 static void release_slab(struct page *head)
 {
+    slab_recs_release(head);
     size_t npages = head->npages;
     for (size_t i = 1; i < npages; i++)
         head[i].flags = 0;
@@ -427,4 +429,5 @@ void slab_fork_locks(os_lock_visit_fn visit)
     for (int z = 0; z < SLAB_NR_ZONES; z++)
         for (unsigned c = 0; c < SLAB_NR_CLASSES; c++)
             visit(&kmem_caches[z][c].lock);
+    slab_recs_fork_locks(visit);
 }

@@ -134,4 +134,13 @@ BSL_HIDDEN void slab_heap_walk(void (*fn)(uintptr_t start, size_t len, int kind,
 
 static inline void *slab_base(const struct page *head) { return page_address(head); }
 
+/* The leak tracker's block records (recs.c): the record array of the slab at head, given one now
+ * if it has none (NULL: out of metadata); release_slab's part; fork. */
+BSL_HIDDEN uint64_t *slab_recs_get(struct page *head);
+BSL_HIDDEN void slab_recs_release(struct page *head);
+BSL_HIDDEN void slab_recs_fork_locks(os_lock_visit_fn visit);
+/* Every nonzero record (walk.c): fn(block start, record, arg). Racy as the heap walk is: records
+ * may be written meanwhile; an array found to have left its slab is skipped. */
+BSL_HIDDEN void slab_recs_walk(void (*fn)(uintptr_t start, uint64_t rec, void *arg), void *arg);
+
 #endif

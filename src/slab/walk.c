@@ -68,3 +68,56 @@ void slab_heap_walk(void (*fn)(uintptr_t start, size_t len, int kind, void *arg)
     struct walk w = {fn, arg};
     zones_for_each_arena(walk_arena, &w);
 }
+
+/* ---- the tracker's block records (recs.c) ---- */
+struct recs_walk {
+    void (*fn)(uintptr_t start, uint64_t rec, void *arg);
+    void *arg;
+};
+
+static void recs_walk_arena(uintptr_t base, void *arg)
+{
+    const struct recs_walk *w = arg;
+    struct page *pages = (struct page *)base;
+    const struct arena *ar = zone_arena_of((const void *)base);
+    size_t end = ar ? __atomic_load_n(&ar->fresh, __ATOMIC_RELAXED) : ARENA_PAGES; /* see walk_arena */
+    if (end > ARENA_PAGES)
+        end = ARENA_PAGES;
+    for (size_t pfn = ARENA_META_PAGES; pfn < end;) {
+        struct page *pg = &pages[pfn];
+        uint8_t f = __atomic_load_n(&pg->flags, __ATOMIC_ACQUIRE);
+        uintptr_t addr = base + (pfn << PAGE_SHIFT);
+        size_t np = 1;
+        if ((f & PG_SLAB) && pg->head == pg) {
+            np = pg->npages ? pg->npages : 1;
+            const uint64_t *a = __atomic_load_n(&pg->obj_recs, __ATOMIC_ACQUIRE);
+            unsigned cls = pg->size_class;
+            uint32_t total = pg->total;
+            if (a && cls < SLAB_NR_CLASSES && total && total <= 256) {
+                size_t osz = slab_class_size[cls];
+                for (uint32_t k = 0; k < total; k++) {
+                    uint64_t r = __atomic_load_n(&a[k], __ATOMIC_RELAXED);
+                    /* the array may have gone to another slab meanwhile: then its records are not ours */
+                    if (r && __atomic_load_n(&pg->obj_recs, __ATOMIC_ACQUIRE) == a)
+                        w->fn(addr + (uintptr_t)k * osz, r, w->arg);
+                }
+            }
+        } else if (f & PG_LARGE) {
+            np = pg->npages ? pg->npages : 1;
+            uint64_t r = __atomic_load_n(&pg->large_rec, __ATOMIC_RELAXED);
+            if (r)
+                w->fn(addr, r, w->arg);
+        } else if (f & PG_BUDDY) {
+            np = (size_t)1 << (pg->order <= MAX_ORDER ? pg->order : 0);
+        } else if (f == PG_LCACHED) {
+            np = pg->npages ? pg->npages : 1;
+        }
+        pfn += np < end - pfn ? np : end - pfn;
+    }
+}
+
+void slab_recs_walk(void (*fn)(uintptr_t start, uint64_t rec, void *arg), void *arg)
+{
+    struct recs_walk w = {fn, arg};
+    zones_for_each_arena(recs_walk_arena, &w);
+}

@@ -1,8 +1,12 @@
-/* The block map: block address -> (size, site, flags), open addressing in 128 shards, each under
- * its own lock (shard_lock_t below). The shard is chosen by the block's 4 KiB frame, so every record
- * of one frame lives in one shard, whose lock also serialises the allocator's frame marks (struct
- * track_core's mark, sampled mode: the frame's count of tracked blocks and its flag). A report locks every shard in index order and
- * copies the records out (track_blocks_lock_snapshot); nothing here holds a shard while waiting for
+/* Block records: block address -> (size, site, flags). Most live in a slot the allocator keeps
+ * beside the block (struct track_core's rec: a slab's per-object array, a large block's head
+ * descriptor; slot_put/slot_take below), found with no hashing and written with no lock in full
+ * tracking; the rest (huge blocks) in the block map: open addressing in 128 shards, each under
+ * its own lock (shard_lock_t below). The shard is chosen by the block's 4 KiB frame, and its lock
+ * also serialises the allocator's frame marks (struct track_core's mark, sampled mode: the frame's
+ * count of tracked blocks and its flag), so sampled tracking takes the frame's shard for a slot's
+ * record too. A report locks every shard in index order and copies the records out, the slots'
+ * by a racy walk (track_blocks_lock_snapshot); nothing here holds a shard while waiting for
  * another thread, except the shard -> allocator order (a shard grows its table with track_alloc
  * while locked): the hooks run outside every allocator lock, so the order is never reversed. */
 #include "track/track_int.h"
@@ -104,10 +108,64 @@ static int shard_grow(struct map_shard *s)
     return 0;
 }
 
+/* A record in the block's own slot (struct track_core's rec). Full tracking writes it with no lock:
+ * the block's owner is the only writer. Sampled tracking also counts the frame's tracked blocks
+ * (struct track_core's mark), under the shard of the frame, which serialises marks of one frame. */
+static int slot_put(uintptr_t key, uint64_t *slot, uint64_t val, uint64_t *old)
+{
+    uint64_t o;
+    if (track_sample_bytes) {
+        struct map_shard *s = shard_of(key);
+        shard_lock(&s->lock);
+        o = *slot;
+        __atomic_store_n(slot, val, __ATOMIC_RELAXED);
+        if (!o)
+            track_core_mark((void *)key, 1);
+        shard_unlock(&s->lock);
+    } else {
+        o = __atomic_load_n(slot, __ATOMIC_RELAXED);
+        __atomic_store_n(slot, val, __ATOMIC_RELAXED);
+    }
+    *old = o;
+    return o ? 0 : 1;
+}
+
+/* 1: there was a record (*val), now gone; 0: none; -1: try_only and the shard is busy. */
+static int slot_take(uintptr_t key, uint64_t *slot, int try_only, uint64_t *val)
+{
+    uint64_t v;
+    if (track_sample_bytes) {
+        struct map_shard *s = shard_of(key);
+        if (try_only) {
+            if (!shard_trylock(&s->lock))
+                return -1;
+        } else {
+            shard_lock(&s->lock);
+        }
+        v = *slot;
+        if (v) {
+            __atomic_store_n(slot, 0, __ATOMIC_RELAXED);
+            track_core_mark((void *)key, -1);
+        }
+        shard_unlock(&s->lock);
+    } else {
+        v = __atomic_load_n(slot, __ATOMIC_RELAXED);
+        if (v)
+            __atomic_store_n(slot, 0, __ATOMIC_RELAXED);
+    }
+    *val = v;
+    return v != 0;
+}
+
 /* 1: inserted, 0: replaced a stale record for the same address (*old: its value), -1: out of
  * memory. */
 int track_map_insert(uintptr_t key, uint64_t val, uint64_t *old)
 {
+    uint64_t *slot = track_core_rec((void *)key, 1);
+    if (slot == TRACK_REC_NOMEM || slot == TRACK_REC_NONE)
+        return -1;
+    if (slot)
+        return slot_put(key, slot, val, old);
     uint64_t h = addr_hash(key);
     struct map_shard *s = shard_of(key);
     shard_lock(&s->lock);
@@ -139,6 +197,11 @@ int track_map_insert(uintptr_t key, uint64_t val, uint64_t *old)
  * thread). */
 static int map_remove(uintptr_t key, uint64_t h, int try_only, uint64_t *val)
 {
+    uint64_t *slot = track_core_rec((void *)key, 0);
+    if (slot == TRACK_REC_NONE || slot == TRACK_REC_NOMEM)
+        return 0;
+    if (slot)
+        return slot_take(key, slot, try_only, val);
     struct map_shard *s = shard_of(key);
     if (try_only) {
         if (!shard_trylock(&s->lock))
@@ -282,6 +345,38 @@ static void blocks_sort(struct track_block *a, size_t n)
     }
 }
 
+static void block_of(struct track_block *b, uintptr_t start, uint64_t val)
+{
+    b->start = start;
+    b->size = (val & ~TRACK_FLAGS) >> TRACK_SITE_IDX_BITS;
+    b->exact = !!(val & TRACK_EXACT);
+    b->site = (uint32_t)(val & TRACK_MAX_SITES);
+}
+
+/* The records in the blocks' own slots, appended to the snapshot (grown as needed). */
+struct slot_snap {
+    struct track_block *b;
+    size_t n, cap;
+    int failed;
+};
+
+static void slot_snap_cb(uintptr_t start, uint64_t rec, void *arg)
+{
+    struct slot_snap *ss = arg;
+    if (ss->failed)
+        return;
+    if (ss->n == ss->cap) {
+        struct track_block *nb = track_realloc(ss->b, ss->cap * sizeof(*nb), ss->cap * 2 * sizeof(*nb));
+        if (!nb) {
+            ss->failed = 1;
+            return;
+        }
+        ss->b = nb;
+        ss->cap *= 2;
+    }
+    block_of(&ss->b[ss->n++], start, rec);
+}
+
 struct track_block *track_blocks_lock_snapshot(size_t *n)
 {
     size_t total = 0;
@@ -290,22 +385,29 @@ struct track_block *track_blocks_lock_snapshot(size_t *n)
         total += shards[i].count;
     }
     *n = 0;
-    struct track_block *b = track_alloc((total ? total : 1) * sizeof(struct track_block));
-    if (!b)
+    /* The slots first (full tracking writes them with no lock: racy, as the heap walk is), then the
+     * map's records (huge blocks), which the locks hold still. */
+    struct slot_snap ss = {track_alloc((total + 1024) * sizeof(struct track_block)), 0, total + 1024, 0};
+    if (!ss.b)
         return NULL;
-    size_t k = 0;
+    track_core_rec_walk(slot_snap_cb, &ss);
+    if (ss.failed || ss.cap - ss.n < total) {
+        struct track_block *nb = ss.failed ? NULL : track_realloc(ss.b, ss.cap * sizeof(*nb), (ss.n + total + 1) * sizeof(*nb));
+        if (!nb) {
+            track_free(ss.b);
+            return NULL;
+        }
+        ss.b = nb;
+    }
+    struct track_block *b = ss.b;
+    size_t k = ss.n;
     for (unsigned i = 0; i < MAP_SHARDS; i++) {
         struct map_shard *s = &shards[i];
         if (!s->tab)
             continue;
         for (size_t j = 0; j <= s->mask; j++)
-            if (s->tab[j].key) {
-                b[k].start = s->tab[j].key;
-                b[k].size = (s->tab[j].val & ~TRACK_FLAGS) >> TRACK_SITE_IDX_BITS;
-                b[k].exact = !!(s->tab[j].val & TRACK_EXACT);
-                b[k].site = (uint32_t)(s->tab[j].val & TRACK_MAX_SITES);
-                k++;
-            }
+            if (s->tab[j].key)
+                block_of(&b[k++], s->tab[j].key, s->tab[j].val);
     }
     blocks_sort(b, k);
     *n = k;

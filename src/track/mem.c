@@ -19,12 +19,25 @@
 
 static struct track_core core; /* set once at init, before any tracking */
 
-BSL_RARE void track_set_core(const struct track_core *c) { core = *c; }
+uint64_t *(*track_core_rec_fn)(void *p, int create);
+
+BSL_RARE void track_set_core(const struct track_core *c)
+{
+    core = *c;
+    track_core_rec_fn = c->rec; /* read by every tracked malloc and free: one indirect call */
+}
 
 void track_core_mark(void *p, int sign)
 {
     if (core.mark)
         core.mark(p, sign);
+}
+
+
+void track_core_rec_walk(void (*fn)(uintptr_t start, uint64_t rec, void *arg), void *arg)
+{
+    if (core.rec_walk)
+        core.rec_walk(fn, arg);
 }
 
 #define TRACK_SCRATCH_MAX 256

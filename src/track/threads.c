@@ -13,6 +13,7 @@
  * and which entry is the forking thread's. */
 #include "track/track_int.h"
 
+#include <errno.h>
 #include <pthread.h>
 
 __thread struct track_thread *track_self;
@@ -109,6 +110,7 @@ struct track_thread *track_thread_setup(void)
         }
         pthread_attr_destroy(&a);
     }
+    t->errno_p = &errno;
     long tid = os_gettid();
     t->rng = os_random64() ^ ((uint64_t)tid << 32) ^ (uintptr_t)t;
     t->reg = r;

@@ -26,9 +26,9 @@ void track_set_accounting(const struct track_accounting *a) { __atomic_store_n(&
  * the accounting consumer whether the allocation may go ahead. */
 static __attribute__((noinline)) uint64_t track_site(size_t size, uint16_t label, int exact)
 {
-    int saved = errno;
-    track_guard = 1;
     struct track_thread *t = track_self;
+    int *ep = t ? t->errno_p : &errno, saved = *ep;
+    track_guard = 1;
     if (!t && track_tstate == 0)
         t = track_thread_setup();
     uintptr_t frames[TRACK_MAX_DEPTH];
@@ -69,7 +69,7 @@ static __attribute__((noinline)) uint64_t track_site(size_t size, uint16_t label
     if (unlikely(track_ndeferred))
         track_drain_deferred();
     track_guard = 0;
-    errno = saved;
+    *ep = saved;
     if (internal)
         return 0;
     return refuse ? TRACK_REFUSE : ((uint64_t)site + 1) | (exact ? TRACK_EXACT : 0);
@@ -78,7 +78,8 @@ static __attribute__((noinline)) uint64_t track_site(size_t size, uint16_t label
 /* The second half: the block at p (its allocation succeeded) enters the map and its site's account. */
 static __attribute__((noinline)) void track_block(void *p, size_t size, uint32_t site, int exact)
 {
-    int saved = errno;
+    struct track_thread *t = track_self;
+    int *ep = t ? t->errno_p : &errno, saved = *ep;
     track_guard = 1;
     uint64_t sz = size > TRACK_SIZE_MAX ? TRACK_SIZE_MAX : size, old = 0;
     const struct track_accounting *acct = __atomic_load_n(&track_acct, __ATOMIC_ACQUIRE);
@@ -98,7 +99,7 @@ static __attribute__((noinline)) void track_block(void *p, size_t size, uint32_t
     if (unlikely(track_ndeferred))
         track_drain_deferred();
     track_guard = 0;
-    errno = saved;
+    *ep = saved;
 }
 
 uint64_t track_before_alloc(size_t size, uint16_t label, int force)
@@ -128,6 +129,24 @@ void track_on_free(void *p)
 {
     if (unlikely(track_proc.done))
         return;
+    if (!track_sample_bytes) { /* full tracking: the block's own slot, no lock (blockmap.c) */
+        uint64_t *slot = track_core_rec(p, 0);
+        if (slot == TRACK_REC_NONE || slot == TRACK_REC_NOMEM)
+            return;
+        if (slot) {
+            uint64_t v = __atomic_load_n(slot, __ATOMIC_RELAXED);
+            if (!v)
+                return;
+            __atomic_store_n(slot, 0, __ATOMIC_RELAXED);
+            if (track_live_sites || (v & TRACK_CHARGED)) { /* counters to take it off */
+                int g = track_guard;
+                track_guard = 1;
+                track_uncharge(v);
+                track_guard = g;
+            }
+            return;
+        }
+    }
     if (track_guard) {
         track_forget((uintptr_t)p, 1);
         return;

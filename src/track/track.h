@@ -34,7 +34,18 @@ struct track_core {
      * need not ask the tracker. Called under the map shard that holds every record of p's 4 KiB
      * frame (track_map_shard_key): calls for one frame are serialised. */
     void (*mark)(void *p, int sign);
+    /* The record slot of the block at p, kept by the allocator beside the block (a slab's per-object
+     * record array, a large block's head descriptor: slab/recs.c), given one now when create; the
+     * tracker keeps the block's record (0: none) there instead of in its own block map. NULL: the
+     * block has no slot (a huge block): the block map keeps it. TRACK_REC_NONE: p has no record
+     * (not a block start, or no slot yet and !create); TRACK_REC_NOMEM: create failed. A slot is
+     * written by whoever owns the block, as the block is. */
+    uint64_t *(*rec)(void *p, int create);
+    /* Every nonzero slot: fn(block start, record, arg); racy (see slab_recs_walk). */
+    void (*rec_walk)(void (*fn)(uintptr_t start, uint64_t rec, void *arg), void *arg);
 };
+#define TRACK_REC_NONE ((uint64_t *)(uintptr_t)1)
+#define TRACK_REC_NOMEM ((uint64_t *)(uintptr_t)2)
 BSL_HIDDEN void track_set_core(const struct track_core *core);
 
 #define TRACK_MAX_DEPTH 64

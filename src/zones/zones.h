@@ -79,6 +79,10 @@ struct page {
             uint32_t total;     /* objects in the slab (at most 256) */
             uint32_t on_partial;
             uint32_t ntracked;  /* every slab frame: its blocks that sampled tracking recorded (PG_TRACKED) */
+            union {             /* the leak tracker's block records (slab/recs.c, the kernel's slabobj_ext) */
+                uint64_t *obj_recs; /* PG_SLAB head: one per object, NULL until the tracker keeps one */
+                uint64_t large_rec; /* PG_LARGE head: the block's (0: none) */
+            };
         };
     };
     struct arena *arena; /* block heads: the arena the frame belongs to */
