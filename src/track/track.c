@@ -129,14 +129,17 @@ void track_on_free(void *p)
 {
     if (unlikely(track_proc.done))
         return;
-    if (!track_sample_bytes) { /* full tracking: the block's own slot, no lock (blockmap.c) */
-        uint64_t *slot = track_core_rec(p, 0);
-        if (slot == TRACK_REC_NONE || slot == TRACK_REC_NOMEM)
-            return;
+    /* The block's own slot (blockmap.c): only its owner, this thread, writes it, so an empty slot
+     * needs no lock (under sampling, nearly every block freed from a frame the allocator marked for
+     * another block's sake), and full tracking clears a full one with no lock either. */
+    uint64_t *slot = track_core_rec(p, 0);
+    if (slot == TRACK_REC_NONE || slot == TRACK_REC_NOMEM)
+        return;
+    if (slot && !__atomic_load_n(slot, __ATOMIC_RELAXED))
+        return;
+    if (!track_sample_bytes) {
         if (slot) {
             uint64_t v = __atomic_load_n(slot, __ATOMIC_RELAXED);
-            if (!v)
-                return;
             __atomic_store_n(slot, 0, __ATOMIC_RELAXED);
             if (track_live_sites || (v & TRACK_CHARGED)) { /* counters to take it off */
                 int g = track_guard;
