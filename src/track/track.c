@@ -121,8 +121,22 @@ uint64_t track_before_alloc(size_t size, uint16_t label, int force)
 
 void track_after_alloc(void *p, size_t size, uint64_t ticket)
 {
-    if (ticket && ticket != TRACK_REFUSE && !track_guard)
-        track_block(p, size, (uint32_t)((ticket & ~TRACK_EXACT) - 1), !!(ticket & TRACK_EXACT));
+    if (!ticket || ticket == TRACK_REFUSE || track_guard)
+        return;
+    uint32_t site = (uint32_t)((ticket & ~TRACK_EXACT) - 1);
+    if (!track_sample_bytes && !track_live_sites && !__atomic_load_n(&track_acct, __ATOMIC_RELAXED) &&
+        likely(track_proc.own_seen)) {
+        /* Full tracking with no counters to keep (the leak report alone): the record goes in the
+         * block's own slot with one store (blockmap.c), nothing else to do; a stale record there
+         * (its free went unseen) is simply replaced, having nothing to uncharge either. */
+        uint64_t *slot = track_core_rec(p, 1);
+        if (slot && slot != TRACK_REC_NONE && slot != TRACK_REC_NOMEM) {
+            uint64_t sz = size > TRACK_SIZE_MAX ? TRACK_SIZE_MAX : size;
+            __atomic_store_n(slot, (ticket & TRACK_EXACT) | sz << TRACK_SITE_IDX_BITS | site, __ATOMIC_RELAXED);
+            return;
+        }
+    }
+    track_block(p, size, site, !!(ticket & TRACK_EXACT));
 }
 
 void track_on_free(void *p)
