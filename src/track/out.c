@@ -73,12 +73,18 @@ const char *track_commas(char *buf, uint64_t v)
     return buf;
 }
 
+/* Frames outward of main (libc's start code, the same under every stack) get names but no file and
+ * line: where the C library's debug information is installed, looking them up decompressed its
+ * line tables at every report (perl's report at exit: 56 ms of zlib for two libc frames). */
 void track_write_frames(struct track_out *o, const struct track_site *site, int json)
 {
     const uintptr_t *fr;
     unsigned d = site ? track_site_frames(site, &fr) : 0;
+    int past_main = 0;
     for (unsigned k = 0; k < d; k++) {
-        const struct track_sym *s = track_sym_get(fr[k]);
+        const struct track_sym *s = past_main ? track_sym_name(fr[k]) : track_sym_get(fr[k]);
+        if (s->func && strcmp(s->func, "main") == 0)
+            past_main = 1;
         if (json) {
             track_out_fmt(o, "%s{\"pc\": \"0x%lx\", \"function\": ", k ? ", " : "", (unsigned long)s->pc);
             if (s->func)
