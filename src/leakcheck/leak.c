@@ -72,6 +72,11 @@ long leak_report(const char *path, int at_exit)
     struct track_block *b = track_blocks_lock_snapshot(&n);
     if (b)
         leak_scan(b, n);
+    /* A lost block that another thread freed (or freed and got again) during the scan is not a
+     * leak: under full tracking frees go on while the snapshot is scanned (track_block_unchanged). */
+    for (size_t i = 0; b && i < n; i++)
+        if ((b[i].state == LEAK_UNREACHED || b[i].state == LEAK_INDIRECT) && !track_block_unchanged(&b[i]))
+            b[i].state = LEAK_FREED;
     track_blocks_unlock();
     /* Blocks freed by what the scan called (see track_deferred) are not the program's leaks. */
     uintptr_t freed[64];

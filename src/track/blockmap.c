@@ -414,6 +414,18 @@ struct track_block *track_blocks_lock_snapshot(size_t *n)
     return b;
 }
 
+int track_block_unchanged(const struct track_block *b)
+{
+    uint64_t *slot = track_core_rec((void *)b->start, 0);
+    if (!slot)
+        return 1; /* in the map, which the snapshot's locks hold still */
+    if (slot == TRACK_REC_NONE || slot == TRACK_REC_NOMEM)
+        return 0;
+    uint64_t v = __atomic_load_n(slot, __ATOMIC_RELAXED);
+    return v && (uint32_t)(v & TRACK_MAX_SITES) == b->site && (v & ~TRACK_FLAGS) >> TRACK_SITE_IDX_BITS == b->size &&
+           !!(v & TRACK_EXACT) == b->exact;
+}
+
 size_t track_shard_tables(uintptr_t *out, size_t max)
 {
     size_t n = 0;

@@ -194,11 +194,15 @@ struct track_block {
     uint32_t clique; /* the consumer's (the leak scan: the lost block that holds this one) */
     uint32_t pad2;
 };
-/* Lock every block map shard (the caller then owns the map; blocks cannot be freed) and copy all
- * records into a fresh track_alloc array sorted by address. *n receives the count. NULL when out
- * of memory (the shards stay locked: call track_blocks_unlock in every case). */
+/* Lock every block map shard and copy all records into a fresh track_alloc array sorted by
+ * address. *n receives the count. NULL when out of memory (the shards stay locked: call
+ * track_blocks_unlock in every case). While locked, blocks recorded in the map (huge ones) and,
+ * under sampling, every tracked block cannot be freed; under full tracking a block whose record
+ * is in its slot can (no lock: blockmap.c), so track_block_unchanged tells whether it still is
+ * the block the snapshot saw. */
 BSL_HIDDEN struct track_block *track_blocks_lock_snapshot(size_t *n);
 BSL_HIDDEN void track_blocks_unlock(void);
+BSL_HIDDEN int track_block_unchanged(const struct track_block *b);
 /* Frees this thread made while it held the map (track_guard set: libc code the tracker or a
  * consumer called), not yet applied: up to max addresses. Then track_drain_deferred applies them. */
 BSL_HIDDEN size_t track_deferred(uintptr_t *out, size_t max);
