@@ -45,10 +45,11 @@ enum zone_id { ZONE_LOW32 = 0, ZONE_NORMAL = 1, ZONE_HUGE = 2, NR_ZONES = 3 };
 #define PG_ZEROED 0x10 /* PG_LARGE: the block was clean (all zero) when handed out */
 #define PG_LOW32 0x20  /* PG_SLAB of the LOW32 zone: its objects bypass the per-CPU caches */
 #define PG_GUARD 0x40  /* PG_LARGE: the block's last frame is an inaccessible guard page (option guard) */
-/* PG_SLAB frame or PG_LARGE head holding blocks that sampled site tracking recorded (ntracked > 0 on
- * a slab frame): free()'s fast path, which wants flags == PG_SLAB, leaves such frames for free_slow,
- * which tells the tracker. Set and cleared, with ntracked, only under the tracker's block map shard
- * of the frame (the tracker's core mark callback): all records of one frame live in one shard. */
+/* PG_SLAB frame holding blocks that sampled site tracking recorded (ntracked > 0): free()'s fast
+ * path, which wants flags == PG_SLAB, leaves such frames for free_slow, which tells the tracker.
+ * Set and cleared, with ntracked, only under the tracker's block map shard of the frame (the
+ * tracker's core mark callback), which serialises the marks of one frame. (A large block's record
+ * is in its head descriptor, large_rec, which free_slow reads: no mark.) */
 #define PG_TRACKED 0x80
 
 struct arena;
