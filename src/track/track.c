@@ -185,6 +185,7 @@ int track_start(long depth, uint64_t sample_bytes, int live_sites)
     track_depth = (unsigned)(depth < 1 ? 1 : depth > TRACK_MAX_DEPTH ? TRACK_MAX_DEPTH : depth);
     track_sample_bytes = sample_bytes;
     track_lean_max = sample_bytes;
+    track_sample_init();
     track_live_sites = live_sites;
     if ((why = track_sites_load()) != NULL)
         ;

@@ -73,6 +73,9 @@ BSL_HIDDEN void track_threads_fork_child(int locked);
 /* ---- sampling (sample.c) ---- */
 /* The countdown ran out (or the thread has none yet): is this allocation of `size` sampled? */
 BSL_HIDDEN int track_sample_slow(size_t size);
+/* Once, when tracking starts: the tables of track_neg_log_u53, -ln(n / 2^53) for n in [1, 2^53]. */
+BSL_HIDDEN void track_sample_init(void);
+BSL_HIDDEN double track_neg_log_u53(uint64_t n);
 
 /* ---- sites (sites.c) ---- */
 /* Choose the index (liburcu's, loaded now, with a dynamic loader; else siteindex.c's): NULL, else
