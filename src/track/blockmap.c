@@ -72,6 +72,15 @@ static inline void shard_lock(shard_lock_t *l)
 
 static inline void shard_unlock(shard_lock_t *l) { __atomic_store_n(&l->v, 0, __ATOMIC_RELEASE); }
 
+/* A free inside the tracker only tries (try_only: this thread may hold the shard); 0: busy. */
+static inline int shard_lock_maybe(shard_lock_t *l, int try_only)
+{
+    if (try_only)
+        return shard_trylock(l);
+    shard_lock(l);
+    return 1;
+}
+
 struct map_shard {
     shard_lock_t lock;
     struct map_ent *tab;
@@ -136,12 +145,8 @@ static int slot_take(uintptr_t key, uint64_t *slot, int try_only, uint64_t *val)
     uint64_t v;
     if (track_sample_bytes) {
         struct map_shard *s = shard_of(key);
-        if (try_only) {
-            if (!shard_trylock(&s->lock))
-                return -1;
-        } else {
-            shard_lock(&s->lock);
-        }
+        if (!shard_lock_maybe(&s->lock, try_only))
+            return -1;
         v = *slot;
         if (v) {
             __atomic_store_n(slot, 0, __ATOMIC_RELAXED);
@@ -203,12 +208,8 @@ static int map_remove(uintptr_t key, uint64_t h, int try_only, uint64_t *val)
     if (slot)
         return slot_take(key, slot, try_only, val);
     struct map_shard *s = shard_of(key);
-    if (try_only) {
-        if (!shard_trylock(&s->lock))
-            return -1;
-    } else {
-        shard_lock(&s->lock);
-    }
+    if (!shard_lock_maybe(&s->lock, try_only))
+        return -1;
     if (!s->tab) {
         shard_unlock(&s->lock);
         return 0;
